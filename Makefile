@@ -1,0 +1,42 @@
+# Two entry points: `make demo` and `make test`. Both create .venv idempotently.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := resources/demo
+CORES ?= all
+
+.PHONY: demo test lint demo-data clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+
+# Reinstall when the pins change; one pip call resolves the whole pinned set together.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+$(DEMO)/cohort.tsv: | $(STAMP)
+	$(BIN)/hccrad synth --out $(DEMO) --seed 42
+
+demo-data: $(DEMO)/cohort.tsv
+
+## make demo: install, write the synthetic demo cohort, run the whole workflow on it
+demo: $(STAMP) $(DEMO)/cohort.tsv
+	$(BIN)/snakemake --profile config/profiles/local --cores $(CORES)
+
+## make test: install, then lint and run the test suite
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --config cohort=tests/data/sheets/cohort.tsv clinical=tests/data/sheets/clinical.tsv
+
+clean-results:
+	rm -rf results .snakemake

@@ -1,0 +1,22 @@
+# hccrad: multi-center HCC radiomics and deep-learning workflow.
+# This file is an index: configuration, one include per stage in pipeline order, and `rule all`.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/register.smk"
+include: "workflow/rules/regions.smk"
+include: "workflow/rules/qc.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_targets(),

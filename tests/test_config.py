@@ -1,0 +1,75 @@
+"""Configuration validation and typed settings."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hccrad.config import ConfigError, load_settings, settings_from_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_config_validates_with_documented_values():
+    s = load_settings(ROOT / "config" / "config.yaml")
+    assert s.cohort == Path("resources/demo/cohort.tsv")
+    assert s.spacing == (1.0, 1.0, 1.0)
+    assert s.modality("MR").phases == ("AP", "PVP", "HBP", "DP")
+    assert s.modality("MR").n4 is True
+    ct = s.modality("CT").normalization
+    assert (ct.method, ct.window_width, ct.window_level) == ("window", 259, 40)
+    assert s.ring_distance_mm == 10.0
+    assert s.registration_method == "QuickRigid"
+    assert s.all_phases == ("AP", "PVP", "HBP", "DP")
+
+
+def test_defaults_are_filled_in():
+    s = settings_from_config({"cohort": "c.tsv", "clinical": "k.tsv"})
+    assert s.seed == 42
+    assert s.n4_iterations == (50, 50, 50, 50)
+    assert set(s.modalities) == {"MR", "CT"}
+    assert s.modality("CT").reference_phase == "AP"
+
+
+def test_overrides_take_precedence(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"cohort": "a.tsv", "clinical": "b.tsv", "seed": 3}))
+    s = load_settings(cfg, cohort="other.tsv")
+    assert s.cohort == Path("other.tsv") and s.seed == 3
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"seed": -1}, "config key seed"),
+        ({"resample": {"spacing": [1, 1]}}, "config key resample.spacing"),
+        ({"registration": {"method": "Affine"}}, "config key registration.method"),
+        ({"unknown_key": 1}, "unknown_key"),
+        (
+            {
+                "modalities": {
+                    "MR": {
+                        "phases": ["AP"],
+                        "reference_phase": "PVP",
+                        "n4": True,
+                        "normalization": {"method": "zscore"},
+                    }
+                }
+            },
+            "reference_phase",
+        ),
+    ],
+)
+def test_invalid_config_names_the_key(patch, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        validate_config({"cohort": "c.tsv", "clinical": "k.tsv", **patch})
+
+
+def test_missing_required_keys():
+    with pytest.raises(ConfigError, match="'cohort' is a required property"):
+        validate_config({"clinical": "k.tsv"})
+
+
+def test_unknown_modality_is_a_clear_error():
+    s = settings_from_config({"cohort": "c.tsv", "clinical": "k.tsv"})
+    with pytest.raises(ConfigError, match="modality 'PET' is not configured"):
+        s.modality("PET")

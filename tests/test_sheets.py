@@ -1,0 +1,161 @@
+"""Cohort sheet and clinical table validation: every problem names row, patient, column, file."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hccrad.config import settings_from_config
+from hccrad.sheets import COHORT_COLUMNS, SheetError, load_cohort
+
+CLINICAL_COLUMNS = ["patient", "center", "modality", "age", "sex", "afp", "mvi"]
+
+
+def _write_cohort(tmp_path: Path, rows, clinical_rows, *, touch=True):
+    for r in rows:
+        for col in ("image", "tumor_mask", "liver_mask", "reader2_mask"):
+            if r.get(col) and touch:
+                p = tmp_path / r[col]
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.touch()
+    full = [{c: r.get(c, "") for c in COHORT_COLUMNS} for r in rows]
+    pd.DataFrame(full, columns=list(COHORT_COLUMNS)).to_csv(
+        tmp_path / "cohort.tsv", sep="\t", index=False
+    )
+    pd.DataFrame(clinical_rows, columns=CLINICAL_COLUMNS).to_csv(
+        tmp_path / "clinical.tsv", sep="\t", index=False
+    )
+    return settings_from_config(
+        {"cohort": str(tmp_path / "cohort.tsv"), "clinical": str(tmp_path / "clinical.tsv")}
+    )
+
+
+def _mr(patient, phase, center="A", **kw):
+    row = {
+        "center": center,
+        "patient": patient,
+        "phase": phase,
+        "modality": "MR",
+        "image": f"img/{patient}_{phase}.nii.gz",
+        "tumor_mask": f"msk/{patient}_{phase}_t.nii.gz",
+        "liver_mask": f"msk/{patient}_{phase}_l.nii.gz",
+    }
+    row.update(kw)
+    return row
+
+
+def _clin(patient, center="A", **kw):
+    row = {
+        "patient": patient,
+        "center": center,
+        "modality": "MR",
+        "age": "60",
+        "sex": "M",
+        "afp": "12.5",
+        "mvi": "1",
+    }
+    row.update(kw)
+    return row
+
+
+GOOD = [_mr("P1", ph) for ph in ("AP", "PVP")] + [_mr("P2", "AP", center="B", tumor_mask="")]
+
+
+def test_valid_sheets_load(tmp_path):
+    s = _write_cohort(tmp_path, GOOD, [_clin("P1"), _clin("P2", center="B")])
+    cohort = load_cohort(s)
+    assert cohort.patients == ["P1", "P2"]
+    assert cohort.phases("P1") == ["AP", "PVP"]
+    assert cohort.center("P2") == "B"
+    rec = cohort.record("P1", "PVP")
+    assert rec.image == tmp_path / "img/P1_PVP.nii.gz"  # relative to the sheet's folder
+    assert rec.mask("tumor") == tmp_path / "msk/P1_PVP_t.nii.gz"
+    assert cohort.record("P2", "AP").mask("tumor") is None
+    assert cohort.clinical.loc[0, "age"] == 60 and cohort.clinical.loc[0, "afp"] == 12.5
+
+
+def _problems(tmp_path, rows, clinical, **kw):
+    s = _write_cohort(tmp_path, rows, clinical, **kw)
+    with pytest.raises(SheetError) as info:
+        load_cohort(s)
+    return info.value
+
+
+def test_duplicate_patient_phase(tmp_path):
+    err = _problems(tmp_path, [*GOOD, _mr("P1", "AP")], [_clin("P1"), _clin("P2", center="B")])
+    assert "row 4, patient P1, phase AP, column 'patient'" in str(err)
+    assert "duplicate patient x phase (first at row 1)" in str(err)
+
+
+def test_unknown_phase(tmp_path):
+    err = _problems(tmp_path, [*GOOD, _mr("P1", "T2W")], [_clin("P1"), _clin("P2", center="B")])
+    assert "row 4, patient P1, phase T2W, column 'phase'" in str(err)
+    assert "unknown phase 'T2W' for MR" in str(err)
+
+
+def test_missing_file_names_row_column_and_path(tmp_path):
+    s = _write_cohort(tmp_path, GOOD, [_clin("P1"), _clin("P2", center="B")])
+    (tmp_path / "msk/P1_PVP_l.nii.gz").unlink()
+    with pytest.raises(SheetError) as info:
+        load_cohort(s)
+    msg = str(info.value)
+    assert "row 2, patient P1, phase PVP, column 'liver_mask'" in msg
+    assert str(tmp_path / "msk/P1_PVP_l.nii.gz") in msg and "file not found" in msg
+
+
+def test_clinical_row_without_images_and_images_without_clinical(tmp_path):
+    err = _problems(tmp_path, GOOD, [_clin("P1"), _clin("P9")])
+    msg = str(err)
+    assert "row 2, patient P9, column 'patient'" in msg
+    assert "clinical row without images" in msg
+    assert "patient P2" in msg and "images without a clinical row" in msg
+
+
+def test_duplicate_clinical_patient_and_bad_value(tmp_path):
+    err = _problems(tmp_path, GOOD, [_clin("P1"), _clin("P2", center="B"), _clin("P1", afp="high")])
+    msg = str(err)
+    assert "row 3, patient P1, column 'patient'" in msg and "duplicate patient" in msg
+    assert "column 'afp'" in msg
+
+
+def test_bad_identifier_and_modality(tmp_path):
+    rows = [*GOOD, _mr("P-3", "AP"), _mr("P4", "AP", modality="PET")]
+    err = _problems(tmp_path, rows, [_clin("P1"), _clin("P2", center="B"), _clin("P4")])
+    msg = str(err)
+    assert "row 4, patient P-3, phase AP, column 'patient'" in msg
+    assert "row 5, patient P4, phase AP, column 'modality'" in msg
+
+
+def test_missing_reference_phase(tmp_path):
+    rows = [_mr("P1", "PVP")]
+    err = _problems(tmp_path, rows, [_clin("P1")])
+    assert "reference phase 'AP' of MR is missing" in str(err)
+
+
+def test_patient_id_reused_across_centers(tmp_path):
+    rows = [_mr("P1", "AP"), _mr("P1", "PVP", center="B")]
+    err = _problems(tmp_path, rows, [_clin("P1")])
+    assert "patient ids must be unique" in str(err)
+
+
+def test_exclude_mode_keeps_the_rest(tmp_path):
+    rows = [*GOOD, _mr("P3", "AP")]
+    s = _write_cohort(tmp_path, rows, [_clin("P1"), _clin("P2", center="B"), _clin("P3")])
+    (tmp_path / "img/P3_AP.nii.gz").unlink()
+    s = settings_from_config(
+        {"cohort": str(s.cohort), "clinical": str(s.clinical), "sheet_errors": "exclude"}
+    )
+    cohort = load_cohort(s)
+    assert cohort.patients == ["P1", "P2"]
+    assert "P3" in cohort.excluded and "file not found" in cohort.excluded["P3"][0]
+    assert list(cohort.clinical["patient"]) == ["P1", "P2"]
+
+
+def test_missing_column(tmp_path):
+    _write_cohort(tmp_path, GOOD, [_clin("P1"), _clin("P2", center="B")])
+    df = pd.read_csv(tmp_path / "cohort.tsv", sep="\t").drop(columns=["reader2_mask"])
+    df.to_csv(tmp_path / "cohort.tsv", sep="\t", index=False)
+    s = settings_from_config(
+        {"cohort": str(tmp_path / "cohort.tsv"), "clinical": str(tmp_path / "clinical.tsv")}
+    )
+    with pytest.raises(SheetError, match="missing column"):
+        load_cohort(s)

@@ -1,0 +1,148 @@
+"""The Snakemake workflow end to end on a tiny generated cohort.
+
+One real run (centers A and B), then center C is added: the dry run must schedule only C's
+per-patient jobs and the cohort aggregates; the completed run covers every patient. Bad input
+cases check that errors name the patient, phase and file, leave no partial output, and that
+``--keep-going`` completes the rest of the cohort.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from conftest import ROOT, job_counts, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+PER_IMAGE = ("convert_image", "resample_image", "register_phase", "normalize_intensity")
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory) -> Path:
+    from hccrad.synth import write_cohort
+
+    out = tmp_path_factory.mktemp("tiny") / "cohort"
+    write_cohort(out, seed=7, n_patients=3, modality="both")
+    return out
+
+
+def _sheets(cohort_dir: Path, dest: Path, *, centers=None, edit=None) -> tuple[Path, Path]:
+    """Write (a subset of) the tiny cohort's sheets into ``dest`` with absolute paths."""
+    dest.mkdir(parents=True, exist_ok=True)
+    sheet = pd.read_csv(cohort_dir / "cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
+    clinical = pd.read_csv(cohort_dir / "clinical.tsv", sep="\t", dtype=str, keep_default_na=False)
+    for col in ("image", "tumor_mask", "liver_mask", "reader2_mask"):
+        sheet[col] = [str(cohort_dir / v) if v else "" for v in sheet[col]]
+    if centers is not None:
+        sheet = sheet[sheet["center"].isin(centers)]
+        clinical = clinical[clinical["patient"].isin(set(sheet["patient"]))]
+    if edit is not None:
+        sheet, clinical = edit(sheet, clinical)
+    sheet.to_csv(dest / "cohort.tsv", sep="\t", index=False)
+    clinical.to_csv(dest / "clinical.tsv", sep="\t", index=False)
+    return dest / "cohort.tsv", dest / "clinical.tsv"
+
+
+def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
+    """Jobs the workflow must schedule for the patients of ``sheet`` (per-patient rules only)."""
+    from hccrad.config import load_settings
+
+    settings = load_settings(ROOT / "config" / "config.yaml")
+    counts: dict[str, int] = dict.fromkeys(PER_IMAGE, 0)
+    counts.update(correct_bias_n4=0, carry_mask=0, make_tumor_regions=0, plot_patient_qc=0)
+    for patient, rows in sheet.groupby("patient", sort=False):
+        mod = settings.modality(rows["modality"].iloc[0])
+        ref = rows[rows["phase"] == mod.reference_phase].iloc[0]
+        counts["plot_patient_qc"] += 1
+        for _, r in rows.iterrows():
+            for rule in PER_IMAGE:
+                counts[rule] += 1
+            counts["correct_bias_n4"] += int(mod.n4)
+            counts["carry_mask"] += sum(bool(r[f"{k}_mask"]) for k in ("tumor", "liver", "reader2"))
+            counts["make_tumor_regions"] += int(bool(r["tumor_mask"] or ref["tumor_mask"]))
+    return {k: v for k, v in counts.items() if v}
+
+
+@pytest.fixture(scope="module")
+def first_run(cohort_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    cohort, clinical = _sheets(cohort_dir, work / "sheets", centers=["A", "B"])
+    res = run_snakemake(work, "--cores", "2", cohort=cohort, clinical=clinical)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return work
+
+
+def test_lint_is_clean(cohort_dir, tmp_path):
+    cohort, clinical = _sheets(cohort_dir, tmp_path / "sheets")
+    res = run_snakemake(tmp_path, "--lint", cohort=cohort, clinical=clinical)
+    assert "Lints for" not in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def test_dry_run_plans_every_patient(cohort_dir, tmp_path):
+    cohort, clinical = _sheets(cohort_dir, tmp_path / "sheets")
+    res = run_snakemake(tmp_path, "-n", cohort=cohort, clinical=clinical)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sheet = pd.read_csv(cohort, sep="\t", dtype=str, keep_default_na=False)
+    counts = job_counts(res.stdout)
+    want = expected_jobs(sheet) | {"summarize_preprocessing": 1, "all": 1}
+    assert counts == {**want, "total": sum(want.values())}
+
+
+def test_first_run_outputs(first_run):
+    table = pd.read_parquet(first_run / "results/cohort/preprocess/summary.parquet")
+    sheet = pd.read_csv(first_run / "sheets/cohort.tsv", sep="\t", dtype=str)
+    assert len(table) == len(sheet)
+    assert set(table["patient"]) == set(sheet["patient"])
+    assert (table[["spacing_x", "spacing_y", "spacing_z"]] == 1.0).all().all()
+    moved = table[table["registration_method"] != "identity"]
+    # registration improves the match with the reference phase
+    assert (moved["ncc_after"] > moved["ncc_before"]).mean() >= 0.75
+    with_tumor = table[table["tumor_ml"].notna()]
+    assert (with_tumor["ring_ml"] > 0).all() and (with_tumor["index_tumor_ml"] > 0).all()
+    assert (first_run / "results/cohort/preprocess/qc_montage.png").stat().st_size > 10_000
+    for _, r in sheet.drop_duplicates("patient").iterrows():
+        qc = first_run / f"results/{r.center}/{r.patient}/qc"
+        assert (qc / "qc.png").stat().st_size > 5_000
+        rec = json.loads((qc / "qc.json").read_text())
+        assert set(rec["phases"]) == set(sheet[sheet.patient == r.patient]["phase"])
+    logs = list((first_run / "results/logs").rglob("*.log"))
+    benches = list((first_run / "results/benchmarks").rglob("*.tsv"))
+    assert len(logs) == len(benches) > 0
+
+
+def test_ring_is_inside_liver_and_outside_tumor(first_run):
+    ring_path = next((first_run / "results").rglob("regions/ring.nii.gz"))
+    folder = ring_path.parents[1]
+    ring = sitk.GetArrayFromImage(sitk.ReadImage(str(ring_path))) > 0
+    tumor = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "register/tumor.nii.gz"))) > 0
+    liver_file = folder / "register/liver.nii.gz"
+    assert not np.logical_and(ring, tumor).any()
+    if liver_file.exists():
+        liver = sitk.GetArrayFromImage(sitk.ReadImage(str(liver_file))) > 0
+        assert not np.logical_and(ring, ~liver).any()
+
+
+def test_adding_a_center_reruns_only_its_jobs(cohort_dir, first_run):
+    cohort, clinical = _sheets(cohort_dir, first_run / "sheets")  # now with center C
+    res = run_snakemake(first_run, "-n", cohort=cohort, clinical=clinical)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sheet = pd.read_csv(cohort, sep="\t", dtype=str, keep_default_na=False)
+    want = expected_jobs(sheet[sheet["center"] == "C"])
+    want |= {"summarize_preprocessing": 1, "all": 1}
+    assert job_counts(res.stdout) == {**want, "total": sum(want.values())}
+    centers = set(re.findall(r"center=(\w+)", res.stdout))
+    assert centers == {"C"}
+
+    res = run_snakemake(first_run, "--cores", "2", cohort=cohort, clinical=clinical)
+    assert res.returncode == 0, res.stderr[-4000:]
+    table = pd.read_parquet(first_run / "results/cohort/preprocess/summary.parquet")
+    assert set(table["patient"]) == set(sheet["patient"])
+    res = run_snakemake(first_run, "-n", cohort=cohort, clinical=clinical)
+    assert "Nothing to be done" in res.stdout + res.stderr

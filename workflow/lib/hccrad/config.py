@@ -1,0 +1,210 @@
+"""Typed, validated workflow configuration.
+
+The configuration is validated against ``workflow/schemas/config.schema.yaml`` (defaults filled in),
+then exposed as frozen dataclasses so that code never digs through nested dictionaries.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hccrad.errors import ConfigError
+
+#: Center names that would collide with the workflow's own folders under ``results/``.
+RESERVED_NAMES = frozenset({"cohort", "logs", "benchmarks", "qc"})
+
+#: Modality settings used when the configuration names no ``modalities`` at all.
+DEFAULT_MODALITIES: dict[str, dict[str, Any]] = {
+    "MR": {
+        "phases": ["AP", "PVP", "HBP", "DP"],
+        "reference_phase": "AP",
+        "n4": True,
+        "normalization": {"method": "zscore", "percentiles": [1.0, 99.0]},
+    },
+    "CT": {
+        "phases": ["AP", "PVP"],
+        "reference_phase": "AP",
+        "n4": False,
+        "normalization": {
+            "method": "window",
+            "window_width": 259.0,
+            "window_level": 40.0,
+            "rescale": True,
+        },
+    },
+}
+
+
+def schema_dir() -> Path:
+    """Folder of the workflow's JSON schemas (``workflow/schemas`` of this checkout)."""
+    here = Path(__file__).resolve().parents[2] / "schemas"
+    if not here.is_dir():
+        raise ConfigError(
+            f"schema folder {here} not found: hccrad must be installed from a checkout "
+            "of the workflow (pip install -e .)"
+        )
+    return here
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """Load ``workflow/schemas/{name}.schema.yaml``."""
+    with open(schema_dir() / f"{name}.schema.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def _validator_with_defaults(schema: dict[str, Any]) -> Any:
+    """A Draft 2020-12 validator that also fills in ``default`` values (as Snakemake's does)."""
+    from jsonschema import Draft202012Validator, validators
+
+    validate_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Any:
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub:
+                    instance.setdefault(prop, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    cls = validators.extend(Draft202012Validator, {"properties": set_defaults})
+    return cls(schema)
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a configuration dictionary and return a copy with defaults filled in.
+
+    Raises:
+        ConfigError: naming every offending key path and what is wrong with it.
+    """
+    data = copy.deepcopy(dict(config))
+    data.setdefault("modalities", copy.deepcopy(DEFAULT_MODALITIES))
+    validator = _validator_with_defaults(load_schema("config"))
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [
+            f"  config key {'.'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
+            for e in errors
+        ]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    for name, mod in data["modalities"].items():
+        if mod["reference_phase"] not in mod["phases"]:
+            raise ConfigError(
+                f"config key modalities.{name}.reference_phase: {mod['reference_phase']!r} "
+                f"is not one of the modality's phases {mod['phases']}"
+            )
+        bad = RESERVED_NAMES.intersection(mod["phases"])
+        if bad:
+            raise ConfigError(
+                f"config key modalities.{name}.phases: reserved name(s) {sorted(bad)}"
+            )
+    return data
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Intensity normalisation of one modality (applied in the registered space)."""
+
+    method: str
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    window_width: float = 259.0
+    window_level: float = 40.0
+    rescale: bool = True
+
+
+@dataclass(frozen=True)
+class Modality:
+    """Phases, reference phase and intensity handling of one modality."""
+
+    name: str
+    phases: tuple[str, ...]
+    reference_phase: str
+    n4: bool
+    normalization: Normalization
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration of one run."""
+
+    cohort: Path
+    clinical: Path
+    seed: int
+    sheet_errors: str
+    modalities: dict[str, Modality]
+    spacing: tuple[float, float, float]
+    n4_shrink_factor: int
+    n4_iterations: tuple[int, ...]
+    n4_convergence_threshold: float
+    registration_method: str
+    registration_refine: bool
+    ring_distance_mm: float
+    ring_clip_to_liver: bool
+    montage_per_row: int
+
+    def modality(self, name: str) -> Modality:
+        """Settings of modality ``name``; ConfigError when the config does not define it."""
+        try:
+            return self.modalities[name]
+        except KeyError:
+            raise ConfigError(
+                f"modality {name!r} is not configured (known: {sorted(self.modalities)})"
+            ) from None
+
+    @property
+    def all_phases(self) -> tuple[str, ...]:
+        """Every configured phase name, in configuration order, without repeats."""
+        seen: dict[str, None] = {}
+        for mod in self.modalities.values():
+            seen.update(dict.fromkeys(mod.phases))
+        return tuple(seen)
+
+
+def _triple(values: list[float]) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in values)
+    return (x, y, z)
+
+
+def settings_from_config(config: Mapping[str, Any]) -> Settings:
+    """Validate ``config`` and turn it into :class:`Settings`."""
+    c = validate_config(config)
+    modalities = {}
+    for name, m in c["modalities"].items():
+        norm = dict(m["normalization"])
+        if "percentiles" in norm:
+            norm["percentiles"] = tuple(norm["percentiles"])
+        modalities[name] = Modality(
+            name=name,
+            phases=tuple(m["phases"]),
+            reference_phase=m["reference_phase"],
+            n4=bool(m["n4"]),
+            normalization=Normalization(**norm),
+        )
+    return Settings(
+        cohort=Path(c["cohort"]),
+        clinical=Path(c["clinical"]),
+        seed=c["seed"],
+        sheet_errors=c["sheet_errors"],
+        modalities=modalities,
+        spacing=_triple(c["resample"]["spacing"]),
+        n4_shrink_factor=c["n4"]["shrink_factor"],
+        n4_iterations=tuple(c["n4"]["iterations"]),
+        n4_convergence_threshold=c["n4"]["convergence_threshold"],
+        registration_method=c["registration"]["method"],
+        registration_refine=c["registration"]["refine"],
+        ring_distance_mm=float(c["peritumoral"]["distance_mm"]),
+        ring_clip_to_liver=c["peritumoral"]["clip_to_liver"],
+        montage_per_row=c["qc"]["montage_per_row"],
+    )
+
+
+def load_settings(path: str | Path, **overrides: Any) -> Settings:
+    """Read a YAML configuration file, apply top-level ``overrides``, validate it."""
+    with open(path) as fh:
+        config = yaml.safe_load(fh) or {}
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    return settings_from_config(config)

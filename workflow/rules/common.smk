@@ -1,0 +1,156 @@
+# Sheet loading and validation, wildcard constraints and input functions (get_<what>).
+# All logic lives in the hccrad package; this file only binds it to the workflow.
+import os
+import sys
+
+# The package is imported from this checkout, also inside per-rule conda envs (--sdm conda).
+LIB = os.path.join(workflow.basedir, "workflow", "lib")
+sys.path.insert(0, LIB)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [LIB, *filter(None, [os.environ.get("PYTHONPATH")])]
+)
+
+from hccrad import paths
+from hccrad.config import settings_from_config
+from hccrad.sheets import load_cohort
+from snakemake.utils import validate
+
+validate(config, "../schemas/config.schema.yaml")
+
+# Both sheets are checked (schemas + cross-checks + files exist) before any job runs.
+SETTINGS = settings_from_config(config)
+COHORT = load_cohort(SETTINGS)
+
+
+wildcard_constraints:
+    center="[A-Za-z0-9]+",
+    patient="[A-Za-z0-9]+",
+    phase="|".join(SETTINGS.all_phases),
+    kind="tumor|liver|reader2",
+
+
+PREPROCESS_ENV = "../../envs/preprocess.yaml"
+
+
+def get_modality_name(wildcards):
+    return COHORT.modality(wildcards.patient)
+
+
+def modality_of(wildcards):
+    return SETTINGS.modality(COHORT.modality(wildcards.patient))
+
+
+def get_raw_image(wildcards):
+    return str(COHORT.record(wildcards.patient, wildcards.phase).image)
+
+
+def get_raw_mask(wildcards):
+    return str(COHORT.record(wildcards.patient, wildcards.phase).mask(wildcards.kind))
+
+
+def _prereg(center, patient, phase):
+    """The image a phase enters registration with: N4-corrected (MR) or resampled (CT)."""
+    stage = "n4" if SETTINGS.modality(COHORT.modality(patient)).n4 else "resample"
+    return paths.image_path(
+        stage, "image.nii.gz", center=center, patient=patient, phase=phase
+    )
+
+
+def get_prereg_image(wildcards):
+    return _prereg(wildcards.center, wildcards.patient, wildcards.phase)
+
+
+def get_reference_image(wildcards):
+    ref = modality_of(wildcards).reference_phase
+    return _prereg(wildcards.center, wildcards.patient, ref)
+
+
+def is_reference_phase(wildcards):
+    return wildcards.phase == modality_of(wildcards).reference_phase
+
+
+def get_normalization(wildcards):
+    return modality_of(wildcards).normalization
+
+
+def mask_source_phase(patient, phase, kind):
+    """Phase whose mask of `kind` stands for `phase` in the registered space, or None.
+
+    A phase's own mask when the sheet gives one; else the reference phase's (every phase shares
+    the reference grid after registration); else none.
+    """
+    if COHORT.record(patient, phase).mask(kind) is not None:
+        return phase
+    ref = SETTINGS.modality(COHORT.modality(patient)).reference_phase
+    if COHORT.record(patient, ref).mask(kind) is not None:
+        return ref
+    return None
+
+
+def registered_mask(center, patient, phase, kind):
+    """Path of the registered mask of `kind` used for `phase`, or None."""
+    source = mask_source_phase(patient, phase, kind)
+    if source is None:
+        return None
+    return paths.image_path(
+        "register", f"{kind}.nii.gz", center=center, patient=patient, phase=source
+    )
+
+
+def get_liver_mask(wildcards):
+    """Registered liver mask for this phase as an optional named input ({} when none)."""
+    path = registered_mask(
+        wildcards.center, wildcards.patient, wildcards.phase, "liver"
+    )
+    return {"liver": path} if path else {}
+
+
+def get_tumor_regions_inputs(wildcards):
+    args = wildcards.center, wildcards.patient, wildcards.phase
+    inputs = {"tumor": registered_mask(*args, "tumor")}
+    liver = registered_mask(*args, "liver") if SETTINGS.ring_clip_to_liver else None
+    if liver:
+        inputs["liver"] = liver
+    return inputs
+
+
+def has_tumor(patient, phase):
+    return mask_source_phase(patient, phase, "tumor") is not None
+
+
+def get_patient_qc_inputs(wildcards):
+    """Every per-phase output of one patient that its QC figure and QC JSON summarise."""
+    c, p = wildcards.center, wildcards.patient
+    inputs = {}
+    for ph in COHORT.phases(p):
+        inputs[f"image_{ph}"] = paths.image_path(
+            "normalize", "image.nii.gz", center=c, patient=p, phase=ph
+        )
+        inputs[f"registration_{ph}"] = paths.image_path(
+            "register", "registration.json", center=c, patient=p, phase=ph
+        )
+        for kind in ("liver", "reader2"):
+            mask = registered_mask(c, p, ph, kind)
+            if mask:
+                inputs[f"{kind}_{ph}"] = mask
+        if has_tumor(p, ph):
+            for name in ("index_tumor", "ring"):
+                inputs[f"{name}_{ph}"] = paths.image_path(
+                    "regions", f"{name}.nii.gz", center=c, patient=p, phase=ph
+                )
+            inputs[f"tumor_{ph}"] = registered_mask(c, p, ph, "tumor")
+    return inputs
+
+
+def patient_targets(stage, name):
+    return [
+        paths.patient_path(stage, name, center=COHORT.center(p), patient=p)
+        for p in COHORT.patients
+    ]
+
+
+def get_final_targets():
+    return [
+        paths.cohort_path("preprocess", "summary.parquet"),
+        paths.cohort_path("preprocess", "qc_montage.png"),
+    ]
