@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +59,29 @@ def job_counts(output: str) -> dict[str, int]:
             break
         counts[m.group(1)] = int(m.group(2))
     return counts
+
+
+@pytest.fixture(scope="session")
+def cohort_dir(tmp_path_factory) -> Path:
+    from hccrad.synth import write_cohort
+
+    out = tmp_path_factory.mktemp("tiny") / "cohort"
+    write_cohort(out, seed=7, n_patients=3, modality="both")
+    return out
+
+
+def write_sheets(cohort_dir: Path, dest: Path, *, centers=None, edit=None) -> tuple[Path, Path]:
+    """Write (a subset of) the tiny cohort's sheets into ``dest`` with absolute paths."""
+    dest.mkdir(parents=True, exist_ok=True)
+    sheet = pd.read_csv(cohort_dir / "cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
+    clinical = pd.read_csv(cohort_dir / "clinical.tsv", sep="\t", dtype=str, keep_default_na=False)
+    for col in ("image", "tumor_mask", "liver_mask", "reader2_mask"):
+        sheet[col] = [str(cohort_dir / v) if v else "" for v in sheet[col]]
+    if centers is not None:
+        sheet = sheet[sheet["center"].isin(centers)]
+        clinical = clinical[clinical["patient"].isin(set(sheet["patient"]))]
+    if edit is not None:
+        sheet, clinical = edit(sheet, clinical)
+    sheet.to_csv(dest / "cohort.tsv", sep="\t", index=False)
+    clinical.to_csv(dest / "clinical.tsv", sep="\t", index=False)
+    return dest / "cohort.tsv", dest / "clinical.tsv"

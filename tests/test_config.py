@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from hccrad.config import ConfigError, load_settings, settings_from_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ def test_default_config_validates_with_documented_values():
 def test_defaults_are_filled_in():
     s = settings_from_config({"cohort": "c.tsv", "clinical": "k.tsv"})
     assert s.seed == 42
-    assert s.n4_iterations == (50, 50, 50, 50)
+    assert s.n4_iterations == (50, 50, 50)
     assert set(s.modalities) == {"MR", "CT"}
     assert s.modality("CT").reference_phase == "AP"
 

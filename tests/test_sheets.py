@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from hccrad.config import settings_from_config
 from hccrad.sheets import COHORT_COLUMNS, SheetError, load_cohort
 

@@ -10,44 +10,17 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from conftest import ROOT, job_counts, run_snakemake
+from conftest import ROOT, job_counts, run_snakemake, write_sheets
 
 pytestmark = pytest.mark.workflow
 
 PER_IMAGE = ("convert_image", "resample_image", "register_phase", "normalize_intensity")
-
-
-@pytest.fixture(scope="module")
-def cohort_dir(tmp_path_factory) -> Path:
-    from hccrad.synth import write_cohort
-
-    out = tmp_path_factory.mktemp("tiny") / "cohort"
-    write_cohort(out, seed=7, n_patients=3, modality="both")
-    return out
-
-
-def _sheets(cohort_dir: Path, dest: Path, *, centers=None, edit=None) -> tuple[Path, Path]:
-    """Write (a subset of) the tiny cohort's sheets into ``dest`` with absolute paths."""
-    dest.mkdir(parents=True, exist_ok=True)
-    sheet = pd.read_csv(cohort_dir / "cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
-    clinical = pd.read_csv(cohort_dir / "clinical.tsv", sep="\t", dtype=str, keep_default_na=False)
-    for col in ("image", "tumor_mask", "liver_mask", "reader2_mask"):
-        sheet[col] = [str(cohort_dir / v) if v else "" for v in sheet[col]]
-    if centers is not None:
-        sheet = sheet[sheet["center"].isin(centers)]
-        clinical = clinical[clinical["patient"].isin(set(sheet["patient"]))]
-    if edit is not None:
-        sheet, clinical = edit(sheet, clinical)
-    sheet.to_csv(dest / "cohort.tsv", sep="\t", index=False)
-    clinical.to_csv(dest / "clinical.tsv", sep="\t", index=False)
-    return dest / "cohort.tsv", dest / "clinical.tsv"
 
 
 def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
@@ -57,7 +30,7 @@ def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
     settings = load_settings(ROOT / "config" / "config.yaml")
     counts: dict[str, int] = dict.fromkeys(PER_IMAGE, 0)
     counts.update(correct_bias_n4=0, carry_mask=0, make_tumor_regions=0, plot_patient_qc=0)
-    for patient, rows in sheet.groupby("patient", sort=False):
+    for _patient, rows in sheet.groupby("patient", sort=False):
         mod = settings.modality(rows["modality"].iloc[0])
         ref = rows[rows["phase"] == mod.reference_phase].iloc[0]
         counts["plot_patient_qc"] += 1
@@ -73,20 +46,20 @@ def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def first_run(cohort_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("run")
-    cohort, clinical = _sheets(cohort_dir, work / "sheets", centers=["A", "B"])
+    cohort, clinical = write_sheets(cohort_dir, work / "sheets", centers=["A", "B"])
     res = run_snakemake(work, "--cores", "2", cohort=cohort, clinical=clinical)
     assert res.returncode == 0, res.stderr[-4000:]
     return work
 
 
 def test_lint_is_clean(cohort_dir, tmp_path):
-    cohort, clinical = _sheets(cohort_dir, tmp_path / "sheets")
+    cohort, clinical = write_sheets(cohort_dir, tmp_path / "sheets")
     res = run_snakemake(tmp_path, "--lint", cohort=cohort, clinical=clinical)
     assert "Lints for" not in res.stdout + res.stderr, res.stdout + res.stderr
 
 
 def test_dry_run_plans_every_patient(cohort_dir, tmp_path):
-    cohort, clinical = _sheets(cohort_dir, tmp_path / "sheets")
+    cohort, clinical = write_sheets(cohort_dir, tmp_path / "sheets")
     res = run_snakemake(tmp_path, "-n", cohort=cohort, clinical=clinical)
     assert res.returncode == 0, res.stderr[-3000:]
     sheet = pd.read_csv(cohort, sep="\t", dtype=str, keep_default_na=False)
@@ -130,7 +103,7 @@ def test_ring_is_inside_liver_and_outside_tumor(first_run):
 
 
 def test_adding_a_center_reruns_only_its_jobs(cohort_dir, first_run):
-    cohort, clinical = _sheets(cohort_dir, first_run / "sheets")  # now with center C
+    cohort, clinical = write_sheets(cohort_dir, first_run / "sheets")  # now with center C
     res = run_snakemake(first_run, "-n", cohort=cohort, clinical=clinical)
     assert res.returncode == 0, res.stderr[-3000:]
     sheet = pd.read_csv(cohort, sep="\t", dtype=str, keep_default_na=False)

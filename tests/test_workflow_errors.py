@@ -9,21 +9,20 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from conftest import run_snakemake
-from test_workflow import _sheets, cohort_dir  # noqa: F401  (module fixture reused)
+from conftest import run_snakemake, write_sheets
 
 pytestmark = pytest.mark.workflow
 
 
 def _dry_run_error(cohort_dir: Path, tmp_path: Path, edit) -> str:
-    cohort, clinical = _sheets(cohort_dir, tmp_path / "sheets", edit=edit)
+    cohort, clinical = write_sheets(cohort_dir, tmp_path / "sheets", edit=edit)
     res = run_snakemake(tmp_path, "-n", cohort=cohort, clinical=clinical)
     assert res.returncode != 0
     assert not (tmp_path / "results").exists()
     return res.stdout + res.stderr
 
 
-def test_missing_file(cohort_dir, tmp_path):  # noqa: F811
+def test_missing_file(cohort_dir, tmp_path):
     def edit(sheet, clinical):
         sheet.loc[sheet.index[1], "image"] = str(tmp_path / "nowhere.nii.gz")
         return sheet, clinical
@@ -33,7 +32,7 @@ def test_missing_file(cohort_dir, tmp_path):  # noqa: F811
     assert f"file {tmp_path / 'nowhere.nii.gz'}: file not found" in out
 
 
-def test_duplicate_patient_id(cohort_dir, tmp_path):  # noqa: F811
+def test_duplicate_patient_id(cohort_dir, tmp_path):
     def edit(sheet, clinical):
         return pd.concat([sheet, sheet.iloc[[0]]]), clinical
 
@@ -41,7 +40,7 @@ def test_duplicate_patient_id(cohort_dir, tmp_path):  # noqa: F811
     assert "duplicate patient x phase (first at row 1)" in out
 
 
-def test_unknown_phase(cohort_dir, tmp_path):  # noqa: F811
+def test_unknown_phase(cohort_dir, tmp_path):
     def edit(sheet, clinical):
         sheet.loc[sheet.index[1], "phase"] = "T1"
         return sheet, clinical
@@ -50,7 +49,7 @@ def test_unknown_phase(cohort_dir, tmp_path):  # noqa: F811
     assert "row 2" in out and "phase T1" in out and "unknown phase 'T1'" in out
 
 
-def test_clinical_row_without_images(cohort_dir, tmp_path):  # noqa: F811
+def test_clinical_row_without_images(cohort_dir, tmp_path):
     def edit(sheet, clinical):
         extra = clinical.iloc[[0]].copy()
         extra["patient"] = "ZZZ999"
@@ -64,7 +63,7 @@ def test_clinical_row_without_images(cohort_dir, tmp_path):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def broken_run(cohort_dir, tmp_path_factory):  # noqa: F811
+def broken_run(cohort_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("broken")
     bad = work / "bad"
     bad.mkdir()
@@ -106,7 +105,7 @@ def broken_run(cohort_dir, tmp_path_factory):  # noqa: F811
         )
         return s, clinical
 
-    cohort, clinical = _sheets(cohort_dir, work / "sheets", edit=edit)
+    cohort, clinical = write_sheets(cohort_dir, work / "sheets", edit=edit)
     res = run_snakemake(work, "--cores", "2", "--keep-going", cohort=cohort, clinical=clinical)
     return work, cases, res
 

@@ -1,0 +1,426 @@
+"""Reading and writing images, masks and JSON files.
+
+Every image leaves :func:`read_image` as a 3-D ``Float32`` :class:`SimpleITK.Image` without any
+metadata (no DICOM tag is ever carried into an output, for privacy); every mask leaves
+:func:`read_mask` as a binary ``UInt8`` image on the grid of its reference image. Writers are
+atomic: they write a temporary file in the destination folder and move it into place with
+:func:`os.replace`, so a crashed or killed job never leaves a partial output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from hccrad.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: File name endings read as single image files.
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: Endings :func:`write_image` accepts (single-file formats only, so the write can be atomic).
+WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+
+_DIRECTION_TOLERANCE = 1e-4
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return path.suffix.lower()
+
+
+def strip_metadata(image: sitk.Image) -> sitk.Image:
+    """Remove every metadata entry (DICOM tags, file notes) from ``image`` in place.
+
+    Args:
+        image: any SimpleITK image.
+
+    Returns:
+        The same image object, for chaining.
+    """
+    for key in image.GetMetaDataKeys():
+        image.EraseMetaData(key)
+    return image
+
+
+def _check_3d(image: sitk.Image, path: Path, patient: str | None, phase: str | None) -> None:
+    if image.GetDimension() != 3:
+        raise InputError(
+            f"expected a 3-D image, got {image.GetDimension()}-D (size {image.GetSize()})",
+            patient=patient,
+            phase=phase,
+            file=path,
+        )
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components "
+            "per voxel",
+            patient=patient,
+            phase=phase,
+            file=path,
+        )
+
+
+def _dicom_series_files(
+    folder: Path, patient: str | None, phase: str | None
+) -> list[str]:
+    """File names of the single DICOM series in ``folder``, sorted by slice position."""
+    reader = sitk.ImageSeriesReader()
+    try:
+        series = list(reader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError as exc:  # pragma: no cover - GDCM rarely raises here
+        raise InputError(f"cannot scan folder for DICOM: {exc}", patient=patient, phase=phase,
+                         file=folder) from exc
+    if not series:
+        raise InputError("folder holds no DICOM series", patient=patient, phase=phase,
+                         file=folder)
+    if len(series) > 1:
+        raise InputError(
+            f"folder holds {len(series)} DICOM series, expected exactly one: "
+            + ", ".join(sorted(series)),
+            patient=patient,
+            phase=phase,
+            file=folder,
+        )
+    files = list(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    if len(files) < 2:
+        raise InputError(
+            f"DICOM series {series[0]} has {len(files)} slice(s); a 3-D volume needs at least 2",
+            patient=patient,
+            phase=phase,
+            file=folder,
+        )
+    return files
+
+
+def _check_slice_spacing(
+    files: list[str], folder: Path, patient: str | None, phase: str | None,
+    rel_tolerance: float = 0.01, abs_tolerance_mm: float = 0.01,
+) -> float:
+    """Check that the slices of a DICOM series are evenly spaced; return the spacing in mm."""
+    import pydicom
+
+    positions = []
+    normal = None
+    for name in files:
+        try:
+            ds = pydicom.dcmread(name, stop_before_pixels=True,
+                                 specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
+        except Exception as exc:
+            raise InputError(f"unreadable DICOM slice {name}: {exc}", patient=patient,
+                             phase=phase, file=folder) from exc
+        ipp = ds.get("ImagePositionPatient")
+        iop = ds.get("ImageOrientationPatient")
+        if ipp is None or iop is None:
+            raise InputError(f"DICOM slice {name} has no ImagePositionPatient/"
+                             "ImageOrientationPatient", patient=patient, phase=phase,
+                             file=folder)
+        if normal is None:
+            row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+            normal = np.cross(row, col)
+        positions.append(float(np.dot(np.asarray(ipp, float), normal)))
+    gaps = np.diff(np.asarray(positions))
+    median = float(np.median(np.abs(gaps)))
+    if median <= 0 or np.any(np.abs(gaps) < 1e-6):
+        raise InputError("DICOM series has slices at duplicate positions", patient=patient,
+                         phase=phase, file=folder)
+    deviation = float(np.max(np.abs(np.abs(gaps) - median)))
+    if deviation > max(abs_tolerance_mm, rel_tolerance * median):
+        raise InputError(
+            f"inconsistent slice spacing: gaps between {np.min(np.abs(gaps)):.4g} and "
+            f"{np.max(np.abs(gaps)):.4g} mm (median {median:.4g} mm)",
+            patient=patient,
+            phase=phase,
+            file=folder,
+        )
+    return median
+
+
+def _check_nifti_complete(path: Path, patient: str | None, phase: str | None) -> None:
+    """Raise when a NIfTI file holds fewer voxel bytes than its header announces.
+
+    ITK's NIfTI reader silently fills a truncated file with zeros; this catches it.
+    """
+    import gzip
+
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        need = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * int(
+            header.get_data_dtype().itemsize
+        )
+        if _suffix(path) == ".nii.gz":
+            have = 0
+            with gzip.open(path, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    have += len(chunk)
+        else:
+            have = path.stat().st_size
+    except Exception as exc:
+        raise InputError(f"cannot read image: corrupt NIfTI file ({exc})", patient=patient,
+                         phase=phase, file=path) from exc
+    if have < need:
+        raise InputError(
+            f"cannot read image: truncated NIfTI file ({have} of {need} bytes)",
+            patient=patient,
+            phase=phase,
+            file=path,
+        )
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    patient: str | None = None,
+    phase: str | None = None,
+) -> sitk.Image:
+    """Read a 3-D image file or a folder holding one DICOM series.
+
+    DICOM slices are sorted by position (GDCM), RescaleSlope/RescaleIntercept are applied (CT
+    comes out in HU) and the slice spacing is checked to be uniform.
+
+    Args:
+        path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file, or a folder
+            with exactly one DICOM series (other files in it are ignored).
+        patient: patient id, only used in error messages.
+        phase: phase name, only used in error messages.
+
+    Returns:
+        The image as ``Float32`` with its metadata dictionary cleared.
+
+    Raises:
+        InputError: missing path, unreadable or corrupt file, folder without DICOM or with several
+            series, non-3-D or non-scalar image, uneven slice spacing.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or folder", patient=patient, phase=phase, file=p)
+    if p.is_dir():
+        files = _dicom_series_files(p, patient, phase)
+        spacing = _check_slice_spacing(files, p, patient, phase)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        reader.MetaDataDictionaryArrayUpdateOff()
+        reader.LoadPrivateTagsOff()
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise InputError(f"cannot read DICOM series: {exc}", patient=patient, phase=phase,
+                             file=p) from exc
+        if abs(image.GetSpacing()[2] - spacing) > 1e-3 * spacing:
+            # GDCM takes the z spacing from the positions as well; keep the checked value.
+            log.debug("DICOM z spacing %s replaced by %s from positions", image.GetSpacing()[2],
+                      spacing)
+            image.SetSpacing((*image.GetSpacing()[:2], spacing))
+        log.info("read DICOM series of %d slices from %s", len(files), p)
+    else:
+        if _suffix(p) not in IMAGE_SUFFIXES:
+            log.warning("unexpected image file ending %r for %s; trying anyway", _suffix(p), p)
+        if _suffix(p) in (".nii", ".nii.gz"):
+            _check_nifti_complete(p, patient, phase)
+        try:
+            image = sitk.ReadImage(str(p))
+        except RuntimeError as exc:
+            raise InputError(f"cannot read image: {str(exc).strip().splitlines()[-1]}",
+                             patient=patient, phase=phase, file=p) from exc
+    _check_3d(image, p, patient, phase)
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    strip_metadata(image)
+    arr = sitk.GetArrayViewFromImage(image)
+    if not np.all(np.isfinite(arr)):
+        raise InputError("image holds NaN or infinite values", patient=patient, phase=phase,
+                         file=p)
+    return image
+
+
+def check_geometry(
+    image: sitk.Image,
+    reference: sitk.Image,
+    *,
+    tolerance_mm: float = 1e-3,
+    direction_tolerance: float = _DIRECTION_TOLERANCE,
+) -> list[str]:
+    """Describe how the voxel grid of ``image`` differs from that of ``reference``.
+
+    Args:
+        image: image to check.
+        reference: image whose grid ``image`` should share.
+        tolerance_mm: largest accepted difference of spacing (per axis) and origin (distance).
+        direction_tolerance: largest accepted absolute difference of a direction-cosine entry.
+
+    Returns:
+        Human-readable differences; an empty list when the grids agree.
+    """
+    diffs: list[str] = []
+    if image.GetDimension() != reference.GetDimension():
+        return [f"dimension {image.GetDimension()} != {reference.GetDimension()}"]
+    if image.GetSize() != reference.GetSize():
+        diffs.append(f"size {image.GetSize()} != {reference.GetSize()}")
+    sp, rsp = np.asarray(image.GetSpacing()), np.asarray(reference.GetSpacing())
+    if np.max(np.abs(sp - rsp)) > tolerance_mm:
+        diffs.append(
+            f"spacing {tuple(np.round(sp, 6))} != {tuple(np.round(rsp, 6))} "
+            f"(max difference {np.max(np.abs(sp - rsp)):.4g} mm)"
+        )
+    org, rorg = np.asarray(image.GetOrigin()), np.asarray(reference.GetOrigin())
+    dist = float(np.linalg.norm(org - rorg))
+    if dist > tolerance_mm:
+        diffs.append(
+            f"origin {tuple(np.round(org, 4))} != {tuple(np.round(rorg, 4))} "
+            f"(off by {dist:.4g} mm)"
+        )
+    d, rd = np.asarray(image.GetDirection()), np.asarray(reference.GetDirection())
+    if np.max(np.abs(d - rd)) > direction_tolerance:
+        diffs.append(
+            f"direction {tuple(np.round(d, 4))} != {tuple(np.round(rd, 4))} "
+            f"(max difference {np.max(np.abs(d - rd)):.4g})"
+        )
+    return diffs
+
+
+def read_mask(
+    path: str | os.PathLike[str],
+    reference: sitk.Image,
+    *,
+    patient: str | None = None,
+    phase: str | None = None,
+    kind: str = "tumor",
+    tolerance_mm: float = 1e-3,
+    allow_empty: bool = False,
+    label: int | None = None,
+) -> sitk.Image:
+    """Read a mask and check that it lies on the grid of ``reference``.
+
+    Args:
+        path: mask file (any format :func:`read_image` reads, DICOM folders excepted in practice).
+        reference: image the mask belongs to.
+        patient: patient id, for error messages.
+        phase: phase name, for error messages.
+        kind: what the mask is ("tumor", "liver"...), for error messages.
+        tolerance_mm: geometry tolerance, see :func:`check_geometry`.
+        allow_empty: accept a mask without any foreground voxel.
+        label: keep only voxels equal to this label (multi-label files); by default every nonzero
+            voxel is foreground.
+
+    Returns:
+        Binary ``UInt8`` image (0/1) without metadata.
+
+    Raises:
+        InputError: unreadable file, grid different from ``reference``, empty mask.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{kind} mask: no such file", patient=patient, phase=phase, file=p)
+    try:
+        raw = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        raise InputError(f"cannot read {kind} mask: {str(exc).strip().splitlines()[-1]}",
+                         patient=patient, phase=phase, file=p) from exc
+    _check_3d(raw, p, patient, phase)
+    diffs = check_geometry(raw, reference, tolerance_mm=tolerance_mm)
+    if diffs:
+        raise InputError(
+            f"{kind} mask does not lie on the image grid: " + "; ".join(diffs),
+            patient=patient,
+            phase=phase,
+            file=p,
+        )
+    arr = sitk.GetArrayViewFromImage(raw)
+    fg = (arr == label) if label is not None else (arr != 0)
+    mask = sitk.GetImageFromArray(fg.astype(np.uint8))
+    mask.CopyInformation(reference)
+    if not allow_empty and not fg.any():
+        what = f"label {label}" if label is not None else "no foreground voxel"
+        raise InputError(f"{kind} mask is empty ({what})", patient=patient, phase=phase, file=p)
+    return mask
+
+
+def _atomic_target(path: Path) -> tuple[Path, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, _suffix(path)
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike[str], *, compress: bool = True) -> None:
+    """Write ``image`` atomically, without metadata.
+
+    Args:
+        image: image to write.
+        path: destination; ``.nii``, ``.nii.gz``, ``.nrrd`` or ``.mha`` (two-file formats such as
+            ``.mhd``/``.nhdr`` cannot be replaced atomically and are refused). Parent folders are
+            created.
+        compress: compress the voxel data where the format allows it.
+
+    Raises:
+        ValueError: unsupported file ending.
+        RuntimeError: SimpleITK failed to write (no partial file is left behind).
+    """
+    p, suffix = _atomic_target(Path(path))
+    if suffix not in WRITE_SUFFIXES:
+        raise ValueError(f"cannot write {p}: use one of {', '.join(WRITE_SUFFIXES)}")
+    out = sitk.Image(image)
+    strip_metadata(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".tmp{suffix}", dir=p.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(out, tmp, compress)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.debug("wrote %s", p)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating parent folders."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``obj`` as JSON atomically (sorted keys, indent 2).
+
+    NumPy scalars and arrays become Python numbers and lists, paths become strings and non-finite
+    floats (NaN, inf) become ``null`` so the file stays standard JSON.
+
+    Args:
+        obj: JSON-serialisable object (after the conversions above).
+        path: destination file; parent folders are created.
+    """
+    text = json.dumps(_jsonable(obj), sort_keys=True, indent=2, allow_nan=False)
+    write_text_atomic(text + "\n", path)

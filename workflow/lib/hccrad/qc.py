@@ -1,0 +1,275 @@
+"""Quality-control figures and tables of the preprocessing.
+
+Per patient: one PNG with one panel per phase (registered grid, axial slice with the largest
+index-lesion area, tumor/liver/ring contours) and one JSON record (:func:`qc_record`). Per cohort:
+a thumbnail montage and a table with one row per patient x phase (:func:`summarize_qc`).
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global backend switch).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+
+from hccrad.preprocess.regions import largest_component, mask_stats
+
+log = logging.getLogger(__name__)
+
+#: Panel size in inches and resolution of the per-patient QC figure.
+PANEL_INCHES = (3.0, 3.4)
+DPI = 100
+CONTOUR_COLORS = {"tumor": "red", "liver": "lime", "ring": "yellow"}
+
+
+def _figure(nrows: int, ncols: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _atomic_savefig(fig: Figure, out_png: str | os.PathLike[str], **kwargs: Any) -> None:
+    p = Path(out_png)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **kwargs)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _lps(image: sitk.Image) -> sitk.Image:
+    """Reorient to LPS (identity direction) so that array axes are (z: I->S, y: A->P, x: R->L)."""
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    if np.allclose(direction, np.eye(3), atol=1e-6):
+        return image
+    return sitk.DICOMOrient(image, "LPS")
+
+
+def choose_slice(tumor: sitk.Image | None, reference: sitk.Image) -> int:
+    """Axial slice index (LPS-oriented array) with the largest index-lesion area.
+
+    Args:
+        tumor: binary tumor mask or ``None``.
+        reference: image giving the grid (used for the middle slice without a tumor).
+
+    Returns:
+        Slice index along z of the LPS-oriented volume.
+    """
+    if tumor is not None:
+        lesion = sitk.GetArrayFromImage(_lps(largest_component(tumor)))
+        area = lesion.reshape(lesion.shape[0], -1).sum(axis=1)
+        if area.max() > 0:
+            return int(np.argmax(area))
+    return int(_lps(reference).GetSize()[2] // 2)
+
+
+def plot_patient_qc(
+    images: Mapping[str, sitk.Image],
+    out_png: str | os.PathLike[str],
+    *,
+    tumor: sitk.Image | None = None,
+    liver: sitk.Image | None = None,
+    ring: sitk.Image | None = None,
+    title: str = "",
+) -> None:
+    """Write the per-patient QC figure: one panel per phase, axial slice, mask contours.
+
+    All images and masks must lie on the same (registered) grid. The slice is the axial slice with
+    the largest area of the index lesion (largest 6-connected tumor component), or the middle
+    slice without a tumor. Each panel is windowed to the 1st-99th percentiles of its slice and
+    shown in radiological convention (patient's right on the left, anterior up) with the aspect
+    ratio of the voxel spacing. Contours: tumor red, liver green, ring yellow. The figure is
+    ``PANEL_INCHES`` per panel at ``DPI`` (300 x 340 pixels per panel).
+
+    Args:
+        images: phase name -> image, in display order.
+        out_png: destination PNG (written atomically, parent folders created).
+        tumor: tumor mask.
+        liver: liver mask.
+        ring: peritumoral ring mask.
+        title: figure title (e.g. the patient id).
+    """
+    if not images:
+        raise ValueError("plot_patient_qc needs at least one image")
+    first = next(iter(images.values()))
+    z = choose_slice(tumor, first)
+    spacing = _lps(first).GetSpacing()
+    masks = {k: v for k, v in (("liver", liver), ("ring", ring), ("tumor", tumor)) if v is not None}
+    mask_slices = {k: sitk.GetArrayFromImage(_lps(v))[z] != 0 for k, v in masks.items()}
+    n = len(images)
+    fig, axes = _figure(1, n, (PANEL_INCHES[0] * n, PANEL_INCHES[1]))
+    for ax, (phase, image) in zip(axes[0], images.items(), strict=True):
+        sl = sitk.GetArrayFromImage(_lps(image))[z].astype(np.float64)
+        lo, hi = np.percentile(sl, [1, 99])
+        if hi <= lo:
+            hi = lo + 1.0
+        ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi, aspect=spacing[1] / spacing[0],
+                  interpolation="nearest")
+        for name, m in mask_slices.items():
+            if m.any() and not m.all():
+                ax.contour(m.astype(float), levels=[0.5], colors=CONTOUR_COLORS[name],
+                           linewidths=0.8)
+        ax.set_title(f"{phase} (z={z})", fontsize=9)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.86, wspace=0.03)
+    _atomic_savefig(fig, out_png, dpi=DPI)
+    log.debug("wrote QC figure %s (%d panels, slice %d)", out_png, n, z)
+
+
+def plot_cohort_montage(
+    png_paths: Sequence[str | os.PathLike[str]],
+    out_png: str | os.PathLike[str],
+    *,
+    titles: Sequence[str] | None = None,
+    max_per_row: int = 4,
+    thumb_inches: float = 4.0,
+) -> None:
+    """Tile per-patient QC PNGs into one montage (one thumbnail per file, row-major).
+
+    Args:
+        png_paths: QC figures to include.
+        out_png: destination PNG (atomic write).
+        titles: one caption per file (defaults to the file stem).
+        max_per_row: thumbnails per row.
+        thumb_inches: width of a thumbnail in inches (at ``DPI``).
+    """
+    if max_per_row < 1:
+        raise ValueError("max_per_row must be >= 1")
+    paths = [Path(p) for p in png_paths]
+    if titles is not None and len(titles) != len(paths):
+        raise ValueError(f"{len(titles)} titles for {len(paths)} images")
+    n = max(1, len(paths))
+    ncol = min(max_per_row, n)
+    nrow = math.ceil(n / ncol)
+    fig, axes = _figure(nrow, ncol, (thumb_inches * ncol, thumb_inches * 0.6 * nrow))
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i >= len(paths):
+            continue
+        ax.imshow(imread(paths[i]))
+        ax.set_title(titles[i] if titles is not None else paths[i].stem, fontsize=8)
+    if not paths:
+        axes[0, 0].text(0.5, 0.5, "no QC images", ha="center", va="center")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.02, hspace=0.1)
+    _atomic_savefig(fig, out_png, dpi=DPI)
+
+
+def _slice_stats(image: sitk.Image, mask: sitk.Image | None) -> dict[str, float | None]:
+    arr = sitk.GetArrayViewFromImage(image)
+    if mask is None:
+        return {"mean": float(arr.mean()), "std": float(arr.std())}
+    values = arr[sitk.GetArrayViewFromImage(mask) != 0]
+    if values.size == 0:
+        return {"mean": None, "std": None}
+    return {"mean": float(values.mean()), "std": float(values.std())}
+
+
+def qc_record(
+    patient: str,
+    images: Mapping[str, sitk.Image],
+    *,
+    reference_phase: str | None = None,
+    tumor: sitk.Image | None = None,
+    liver: sitk.Image | None = None,
+    ring: sitk.Image | None = None,
+    similarity: Mapping[str, Mapping[str, float]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the per-patient QC record (what the QC rule writes as JSON).
+
+    Schema::
+
+        {"patient": str, "reference_phase": str | None,
+         "masks": {"tumor"|"liver"|"ring": mask_stats(...)},
+         "phases": {phase: {"size": [x, y, z], "spacing": [...], "liver_mean": ..., "liver_std":
+                    ..., "tumor_mean": ..., "tumor_std": ..., "ncc": ..., "mi": ...}},
+         ...extra}
+
+    ``ncc``/``mi`` come from ``similarity[phase]`` (e.g. :func:`image_similarity` of the phase with
+    the reference phase after registration).
+
+    Returns:
+        JSON-ready dict (pass it to :func:`hccrad.imageio.write_json`).
+    """
+    masks = {k: v for k, v in (("tumor", tumor), ("liver", liver), ("ring", ring))
+             if v is not None}
+    phases: dict[str, dict[str, Any]] = {}
+    for phase, image in images.items():
+        row: dict[str, Any] = {
+            "size": list(image.GetSize()),
+            "spacing": [float(s) for s in image.GetSpacing()],
+        }
+        for name in ("liver", "tumor"):
+            if name in masks:
+                s = _slice_stats(image, masks[name])
+                row[f"{name}_mean"], row[f"{name}_std"] = s["mean"], s["std"]
+        if similarity is not None and phase in similarity:
+            row.update({k: float(v) for k, v in similarity[phase].items()})
+        phases[phase] = row
+    record: dict[str, Any] = {
+        "patient": patient,
+        "reference_phase": reference_phase,
+        "masks": {k: mask_stats(v) for k, v in masks.items()},
+        "phases": phases,
+    }
+    if extra:
+        record.update(extra)
+    return record
+
+
+def summarize_qc(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Flatten per-patient QC records into one row per patient x phase.
+
+    Args:
+        records: records as built by :func:`qc_record` (loaded from the per-patient JSONs).
+
+    Returns:
+        DataFrame with columns ``patient``, ``phase``, ``is_reference``, the per-phase values
+        (``liver_mean``, ``ncc``, ``mi``...), and per-mask ``<mask>_volume_ml``, ``<mask>_voxels``
+        and ``<mask>_components``, sorted by patient and phase. Lists (size, spacing) become
+        ``x``-joined strings. Empty input gives an empty frame with ``patient`` and ``phase``.
+    """
+    rows: list[dict[str, Any]] = []
+    for rec in records:
+        patient = rec.get("patient")
+        if patient is None:
+            raise ValueError("QC record without 'patient'")
+        common: dict[str, Any] = {"patient": str(patient)}
+        for mask_name, stats in (rec.get("masks") or {}).items():
+            for key in ("volume_ml", "voxels", "components"):
+                common[f"{mask_name}_{key}"] = stats.get(key) if stats else None
+        ref = rec.get("reference_phase")
+        for phase, values in (rec.get("phases") or {}).items():
+            row = dict(common)
+            row["phase"] = str(phase)
+            row["is_reference"] = bool(ref is not None and phase == ref)
+            for key, value in values.items():
+                if isinstance(value, list | tuple):
+                    value = "x".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+                row[key] = value
+            rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=["patient", "phase"])
+    df = pd.DataFrame(rows)
+    first = ["patient", "phase", "is_reference"]
+    df = df[first + [c for c in df.columns if c not in first]]
+    return df.sort_values(["patient", "phase"], kind="stable").reset_index(drop=True)
