@@ -1,0 +1,487 @@
+"""Tests of the embedded synthetic cohort generator (hccrad.synth)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from hccrad.errors import ConfigError
+from hccrad.synth import (
+    CLINICAL_COLUMNS,
+    COHORT_COLUMNS,
+    MOTION_TSV_COLUMNS,
+    Habitat,
+    clinical_tables,
+    generate_patient,
+    mask_availability,
+    patient_id,
+    true_relative_transform,
+    write_cohort,
+)
+
+N_SMALL = 3  # per modality: one patient per center (A, B, C)
+
+
+def _read_tsv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _read_image(root: Path, rel: str) -> sitk.Image:
+    path = root / rel
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path)))
+        return reader.Execute()
+    return sitk.ReadImage(str(path))
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "cohort"
+    write_cohort(out, seed=7, n_patients=N_SMALL, modality="both", workers=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mr_patient():
+    return generate_patient("MR", 0, seed=7)
+
+
+@pytest.fixture(scope="module")
+def ct_patient():
+    return generate_patient("CT", 0, seed=7)
+
+
+# ---------------------------------------------------------------------------------------------
+# files and sheets
+# ---------------------------------------------------------------------------------------------
+
+
+def test_deterministic_and_worker_independent(cohort: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    paths = write_cohort(again, seed=7, n_patients=N_SMALL, modality="both", workers=1)
+    assert set(paths) == {"cohort", "clinical", "truth", "motion"}
+    first, second = _tree_digest(cohort), _tree_digest(again)
+    assert first.keys() == second.keys()
+    assert first == second
+
+
+def test_adding_patients_keeps_earlier_ones() -> None:
+    small, _ = clinical_tables(seed=7, n_patients=3, modality="MR")
+    large, _ = clinical_tables(seed=7, n_patients=10, modality="MR")
+    assert small == large[:3]
+
+
+def test_sheet_columns_and_rows(cohort: Path) -> None:
+    sheet = _read_tsv(cohort / "cohort.tsv")
+    assert tuple(sheet.columns) == COHORT_COLUMNS
+    assert len(sheet) == N_SMALL * 4 + N_SMALL * 2
+    assert set(sheet.center) == {"A", "B", "C"}
+    mr = sheet[sheet.modality == "MR"]
+    assert all(sorted(g.phase) == ["AP", "DP", "HBP", "PVP"] for _, g in mr.groupby("patient"))
+    ct = sheet[sheet.modality == "CT"]
+    assert all(sorted(g.phase) == ["AP", "PVP"] for _, g in ct.groupby("patient"))
+    assert all(re.fullmatch(r"[A-Za-z0-9]+", p) for p in sheet.patient)
+    assert not set(mr.patient) & set(ct.patient)
+    for col in ("image", "tumor_mask", "liver_mask", "reader2_mask"):
+        for rel in sheet[col]:
+            if rel:
+                assert not rel.startswith("/") and "\\" not in rel
+                assert (cohort / rel).exists(), rel
+    # one DICOM center, one NRRD center, NIfTI elsewhere
+    fmt = {
+        c: set(g.image.map(lambda s: s.split(".")[-1] if "." in s else "dicom"))
+        for c, g in sheet.groupby("center")
+    }
+    assert fmt == {"A": {"gz"}, "B": {"dicom"}, "C": {"nrrd"}}
+    # masks for all phases of a patient or for none
+    for _, g in sheet.groupby("patient"):
+        for col in ("tumor_mask", "liver_mask", "reader2_mask"):
+            assert len({bool(v) for v in g[col]}) == 1
+
+
+def test_clinical_table(cohort: Path) -> None:
+    clin = _read_tsv(cohort / "clinical.tsv")
+    assert tuple(clin.columns) == CLINICAL_COLUMNS
+    assert len(clin) == 2 * N_SMALL and clin.patient.is_unique
+    assert "NA" not in clin.to_numpy() and "nan" not in clin.to_numpy()
+    assert set(clin.sex) <= {"M", "F"} and set(clin.child_pugh) <= {"A", "B"}
+    assert set(clin.bclc) <= {"0", "A", "B", "C"}
+    assert set(clin.cnlc) <= {"Ia", "Ib", "IIa", "IIb", "IIIa"}
+    for col in (
+        "hbv",
+        "hcv",
+        "cirrhosis",
+        "grade_pd",
+        "mvi",
+        "early_recurrence",
+        "proliferative",
+        "os_event",
+        "rfs_event",
+        "pfs_event",
+        "tace_response",
+    ):
+        assert set(clin[col]) <= {"0", "1"}, col
+    assert set(clin[clin.modality == "MR"].field_strength) <= {"1.5", "3.0"}
+    assert set(clin[clin.modality == "CT"].field_strength) == {""}
+    for col in ("os_months", "rfs_months", "pfs_months", "afp", "tumor_size_mm"):
+        assert (clin[col].astype(float) > 0).all()
+    dates = pd.to_datetime(clin.acquisition_date, format="%Y-%m-%d")
+    assert dates[clin.center == "C"].min() > dates[clin.center.isin(["A", "B"])].max()
+    truth = _read_tsv(cohort / "truth.tsv")
+    assert list(truth.patient) == list(clin.patient) and set(truth.null) == {"0"}
+    assert {
+        "aggressiveness",
+        "necrotic_fraction",
+        "viable_heterogeneity",
+        "mvi_latent",
+        "prolif_latent",
+    } <= set(truth.columns)
+    manifest = json.loads((cohort / "synth.json").read_text())
+    assert manifest["null"] is False and manifest["seed"] == 7
+
+
+def test_mask_geometry_matches_image_including_dicom_and_nrrd(cohort: Path) -> None:
+    sheet = _read_tsv(cohort / "cohort.tsv")
+    for row in sheet.itertuples():
+        img = _read_image(cohort, row.image)
+        for rel in (row.tumor_mask, row.liver_mask, row.reader2_mask):
+            if not rel:
+                continue
+            m = sitk.ReadImage(str(cohort / rel))
+            assert m.GetPixelID() == sitk.sitkUInt8
+            assert m.GetSize() == img.GetSize(), rel
+            np.testing.assert_allclose(m.GetSpacing(), img.GetSpacing(), atol=1e-4)
+            np.testing.assert_allclose(m.GetOrigin(), img.GetOrigin(), atol=1e-4)
+            np.testing.assert_allclose(m.GetDirection(), img.GetDirection(), atol=1e-6)
+            assert set(np.unique(sitk.GetArrayViewFromImage(m))) <= {0, 1}
+        if row.tumor_mask:
+            t = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort / row.tumor_mask))) > 0
+            lv = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort / row.liver_mask))) > 0
+            assert t.sum() > 50 and (t & lv).sum() / t.sum() > 0.95
+        # anisotropic voxels like real scans
+        sx, sy, sz = img.GetSpacing()
+        assert 0.65 <= sx <= 1.5 and 2.5 <= sz <= 5.0
+        assert np.prod(img.GetSize()) * sx * sy * sz <= 1.1 * 100 * 90 * 70
+
+
+def test_dicom_values_and_identifying_tags(cohort: Path) -> None:
+    sheet = _read_tsv(cohort / "cohort.tsv")
+    clin = _read_tsv(cohort / "clinical.tsv").set_index("patient")
+    rows = sheet[sheet.center == "B"]
+    assert len(rows) == 6
+    sop_uids = set()
+    for row in rows.itertuples():
+        files = sorted((cohort / row.image).glob("*.dcm"))
+        img = _read_image(cohort, row.image)
+        assert len(files) == img.GetSize()[2]
+        ds = pydicom.dcmread(files[0])
+        for tag in (
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "InstitutionName",
+            "AccessionNumber",
+            "ReferringPhysicianName",
+            "StudyDate",
+        ):
+            assert str(ds.get(tag, "")).strip(), tag
+        assert ds.PatientID != row.patient
+        assert ds.StudyDate == clin.loc[row.patient, "acquisition_date"].replace("-", "")
+        assert ds.Modality == row.modality
+        if row.modality == "CT":
+            assert float(ds.RescaleIntercept) == -1024 and float(ds.RescaleSlope) == 1
+            # HU: air outside the body, enhanced liver soft tissue
+            arr = sitk.GetArrayFromImage(img)
+            liver = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort / row.liver_mask))) > 0
+            assert arr.min() <= -900 and 40 < np.median(arr[liver]) < 150
+        series = {pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID for f in files}
+        assert len(series) == 1
+        sop_uids |= {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}
+    assert len(sop_uids) == sum(len(list((cohort / r).glob("*.dcm"))) for r in rows.image)
+
+
+def test_dicom_and_nrrd_hold_the_written_values(cohort: Path) -> None:
+    for modality, idx in (("CT", 1), ("MR", 2)):  # center B (DICOM) CT, center C (NRRD) MR
+        p = generate_patient(modality, idx, seed=7, keep_phantom=False)
+        sheet = _read_tsv(cohort / "cohort.tsv")
+        for phase in p.phases:
+            rel = sheet[(sheet.patient == p.patient) & (sheet.phase == phase)].image.item()
+            disk = sitk.GetArrayFromImage(_read_image(cohort, rel)).astype(np.int32)
+            np.testing.assert_array_equal(disk, sitk.GetArrayFromImage(p.images[phase]))
+
+
+# ---------------------------------------------------------------------------------------------
+# motion
+# ---------------------------------------------------------------------------------------------
+
+
+def test_motion_table_and_convention(cohort: Path, mr_patient) -> None:
+    motion = _read_tsv(cohort / "motion.tsv")
+    assert tuple(motion.columns) == MOTION_TSV_COLUMNS
+    assert len(motion) == N_SMALL * 4 + N_SMALL * 2
+    vals = motion[["rx_deg", "ry_deg", "rz_deg"]].astype(float).to_numpy()
+    assert np.abs(vals).max() <= 3.0 and np.abs(vals).max() > 0
+    shifts = motion[["tx_mm", "ty_mm", "tz_mm"]].astype(float).to_numpy()
+    assert np.abs(shifts).max() <= 5.0
+    # R = Rz @ Ry @ Rx (x first), T(x) = R (x - c) + c + t
+    m = mr_patient.motion["PVP"]
+    ax, ay, az = (math.radians(v) for v in (m.rx_deg, m.ry_deg, m.rz_deg))
+    Rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    Ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    Rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    R = Rz @ Ry @ Rx
+    np.testing.assert_allclose(m.matrix(), R, atol=1e-12)
+    x = np.array([-40.0, 12.0, -150.0])
+    c = np.array([m.cx_mm, m.cy_mm, m.cz_mm])
+    t = np.array([m.tx_mm, m.ty_mm, m.tz_mm])
+    np.testing.assert_allclose(
+        m.transform().TransformPoint(tuple(x)), R @ (x - c) + c + t, atol=1e-9
+    )
+
+
+def test_true_relative_transform_maps_points(mr_patient) -> None:
+    p = mr_patient
+    ph = p.phantom
+    x = tuple(float(v) for v in ph.tumor_centers[0])
+    for phase in ("PVP", "HBP", "DP"):
+        rel = true_relative_transform(p.motion, phase, "AP")
+        y_ref = p.motion["AP"].transform().TransformPoint(x)
+        y_p = p.motion[phase].transform().TransformPoint(x)
+        np.testing.assert_allclose(rel.TransformPoint(y_ref), y_p, atol=1e-6)
+    rows = [{"phase": k, **v.as_row()} for k, v in p.motion.items()]
+    a = true_relative_transform(rows, "PVP", "AP")
+    b = true_relative_transform(p.motion, "PVP", "AP")
+    np.testing.assert_allclose(a.GetParameters(), b.GetParameters(), atol=1e-9)
+
+
+def test_resampling_with_true_transform_aligns_phases(mr_patient) -> None:
+    p = mr_patient
+    ref = "AP"
+    fixed = p.masks[ref]["liver"]
+    fixed_t = sitk.GetArrayFromImage(p.masks[ref]["tumor"])
+    for phase in ("PVP", "HBP", "DP"):
+        moving = p.masks[phase]["liver"]
+        rel = true_relative_transform(p.motion, phase, ref)
+        aligned = sitk.Resample(
+            sitk.Cast(moving, sitk.sitkFloat32), fixed, rel, sitk.sitkLinear, 0.0
+        )
+        d_aligned = _dice(sitk.GetArrayFromImage(aligned) >= 0.5, sitk.GetArrayFromImage(fixed))
+        d_raw = _dice(sitk.GetArrayFromImage(moving), sitk.GetArrayFromImage(fixed))
+        assert d_aligned > 0.95, (phase, d_aligned)
+        assert d_aligned > d_raw + 0.01, (phase, d_aligned, d_raw)
+        wrong = sitk.Resample(
+            sitk.Cast(moving, sitk.sitkFloat32), fixed, rel.GetInverse(), sitk.sitkLinear, 0.0
+        )
+        assert (
+            _dice(sitk.GetArrayFromImage(wrong) >= 0.5, sitk.GetArrayFromImage(fixed)) < d_aligned
+        )
+        mt = sitk.Resample(p.masks[phase]["tumor"], fixed, rel, sitk.sitkNearestNeighbor, 0)
+        assert _dice(sitk.GetArrayFromImage(mt), fixed_t) > 0.85
+
+
+# ---------------------------------------------------------------------------------------------
+# image content
+# ---------------------------------------------------------------------------------------------
+
+
+def _region_means(p, phase: str) -> dict[str, float]:
+    clean = sitk.GetArrayFromImage(p.clean[phase])
+    hab = sitk.GetArrayFromImage(p.habitat[phase])
+    liver = sitk.GetArrayFromImage(p.masks[phase]["liver"]) > 0
+    tumor = sitk.GetArrayFromImage(p.masks[phase]["tumor"]) > 0
+    far = liver & (ndimage.distance_transform_edt(~tumor) > 8)  # parenchyma away from tumor
+    viable = ndimage.binary_erosion(hab == Habitat.VIABLE)
+    necrotic = ndimage.binary_erosion(hab == Habitat.NECROTIC)
+    return {
+        "liver": float(clean[far].mean()),
+        "tumor": float(clean[tumor].mean()),
+        "viable": float(clean[viable].mean()) if viable.any() else float("nan"),
+        "necrotic": float(clean[necrotic].mean()) if necrotic.any() else float("nan"),
+    }
+
+
+@pytest.mark.parametrize("which", ["mr", "ct"])
+def test_enhancement_kinetics(which: str, mr_patient, ct_patient) -> None:
+    p = mr_patient if which == "mr" else ct_patient
+    ap, pvp = _region_means(p, "AP"), _region_means(p, "PVP")
+    assert ap["viable"] > ap["liver"] * (1.1 if which == "mr" else 1.0) + (
+        15 if which == "ct" else 0
+    )
+    assert pvp["tumor"] < pvp["liver"]
+    assert pvp["viable"] < pvp["liver"]
+    if which == "mr":
+        hbp = _region_means(p, "HBP")
+        assert hbp["tumor"] < 0.8 * hbp["liver"]
+        # necrosis does not enhance: flat across phases while the liver enhances
+        assert abs(pvp["necrotic"] / ap["necrotic"] - 1) < 0.1
+        assert pvp["liver"] / ap["liver"] > 1.2
+        assert ap["necrotic"] < 0.6 * ap["liver"]
+    else:
+        assert 40 < ap["liver"] < 85 and 80 < pvp["liver"] < 130  # HU
+        assert pvp["necrotic"] - ap["necrotic"] < 10
+        air = sitk.GetArrayFromImage(p.images["AP"]).min()
+        assert air <= -900
+
+
+def test_mr_bias_field_amplitude(mr_patient) -> None:
+    p = mr_patient
+    amp = p.acquisition.bias_amplitude
+    assert 0.2 <= amp <= 0.3
+    for phase in p.phases:
+        b = sitk.GetArrayFromImage(p.bias[phase])
+        assert abs(np.abs(b - 1).max() - amp) < 1e-4
+        # the written image is the clean image times the bias field, plus Rician noise
+        clean = sitk.GetArrayFromImage(p.clean[phase])
+        img = sitk.GetArrayFromImage(p.images[phase]).astype(np.float64)
+        liver = sitk.GetArrayFromImage(p.masks[phase]["liver"]) > 0
+        ratio = ndimage.uniform_filter(img, 5)[liver] / ndimage.uniform_filter(clean, 5)[liver]
+        corr = np.corrcoef(ratio, b[liver])[0, 1]
+        assert corr > 0.8, corr
+    assert p.bias["AP"].GetSize() == p.images["AP"].GetSize()
+    assert generate_patient("CT", 0, seed=7, keep_phantom=False).bias == {}
+
+
+def test_tumor_count_and_habitats(mr_patient, ct_patient) -> None:
+    for p in (mr_patient, ct_patient):
+        ph = p.phantom
+        n = ndimage.label(ph.tumor)[1]
+        assert n == p.clinical["tumor_number"]
+        assert set(np.unique(ph.habitat[ph.tumor])) <= {1, 2, 3}
+        fr = p.measured
+        assert abs(fr["necrotic_fraction_measured"] - p.hidden["necrotic_fraction"]) < 0.08
+        # necrotic core is deeper than the viable habitat
+        assert (
+            ph.depth[ph.habitat == Habitat.NECROTIC].mean()
+            > ph.depth[ph.habitat == Habitat.VIABLE].mean()
+        )
+        assert (
+            abs(fr["index_diameter_measured_mm"] - p.clinical["tumor_size_mm"])
+            < 0.35 * p.clinical["tumor_size_mm"]
+        )
+
+
+def test_habitats_vary_with_aggressiveness() -> None:
+    low = generate_patient("CT", 0, seed=7, hidden_overrides={"aggressiveness": -1.5})
+    high = generate_patient("CT", 0, seed=7, hidden_overrides={"aggressiveness": 1.5})
+    assert (
+        high.measured["necrotic_fraction_measured"]
+        > low.measured["necrotic_fraction_measured"] + 0.1
+    )
+    assert high.hidden["viable_heterogeneity"] > low.hidden["viable_heterogeneity"] + 0.05
+
+    def viable_cv(p) -> float:  # texture heterogeneity inside the viable habitat (clean AP image)
+        clean = sitk.GetArrayFromImage(p.clean["AP"])
+        v = ndimage.binary_erosion(sitk.GetArrayFromImage(p.habitat["AP"]) == Habitat.VIABLE)
+        return float(clean[v].std())
+
+    assert viable_cv(high) > viable_cv(low)
+
+
+# ---------------------------------------------------------------------------------------------
+# planted signal and the null cohort
+# ---------------------------------------------------------------------------------------------
+
+
+def _pb(x, y) -> float:
+    return float(np.corrcoef(np.asarray(x, float), np.asarray(y, float))[0, 1])
+
+
+def test_labels_associate_with_drivers_and_null_destroys_it() -> None:
+    clin, hidden = clinical_tables(seed=11, n_patients=300, modality="both")
+    c, h = pd.DataFrame(clin), pd.DataFrame(hidden)
+    pairs = [
+        ("aggressiveness", "grade_pd"),
+        ("mvi_latent", "mvi"),
+        ("sat_latent", "early_recurrence"),
+        ("prolif_latent", "proliferative"),
+    ]
+    for drv, lab in pairs:
+        assert _pb(h[drv], c[lab]) > 0.3, (drv, lab)
+    assert _pb(np.log(c.afp), c.proliferative) > 0.2
+    assert _pb(c.proliferative, c.tace_response) < -0.2
+    # early recurrence <=> recurrence (or death) within 24 months
+    er = c.early_recurrence == 1
+    assert ((c.rfs_months[er] <= 24) & (c.rfs_event[er] == 1)).all()
+    assert (c.rfs_months[~er] > 24).all()
+    assert (c.rfs_months <= c.os_months).all() and (c.pfs_months <= c.os_months).all()
+    for lab in ("grade_pd", "mvi", "early_recurrence", "proliferative"):
+        assert 0.15 < c[lab].mean() < 0.6, lab
+
+    nclin, _ = clinical_tables(seed=11, n_patients=300, modality="both", null=True)
+    n = pd.DataFrame(nclin)
+    for drv, lab in pairs:
+        assert abs(_pb(h[drv], n[lab])) < 0.15, (drv, lab)
+    # joint permutation: label marginals and the ER <-> RFS consistency survive
+    assert n.grade_pd.sum() == c.grade_pd.sum()
+    ner = n.early_recurrence == 1
+    assert ((n.rfs_months[ner] <= 24) & (n.rfs_event[ner] == 1)).all()
+    # clinical covariates are not permuted
+    assert (n.afp.to_numpy() == c.afp.to_numpy()).all()
+
+
+def test_null_cohort_keeps_images(cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "null"
+    write_cohort(out, seed=7, n_patients=N_SMALL, modality="CT", null=True, workers=1)
+    manifest = json.loads((out / "synth.json").read_text())
+    assert manifest["null"] is True and "null_permuted_columns" in manifest
+    assert "NULL" in (out / "README.md").read_text()
+    truth = _read_tsv(out / "truth.tsv")
+    assert set(truth.null) == {"1"}
+    a = (out / "images/ACT001/AP.nii.gz").read_bytes()
+    b = (cohort / "images/ACT001/AP.nii.gz").read_bytes()
+    assert a == b
+    clin_null = _read_tsv(out / "clinical.tsv").set_index("patient")
+    clin = _read_tsv(cohort / "clinical.tsv").set_index("patient").loc[clin_null.index]
+    assert (clin_null.afp == clin.afp).all()
+    src = truth.set_index("patient").null_label_source
+    for pid in clin_null.index:
+        np.testing.assert_array_equal(
+            clin_null.loc[pid, ["grade_pd", "os_months"]],
+            clin.loc[src[pid], ["grade_pd", "os_months"]],
+        )
+
+
+def test_mask_availability_pattern() -> None:
+    n = 48
+    avail = [mask_availability(i) for i in range(n)]
+    ids = [patient_id("MR", i) for i in range(n)]
+    no_mask = [pid for pid, (has, _) in zip(ids, avail, strict=True) if not has]
+    assert {pid[0] for pid in no_mask} == {"A", "B", "C"}
+    assert 0.06 <= len(no_mask) / n <= 0.15
+    r2 = sum(r for _, r in avail) / n
+    assert 0.25 <= r2 <= 0.4
+    assert not any(r and not h for h, r in avail)
+    assert len(set(ids)) == n and ids[:4] == ["AMR001", "BMR001", "CMR001", "AMR002"]
+
+
+def test_bad_options_raise(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        write_cohort(tmp_path, modality="PET")
+    with pytest.raises(ConfigError):
+        write_cohort(tmp_path, dicom_center="C", nrrd_center="C")
+    with pytest.raises(ConfigError):
+        write_cohort(tmp_path, n_patients=0)
