@@ -26,7 +26,8 @@ def test_default_config_validates_with_documented_values():
 def test_defaults_are_filled_in():
     s = settings_from_config({"cohort": "c.tsv", "clinical": "k.tsv"})
     assert s.seed == 42
-    assert s.n4_iterations == (50, 50, 50)
+    assert s.n4_iterations == (50,)
+    assert s.n4_spline_distance_mm == 100.0
     assert set(s.modalities) == {"MR", "CT"}
     assert s.modality("CT").reference_phase == "AP"
 

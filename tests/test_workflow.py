@@ -74,9 +74,7 @@ def test_first_run_outputs(first_run):
     assert len(table) == len(sheet)
     assert set(table["patient"]) == set(sheet["patient"])
     assert (table[["spacing_x", "spacing_y", "spacing_z"]] == 1.0).all().all()
-    moved = table[table["registration_method"] != "identity"]
-    # registration improves the match with the reference phase
-    assert (moved["ncc_after"] > moved["ncc_before"]).mean() >= 0.75
+    assert set(table["registration_method"]) == {"identity", "QuickRigid"}
     with_tumor = table[table["tumor_ml"].notna()]
     assert (with_tumor["ring_ml"] > 0).all() and (with_tumor["index_tumor_ml"] > 0).all()
     assert (first_run / "results/cohort/preprocess/qc_montage.png").stat().st_size > 10_000
@@ -88,6 +86,21 @@ def test_first_run_outputs(first_run):
     logs = list((first_run / "results/logs").rglob("*.log"))
     benches = list((first_run / "results/benchmarks").rglob("*.tsv"))
     assert len(logs) == len(benches) > 0
+
+
+def test_registered_masks_overlap_the_reference(first_run):
+    """Each phase's own liver mask, carried through its registration, lands on the reference's."""
+    from hccrad.steps import dice
+
+    sheet = pd.read_csv(first_run / "sheets/cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
+    checked = 0
+    for _, r in sheet[(sheet.phase != "AP") & (sheet.liver_mask != "")].iterrows():
+        base = first_run / f"results/{r.center}/{r.patient}"
+        ref = sitk.ReadImage(str(base / "AP/register/liver.nii.gz"))
+        moved = sitk.ReadImage(str(base / f"{r.phase}/register/liver.nii.gz"))
+        assert dice(ref, moved) > 0.9, (r.patient, r.phase, dice(ref, moved))
+        checked += 1
+    assert checked >= 4
 
 
 def test_ring_is_inside_liver_and_outside_tumor(first_run):

@@ -3,11 +3,12 @@
 import os
 import sys
 
-# The package is imported from this checkout, also inside per-rule conda envs (--sdm conda).
+# The package is imported from this checkout, also by jobs inside per-rule conda envs
+# (--sdm conda), which do not have it installed: its folder is put first on their module path.
 LIB = os.path.join(workflow.basedir, "workflow", "lib")
 sys.path.insert(0, LIB)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [LIB, *filter(None, [os.environ.get("PYTHONPATH")])]
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [LIB, os.environ.get("PYTHONPATH")]))
 )
 
 from hccrad import paths
@@ -54,6 +55,23 @@ def _prereg(center, patient, phase):
     return paths.image_path(
         stage, "image.nii.gz", center=center, patient=patient, phase=phase
     )
+
+
+def get_n4_mask_inputs(wildcards):
+    """The phase's own liver mask (with the image it was drawn on) to fit N4 in, when given."""
+    mask = COHORT.record(wildcards.patient, wildcards.phase).mask("liver")
+    if mask is None:
+        return {}
+    return {
+        "liver": str(mask),
+        "raw": paths.image_path(
+            "convert",
+            "image.nii.gz",
+            center=wildcards.center,
+            patient=wildcards.patient,
+            phase=wildcards.phase,
+        ),
+    }
 
 
 def get_prereg_image(wildcards):

@@ -24,6 +24,7 @@ rule resample_image:
 
 rule correct_bias_n4:
     input:
+        unpack(get_n4_mask_inputs),
         image=paths.image_path("resample", "image.nii.gz"),
     output:
         image=paths.image_path("n4", "image.nii.gz"),
@@ -42,6 +43,7 @@ rule correct_bias_n4:
         shrink_factor=SETTINGS.n4_shrink_factor,
         iterations=SETTINGS.n4_iterations,
         convergence_threshold=SETTINGS.n4_convergence_threshold,
+        spline_distance_mm=SETTINGS.n4_spline_distance_mm,
     script:
         "../scripts/correct_bias_n4.py"
 

@@ -11,6 +11,9 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
         shrink_factor=snakemake.params.shrink_factor,
         iterations=snakemake.params.iterations,
         convergence_threshold=snakemake.params.convergence_threshold,
+        spline_distance_mm=snakemake.params.spline_distance_mm,
+        liver_mask=snakemake.input.get("liver"),
+        mask_image=snakemake.input.get("raw"),
         patient=snakemake.wildcards.patient,
         phase=snakemake.wildcards.phase,
     )

@@ -140,6 +140,7 @@ class Settings:
     n4_shrink_factor: int
     n4_iterations: tuple[int, ...]
     n4_convergence_threshold: float
+    n4_spline_distance_mm: float
     registration_method: str
     registration_refine: bool
     ring_distance_mm: float
@@ -194,6 +195,7 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
         n4_shrink_factor=c["n4"]["shrink_factor"],
         n4_iterations=tuple(c["n4"]["iterations"]),
         n4_convergence_threshold=c["n4"]["convergence_threshold"],
+        n4_spline_distance_mm=float(c["n4"]["spline_distance_mm"]),
         registration_method=c["registration"]["method"],
         registration_refine=c["registration"]["refine"],
         ring_distance_mm=float(c["peritumoral"]["distance_mm"]),

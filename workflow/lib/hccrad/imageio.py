@@ -72,19 +72,17 @@ def _check_3d(image: sitk.Image, path: Path, patient: str | None, phase: str | N
         )
 
 
-def _dicom_series_files(
-    folder: Path, patient: str | None, phase: str | None
-) -> list[str]:
+def _dicom_series_files(folder: Path, patient: str | None, phase: str | None) -> list[str]:
     """File names of the single DICOM series in ``folder``, sorted by slice position."""
     reader = sitk.ImageSeriesReader()
     try:
         series = list(reader.GetGDCMSeriesIDs(str(folder)))
     except RuntimeError as exc:  # pragma: no cover - GDCM rarely raises here
-        raise InputError(f"cannot scan folder for DICOM: {exc}", patient=patient, phase=phase,
-                         file=folder) from exc
+        raise InputError(
+            f"cannot scan folder for DICOM: {exc}", patient=patient, phase=phase, file=folder
+        ) from exc
     if not series:
-        raise InputError("folder holds no DICOM series", patient=patient, phase=phase,
-                         file=folder)
+        raise InputError("folder holds no DICOM series", patient=patient, phase=phase, file=folder)
     if len(series) > 1:
         raise InputError(
             f"folder holds {len(series)} DICOM series, expected exactly one: "
@@ -105,8 +103,12 @@ def _dicom_series_files(
 
 
 def _check_slice_spacing(
-    files: list[str], folder: Path, patient: str | None, phase: str | None,
-    rel_tolerance: float = 0.01, abs_tolerance_mm: float = 0.01,
+    files: list[str],
+    folder: Path,
+    patient: str | None,
+    phase: str | None,
+    rel_tolerance: float = 0.01,
+    abs_tolerance_mm: float = 0.01,
 ) -> float:
     """Check that the slices of a DICOM series are evenly spaced; return the spacing in mm."""
     import pydicom
@@ -115,17 +117,24 @@ def _check_slice_spacing(
     normal = None
     for name in files:
         try:
-            ds = pydicom.dcmread(name, stop_before_pixels=True,
-                                 specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
+            ds = pydicom.dcmread(
+                name,
+                stop_before_pixels=True,
+                specific_tags=["ImagePositionPatient", "ImageOrientationPatient"],
+            )
         except Exception as exc:
-            raise InputError(f"unreadable DICOM slice {name}: {exc}", patient=patient,
-                             phase=phase, file=folder) from exc
+            raise InputError(
+                f"unreadable DICOM slice {name}: {exc}", patient=patient, phase=phase, file=folder
+            ) from exc
         ipp = ds.get("ImagePositionPatient")
         iop = ds.get("ImageOrientationPatient")
         if ipp is None or iop is None:
-            raise InputError(f"DICOM slice {name} has no ImagePositionPatient/"
-                             "ImageOrientationPatient", patient=patient, phase=phase,
-                             file=folder)
+            raise InputError(
+                f"DICOM slice {name} has no ImagePositionPatient/ImageOrientationPatient",
+                patient=patient,
+                phase=phase,
+                file=folder,
+            )
         if normal is None:
             row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
             normal = np.cross(row, col)
@@ -133,8 +142,12 @@ def _check_slice_spacing(
     gaps = np.diff(np.asarray(positions))
     median = float(np.median(np.abs(gaps)))
     if median <= 0 or np.any(np.abs(gaps) < 1e-6):
-        raise InputError("DICOM series has slices at duplicate positions", patient=patient,
-                         phase=phase, file=folder)
+        raise InputError(
+            "DICOM series has slices at duplicate positions",
+            patient=patient,
+            phase=phase,
+            file=folder,
+        )
     deviation = float(np.max(np.abs(np.abs(gaps) - median)))
     if deviation > max(abs_tolerance_mm, rel_tolerance * median):
         raise InputError(
@@ -169,8 +182,12 @@ def _check_nifti_complete(path: Path, patient: str | None, phase: str | None) ->
         else:
             have = path.stat().st_size
     except Exception as exc:
-        raise InputError(f"cannot read image: corrupt NIfTI file ({exc})", patient=patient,
-                         phase=phase, file=path) from exc
+        raise InputError(
+            f"cannot read image: corrupt NIfTI file ({exc})",
+            patient=patient,
+            phase=phase,
+            file=path,
+        ) from exc
     if have < need:
         raise InputError(
             f"cannot read image: truncated NIfTI file ({have} of {need} bytes)",
@@ -217,12 +234,14 @@ def read_image(
         try:
             image = reader.Execute()
         except RuntimeError as exc:
-            raise InputError(f"cannot read DICOM series: {exc}", patient=patient, phase=phase,
-                             file=p) from exc
+            raise InputError(
+                f"cannot read DICOM series: {exc}", patient=patient, phase=phase, file=p
+            ) from exc
         if abs(image.GetSpacing()[2] - spacing) > 1e-3 * spacing:
             # GDCM takes the z spacing from the positions as well; keep the checked value.
-            log.debug("DICOM z spacing %s replaced by %s from positions", image.GetSpacing()[2],
-                      spacing)
+            log.debug(
+                "DICOM z spacing %s replaced by %s from positions", image.GetSpacing()[2], spacing
+            )
             image.SetSpacing((*image.GetSpacing()[:2], spacing))
         log.info("read DICOM series of %d slices from %s", len(files), p)
     else:
@@ -233,15 +252,18 @@ def read_image(
         try:
             image = sitk.ReadImage(str(p))
         except RuntimeError as exc:
-            raise InputError(f"cannot read image: {str(exc).strip().splitlines()[-1]}",
-                             patient=patient, phase=phase, file=p) from exc
+            raise InputError(
+                f"cannot read image: {str(exc).strip().splitlines()[-1]}",
+                patient=patient,
+                phase=phase,
+                file=p,
+            ) from exc
     _check_3d(image, p, patient, phase)
     image = sitk.Cast(image, sitk.sitkFloat32)
     strip_metadata(image)
     arr = sitk.GetArrayViewFromImage(image)
     if not np.all(np.isfinite(arr)):
-        raise InputError("image holds NaN or infinite values", patient=patient, phase=phase,
-                         file=p)
+        raise InputError("image holds NaN or infinite values", patient=patient, phase=phase, file=p)
     return image
 
 
@@ -278,8 +300,7 @@ def check_geometry(
     dist = float(np.linalg.norm(org - rorg))
     if dist > tolerance_mm:
         diffs.append(
-            f"origin {tuple(np.round(org, 4))} != {tuple(np.round(rorg, 4))} "
-            f"(off by {dist:.4g} mm)"
+            f"origin {tuple(np.round(org, 4))} != {tuple(np.round(rorg, 4))} (off by {dist:.4g} mm)"
         )
     d, rd = np.asarray(image.GetDirection()), np.asarray(reference.GetDirection())
     if np.max(np.abs(d - rd)) > direction_tolerance:
@@ -326,8 +347,12 @@ def read_mask(
     try:
         raw = sitk.ReadImage(str(p))
     except RuntimeError as exc:
-        raise InputError(f"cannot read {kind} mask: {str(exc).strip().splitlines()[-1]}",
-                         patient=patient, phase=phase, file=p) from exc
+        raise InputError(
+            f"cannot read {kind} mask: {str(exc).strip().splitlines()[-1]}",
+            patient=patient,
+            phase=phase,
+            file=p,
+        ) from exc
     _check_3d(raw, p, patient, phase)
     diffs = check_geometry(raw, reference, tolerance_mm=tolerance_mm)
     if diffs:

@@ -120,12 +120,19 @@ def plot_patient_qc(
         lo, hi = np.percentile(sl, [1, 99])
         if hi <= lo:
             hi = lo + 1.0
-        ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi, aspect=spacing[1] / spacing[0],
-                  interpolation="nearest")
+        ax.imshow(
+            sl,
+            cmap="gray",
+            vmin=lo,
+            vmax=hi,
+            aspect=spacing[1] / spacing[0],
+            interpolation="nearest",
+        )
         for name, m in mask_slices.items():
             if m.any() and not m.all():
-                ax.contour(m.astype(float), levels=[0.5], colors=CONTOUR_COLORS[name],
-                           linewidths=0.8)
+                ax.contour(
+                    m.astype(float), levels=[0.5], colors=CONTOUR_COLORS[name], linewidths=0.8
+                )
         ax.set_title(f"{phase} (z={z})", fontsize=9)
         ax.set_axis_off()
     if title:
@@ -210,8 +217,7 @@ def qc_record(
     Returns:
         JSON-ready dict (pass it to :func:`hccrad.imageio.write_json`).
     """
-    masks = {k: v for k, v in (("tumor", tumor), ("liver", liver), ("ring", ring))
-             if v is not None}
+    masks = {k: v for k, v in (("tumor", tumor), ("liver", liver), ("ring", ring)) if v is not None}
     phases: dict[str, dict[str, Any]] = {}
     for phase, image in images.items():
         row: dict[str, Any] = {

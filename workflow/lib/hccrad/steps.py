@@ -60,18 +60,35 @@ def correct_bias(
     shrink_factor: int,
     iterations: Sequence[int],
     convergence_threshold: float,
+    spline_distance_mm: float | None = None,
+    liver_mask: PathLike | None = None,
+    mask_image: PathLike | None = None,
     patient: str,
     phase: str,
 ) -> None:
-    """N4 bias-field correction; writes the corrected image and the estimated bias field."""
-    from hccrad.preprocess import n4_correct
+    """N4 bias-field correction; writes the corrected image and the estimated bias field.
+
+    With ``liver_mask`` (a raw mask in the geometry of ``mask_image``, the phase's converted
+    image) the field is fitted within the liver, a homogeneous tissue; otherwise within the Otsu
+    foreground.
+    """
+    from hccrad.preprocess import n4_correct, resample_like
 
     image = imageio.read_image(src, patient=patient, phase=phase)
+    mask = None
+    if liver_mask is not None:
+        if mask_image is None:
+            raise ValueError("liver_mask needs mask_image, the image it was drawn on")
+        raw = imageio.read_image(mask_image, patient=patient, phase=phase)
+        liver = imageio.read_mask(liver_mask, raw, patient=patient, phase=phase, kind="liver")
+        mask = resample_like(liver, image, is_mask=True)
     corrected, bias = n4_correct(
         image,
+        mask,
         shrink_factor=shrink_factor,
         iterations=tuple(iterations),
         convergence_threshold=convergence_threshold,
+        spline_distance_mm=spline_distance_mm,
     )
     arr = sitk.GetArrayViewFromImage(bias)
     log.info(

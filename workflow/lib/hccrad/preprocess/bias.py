@@ -19,7 +19,7 @@ def n4_correct(
     mask: sitk.Image | None = None,
     *,
     shrink_factor: int = 4,
-    iterations: Sequence[int] = (50, 50, 50),
+    iterations: Sequence[int] = (50,),
     convergence_threshold: float = 1e-6,
     spline_distance_mm: float | None = None,
     seed: int | None = None,
@@ -48,10 +48,13 @@ def n4_correct(
         field is multiplicative (``corrected = image / bias_field``) with geometric mean 1 over
         the fitted voxels.
 
-    Each fitting level doubles the B-spline mesh resolution: with the default 4 control points
-    (one span) per axis, ``len(iterations)`` levels end at ``2**(levels-1)`` spans per axis. On a
-    liver-cropped field of view (~100 mm) 4 levels give ~12 mm spans, fine enough to absorb a
-    lesion's contrast; the workflow's default is 3 levels (~25 mm).
+    Each fitting level doubles the B-spline mesh resolution: with 4 control points (one span) per
+    axis, ``len(iterations)`` levels end at ``2**(levels-1)`` spans per axis. On a liver-cropped
+    field of view (~100 mm) 3-4 levels give 12-25 mm spans, fine enough to absorb a lesion's
+    contrast. Measured on the synthetic cohort (24 MR phases with known fields), one level fitted
+    within the liver mask left a median 32 % of the true field's variation in the liver (never
+    more than 100 %), within the Otsu foreground 43 %; three levels made it worse than no
+    correction in most phases.
     """
     del seed  # N4 draws no random numbers
     img = sitk.Cast(image, sitk.sitkFloat32)
@@ -87,7 +90,11 @@ def n4_correct(
     offset = float(log_arr[sitk.GetArrayViewFromImage(fit_mask) > 0].mean())
     bias = sitk.Cast(sitk.Exp(log_bias - offset), sitk.sitkFloat32)
     corrected = sitk.Cast(sitk.Divide(img, bias), sitk.sitkFloat32)
-    log.debug("N4: shrink %s, %d fit voxels, bias range %.3g-%.3g", factors, n_fit,
-              float(np.min(sitk.GetArrayViewFromImage(bias))),
-              float(np.max(sitk.GetArrayViewFromImage(bias))))
+    log.debug(
+        "N4: shrink %s, %d fit voxels, bias range %.3g-%.3g",
+        factors,
+        n_fit,
+        float(np.min(sitk.GetArrayViewFromImage(bias))),
+        float(np.max(sitk.GetArrayViewFromImage(bias))),
+    )
     return corrected, bias

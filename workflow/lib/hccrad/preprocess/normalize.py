@@ -78,8 +78,13 @@ def normalize_mr(
         raise ValueError(f"unknown MR normalisation method {method!r} (zscore, percentile)")
     if not np.isfinite(spread) or spread <= 0:
         raise ValueError(f"zero intensity spread inside the mask ({method}); cannot normalise")
-    log.debug("normalize_mr %s: centre %.4g spread %.4g over %d voxels", method, centre, spread,
-              values.size)
+    log.debug(
+        "normalize_mr %s: centre %.4g spread %.4g over %d voxels",
+        method,
+        centre,
+        spread,
+        values.size,
+    )
     return _to_image((arr - centre) / spread, image)
 
 

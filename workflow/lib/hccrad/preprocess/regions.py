@@ -80,17 +80,19 @@ def peritumoral_ring(
     lo = np.maximum(0, np.asarray(bbox[:dim]) - pad)
     hi = np.minimum(size, np.asarray(bbox[:dim]) + np.asarray(bbox[dim:]) + pad)
     roi = sitk.RegionOfInterest(tumor, [int(v) for v in hi - lo], [int(v) for v in lo])
-    dist = sitk.SignedMaurerDistanceMap(roi, insideIsPositive=False, squaredDistance=False,
-                                        useImageSpacing=True, backgroundValue=0)
+    dist = sitk.SignedMaurerDistanceMap(
+        roi, insideIsPositive=False, squaredDistance=False, useImageSpacing=True, backgroundValue=0
+    )
     d = sitk.GetArrayViewFromImage(dist)
     t = sitk.GetArrayViewFromImage(roi) != 0
     ring_roi = ((d > 0) & (d <= distance_mm) & ~t).astype(np.uint8)
     ring_arr = np.zeros(sitk.GetArrayViewFromImage(tumor).shape, np.uint8)
-    ring_arr[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] = ring_roi
+    ring_arr[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]] = ring_roi
     if liver is not None:
         if liver.GetSize() != tumor.GetSize():
-            raise ValueError(f"liver size {liver.GetSize()} differs from tumor size "
-                             f"{tumor.GetSize()}")
+            raise ValueError(
+                f"liver size {liver.GetSize()} differs from tumor size {tumor.GetSize()}"
+            )
         ring_arr &= (sitk.GetArrayViewFromImage(liver) != 0).astype(np.uint8)
     ring = sitk.GetImageFromArray(ring_arr)
     ring.CopyInformation(tumor)
@@ -115,8 +117,14 @@ def mask_stats(mask: sitk.Image) -> dict[str, Any]:
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(m)
     if not stats.HasLabel(1):
-        return {"voxels": 0, "volume_ml": 0.0, "bbox_index": None, "bbox_size": None,
-                "centroid_mm": None, "components": 0}
+        return {
+            "voxels": 0,
+            "volume_ml": 0.0,
+            "bbox_index": None,
+            "bbox_size": None,
+            "centroid_mm": None,
+            "components": 0,
+        }
     n = int(stats.GetNumberOfPixels(1))
     bbox = stats.GetBoundingBox(1)
     dim = m.GetDimension()

@@ -157,8 +157,10 @@ def register_rigid(
     if method not in METHODS:
         raise ValueError(f"unknown registration method {method!r}; expected one of {METHODS}")
     if not (len(refine_iterations) == len(refine_shrink_factors) == len(refine_smoothing_sigmas)):
-        raise ValueError("refine_iterations, refine_shrink_factors and refine_smoothing_sigmas "
-                         "must have the same length")
+        raise ValueError(
+            "refine_iterations, refine_shrink_factors and refine_smoothing_sigmas "
+            "must have the same length"
+        )
     if refine and refine_shrink_factors[-1] != 1:
         raise ValueError("the last refinement level must run at full resolution (shrink 1)")
     import ants
@@ -171,8 +173,11 @@ def register_rigid(
     with tempfile.TemporaryDirectory(prefix="hccrad_reg_") as tmp, _ants_settings(seed, threads):
         try:
             first = ants.registration(
-                f_ants, m_ants, type_of_transform=method,
-                outprefix=str(Path(tmp) / "stage1_"), mask=mask_ants,
+                f_ants,
+                m_ants,
+                type_of_transform=method,
+                outprefix=str(Path(tmp) / "stage1_"),
+                mask=mask_ants,
             )
         except Exception as exc:
             raise RegistrationError(f"ANTs {method} registration failed: {exc}") from exc
@@ -182,8 +187,12 @@ def register_rigid(
             init = [f for f in first["fwdtransforms"] if str(f).endswith(".mat")]
             try:
                 second = ants.registration(
-                    f_ants, m_ants, type_of_transform="Rigid", initial_transform=init,
-                    outprefix=str(Path(tmp) / "stage2_"), mask=mask_ants,
+                    f_ants,
+                    m_ants,
+                    type_of_transform="Rigid",
+                    initial_transform=init,
+                    outprefix=str(Path(tmp) / "stage2_"),
+                    mask=mask_ants,
                     aff_iterations=tuple(int(i) for i in refine_iterations),
                     aff_shrink_factors=tuple(int(s) for s in refine_shrink_factors),
                     aff_smoothing_sigmas=tuple(refine_smoothing_sigmas),
@@ -191,8 +200,12 @@ def register_rigid(
             except Exception as exc:
                 raise RegistrationError(f"ANTs rigid refinement failed: {exc}") from exc
             tx = _read_ants_affine(second)
-    log.info("registration %s%s done in %.2f s", method, " + refine" if refine else "",
-             time.perf_counter() - t0)
+    log.info(
+        "registration %s%s done in %.2f s",
+        method,
+        " + refine" if refine else "",
+        time.perf_counter() - t0,
+    )
     return _to_euler(tx)
 
 
@@ -216,8 +229,9 @@ def apply_transform(
     Returns:
         The image on the reference grid.
     """
-    return resample_like(image, reference, transform=transform, is_mask=is_mask,
-                         default_value=default_value)
+    return resample_like(
+        image, reference, transform=transform, is_mask=is_mask, default_value=default_value
+    )
 
 
 def write_transform(transform: sitk.Transform, path: str | os.PathLike[str]) -> None:

@@ -75,8 +75,13 @@ def resample_to_spacing(
         _default_value(src, is_mask, default_value),
         pixel_type,
     )
-    log.debug("resampled %s @ %s -> %s @ %s", tuple(old_size), tuple(old_spacing),
-              tuple(new_size), tuple(new_spacing))
+    log.debug(
+        "resampled %s @ %s -> %s @ %s",
+        tuple(old_size),
+        tuple(old_spacing),
+        tuple(new_size),
+        tuple(new_spacing),
+    )
     return out
 
 
