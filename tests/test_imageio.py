@@ -434,3 +434,10 @@ def test_real_dicom_no_tags_in_nifti(real_ct, tmp_path):
     back = sitk.ReadImage(str(out))
     assert not any(k.startswith(("0008|", "0010|", "0020|")) for k in back.GetMetaDataKeys())
     assert check_geometry(back, real_ct, tolerance_mm=1e-3) == []
+
+
+def test_mask_path_that_is_a_folder(tmp_path):
+    ref = sitk.Image([4, 4, 4], sitk.sitkFloat32)
+    with pytest.raises(InputError, match="tumor mask is a folder") as info:
+        read_mask(tmp_path, ref, patient="P1", phase="AP")
+    assert f"patient P1, phase AP, file {tmp_path}" in str(info.value)

@@ -119,7 +119,7 @@ def register_rigid(
     seed: int | None = 0,
     fixed_mask: sitk.Image | None = None,
     threads: int | None = None,
-    refine_iterations: tuple[int, ...] = (20, 10),
+    refine_iterations: tuple[int, ...] = (10, 5),
     refine_shrink_factors: tuple[int, ...] = (2, 1),
     refine_smoothing_sigmas: tuple[float, ...] = (1, 0),
 ) -> sitk.Transform:

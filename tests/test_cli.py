@@ -1,0 +1,51 @@
+"""The ``hccrad`` command line: synth and validate."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from hccrad.cli import main
+
+
+def test_synth_then_validate(tmp_path, caplog):
+    out = tmp_path / "ct"
+    assert (
+        main(["synth", "--out", str(out), "--patients", "2", "--modality", "CT", "--seed", "5"])
+        == 0
+    )
+    sheet = pd.read_csv(out / "cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert set(sheet["modality"]) == {"CT"} and set(sheet["phase"]) == {"AP", "PVP"}
+    assert sheet["patient"].nunique() == 2
+    caplog.set_level("INFO")
+    args = [
+        "validate",
+        "--cohort",
+        str(out / "cohort.tsv"),
+        "--clinical",
+        str(out / "clinical.tsv"),
+    ]
+    assert main(args) == 0
+    assert "ok: 2 patients, 4 images" in caplog.text
+
+
+def test_validate_reports_problems_and_fails(tmp_path, caplog):
+    out = tmp_path / "mr"
+    main(["synth", "--out", str(out), "--patients", "1", "--modality", "MR"])
+    sheet = pd.read_csv(out / "cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
+    sheet.loc[2, "phase"] = "XYZ"
+    sheet.to_csv(out / "bad.tsv", sep="\t", index=False)
+    args = ["validate", "--cohort", str(out / "bad.tsv"), "--clinical", str(out / "clinical.tsv")]
+    assert main(args) == 1
+    assert "row 3, patient AMR001, phase XYZ, column 'phase'" in caplog.text
+
+
+def test_null_cohort_permutes_labels(tmp_path):
+    main(["synth", "--out", str(tmp_path / "a"), "--patients", "6", "--modality", "CT"])
+    main(["synth", "--out", str(tmp_path / "b"), "--patients", "6", "--modality", "CT", "--null"])
+    a = pd.read_csv(tmp_path / "a/clinical.tsv", sep="\t")
+    b = pd.read_csv(tmp_path / "b/clinical.tsv", sep="\t")
+    assert list(a["patient"]) == list(b["patient"])
+    assert sorted(a["mvi"]) == sorted(b["mvi"])  # the same labels ...
+    assert (a["afp"] == b["afp"]).all()  # ... and clinical variables, only labels moved
+    labels = ["grade_pd", "mvi", "early_recurrence", "proliferative", "os_months"]
+    assert (a[labels] != b[labels]).any().any()
