@@ -83,6 +83,10 @@ def test_first_run_outputs(first_run):
         assert (qc / "qc.png").stat().st_size > 5_000
         rec = json.loads((qc / "qc.json").read_text())
         assert set(rec["phases"]) == set(sheet[sheet.patient == r.patient]["phase"])
+    # intermediates are gone once consumed (keep_intermediates: false)
+    assert not list((first_run / "results").rglob("convert/image.nii.gz"))
+    assert not list((first_run / "results").rglob("resample/image.nii.gz"))
+    assert list((first_run / "results").rglob("n4/bias.nii.gz"))
     logs = list((first_run / "results/logs").rglob("*.log"))
     benches = list((first_run / "results/benchmarks").rglob("*.tsv"))
     assert len(logs) == len(benches) > 0

@@ -33,6 +33,11 @@ wildcard_constraints:
 PREPROCESS_ENV = "../../envs/preprocess.yaml"
 
 
+def intermediate(path):
+    """An output later steps consume once: deleted afterwards unless keep_intermediates."""
+    return path if SETTINGS.keep_intermediates else temp(path)
+
+
 def get_modality_name(wildcards):
     return COHORT.modality(wildcards.patient)
 

@@ -5,7 +5,7 @@ rule convert_image:
     input:
         image=get_raw_image,
     output:
-        image=paths.image_path("convert", "image.nii.gz"),
+        image=intermediate(paths.image_path("convert", "image.nii.gz")),
     log:
         paths.log_path("convert_image", "{center}", "{patient}", "{phase}"),
     benchmark:

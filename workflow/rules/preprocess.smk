@@ -5,7 +5,7 @@ rule resample_image:
     input:
         image=paths.image_path("convert", "image.nii.gz"),
     output:
-        image=paths.image_path("resample", "image.nii.gz"),
+        image=intermediate(paths.image_path("resample", "image.nii.gz")),
     log:
         paths.log_path("resample_image", "{center}", "{patient}", "{phase}"),
     benchmark:
@@ -27,7 +27,7 @@ rule correct_bias_n4:
         unpack(get_n4_mask_inputs),
         image=paths.image_path("resample", "image.nii.gz"),
     output:
-        image=paths.image_path("n4", "image.nii.gz"),
+        image=intermediate(paths.image_path("n4", "image.nii.gz")),
         bias=paths.image_path("n4", "bias.nii.gz"),
     log:
         paths.log_path("correct_bias_n4", "{center}", "{patient}", "{phase}"),

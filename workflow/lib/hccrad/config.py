@@ -135,6 +135,7 @@ class Settings:
     clinical: Path
     seed: int
     sheet_errors: str
+    keep_intermediates: bool
     modalities: dict[str, Modality]
     spacing: tuple[float, float, float]
     n4_shrink_factor: int
@@ -190,6 +191,7 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
         clinical=Path(c["clinical"]),
         seed=c["seed"],
         sheet_errors=c["sheet_errors"],
+        keep_intermediates=c["keep_intermediates"],
         modalities=modalities,
         spacing=_triple(c["resample"]["spacing"]),
         n4_shrink_factor=c["n4"]["shrink_factor"],
