@@ -8,11 +8,11 @@ CORES ?= all
 
 .PHONY: demo test lint demo-data clean-results
 
-$(BIN)/python:
+$(VENV)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-# Reinstall when the pins change; one pip call resolves the whole pinned set together.
-$(STAMP): pyproject.toml | $(BIN)/python
+# Reinstall when the pins change or the venv is new; one pip call resolves the whole pinned set.
+$(STAMP): pyproject.toml $(VENV)/pyvenv.cfg
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip check

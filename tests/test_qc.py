@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from matplotlib.image import imread
 
-from hccrad.imageio import write_json
-from hccrad.preprocess import image_similarity, peritumoral_ring
+from hccrad.preprocess import peritumoral_ring
 from hccrad.qc import (
     DPI,
     PANEL_INCHES,
     choose_slice,
     plot_cohort_montage,
     plot_patient_qc,
-    qc_record,
-    summarize_qc,
 )
 
 
@@ -99,30 +94,3 @@ def test_cohort_montage(tmp_path):
         plot_cohort_montage(paths, out, titles=["a"])
     plot_cohort_montage([], tmp_path / "empty.png")
     assert (tmp_path / "empty.png").is_file()
-
-
-def test_qc_record_and_summary(tmp_path):
-    records = []
-    for i, patient in enumerate(["P002", "P001"]):
-        images, tumor, liver, ring = _case(i)
-        sim = {ph: image_similarity(images["PV"], im, liver) for ph, im in images.items()}
-        rec = qc_record(patient, images, reference_phase="PV", tumor=tumor, liver=liver,
-                        ring=ring, similarity=sim, extra={"center": "A"})
-        write_json(rec, tmp_path / f"{patient}.json")
-        records.append(json.loads((tmp_path / f"{patient}.json").read_text()))
-    df = summarize_qc(records)
-    assert len(df) == 6
-    assert list(df.columns[:3]) == ["patient", "phase", "is_reference"]
-    for col in ("size", "spacing", "liver_mean", "liver_std", "tumor_mean", "ncc", "mi",
-                "tumor_volume_ml", "tumor_voxels", "tumor_components", "liver_volume_ml",
-                "ring_volume_ml"):
-        assert col in df.columns, col
-    assert list(df["patient"]) == ["P001"] * 3 + ["P002"] * 3
-    assert df.loc[df["phase"] == "PV", "is_reference"].all()
-    assert df.loc[df["phase"] == "PV", "ncc"].to_numpy() == pytest.approx(1.0)
-    assert (df["tumor_components"] == 2).all()
-    assert df["size"].iloc[0] == "56x48x30"
-    ap = df[(df.patient == "P001") & (df.phase == "AP")].iloc[0]
-    assert ap["tumor_mean"] > ap["liver_mean"]
-    empty = summarize_qc([])
-    assert list(empty.columns) == ["patient", "phase"] and empty.empty

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from hccrad.preprocess.regions import largest_component, mask_stats
+from hccrad.preprocess.regions import largest_component
 
 log = logging.getLogger(__name__)
 
@@ -178,104 +177,3 @@ def plot_cohort_montage(
         axes[0, 0].text(0.5, 0.5, "no QC images", ha="center", va="center")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.02, hspace=0.1)
     _atomic_savefig(fig, out_png, dpi=DPI)
-
-
-def _slice_stats(image: sitk.Image, mask: sitk.Image | None) -> dict[str, float | None]:
-    arr = sitk.GetArrayViewFromImage(image)
-    if mask is None:
-        return {"mean": float(arr.mean()), "std": float(arr.std())}
-    values = arr[sitk.GetArrayViewFromImage(mask) != 0]
-    if values.size == 0:
-        return {"mean": None, "std": None}
-    return {"mean": float(values.mean()), "std": float(values.std())}
-
-
-def qc_record(
-    patient: str,
-    images: Mapping[str, sitk.Image],
-    *,
-    reference_phase: str | None = None,
-    tumor: sitk.Image | None = None,
-    liver: sitk.Image | None = None,
-    ring: sitk.Image | None = None,
-    similarity: Mapping[str, Mapping[str, float]] | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Build the per-patient QC record (what the QC rule writes as JSON).
-
-    Schema::
-
-        {"patient": str, "reference_phase": str | None,
-         "masks": {"tumor"|"liver"|"ring": mask_stats(...)},
-         "phases": {phase: {"size": [x, y, z], "spacing": [...], "liver_mean": ..., "liver_std":
-                    ..., "tumor_mean": ..., "tumor_std": ..., "ncc": ..., "mi": ...}},
-         ...extra}
-
-    ``ncc``/``mi`` come from ``similarity[phase]`` (e.g. :func:`image_similarity` of the phase with
-    the reference phase after registration).
-
-    Returns:
-        JSON-ready dict (pass it to :func:`hccrad.imageio.write_json`).
-    """
-    masks = {k: v for k, v in (("tumor", tumor), ("liver", liver), ("ring", ring)) if v is not None}
-    phases: dict[str, dict[str, Any]] = {}
-    for phase, image in images.items():
-        row: dict[str, Any] = {
-            "size": list(image.GetSize()),
-            "spacing": [float(s) for s in image.GetSpacing()],
-        }
-        for name in ("liver", "tumor"):
-            if name in masks:
-                s = _slice_stats(image, masks[name])
-                row[f"{name}_mean"], row[f"{name}_std"] = s["mean"], s["std"]
-        if similarity is not None and phase in similarity:
-            row.update({k: float(v) for k, v in similarity[phase].items()})
-        phases[phase] = row
-    record: dict[str, Any] = {
-        "patient": patient,
-        "reference_phase": reference_phase,
-        "masks": {k: mask_stats(v) for k, v in masks.items()},
-        "phases": phases,
-    }
-    if extra:
-        record.update(extra)
-    return record
-
-
-def summarize_qc(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Flatten per-patient QC records into one row per patient x phase.
-
-    Args:
-        records: records as built by :func:`qc_record` (loaded from the per-patient JSONs).
-
-    Returns:
-        DataFrame with columns ``patient``, ``phase``, ``is_reference``, the per-phase values
-        (``liver_mean``, ``ncc``, ``mi``...), and per-mask ``<mask>_volume_ml``, ``<mask>_voxels``
-        and ``<mask>_components``, sorted by patient and phase. Lists (size, spacing) become
-        ``x``-joined strings. Empty input gives an empty frame with ``patient`` and ``phase``.
-    """
-    rows: list[dict[str, Any]] = []
-    for rec in records:
-        patient = rec.get("patient")
-        if patient is None:
-            raise ValueError("QC record without 'patient'")
-        common: dict[str, Any] = {"patient": str(patient)}
-        for mask_name, stats in (rec.get("masks") or {}).items():
-            for key in ("volume_ml", "voxels", "components"):
-                common[f"{mask_name}_{key}"] = stats.get(key) if stats else None
-        ref = rec.get("reference_phase")
-        for phase, values in (rec.get("phases") or {}).items():
-            row = dict(common)
-            row["phase"] = str(phase)
-            row["is_reference"] = bool(ref is not None and phase == ref)
-            for key, value in values.items():
-                if isinstance(value, list | tuple):
-                    value = "x".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
-                row[key] = value
-            rows.append(row)
-    if not rows:
-        return pd.DataFrame(columns=["patient", "phase"])
-    df = pd.DataFrame(rows)
-    first = ["patient", "phase", "is_reference"]
-    df = df[first + [c for c in df.columns if c not in first]]
-    return df.sort_values(["patient", "phase"], kind="stable").reset_index(drop=True)

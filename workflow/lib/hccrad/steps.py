@@ -358,6 +358,10 @@ def patient_qc(
                 if m is not None
                 else None
             )
+        for what in ("liver", "index_tumor", "ring"):
+            m = masks[what].get(ph)
+            values = arr[sitk.GetArrayViewFromImage(m) > 0] if m is not None else arr[:0]
+            entry[f"{what}_mean"] = float(values.mean()) if values.size else None
         tumor, reader2 = masks["tumor"].get(ph), masks["reader2"].get(ph)
         entry["reader2_dice"] = (
             dice(tumor, reader2) if tumor is not None and reader2 is not None else None
@@ -417,6 +421,9 @@ def qc_table(records: Sequence[Mapping[str, Any]]) -> Any:
                     "ring_ml": e.get("ring_ml"),
                     "reader2_ml": e.get("reader2_ml"),
                     "reader2_dice": e.get("reader2_dice"),
+                    "liver_mean": e.get("liver_mean"),
+                    "index_tumor_mean": e.get("index_tumor_mean"),
+                    "ring_mean": e.get("ring_mean"),
                     "registration_method": reg.get("method"),
                     "rotation_deg": reg.get("rotation_deg"),
                     "ncc_before": sb.get("ncc"),
