@@ -16,6 +16,7 @@ def test_default_config_validates_with_documented_values():
     assert s.spacing == (1.0, 1.0, 1.0)
     assert s.modality("MR").phases == ("AP", "PVP", "HBP", "DP")
     assert s.modality("MR").n4 is True
+    assert s.modality("MR").normalization.scale == 100
     ct = s.modality("CT").normalization
     assert (ct.method, ct.window_width, ct.window_level) == ("window", 259, 40)
     assert s.ring_distance_mm == 10.0

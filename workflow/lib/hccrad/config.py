@@ -25,7 +25,7 @@ DEFAULT_MODALITIES: dict[str, dict[str, Any]] = {
         "phases": ["AP", "PVP", "HBP", "DP"],
         "reference_phase": "AP",
         "n4": True,
-        "normalization": {"method": "zscore", "percentiles": [1.0, 99.0]},
+        "normalization": {"method": "zscore", "scale": 100.0, "percentiles": [1.0, 99.0]},
     },
     "CT": {
         "phases": ["AP", "PVP"],
@@ -111,6 +111,7 @@ class Normalization:
 
     method: str
     percentiles: tuple[float, float] = (1.0, 99.0)
+    scale: float = 1.0
     window_width: float = 259.0
     window_level: float = 40.0
     rescale: bool = True

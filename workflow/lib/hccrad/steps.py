@@ -253,6 +253,8 @@ def normalize_image(
             out = normalize_mr(
                 image, mask, method=method, percentiles=tuple(normalization.percentiles)
             )
+            if normalization.scale != 1.0:
+                out = sitk.Cast(out * float(normalization.scale), sitk.sitkFloat32)
         except ValueError as exc:
             raise InputError(str(exc), patient=patient, phase=phase, file=src) from exc
     imageio.write_image(out, dst)
