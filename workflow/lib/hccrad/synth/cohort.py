@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from hccrad.errors import ConfigError
+from hccrad.sheets import COHORT_COLUMNS
 from hccrad.synth.anatomy import FOV_MM, Habitat, Phantom, build_phantom
 from hccrad.synth.biology import (
     CENTERS,
@@ -46,16 +47,6 @@ from hccrad.synth.writers import identity, write_dicom_series, write_image, writ
 
 log = logging.getLogger(__name__)
 
-COHORT_COLUMNS: tuple[str, ...] = (
-    "center",
-    "patient",
-    "phase",
-    "modality",
-    "image",
-    "tumor_mask",
-    "liver_mask",
-    "reader2_mask",
-)
 CLINICAL_COLUMNS: tuple[str, ...] = (
     "patient",
     "center",
