@@ -14,6 +14,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/register.smk"
 include: "workflow/rules/regions.smk"
 include: "workflow/rules/qc.smk"
+include: "workflow/rules/radiomics.smk"
 
 
 rule all:

@@ -30,6 +30,7 @@ def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
     settings = load_settings(ROOT / "config" / "config.yaml")
     counts: dict[str, int] = dict.fromkeys(PER_IMAGE, 0)
     counts.update(correct_bias_n4=0, carry_mask=0, make_tumor_regions=0, plot_patient_qc=0)
+    counts.update(extract_radiomics=0)
     for _patient, rows in sheet.groupby("patient", sort=False):
         mod = settings.modality(rows["modality"].iloc[0])
         ref = rows[rows["phase"] == mod.reference_phase].iloc[0]
@@ -39,7 +40,9 @@ def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
                 counts[rule] += 1
             counts["correct_bias_n4"] += int(mod.n4)
             counts["carry_mask"] += sum(bool(r[f"{k}_mask"]) for k in ("tumor", "liver", "reader2"))
-            counts["make_tumor_regions"] += int(bool(r["tumor_mask"] or ref["tumor_mask"]))
+            has_tumor = bool(r["tumor_mask"] or ref["tumor_mask"])
+            counts["make_tumor_regions"] += int(has_tumor)
+            counts["extract_radiomics"] += int(has_tumor)
     return {k: v for k, v in counts.items() if v}
 
 
@@ -64,7 +67,7 @@ def test_dry_run_plans_every_patient(cohort_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     sheet = pd.read_csv(cohort, sep="\t", dtype=str, keep_default_na=False)
     counts = job_counts(res.stdout)
-    want = expected_jobs(sheet) | {"summarize_preprocessing": 1, "all": 1}
+    want = expected_jobs(sheet) | {"summarize_preprocessing": 1, "aggregate_radiomics": 1, "all": 1}
     assert counts == {**want, "total": sum(want.values())}
 
 
@@ -90,6 +93,26 @@ def test_first_run_outputs(first_run):
     logs = list((first_run / "results/logs").rglob("*.log"))
     benches = list((first_run / "results/benchmarks").rglob("*.tsv"))
     assert len(logs) == len(benches) > 0
+
+
+def test_radiomics_table(first_run):
+    sheet = pd.read_csv(first_run / "sheets/cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
+    with_masks = set(sheet.loc[sheet.tumor_mask != "", "patient"])
+    table = pd.read_parquet(first_run / "results/cohort/radiomics/features.parquet")
+    assert set(table.index) == with_masks
+    for phase in ("AP", "PVP"):
+        for region in ("tumor", "ring"):
+            col = f"{phase}_{region}_original_firstorder_Mean"
+            assert table[col].notna().all(), col
+    # the index lesion's voxel count matches the registered index-tumor mask of that phase
+    diag = pd.read_parquet(first_run / "results/cohort/radiomics/diagnostics.parquet")
+    patient = sorted(with_masks)[0]
+    row = sheet[(sheet.patient == patient) & (sheet.phase == "AP")].iloc[0]
+    mask = sitk.ReadImage(
+        str(first_run / f"results/{row.center}/{patient}/AP/regions/index_tumor.nii.gz")
+    )
+    n = int(sitk.GetArrayViewFromImage(mask).sum())
+    assert int(diag.loc[patient, "AP_tumor_diagnostics_Mask-original_VoxelNum"]) == n
 
 
 def test_registered_masks_overlap_the_reference(first_run):
@@ -130,7 +153,7 @@ def test_adding_a_center_reruns_only_its_jobs(cohort_dir, first_run):
     assert res.returncode == 0, res.stderr[-3000:]
     sheet = pd.read_csv(cohort, sep="\t", dtype=str, keep_default_na=False)
     want = expected_jobs(sheet[sheet["center"] == "C"])
-    want |= {"summarize_preprocessing": 1, "all": 1}
+    want |= {"summarize_preprocessing": 1, "aggregate_radiomics": 1, "all": 1}
     assert job_counts(res.stdout) == {**want, "total": sum(want.values())}
     centers = set(re.findall(r"center=(\w+)", res.stdout))
     assert centers == {"C"}

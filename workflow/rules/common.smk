@@ -31,6 +31,8 @@ wildcard_constraints:
 
 
 PREPROCESS_ENV = "../../envs/preprocess.yaml"
+RADIOMICS_ENV = "../../envs/radiomics.yaml"
+REGION_FILES = {"tumor": "index_tumor.nii.gz", "ring": "ring.nii.gz"}
 
 
 def intermediate(path):
@@ -165,6 +167,48 @@ def get_patient_qc_inputs(wildcards):
     return inputs
 
 
+def get_radiomics_inputs(wildcards):
+    """The image of the configured stage and the region masks of one patient x phase."""
+    modality = COHORT.modality(wildcards.patient)
+    where = dict(
+        center=wildcards.center, patient=wildcards.patient, phase=wildcards.phase
+    )
+    inputs = {
+        "image": paths.image_path(
+            SETTINGS.radiomics_stage[modality], "image.nii.gz", **where
+        ),
+        # an input, so that editing the parameter file reruns the extraction
+        "params": workflow_file(str(SETTINGS.radiomics_params[modality])),
+    }
+    for region in SETTINGS.radiomics_regions:
+        inputs[region] = paths.image_path("regions", REGION_FILES[region], **where)
+    return inputs
+
+
+def workflow_file(path):
+    """A configured file: as given when it exists from the working directory, else relative to
+    the workflow's own folder (so that shipped presets work from any working directory).
+    """
+    if os.path.isabs(path) or os.path.exists(path):
+        return str(path)
+    return os.path.join(workflow.basedir, path)
+
+
+def get_radiomics_jsons():
+    """Radiomics of every patient x phase that has a tumor mask (own or the reference's)."""
+    return [
+        paths.image_path(
+            "radiomics",
+            "features.json",
+            center=r.center,
+            patient=r.patient,
+            phase=r.phase,
+        )
+        for r in COHORT.images()
+        if has_tumor(r.patient, r.phase)
+    ]
+
+
 def patient_targets(stage, name):
     return [
         paths.patient_path(stage, name, center=COHORT.center(p), patient=p)
@@ -176,4 +220,5 @@ def get_final_targets():
     return [
         paths.cohort_path("preprocess", "summary.parquet"),
         paths.cohort_path("preprocess", "qc_montage.png"),
+        paths.cohort_path("radiomics", "features.parquet"),
     ]

@@ -97,6 +97,9 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
                 f"config key modalities.{name}.reference_phase: {mod['reference_phase']!r} "
                 f"is not one of the modality's phases {mod['phases']}"
             )
+        for key in ("params", "image_stage"):
+            if name not in data["radiomics"][key]:
+                raise ConfigError(f"config key radiomics.{key}: no entry for modality {name}")
         bad = RESERVED_NAMES.intersection(mod["phases"])
         if bad:
             raise ConfigError(
@@ -148,6 +151,9 @@ class Settings:
     ring_distance_mm: float
     ring_clip_to_liver: bool
     montage_per_row: int
+    radiomics_params: dict[str, Path]
+    radiomics_stage: dict[str, str]
+    radiomics_regions: tuple[str, ...]
 
     def modality(self, name: str) -> Modality:
         """Settings of modality ``name``; ConfigError when the config does not define it."""
@@ -204,6 +210,9 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
         ring_distance_mm=float(c["peritumoral"]["distance_mm"]),
         ring_clip_to_liver=c["peritumoral"]["clip_to_liver"],
         montage_per_row=c["qc"]["montage_per_row"],
+        radiomics_params={m: Path(p) for m, p in c["radiomics"]["params"].items()},
+        radiomics_stage=dict(c["radiomics"]["image_stage"]),
+        radiomics_regions=tuple(c["radiomics"]["regions"]),
     )
 
 

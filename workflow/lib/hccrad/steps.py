@@ -459,3 +459,60 @@ def cohort_summary(
     tmp.replace(dst_table)
     titles = [f"{r['center']}/{r['patient']}" for r in records]
     plot_cohort_montage(list(qc_pngs), dst_montage, titles=titles, max_per_row=per_row)
+
+
+def extract_radiomics(
+    image: PathLike,
+    regions: Mapping[str, PathLike],
+    dst_json: PathLike,
+    *,
+    params: PathLike,
+    patient: str,
+    phase: str,
+) -> None:
+    """Whole-region PyRadiomics features of one image for each region mask (e.g. tumor, ring).
+
+    Writes ``{"patient", "phase", "params", "regions": {name: {"features", "diagnostics"}}}``.
+    """
+    from hccrad.radiomics import extract_region_features
+
+    img = imageio.read_image(image, patient=patient, phase=phase)
+    out: dict[str, Any] = {"patient": patient, "phase": phase, "params": str(params), "regions": {}}
+    for name, mask_path in regions.items():
+        mask = imageio.read_mask(mask_path, img, patient=patient, phase=phase, kind=name)
+        features, diagnostics = extract_region_features(
+            img, mask, params, patient=patient, phase=phase, mask_file=mask_path
+        )
+        out["regions"][name] = {"features": features, "diagnostics": diagnostics}
+        log.info("%s %s %s: %d features", patient, phase, name, len(features))
+    imageio.write_json(out, dst_json)
+
+
+def aggregate_radiomics(
+    jsons: Sequence[PathLike], dst_features: PathLike, dst_diagnostics: PathLike
+) -> None:
+    """Cohort radiomics table (one row per patient, ``{phase}_{region}_{feature}`` columns)."""
+    from hccrad.radiomics import cohort_diagnostics_table, cohort_feature_table
+
+    records = []
+    for path in jsons:
+        with open(path) as fh:
+            rec = json.load(fh)
+        for region, values in rec["regions"].items():
+            records.append(
+                {
+                    "patient": rec["patient"],
+                    "phase": rec["phase"],
+                    "region": region,
+                    "features": values["features"],
+                    "diagnostics": values["diagnostics"],
+                }
+            )
+    for table, dst in (
+        (cohort_feature_table(records), dst_features),
+        (cohort_diagnostics_table(records), dst_diagnostics),
+    ):
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{dst}.tmp")
+        table.to_parquet(tmp)
+        tmp.replace(dst)
