@@ -30,7 +30,7 @@ def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
     settings = load_settings(ROOT / "config" / "config.yaml")
     counts: dict[str, int] = dict.fromkeys(PER_IMAGE, 0)
     counts.update(correct_bias_n4=0, carry_mask=0, make_tumor_regions=0, plot_patient_qc=0)
-    counts.update(extract_radiomics=0)
+    counts.update(extract_radiomics=0, extract_reader2_radiomics=0)
     for _patient, rows in sheet.groupby("patient", sort=False):
         mod = settings.modality(rows["modality"].iloc[0])
         ref = rows[rows["phase"] == mod.reference_phase].iloc[0]
@@ -41,9 +41,19 @@ def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
             counts["correct_bias_n4"] += int(mod.n4)
             counts["carry_mask"] += sum(bool(r[f"{k}_mask"]) for k in ("tumor", "liver", "reader2"))
             has_tumor = bool(r["tumor_mask"] or ref["tumor_mask"])
+            has_reader2 = bool(r["reader2_mask"] or ref["reader2_mask"])
             counts["make_tumor_regions"] += int(has_tumor)
             counts["extract_radiomics"] += int(has_tumor)
+            counts["extract_reader2_radiomics"] += int(has_tumor and has_reader2)
     return {k: v for k, v in counts.items() if v}
+
+
+def cohort_jobs(sheet: pd.DataFrame) -> dict[str, int]:
+    """Cohort-level jobs of a run over ``sheet`` (all of them rerun when patients are added)."""
+    jobs = {"summarize_preprocessing": 1, "aggregate_radiomics": 1, "all": 1}
+    if (sheet["reader2_mask"] != "").any():
+        jobs["compute_reader_icc"] = 1
+    return jobs
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +77,7 @@ def test_dry_run_plans_every_patient(cohort_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     sheet = pd.read_csv(cohort, sep="\t", dtype=str, keep_default_na=False)
     counts = job_counts(res.stdout)
-    want = expected_jobs(sheet) | {"summarize_preprocessing": 1, "aggregate_radiomics": 1, "all": 1}
+    want = expected_jobs(sheet) | cohort_jobs(sheet)
     assert counts == {**want, "total": sum(want.values())}
 
 
@@ -115,6 +125,17 @@ def test_radiomics_table(first_run):
     assert int(diag.loc[patient, "AP_tumor_diagnostics_Mask-original_VoxelNum"]) == n
 
 
+def test_reader_icc_table(first_run):
+    icc = pd.read_parquet(first_run / "results/cohort/radiomics/reader_icc.parquet")
+    assert list(icc.columns) == ["icc2_1", "icc3_1", "n"]
+    assert icc.index.str.match(r"^(AP|PVP|HBP|DP)_tumor_original_").all()
+    assert (icc["n"] >= 2).all()
+    finite = icc["icc2_1"].dropna()
+    assert (finite <= 1 + 1e-9).all() and len(finite) > 0.8 * len(icc)
+    # the two readers' outlines differ by a voxel or two: tumor volume is highly reproducible
+    assert icc.loc["AP_tumor_original_shape_VoxelVolume", "icc2_1"] > 0.8
+
+
 def test_registered_masks_overlap_the_reference(first_run):
     """Each phase's own liver mask, carried through its registration, lands on the reference's
     better than the same mask resampled without registration."""
@@ -153,7 +174,7 @@ def test_adding_a_center_reruns_only_its_jobs(cohort_dir, first_run):
     assert res.returncode == 0, res.stderr[-3000:]
     sheet = pd.read_csv(cohort, sep="\t", dtype=str, keep_default_na=False)
     want = expected_jobs(sheet[sheet["center"] == "C"])
-    want |= {"summarize_preprocessing": 1, "aggregate_radiomics": 1, "all": 1}
+    want |= cohort_jobs(sheet)
     assert job_counts(res.stdout) == {**want, "total": sum(want.values())}
     centers = set(re.findall(r"center=(\w+)", res.stdout))
     assert centers == {"C"}

@@ -194,6 +194,41 @@ def workflow_file(path):
     return os.path.join(workflow.basedir, path)
 
 
+def get_reader2_radiomics_inputs(wildcards):
+    """The radiomics image and parameters of this phase, with the second reader's mask."""
+    inputs = get_radiomics_inputs(wildcards)
+    return {
+        "image": inputs["image"],
+        "params": inputs["params"],
+        "reader2": registered_mask(
+            wildcards.center, wildcards.patient, wildcards.phase, "reader2"
+        ),
+    }
+
+
+def reader2_images():
+    """Images whose phase has both readers' tumor masks (own or the reference phase's)."""
+    return [
+        r
+        for r in COHORT.images()
+        if has_tumor(r.patient, r.phase)
+        and mask_source_phase(r.patient, r.phase, "reader2") is not None
+    ]
+
+
+def get_reader_icc_jsons(name):
+    return [
+        paths.image_path(
+            "radiomics",
+            f"{name}.json",
+            center=r.center,
+            patient=r.patient,
+            phase=r.phase,
+        )
+        for r in reader2_images()
+    ]
+
+
 def get_radiomics_jsons():
     """Radiomics of every patient x phase that has a tumor mask (own or the reference's)."""
     return [
@@ -221,4 +256,9 @@ def get_final_targets():
         paths.cohort_path("preprocess", "summary.parquet"),
         paths.cohort_path("preprocess", "qc_montage.png"),
         paths.cohort_path("radiomics", "features.parquet"),
+        *(
+            [paths.cohort_path("radiomics", "reader_icc.parquet")]
+            if reader2_images()
+            else []
+        ),
     ]

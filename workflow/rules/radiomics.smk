@@ -40,3 +40,44 @@ rule aggregate_radiomics:
         runtime=20,
     script:
         "../scripts/aggregate_radiomics.py"
+
+
+rule extract_reader2_radiomics:
+    input:
+        unpack(get_reader2_radiomics_inputs),
+    output:
+        json=paths.image_path("radiomics", "reader2.json"),
+    log:
+        paths.log_path("extract_reader2_radiomics", "{center}", "{patient}", "{phase}"),
+    benchmark:
+        paths.benchmark_path(
+            "extract_reader2_radiomics", "{center}", "{patient}", "{phase}"
+        )
+    conda:
+        RADIOMICS_ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../scripts/extract_reader2_radiomics.py"
+
+
+rule compute_reader_icc:
+    input:
+        reader1=get_reader_icc_jsons("features"),
+        reader2=get_reader_icc_jsons("reader2"),
+    output:
+        icc=paths.cohort_path("radiomics", "reader_icc.parquet"),
+    log:
+        paths.log_path("compute_reader_icc"),
+    benchmark:
+        paths.benchmark_path("compute_reader_icc")
+    conda:
+        RADIOMICS_ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../scripts/compute_reader_icc.py"

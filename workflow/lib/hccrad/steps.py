@@ -469,17 +469,23 @@ def extract_radiomics(
     params: PathLike,
     patient: str,
     phase: str,
+    index_lesion: bool = False,
 ) -> None:
     """Whole-region PyRadiomics features of one image for each region mask (e.g. tumor, ring).
 
-    Writes ``{"patient", "phase", "params", "regions": {name: {"features", "diagnostics"}}}``.
+    With ``index_lesion`` each mask is first reduced to its largest connected component (a
+    second reader's raw tumor mask, say). Writes ``{"patient", "phase", "params", "regions":
+    {name: {"features", "diagnostics"}}}``.
     """
+    from hccrad.preprocess import largest_component
     from hccrad.radiomics import extract_region_features
 
     img = imageio.read_image(image, patient=patient, phase=phase)
     out: dict[str, Any] = {"patient": patient, "phase": phase, "params": str(params), "regions": {}}
     for name, mask_path in regions.items():
         mask = imageio.read_mask(mask_path, img, patient=patient, phase=phase, kind=name)
+        if index_lesion:
+            mask = largest_component(mask)
         features, diagnostics = extract_region_features(
             img, mask, params, patient=patient, phase=phase, mask_file=mask_path
         )
@@ -488,12 +494,8 @@ def extract_radiomics(
     imageio.write_json(out, dst_json)
 
 
-def aggregate_radiomics(
-    jsons: Sequence[PathLike], dst_features: PathLike, dst_diagnostics: PathLike
-) -> None:
-    """Cohort radiomics table (one row per patient, ``{phase}_{region}_{feature}`` columns)."""
-    from hccrad.radiomics import cohort_diagnostics_table, cohort_feature_table
-
+def _region_records(jsons: Sequence[PathLike]) -> list[dict[str, Any]]:
+    """Per patient x phase x region records (see hccrad.radiomics) from extraction JSONs."""
     records = []
     for path in jsons:
         with open(path) as fh:
@@ -508,11 +510,41 @@ def aggregate_radiomics(
                     "diagnostics": values["diagnostics"],
                 }
             )
-    for table, dst in (
-        (cohort_feature_table(records), dst_features),
-        (cohort_diagnostics_table(records), dst_diagnostics),
-    ):
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(f"{dst}.tmp")
-        table.to_parquet(tmp)
-        tmp.replace(dst)
+    return records
+
+
+def _write_parquet(table: Any, dst: PathLike) -> None:
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{dst}.tmp")
+    table.to_parquet(tmp)
+    tmp.replace(dst)
+
+
+def aggregate_radiomics(
+    jsons: Sequence[PathLike], dst_features: PathLike, dst_diagnostics: PathLike
+) -> None:
+    """Cohort radiomics table (one row per patient, ``{phase}_{region}_{feature}`` columns)."""
+    from hccrad.radiomics import cohort_diagnostics_table, cohort_feature_table
+
+    records = _region_records(jsons)
+    _write_parquet(cohort_feature_table(records), dst_features)
+    _write_parquet(cohort_diagnostics_table(records), dst_diagnostics)
+
+
+def reader_icc(
+    reader1_jsons: Sequence[PathLike], reader2_jsons: Sequence[PathLike], dst: PathLike
+) -> None:
+    """Per-feature inter-reader ICC(2,1) and ICC(3,1) of the tumor features, per phase.
+
+    Reader 1's index lesion versus reader 2's (largest component of the second reader's mask),
+    same image, same parameters; one row per ``{phase}_tumor_{feature}`` with ``icc2_1``,
+    ``icc3_1`` and ``n`` (patients with both readers).
+    """
+    from hccrad.icc import feature_icc
+    from hccrad.radiomics import cohort_feature_table
+
+    def tumor_table(jsons: Sequence[PathLike]) -> Any:
+        records = [r for r in _region_records(jsons) if r["region"] == "tumor"]
+        return cohort_feature_table(records)
+
+    _write_parquet(feature_icc(tumor_table(reader1_jsons), tumor_table(reader2_jsons)), dst)
