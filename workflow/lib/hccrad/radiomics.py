@@ -34,6 +34,23 @@ from hccrad.errors import InputError
 
 log = logging.getLogger(__name__)
 
+
+class _DropSymmetricalGLCMNotice(logging.Filter):
+    """PyRadiomics warns, for every image type of every extraction, that a symmetrical GLCM makes
+    Sum Average redundant (a documented property, not a problem); drop just that record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "GLCM is symmetrical" not in record.getMessage()
+
+
+def _quiet_pyradiomics() -> None:
+    import radiomics
+
+    radiomics.setVerbosity(logging.ERROR)  # PyRadiomics' own console handler: errors only
+    glcm_log = logging.getLogger("radiomics.glcm")
+    if not any(isinstance(f, _DropSymmetricalGLCMNotice) for f in glcm_log.filters):
+        glcm_log.addFilter(_DropSymmetricalGLCMNotice())
+
 #: Folder of the native PyRadiomics parameter presets shipped with the workflow.
 PRESET_DIR = Path(__file__).resolve().parents[3] / "config" / "radiomics"
 
@@ -158,6 +175,8 @@ def extract_region_features(
             not fit the image, or a region PyRadiomics rejects (too small for the settings).
     """
     from radiomics import featureextractor  # lazy: heavy import
+
+    _quiet_pyradiomics()
 
     context: dict[str, Any] = {"patient": patient, "phase": phase}
     img, _ = _as_image(image, "image", context)
