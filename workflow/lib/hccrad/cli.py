@@ -1,6 +1,7 @@
 """The ``hccrad`` command line.
 
 ``hccrad synth``     write the embedded synthetic multi-center demo cohort
+``hccrad voxelmaps`` voxel-level radiomics feature maps of one image and mask
 ``hccrad validate``  check a configuration, its cohort sheet and clinical table (what the workflow
                      checks before any job runs)
 """
@@ -50,6 +51,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_voxelmaps(args: argparse.Namespace) -> int:
+    from hccrad.voxelmaps import IMPLEMENTED_CLASSES, VoxelMapSettings, write_voxel_maps
+
+    classes = tuple(args.classes) if args.classes else IMPLEMENTED_CLASSES
+    settings = VoxelMapSettings(
+        kernel_radius=args.kernel_radius,
+        bin_width=args.bin_width if args.bin_width is not None else 25.0,
+        bin_count=args.bin_count,
+        classes=classes,
+    )
+    written = write_voxel_maps(args.image, args.mask, args.out, settings, engine=args.engine)
+    log.info("wrote %d maps and voxels.parquet to %s", len(written) - 1, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hccrad`` command."""
     parser = argparse.ArgumentParser(prog="hccrad", description=__doc__.split("\n\n")[0])
@@ -68,6 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="permute labels and survival across patients (shows what chance looks like)",
     )
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser(
+        "voxelmaps", help="voxel-level radiomics feature maps of one image and mask"
+    )
+    p.add_argument("image", type=Path, help="image (NIfTI, NRRD or DICOM series folder)")
+    p.add_argument("mask", type=Path, help="mask in the image's geometry (non-zero = ROI)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--kernel-radius", type=int, default=2, help="default 2 (5x5x5 kernel)")
+    binning = p.add_mutually_exclusive_group()
+    binning.add_argument("--bin-width", type=float, help="fixed bin width (default 25)")
+    binning.add_argument("--bin-count", type=int, help="fixed number of bins")
+    p.add_argument(
+        "--classes", nargs="+", help="feature classes (default: all the fast engine implements)"
+    )
+    p.add_argument(
+        "--engine", choices=["fast", "pyradiomics"], default="fast", help="default: fast"
+    )
+    p.set_defaults(func=_cmd_voxelmaps)
 
     p = sub.add_parser(
         "validate", help="validate a config with its cohort sheet and clinical table"

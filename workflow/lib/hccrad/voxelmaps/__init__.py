@@ -2,8 +2,8 @@
 
 For every voxel of a mask, the PyRadiomics feature of the ``(2r+1)^3`` neighbourhood
 (``kernelRadius`` ``r``) restricted to mask voxels. Implemented classes: ``firstorder``,
-``glcm`` and ``ngtdm``; see ``docs/voxelmaps.md`` for the conventions matched and the
-degenerate cases.
+``glcm``, ``glrlm``, ``gldm`` and ``ngtdm``; see ``docs/voxelmaps.md`` for the conventions
+matched and the degenerate cases.
 
 Example:
     >>> from hccrad.voxelmaps import VoxelMapSettings, compute_voxel_maps, maps_to_images
@@ -18,11 +18,21 @@ from hccrad.voxelmaps.core import (
     compute_voxel_maps,
     maps_to_images,
 )
+from hccrad.voxelmaps.engines import (
+    ENGINES,
+    pyradiomics_voxel_maps,
+    voxel_maps,
+    write_voxel_maps,
+)
 
 __all__ = [
+    "ENGINES",
     "FEATURE_CLASSES",
     "IMPLEMENTED_CLASSES",
     "VoxelMapSettings",
     "compute_voxel_maps",
     "maps_to_images",
+    "pyradiomics_voxel_maps",
+    "voxel_maps",
+    "write_voxel_maps",
 ]
