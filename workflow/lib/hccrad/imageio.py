@@ -230,6 +230,19 @@ def _check_nifti_complete(path: Path, patient: str | None, phase: str | None) ->
         )
 
 
+def _sitk_read(path: Path, what: str, patient: str | None, phase: str | None) -> sitk.Image:
+    """``sitk.ReadImage`` with ITK's error turned into an InputError naming patient/phase/file."""
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(
+            f"cannot read {what}: {str(exc).strip().splitlines()[-1]}",
+            patient=patient,
+            phase=phase,
+            file=path,
+        ) from exc
+
+
 def read_image(
     path: str | os.PathLike[str],
     *,
@@ -282,15 +295,7 @@ def read_image(
             log.warning("unexpected image file ending %r for %s; trying anyway", _suffix(p), p)
         if _suffix(p) in (".nii", ".nii.gz"):
             _check_nifti_complete(p, patient, phase)
-        try:
-            image = sitk.ReadImage(str(p))
-        except RuntimeError as exc:
-            raise InputError(
-                f"cannot read image: {str(exc).strip().splitlines()[-1]}",
-                patient=patient,
-                phase=phase,
-                file=p,
-            ) from exc
+        image = _sitk_read(p, "image", patient, phase)
     _check_3d(image, p, patient, phase)
     image = sitk.Cast(image, sitk.sitkFloat32)
     strip_metadata(image)
@@ -384,15 +389,7 @@ def read_mask(
             phase=phase,
             file=p,
         )
-    try:
-        raw = sitk.ReadImage(str(p))
-    except RuntimeError as exc:
-        raise InputError(
-            f"cannot read {kind} mask: {str(exc).strip().splitlines()[-1]}",
-            patient=patient,
-            phase=phase,
-            file=p,
-        ) from exc
+    raw = _sitk_read(p, f"{kind} mask", patient, phase)
     _check_3d(raw, p, patient, phase)
     diffs = check_geometry(raw, reference, tolerance_mm=tolerance_mm)
     if diffs:

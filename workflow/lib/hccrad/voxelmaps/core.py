@@ -336,6 +336,36 @@ def prepare(image: sitk.Image, mask: sitk.Image, settings: VoxelMapSettings) -> 
     )
 
 
+def kernel_cube(radius: int) -> np.ndarray:
+    """All ``(2r+1)^3`` offsets of a cubic kernel (z, y, x), in C order (z slowest)."""
+    rng = np.arange(-radius, radius + 1)
+    zz, yy, xx = np.meshgrid(rng, rng, rng, indexing="ij")
+    return np.stack([zz.ravel(), yy.ravel(), xx.ravel()], 1)
+
+
+class KernelCalculator:
+    """Base of the per-class calculators (one per feature class).
+
+    Args:
+        prep: Prepared arrays (discretised ROI, gray levels, flat indices).
+        settings: Settings.
+        names: Features to compute.
+    """
+
+    def __init__(self, prep: Prepared, settings: VoxelMapSettings, names: tuple[str, ...]) -> None:
+        self.prep = prep
+        self.names = names
+        self.G = prep.gray_levels.size  # gray levels present in the whole ROI
+
+    def batch(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Features of the kernels centred on the voxels ``flat`` (flat indices)."""
+        raise NotImplementedError
+
+    def finalize(self, res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """ROI-wide post-processing of the assembled maps (none by default)."""
+        return res
+
+
 def compute_voxel_maps(
     image: sitk.Image, mask: sitk.Image, settings: VoxelMapSettings | None = None
 ) -> dict[str, np.ndarray]:

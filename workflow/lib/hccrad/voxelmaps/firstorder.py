@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hccrad.voxelmaps.core import Prepared, VoxelMapSettings, kernel_offsets
+from hccrad.voxelmaps.core import KernelCalculator, Prepared, VoxelMapSettings, kernel_offsets
 
 
 def _quantile_sorted(s: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
@@ -30,18 +30,11 @@ def _quantile_sorted(s: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
     return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
 
-class FirstOrder:
-    """Vectorised first-order features over masked kernels.
-
-    Args:
-        prep: Prepared arrays.
-        settings: Settings.
-        names: Features to compute.
-    """
+class FirstOrder(KernelCalculator):
+    """Vectorised first-order features over masked kernels."""
 
     def __init__(self, prep: Prepared, settings: VoxelMapSettings, names: tuple[str, ...]) -> None:
-        self.prep = prep
-        self.names = names
+        super().__init__(prep, settings, names)
         self.shift = settings.voxel_array_shift
         offs = kernel_offsets(settings.kernel_radius, prep.bbox_size)
         self.offsets = prep.flat_offsets(offs)
@@ -113,7 +106,3 @@ class FirstOrder:
                 np.abs(xr - np.nanmean(xr, 1, keepdims=True)), 1
             )
         return {k: res[k] for k in self.names}
-
-    def finalize(self, res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Return the assembled maps unchanged (no ROI-wide post-processing for firstorder)."""
-        return res

@@ -20,7 +20,13 @@ import logging
 
 import numpy as np
 
-from hccrad.voxelmaps.core import GLCM_ANGLES, Prepared, VoxelMapSettings, box_count
+from hccrad.voxelmaps.core import (
+    GLCM_ANGLES,
+    KernelCalculator,
+    Prepared,
+    VoxelMapSettings,
+    box_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +68,11 @@ def _pair_offsets(radius: int, angle: np.ndarray) -> np.ndarray:
     return o[inside]
 
 
-class GLCM:
-    """Vectorised GLCM features over masked kernels (distance 1, 13 directions, symmetrical).
-
-    Args:
-        prep: Prepared arrays.
-        settings: Settings.
-        names: Features to compute.
-    """
+class GLCM(KernelCalculator):
+    """Vectorised GLCM features over masked kernels (distance 1, 13 directions, symmetrical)."""
 
     def __init__(self, prep: Prepared, settings: VoxelMapSettings, names: tuple[str, ...]) -> None:
-        self.prep = prep
-        self.names = names
-        self.G = prep.gray_levels.size
+        super().__init__(prep, settings, names)
         self.ng = float(prep.ng)
         self.gv = np.concatenate([[0.0], prep.gray_levels])
         self.gi = np.concatenate([[0], prep.gray_levels.astype(np.int64)])

@@ -12,18 +12,15 @@ from itertools import product
 
 import numpy as np
 
-from hccrad.voxelmaps.core import Prepared, VoxelMapSettings
+from hccrad.voxelmaps.core import KernelCalculator, Prepared, VoxelMapSettings, kernel_cube
 
 NEIGHBOURS = [d for d in product((-1, 0, 1), repeat=3) if d != (0, 0, 0)]
 
 
-class GLDM:
+class GLDM(KernelCalculator):
     """Vectorised GLDM features over masked kernels (distance 1, ``gldm_a`` = 0).
 
-    Args:
-        prep: Prepared arrays.
-        settings: Settings.
-        names: Features to compute.
+    Args (besides :class:`KernelCalculator`'s):
         alpha: Dependence threshold on the gray-level difference (PyRadiomics' ``gldm_a``).
     """
 
@@ -32,13 +29,9 @@ class GLDM:
     def __init__(
         self, prep: Prepared, settings: VoxelMapSettings, names: tuple[str, ...], alpha: int = 0
     ) -> None:
-        self.prep = prep
-        self.names = names
-        self.G = prep.gray_levels.size
+        super().__init__(prep, settings, names)
         r = settings.kernel_radius
-        rng = np.arange(-r, r + 1)
-        zz, yy, xx = np.meshgrid(rng, rng, rng, indexing="ij")
-        offs = np.stack([zz.ravel(), yy.ravel(), xx.ravel()], 1)
+        offs = kernel_cube(r)
         lo = np.where(offs > -r, -1, 0)
         hi = np.where(offs < r, 1, 0)
         shape = prep.shape
@@ -123,7 +116,3 @@ class GLDM:
         res["LargeDependenceLowGrayLevelEmphasis"] = np.sum(P * jj / ii, (1, 2)) / nz
         res["LargeDependenceHighGrayLevelEmphasis"] = np.sum(P * (jj * ii), (1, 2)) / nz
         return {k: res[k] for k in self.names}
-
-    def finalize(self, res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Return the assembled maps unchanged (no ROI-wide post-processing for GLDM)."""
-        return res

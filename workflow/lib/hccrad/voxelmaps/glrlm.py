@@ -13,27 +13,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from hccrad.voxelmaps.core import GLCM_ANGLES, Prepared, VoxelMapSettings, box_count
+from hccrad.voxelmaps.core import (
+    GLCM_ANGLES,
+    KernelCalculator,
+    Prepared,
+    VoxelMapSettings,
+    box_count,
+    kernel_cube,
+)
 
 
-class GLRLM:
-    """Vectorised GLRLM features over masked kernels (13 directions, no weighting).
-
-    Args:
-        prep: Prepared arrays.
-        settings: Settings.
-        names: Features to compute.
-    """
+class GLRLM(KernelCalculator):
+    """Vectorised GLRLM features over masked kernels (13 directions, no weighting)."""
 
     def __init__(self, prep: Prepared, settings: VoxelMapSettings, names: tuple[str, ...]) -> None:
-        self.prep = prep
-        self.names = names
-        self.G = prep.gray_levels.size
+        super().__init__(prep, settings, names)
         r = settings.kernel_radius
         self.K = 2 * r + 1  # longest run inside a kernel
-        rng = np.arange(-r, r + 1)
-        zz, yy, xx = np.meshgrid(rng, rng, rng, indexing="ij")
-        offs = np.stack([zz.ravel(), yy.ravel(), xx.ravel()], 1)
+        offs = kernel_cube(r)
         self.offs_flat = prep.flat_offsets(offs)
         lev = prep.levels.ravel()
         inside = lev > 0
@@ -147,7 +144,3 @@ class GLRLM:
         res["LongRunLowGrayLevelEmphasis"] = np.sum(P * jj / ii, (1, 2)) / nr
         res["LongRunHighGrayLevelEmphasis"] = np.sum(P * (jj * ii), (1, 2)) / nr
         return {k: res[k] for k in self.names}
-
-    def finalize(self, res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Return the assembled maps unchanged (no ROI-wide post-processing for GLRLM)."""
-        return res

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hccrad.voxelmaps.core import Prepared, VoxelMapSettings
+from hccrad.voxelmaps.core import KernelCalculator, Prepared, VoxelMapSettings, kernel_cube
 
 
 def _table(arr: np.ndarray) -> np.ndarray:
@@ -43,23 +43,13 @@ def _box_image(t: np.ndarray, shape: tuple[int, ...], lo: tuple, hi: tuple) -> n
     return out.ravel()
 
 
-class NGTDM:
-    """Vectorised NGTDM features over masked kernels (distance 1).
-
-    Args:
-        prep: Prepared arrays.
-        settings: Settings.
-        names: Features to compute.
-    """
+class NGTDM(KernelCalculator):
+    """Vectorised NGTDM features over masked kernels (distance 1)."""
 
     def __init__(self, prep: Prepared, settings: VoxelMapSettings, names: tuple[str, ...]) -> None:
-        self.prep = prep
-        self.names = names
-        self.G = prep.gray_levels.size
+        super().__init__(prep, settings, names)
         r = settings.kernel_radius
-        rng = np.arange(-r, r + 1)
-        zz, yy, xx = np.meshgrid(rng, rng, rng, indexing="ij")
-        offs = np.stack([zz.ravel(), yy.ravel(), xx.ravel()], 1)
+        offs = kernel_cube(r)
         self.offs = offs
         self.lo = np.where(offs > -r, -1, 0)  # neighbour box clipped to the kernel
         self.hi = np.where(offs < r, 1, 0)
@@ -148,7 +138,3 @@ class NGTDM:
         res["Complexity"] = complexity
         res["Strength"] = np.where(sum_s != 0, strength / np.where(sum_s != 0, sum_s, 1.0), 0.0)
         return {k: res[k] for k in self.names}
-
-    def finalize(self, res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Return the assembled maps unchanged (no ROI-wide post-processing for NGTDM)."""
-        return res
