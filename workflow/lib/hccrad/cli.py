@@ -60,6 +60,7 @@ def _cmd_voxelmaps(args: argparse.Namespace) -> int:
         bin_width=args.bin_width if args.bin_width is not None else 25.0,
         bin_count=args.bin_count,
         classes=classes,
+        n_jobs=args.jobs,
     )
     written = write_voxel_maps(args.image, args.mask, args.out, settings, engine=args.engine)
     log.info("wrote %d maps and voxels.parquet to %s", len(written) - 1, args.out)
@@ -85,9 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser(
-        "voxelmaps", help="voxel-level radiomics feature maps of one image and mask"
-    )
+    p = sub.add_parser("voxelmaps", help="voxel-level radiomics feature maps of one image and mask")
     p.add_argument("image", type=Path, help="image (NIfTI, NRRD or DICOM series folder)")
     p.add_argument("mask", type=Path, help="mask in the image's geometry (non-zero = ROI)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -100,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--engine", choices=["fast", "pyradiomics"], default="fast", help="default: fast"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="fast engine: worker processes (default: all CPUs this process may use; results "
+        "do not depend on it)",
     )
     p.set_defaults(func=_cmd_voxelmaps)
 

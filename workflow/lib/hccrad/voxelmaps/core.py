@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import product
@@ -145,8 +148,12 @@ class VoxelMapSettings:
         voxel_array_shift: Shift added before Energy/TotalEnergy/RootMeanSquared
             (``voxelArrayShift``).
         voxel_batch: Number of mask voxels processed at once (bounds peak memory).
-        n_threads: Batches computed concurrently in threads (numpy releases the GIL in its
-            heavy loops); peak memory grows with it. 1 = sequential.
+        n_jobs: Worker processes computing batches in parallel (forked, each computes all
+            classes for its batches; results are identical to one job). None = all CPUs this
+            process may run on (``os.sched_getaffinity``); 1 = in this process. Peak memory
+            grows with it (per worker: one batch's temporaries).
+        n_threads: With one job, batches computed concurrently in threads (numpy releases the
+            GIL in its heavy loops); 1 = sequential. Results equal up to summation order.
     """
 
     kernel_radius: int = 2
@@ -156,6 +163,7 @@ class VoxelMapSettings:
     features: dict[str, tuple[str, ...]] | None = None
     voxel_array_shift: float = 0
     voxel_batch: int = 2000
+    n_jobs: int | None = None
     n_threads: int = 1
 
     def selected(self, cls: str) -> tuple[str, ...]:
@@ -386,7 +394,11 @@ class KernelCalculator:
         self.G = prep.gray_levels.size  # gray levels present in the whole ROI
 
     def batch(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """Features of the kernels centred on the voxels ``flat`` (flat indices)."""
+        """Features of the kernels centred on the voxels ``flat`` (flat indices).
+
+        Must not change the calculator's state: batches run in forked worker processes, and
+        a batch's result must not depend on which batches ran before it.
+        """
         raise NotImplementedError
 
     def finalize(self, res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -402,7 +414,8 @@ def compute_voxel_maps(
     Args:
         image: Gray-value image.
         mask: Mask on the image grid; every non-zero voxel belongs to the ROI.
-        settings: Settings (defaults: radius 2, bin width 25, firstorder + GLCM).
+        settings: Settings (defaults: radius 2, bin width 25, all implemented classes, as many
+            worker processes as CPUs; see :class:`VoxelMapSettings`).
 
     Returns:
         ``{"{class}_{feature}": values}`` with float64 values of the mask voxels in the order of
@@ -417,37 +430,140 @@ def compute_voxel_maps(
             raise ValueError(f"unknown feature class {cls!r}")
         if cls not in IMPLEMENTED_CLASSES:
             raise ValueError(f"feature class {cls!r} is not implemented yet")
-    prep = prepare(image, mask, settings)
-    n = prep.flat.size
-    out: dict[str, np.ndarray] = {}
-    for cls in settings.classes:
-        names = settings.selected(cls)
-        module = importlib.import_module(f"hccrad.voxelmaps.{cls}")
-        calc = getattr(module, CALCULATORS[cls])(prep, settings, names)
-        res = {name: np.empty(n) for name in names}
-        slices = [
-            slice(start, min(n, start + settings.voxel_batch))
-            for start in range(0, n, settings.voxel_batch)
-        ]
+    with _quiet(), _single_threaded_blas():
+        prep = prepare(image, mask, settings)
+        n = prep.flat.size
+        calcs: dict[str, KernelCalculator] = {}
+        for cls in settings.classes:
+            module = importlib.import_module(f"hccrad.voxelmaps.{cls}")
+            calcs[cls] = getattr(module, CALCULATORS[cls])(prep, settings, settings.selected(cls))
+        res = {cls: {name: np.empty(n) for name in calc.names} for cls, calc in calcs.items()}
+        bounds = batch_bounds(n, settings.voxel_batch)
+        jobs = min(settings.n_jobs or available_cpus(), len(bounds))
 
-        def run(sl: slice, calc=calc, res=res, cls=cls) -> None:
-            logger.debug("%s: voxels %d-%d of %d", cls, sl.start, sl.stop, n)
-            for name, val in calc.batch(prep.flat[sl]).items():
-                res[name][sl] = val
+        def store(bounds: tuple[int, int], vals: dict[str, dict[str, np.ndarray]]) -> None:
+            for cls, maps in vals.items():
+                for name, val in maps.items():
+                    res[cls][name][bounds[0] : bounds[1]] = val
 
-        # empty kernels/directions give NaN (as in PyRadiomics): silence numpy's RuntimeWarnings
-        # here, once, in the calling thread (warning filters are process-global)
-        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            if settings.n_threads > 1:
-                with ThreadPoolExecutor(settings.n_threads) as pool:
-                    list(pool.map(run, slices))
-            else:
-                for sl in slices:
-                    run(sl)
-        for name, val in calc.finalize(res).items():
-            out[f"{cls}_{name}"] = val
+        if jobs > 1 and can_fork():
+            results = _run_in_processes(calcs, prep.flat, bounds, jobs)
+            for b, vals in zip(bounds, results, strict=True):
+                store(b, vals)
+        elif settings.n_threads > 1 and len(bounds) > 1:
+            with ThreadPoolExecutor(settings.n_threads) as pool:
+                list(pool.map(lambda b: store(b, _run_batch(calcs, prep.flat, b)), bounds))
+        else:
+            for b in bounds:
+                store(b, _run_batch(calcs, prep.flat, b))
+        out: dict[str, np.ndarray] = {}
+        for cls, calc in calcs.items():
+            for name, val in calc.finalize(res[cls]).items():
+                out[f"{cls}_{name}"] = val
     return out
+
+
+def batch_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the voxel batches: ``size`` voxels each, except that the last two
+    batches' voxels come in batches of ``size // 4``, so that parallel workers finish together.
+
+    The bounds do not depend on the number of workers, so neither do the results.
+    """
+    size = max(1, size)
+    if n <= size:
+        return [(0, n)]
+    tail = size * max(0, -(-n // size) - 2)  # start of the last two batches
+    starts = [*range(0, tail, size), *range(tail, n, max(1, size // 4))]
+    return list(zip(starts, [*starts[1:], n], strict=True))
+
+
+def available_cpus() -> int:
+    """Number of CPUs this process may run on (its affinity mask, e.g. a SLURM allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def can_fork() -> bool:
+    """Whether worker processes can be forked here (POSIX, and not inside a daemonic process
+    such as a ``multiprocessing.Pool`` worker, which may not have children)."""
+    import multiprocessing
+
+    return (
+        "fork" in multiprocessing.get_all_start_methods()
+        and not multiprocessing.current_process().daemon
+    )
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence numpy's warnings on empty kernels/directions (NaN, as in PyRadiomics).
+
+    Warning filters are process-global: set once here, in the calling thread.
+    """
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _single_threaded_blas() -> contextlib.AbstractContextManager:
+    """Limit BLAS to one thread: its calls here are small, and its idle threads spin on the
+    cores the batches need (threadpoolctl, when installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _run_batch(
+    calcs: dict[str, KernelCalculator], flat: np.ndarray, bounds: tuple[int, int]
+) -> dict[str, dict[str, np.ndarray]]:
+    """All classes' features of the kernels centred on ``flat[start:stop]``."""
+    start, stop = bounds
+    logger.debug("voxels %d-%d of %d", start, stop, flat.size)
+    return {cls: calc.batch(flat[start:stop]) for cls, calc in calcs.items()}
+
+
+#: The running computations' calculators and kernel centres by call, inherited by forked workers.
+_SHARED: dict[int, tuple[dict[str, KernelCalculator], np.ndarray]] = {}
+
+
+def _worker_init() -> None:
+    warnings.simplefilter("ignore", RuntimeWarning)
+    np.seterr(divide="ignore", invalid="ignore")
+
+
+def _worker(task: tuple[int, tuple[int, int]]) -> dict[str, dict[str, np.ndarray]]:
+    call, bounds = task
+    calcs, flat = _SHARED[call]
+    return _run_batch(calcs, flat, bounds)
+
+
+def _run_in_processes(
+    calcs: dict[str, KernelCalculator],
+    flat: np.ndarray,
+    bounds: list[tuple[int, int]],
+    jobs: int,
+) -> Iterator[dict[str, dict[str, np.ndarray]]]:
+    """Compute the batches in ``jobs`` forked worker processes, yielding results in order.
+
+    The workers inherit the prepared arrays and calculators (copy-on-write, built once), take
+    batches one at a time, and send back their maps.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    call = id(calcs)
+    _SHARED[call] = (calcs, flat)
+    try:
+        with ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
+        ) as pool:
+            yield from pool.map(_worker, [(call, b) for b in bounds])
+    finally:
+        del _SHARED[call]
 
 
 def maps_to_images(

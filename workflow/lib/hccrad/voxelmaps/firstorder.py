@@ -56,9 +56,12 @@ class FirstOrder(KernelCalculator):
         nf = n.astype(np.float64)
         res: dict[str, np.ndarray] = {}
         want = set(self.names)
-        mean = np.nanmean(x, 1, keepdims=True)
+        # numpy's nan-reductions replace NaN by 0 and sum: the same sums, without their copies
+        x0 = np.where(valid, x, 0.0)
+        mean = x0.sum(1) / n
         if want & {"Energy", "TotalEnergy", "RootMeanSquared"}:
-            energy = np.nansum((x + self.shift) ** 2, 1)
+            xs = x0 + self.shift if self.shift else x0
+            energy = np.where(valid, xs * xs, 0.0).sum(1) if self.shift else (xs * xs).sum(1)
             res["Energy"] = energy
             res["TotalEnergy"] = energy * self.prep.voxel_volume
             res["RootMeanSquared"] = np.sqrt(energy / nf)
@@ -71,19 +74,20 @@ class FirstOrder(KernelCalculator):
             p = counts / nf[:, None]
             res["Entropy"] = -np.sum(p * np.log2(p + np.spacing(1)), 1)
             res["Uniformity"] = np.sum(p**2, 1)
-        res["Mean"] = mean[:, 0]
+        res["Mean"] = mean
         res["Minimum"] = np.nanmin(x, 1)
         res["Maximum"] = np.nanmax(x, 1)
         res["Range"] = res["Maximum"] - res["Minimum"]
-        dev = x - mean
-        m2 = np.nanmean(dev**2, 1)
-        res["Variance"] = np.nanstd(x, 1) ** 2
-        res["MeanAbsoluteDeviation"] = np.nanmean(np.abs(dev), 1)
+        dev = np.where(valid, x - mean[:, None], 0.0)
+        d2 = dev * dev
+        m2 = d2.sum(1) / n
+        res["Variance"] = np.sqrt(m2) ** 2  # PyRadiomics: nanstd ** 2
+        res["MeanAbsoluteDeviation"] = np.abs(dev).sum(1) / n
         if "Skewness" in want:
-            m3 = np.nanmean(dev**3, 1)
+            m3 = (d2 * dev).sum(1) / n
             res["Skewness"] = m3 / np.where(m2 == 0, 1.0, m2) ** 1.5
         if "Kurtosis" in want:
-            m4 = np.nanmean(dev**4, 1)
+            m4 = (d2 * d2).sum(1) / n
             res["Kurtosis"] = m4 / np.where(m2 == 0, 1.0, m2) ** 2.0
         pct = {
             "10Percentile",

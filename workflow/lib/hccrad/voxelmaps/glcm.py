@@ -1,17 +1,25 @@
-"""GLCM voxel maps (PyRadiomics ``RadiomicsGLCM`` in voxel mode), from sparse pair lists.
+"""GLCM voxel maps (PyRadiomics ``RadiomicsGLCM`` in voxel mode), from sparse cell lists.
 
 For a kernel centred on voxel v and a direction a, PyRadiomics counts the ordered pairs
 (p, p + a) with both voxels inside the kernel cube and inside the mask; the symmetrical GLCM adds
-the transpose.
-Instead of dense ``Ng x Ng`` matrices per voxel, this module gathers the (at most a few hundred)
-pairs of every kernel and evaluates each feature directly on them:
+the transpose. Instead of dense ``Ng x Ng`` matrices per voxel, this module gathers the (at most
+100 at r = 2) pairs of every kernel as *canonical* cell keys ``(min level, max level)`` (the
+symmetrical matrix is determined by them), sorts and run-length encodes them row-wise into the
+non-zero cells, and evaluates each feature on those cells:
 
-* features linear in P (``sum_ij P_ij f(i, j)``) are pair sums;
-* features of the cell counts (joint energy / entropy, maximum probability), of the
-  ``|i - j|`` and ``i + j`` histograms, and of the marginals are computed from sorted keys
-  (run lengths) and per-row bincounts;
+* an off-diagonal canonical cell with c pairs stands for the two cells ``P_ab = P_ba = c / 2n``, a
+  diagonal one for ``P_aa = 2c / 2n`` (n pairs in the kernel);
+* sums over P, the marginals, and the ``|i - j|`` and ``i + j`` histograms (``pxSuby``,
+  ``pxAddy``) are weighted bincounts of the cells; the difference and sum features are then small
+  dense matrix products;
 * MCC uses the compact matrix of the levels present in the kernel: the eigenvalues of PyRadiomics'
-  ``Q = D^-1 P D^-1 P^T`` are the squares of those of the symmetric ``D^-1/2 P D^-1/2``.
+  ``Q = D^-1 P D^-1 P^T`` are the squares of those of the symmetric ``D^-1/2 P D^-1/2``; the
+  matrices of a batch (several directions at a time, up to :data:`MCC_BUFFER` entries) are
+  scattered, grouped by size, into one buffer and solved by one ``numpy.linalg.eigvalsh`` call per
+  size (size 2 in closed form);
+* Imc1 and Imc2 use the mutual information ``HXY2 - HXY`` summed over the cells from integer
+  counts (exactly 0 for an independent matrix, as PyRadiomics' terms cancel exactly there), and
+  entropies ``-sum p log2 p`` are ``log2(2n) - sum c log2 c / 2n`` with a table of ``c log2 c``.
 """
 
 from __future__ import annotations
@@ -32,31 +40,8 @@ logger = logging.getLogger(__name__)
 
 EPS = float(np.spacing(1))
 
-
-def _runs(keys: np.ndarray, sentinel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Run-length encode the rows of ``keys`` after sorting.
-
-    Args:
-        keys: (N, W) integer keys; ``sentinel`` marks invalid entries.
-        sentinel: Key of invalid entries (largest key).
-
-    Returns:
-        ``(row, key, count, first)``: for every run its row, key and length (0 for sentinel runs),
-        and the index of the first run of every row (each row has at least one run).
-    """
-    n, w = keys.shape
-    s = np.sort(keys, axis=1).ravel()
-    new = np.empty(s.size, dtype=bool)
-    new[0] = True
-    np.not_equal(s[1:], s[:-1], out=new[1:])
-    new[::w] = True
-    starts = np.flatnonzero(new)
-    count = np.diff(starts, append=s.size)
-    key = s[starts]
-    count[key == sentinel] = 0
-    row = starts // w
-    first = np.searchsorted(starts, np.arange(n) * w)
-    return row, key, count, first
+#: Largest number of matrix entries of the MCC eigenproblems solved at once (16 MB of float64).
+MCC_BUFFER = 2_000_000
 
 
 def _pair_offsets(radius: int, angle: np.ndarray) -> np.ndarray:
@@ -68,47 +53,95 @@ def _pair_offsets(radius: int, angle: np.ndarray) -> np.ndarray:
     return o[inside]
 
 
+def _second_eigenvalue(buf: np.ndarray, size: int) -> np.ndarray:
+    """MCC of a stack of ``D^-1/2 P D^-1/2`` matrices (lower triangles filled).
+
+    Args:
+        buf: Flat buffer of ``k`` C-ordered ``size x size`` matrices; only the lower triangle
+            (row >= column) is read.
+        size: Matrix size (number of gray levels in the kernel), >= 2.
+
+    Returns:
+        (k,) the largest absolute eigenvalue besides the top eigenvalue 1.
+    """
+    M = buf.reshape(-1, size, size)
+    if size == 2:
+        # eigenvalues 1 and trace - 1
+        return np.abs(M[:, 0, 0] + M[:, 1, 1] - 1.0)
+    ev = np.linalg.eigvalsh(M, UPLO="L")  # ascending; ev[:, -1] is the eigenvalue 1
+    return np.maximum(np.abs(ev[:, -2]), np.abs(ev[:, 0]))
+
+
 class GLCM(KernelCalculator):
     """Vectorised GLCM features over masked kernels (distance 1, 13 directions, symmetrical)."""
 
     def __init__(self, prep: Prepared, settings: VoxelMapSettings, names: tuple[str, ...]) -> None:
         super().__init__(prep, settings, names)
-        self.ng = float(prep.ng)
-        self.gv = np.concatenate([[0.0], prep.gray_levels])
-        self.gi = np.concatenate([[0], prep.gray_levels.astype(np.int64)])
+        G = self.G
+        G1 = G + 1
+        self.ng = int(prep.ng)
+        gi = np.concatenate([[0], prep.gray_levels.astype(np.int64)])
+        self.gv = gi.astype(np.float64)
         lev = prep.levels.ravel()
+        # canonical cell key a * (G + 1) + b (level indices 1 <= a <= b <= G); S = no pair
+        S = G1 * G1
+        self.S = S
+        self.key_dtype = np.int16 if np.iinfo(np.int16).max > S else np.int32
+        keys = np.arange(S + 1)
+        ta = np.where(keys < S, keys // G1, 0)
+        tb = np.where(keys < S, keys % G1, 0)
+        self.tab_a = ta.astype(np.intp)
+        self.tab_b = tb.astype(np.intp)
+        self.tab_diag = (ta == tb).astype(np.int64)
+        self.tab_mult = np.where(ta == tb, 1.0, 2.0)  # cells a canonical key stands for
+        self.tab_d = np.abs(gi[ta] - gi[tb])  # |i - j| of the gray levels
+        self.tab_s = gi[ta] + gi[tb]  # i + j
+        self.tab_2ij = 2.0 * gi[ta] * gi[tb]  # both orders' i j
+        # weights of the features linear in pxSuby (k = |i - j| = 0 .. Ng - 1)
+        kd = np.arange(self.ng, dtype=np.float64)
+        inv_k2 = np.zeros(self.ng)
+        inv_k2[1:] = 1.0 / kd[1:] ** 2
+        self.kd = kd
+        self.wd = np.stack(
+            [
+                kd**2,  # Contrast
+                kd,  # DifferenceAverage
+                1.0 / (1.0 + kd**2),  # Idm
+                1.0 / (1.0 + kd**2 / float(self.ng) ** 2),  # Idmn
+                1.0 / (1.0 + kd),  # Id
+                1.0 / (1.0 + kd / float(self.ng)),  # Idn
+                inv_k2,  # InverseVariance
+            ],
+            1,
+        )
+        self.ks = np.arange(2 * self.ng + 1, dtype=np.float64)
+        # x log2(x) for every possible count of a cell, a marginal or a histogram bin of the
+        # symmetrical matrix (at most twice the number of pairs in a kernel)
+        x = np.arange(2 * (2 * settings.kernel_radius + 1) ** 3 + 1, dtype=np.float64)
+        self.xlogx = x * np.log2(np.where(x > 0, x, 1.0))
         # directions without any pair in the whole ROI are deleted (PyRadiomics deletes those
         # empty in the whole batch; with its default voxelBatch the batch is the whole ROI)
         self.any_empty = False
-        # per cell key (a * (G + 1) + b): level indices a, b and |i - j|, i + j of their gray levels
-        keys = np.arange((self.G + 1) ** 2 + 1)
-        self.tab_a = keys // (self.G + 1)
-        self.tab_b = keys % (self.G + 1)
-        gi = np.concatenate([self.gi, [0]])
-        self.tab_d = np.abs(gi[np.minimum(self.tab_a, self.G)] - gi[self.tab_b])
-        self.tab_s = gi[np.minimum(self.tab_a, self.G)] + gi[self.tab_b]
-        self.angles: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        G = self.G
-        sentinel = (G + 1) ** 2
+        self.angles: list[tuple[np.ndarray, np.ndarray]] = []
         for a in GLCM_ANGLES:
             af = int(prep.flat_offsets(a[None, :])[0])  # > 0 for PyRadiomics' 13 directions
             if not np.any((lev[prep.flat] > 0) & (lev[prep.flat + af] > 0)):
                 continue
-            # key images: for every voxel p the cell keys of the pair (p, p + a) in both orders
+            # key image: for every voxel p the canonical cell key of the pair (p, p + a)
             nb = np.zeros_like(lev)
             nb[:-af] = lev[af:]
             ok = (lev > 0) & (nb > 0)
-            k1 = np.where(ok, lev * (G + 1) + nb, sentinel).astype(np.int32)
-            k2 = np.where(ok, nb * (G + 1) + lev, sentinel).astype(np.int32)
+            kimg = np.where(ok, np.minimum(lev, nb) * G1 + np.maximum(lev, nb), S)
             po = _pair_offsets(settings.kernel_radius, a)
-            offs = prep.flat_offsets(po)
-            self.angles.append((k1, k2, offs))
+            self.angles.append((kimg.astype(self.key_dtype), prep.flat_offsets(po)))
             if not self.any_empty:
                 # kernels without any pair in this direction (box count of the pair starts)
                 counts = box_count(ok.reshape(prep.shape), po.min(0), po.max(0), prep.flat)
                 self.any_empty = bool(np.any(counts == 0))
         if len(self.angles) < len(GLCM_ANGLES):
             logger.debug("GLCM: %d of 13 directions have no pair in the ROI", 13 - len(self.angles))
+        want = set(names)
+        self.mcc = "MCC" in want and not self.any_empty and G >= 2
 
     def batch(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Compute the features of a batch of voxels.
@@ -117,23 +150,35 @@ class GLCM(KernelCalculator):
             flat: Flat indices (padded array) of the kernel centres.
 
         Returns:
-            ``{feature: (N,) values}`` (MCC before the ROI-wide check of :meth:`finalize`).
+            ``{feature: (N,) values}`` (MCC before the ROI-wide rules of :meth:`finalize`).
         """
-        per_angle: dict[str, list[np.ndarray]] = {k: [] for k in self.names}
+        N = flat.size
         if not self.angles:  # no pair anywhere in the ROI (e.g. isolated voxels): all NaN
-            return {k: np.full(flat.size, np.nan) for k in self.names}
-        for k1, k2, oa in self.angles:
-            res, npair = self._angle(flat, k1, k2, oa)
-            # a kernel without pairs in a kept direction has a NaN matrix (MCC convention)
-            self.any_empty |= bool(np.any(npair == 0))
+            return {k: np.full(N, np.nan) for k in self.names}
+        D = len(self.angles)
+        per = {k: np.empty((N, D)) for k in self.names}
+        if "MCC" in per:
+            per["MCC"][:] = 0.0  # set ROI-wide in finalize unless computed below
+        pending: list[tuple[int, tuple]] = []  # directions whose MCC matrices wait
+        size = 0  # their buffer size
+        for d, (kimg, oa) in enumerate(self.angles):
+            res, cell = self._angle(flat, kimg, oa)
             for k in self.names:
-                per_angle[k].append(res[k])
+                if k != "MCC":
+                    per[k][:, d] = res[k]
+            if self.mcc:
+                pending.append((d, cell))
+                size += int(np.sum(cell[4].astype(np.int64) ** 2))
+                if size > MCC_BUFFER or d == D - 1:  # bound the memory of the eigenproblems
+                    mcc = self._mcc([c for _, c in pending], N).reshape(len(pending), N)
+                    for j, (dd, _) in enumerate(pending):
+                        per["MCC"][:, dd] = mcc[j]
+                    pending, size = [], 0
         out = {}
         for k in self.names:
-            arr = np.stack(per_angle[k], 1)
             # PyRadiomics averages JointAverage with mean (NaN if a direction is empty), all
             # other features with nanmean over the directions
-            out[k] = arr.mean(1) if k == "JointAverage" else np.nanmean(arr, 1)
+            out[k] = per[k].mean(1) if k == "JointAverage" else np.nanmean(per[k], 1)
         return out
 
     def finalize(self, res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -155,141 +200,164 @@ class GLCM(KernelCalculator):
         return res
 
     def _angle(
-        self, flat: np.ndarray, k1: np.ndarray, k2: np.ndarray, oa: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Features of one direction for a batch of kernels, and the number of pairs per kernel."""
-        G = self.G
-        ng = int(self.ng)
+        self, flat: np.ndarray, kimg: np.ndarray, oa: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], tuple]:
+        """Features of one direction for a batch of kernels.
+
+        Returns:
+            The features (NaN for kernels without pairs) and the MCC inputs (when MCC is
+            computed): per cell its row, the ranks of its two levels among the kernel's levels
+            and its value ``C_ab / sqrt(c_a c_b)``, and per row the number of levels.
+        """
+        G1 = self.G + 1
+        ng = self.ng
         N = flat.size
-        S = (G + 1) ** 2
-        idx = flat[:, None] + oa[None, :]
-        # cells of the symmetrical GLCM: both orders of every pair, counted by sorting the keys
-        keys = np.concatenate([k1[idx], k2[idx]], 1)
-        npair = (keys[:, : oa.size] != S).sum(1)
-        n2 = 2.0 * np.maximum(npair, 1)  # sum of the symmetrical GLCM
-        row, key, cnt, first = _runs(keys, S)
-        sel = cnt > 0
-        r = row[sel]
-        key = key[sel]
-        a = self.tab_a[key]
-        c = cnt[sel].astype(np.float64)
-        p = c / n2[r]  # P_ab of every non-zero cell (true division, as PyRadiomics)
-        ga = self.gv[a]
-        want = set(self.names)
+        W = oa.size
+        want = self.names
+        xlogx = self.xlogx
+        # sorted canonical keys of every kernel, run-length encoded into its non-zero cells
+        s = np.sort(kimg[flat[:, None] + oa[None, :]], axis=1).ravel()
+        new = np.empty(s.size, dtype=bool)
+        new[0] = True
+        np.not_equal(s[1:], s[:-1], out=new[1:])
+        new[::W] = True
+        starts = np.flatnonzero(new)
+        key = s[starts].astype(np.intp)
+        cnt = np.diff(starts, append=s.size)
+        cnt[key == self.S] = 0  # the no-pair run (last of its row)
+        first = np.searchsorted(starts, np.arange(N) * W)  # first run of every row
+        row = np.repeat(np.arange(N), np.diff(first, append=starts.size))
+        npair = np.add.reduceat(cnt, first)
+        empty = npair == 0
+        n2i = 2 * np.maximum(npair, 1)  # sum of the symmetrical GLCM
+        n2 = n2i.astype(np.float64)
+        log_n2 = np.log2(n2)
+        v = cnt << self.tab_diag[key]  # value of the symmetrical matrix' cell(s) (2c diagonal)
+        cf = cnt.astype(np.float64)  # half the total mass of the cell(s) of a canonical key
         res: dict[str, np.ndarray] = {}
 
-        def rsum(x: np.ndarray) -> np.ndarray:
-            return np.bincount(r, x, N)
-
-        # marginal counts (px = py, the matrix is symmetrical)
-        mc = np.bincount(r * (G + 1) + a, c, N * (G + 1)).reshape(N, G + 1)
+        # marginal counts (px = py, the matrix is symmetrical); the no-pair run adds 0 at level 0
+        rg = row * G1
+        ia = rg + self.tab_a[key]
+        ib = rg + self.tab_b[key]
+        mc = np.bincount(ia, cf, N * G1) + np.bincount(ib, cf, N * G1)
+        mci = mc.astype(np.intp).reshape(N, G1)
+        mc = mc.reshape(N, G1)
         pxz = mc / n2[:, None]
-        ux = rsum(p * ga)
+        ux = (pxz * self.gv[None, :]).sum(1)
         res["JointAverage"] = ux
-        res["Autocorrelation"] = rsum(p * ga * self.gv[self.tab_b[key]])
-        # |i - j| and i + j histograms (pxSuby, pxAddy) over PyRadiomics' k ranges
-        hd = np.bincount(r * ng + self.tab_d[key], p, N * ng).reshape(N, ng)
-        hs = np.bincount(r * (2 * ng + 1) + self.tab_s[key], p, N * (2 * ng + 1))
-        hs = hs.reshape(N, 2 * ng + 1)
-        kd = np.arange(ng, dtype=np.float64)
-        ks = np.arange(2 * ng + 1, dtype=np.float64)
-        res["Contrast"] = hd @ kd**2
-        da = hd @ kd
-        res["DifferenceAverage"] = da
+        autocorr = np.bincount(row, cf * self.tab_2ij[key], N) / n2
+        res["Autocorrelation"] = autocorr
+        # |i - j| and i + j histograms (pxSuby, pxAddy) over PyRadiomics' k ranges, as counts
+        hdc = 2.0 * np.bincount(row * ng + self.tab_d[key], cf, N * ng).reshape(N, ng)
+        hd = hdc / n2[:, None]
+        lin = hd @ self.wd
+        for j, k in enumerate(
+            ("Contrast", "DifferenceAverage", "Idm", "Idmn", "Id", "Idn", "InverseVariance")
+        ):
+            res[k] = lin[:, j]
+        da = lin[:, 1]
         if "DifferenceVariance" in want:
-            res["DifferenceVariance"] = np.sum(hd * (kd[None, :] - da[:, None]) ** 2, 1)
-        res["Idm"] = hd @ (1.0 / (1.0 + kd**2))
-        res["Idmn"] = hd @ (1.0 / (1.0 + kd**2 / self.ng**2))
-        res["Id"] = hd @ (1.0 / (1.0 + kd))
-        res["Idn"] = hd @ (1.0 / (1.0 + kd / self.ng))
-        res["InverseVariance"] = hd[:, 1:] @ (1.0 / kd[1:] ** 2)
+            res["DifferenceVariance"] = np.sum(hd * (self.kd[None, :] - da[:, None]) ** 2, 1)
+        # entropies -sum p log2 p with p = count / n2: log2(n2) - sum count log2(count) / n2
         if "DifferenceEntropy" in want:
-            res["DifferenceEntropy"] = -np.sum(hd * np.log2(hd + EPS), 1)
+            hde = xlogx[hdc.astype(np.intp)].sum(1)
+            res["DifferenceEntropy"] = log_n2 - hde / n2
+        hsc = np.bincount(row * (2 * ng + 1) + self.tab_s[key], cf, N * (2 * ng + 1))
+        hsc = 2.0 * hsc.reshape(N, 2 * ng + 1)
+        hs = hsc / n2[:, None]
+        ks = self.ks
         res["SumAverage"] = hs @ ks
         if "SumEntropy" in want:
-            res["SumEntropy"] = -np.sum(hs * np.log2(hs + EPS), 1)
-        if want & {"ClusterTendency", "ClusterShade", "ClusterProminence"}:
+            res["SumEntropy"] = log_n2 - xlogx[hsc.astype(np.intp)].sum(1) / n2
+        if {"ClusterTendency", "ClusterShade", "ClusterProminence"} & set(want):
             t = ks[None, :] - 2.0 * ux[:, None]
-            t2 = t * t
-            res["ClusterTendency"] = np.sum(hs * t2, 1)
-            res["ClusterShade"] = np.sum(hs * t2 * t, 1)
-            res["ClusterProminence"] = np.sum(hs * t2 * t2, 1)
-        if want & {"SumSquares", "Correlation"}:
+            t2 = hs * (t * t)
+            res["ClusterTendency"] = t2.sum(1)
+            t2 *= t
+            res["ClusterShade"] = t2.sum(1)
+            t2 *= t
+            res["ClusterProminence"] = t2.sum(1)
+        if {"SumSquares", "Correlation"} & set(want):
             # sum_ij P (i - ux)^2 = sum_i px_i (i - ux)^2; exactly 0 for a single level
             ss = np.sum(pxz * (self.gv[None, :] - ux[:, None]) ** 2, 1)
             res["SumSquares"] = ss
-            sig = ss**0.5
-            prod = sig * sig
+            prod = ss**0.5 * ss**0.5
             # sum_ij P (i - ux)(j - uy) = sum_ij P i j - ux^2
-            corr = (res["Autocorrelation"] - ux * ux) / (prod + EPS)
+            corr = (autocorr - ux * ux) / (prod + EPS)
             corr[prod == 0] = 1.0
             res["Correlation"] = corr
-        res["JointEnergy"] = rsum(p * p)
-        hxy = -rsum(p * np.log2(p + EPS))
+        # cell-wise features: an off-diagonal key stands for two cells of value v
+        mult = self.tab_mult[key]
+        res["JointEnergy"] = np.bincount(row, mult * (v * v), N) / (n2 * n2)
+        hxy = log_n2 - np.bincount(row, mult * xlogx[v], N) / n2
         res["JointEntropy"] = hxy
-        res["MaximumProbability"] = np.maximum.reduceat(cnt, first) / n2
-        if want & {"Imc1", "Imc2", "MCC"}:
-            nlev = (mc > 0).sum(1)
-            hx = -np.sum(pxz * np.log2(pxz + EPS), 1)
-            # -sum_x px log2 px; HXY1 = -sum_ij P_ij log2(px_i py_j + eps) and
-            # HXY2 = -sum_ij px_i py_j log2(px_i py_j + eps) both equal 2 * hx0 up to eps
-            # (px_i py_j >= 1 / (2 n)^2, so < 1e-10 relative)
-            hx0 = -np.sum(pxz * np.log2(np.where(pxz > 0, pxz, 1.0)), 1)
-            imc1 = hxy - 2.0 * hx0
-            imc1 = np.where(hx != 0, imc1 / np.where(hx != 0, hx, 1.0), 0.0)
+        res["MaximumProbability"] = np.maximum.reduceat(v, first) / n2
+        nlev = (mci[:, 1:] > 0).sum(1)
+        mcf = mc.ravel()
+        mab = mcf[ia] * mcf[ib]  # c_a c_b (exact integers)
+        if {"Imc1", "Imc2"} & set(want):
+            # HXY1 = -sum_ij P_ij log2(px_i py_j + eps) and HXY2 = -sum_ij px_i py_j
+            # log2(px_i py_j + eps) both equal 2 HX up to eps (px_i py_j >= 1 / (2 n)^2, so
+            # < 1e-10 relative), so HXY2 - HXY = HXY1 - HXY = the mutual information
+            # sum_ij P_ij log2(P_ij / (px_i py_j)), summed here from the cells: exactly 0 for an
+            # independent matrix (where PyRadiomics' terms cancel exactly too) and without the
+            # cancellation of a difference of entropies
+            hx = log_n2 - xlogx[mci].sum(1) / n2  # HX = -sum_x px log2 px
+            lr = np.zeros(mab.size)  # log2(P_ij / (px_i py_j)) = log2(C_ij 2n / (c_i c_j))
+            np.log2((v * n2[row]) / mab, out=lr, where=cnt > 0)
+            mi = np.bincount(row, (mult * v) * lr, N) / n2
+            imc1 = -mi / np.where(nlev > 1, hx, 1.0)
             imc1[nlev == 1] = 0.0  # P = [[1]]: PyRadiomics' HXY == HXY1 exactly
             res["Imc1"] = imc1
-            imc2 = (1 - np.exp(-2 * (2.0 * hx0 - hxy))) ** 0.5
+            imc2 = (1 - np.exp(-2 * mi)) ** 0.5
             imc2[nlev == 1] = 0.0  # P = [[1]]: PyRadiomics' HXY2 == HXY exactly
             res["Imc2"] = imc2
-            if "MCC" in want and self.any_empty:
-                res["MCC"] = np.zeros(N)  # the whole map is 0 anyway (see finalize)
-            elif "MCC" in want:
-                res["MCC"] = self._mcc(r, a, self.tab_b[key], p, mc, pxz, nlev)
-        empty = npair == 0
         out = {}
-        for k in self.names:
-            v = res[k]
-            v[empty] = np.nan
-            out[k] = v
-        return out, npair
+        for k in want:
+            if k != "MCC":
+                val = res[k]
+                val[empty] = np.nan
+                out[k] = val
+        cell: tuple = ()
+        if self.mcc:
+            # M_ab = C_ab / sqrt(c_a c_b) with C the symmetrical count matrix, c its row sums
+            keep = np.flatnonzero((cnt > 0) & (nlev[row] >= 2))
+            rank = (np.cumsum(mci > 0, 1) - 1).ravel()
+            val = v[keep] / np.sqrt(mab[keep])
+            cell = (row[keep], rank[ia[keep]], rank[ib[keep]], val, nlev)
+        return out, cell
 
-    def _mcc(
-        self,
-        r: np.ndarray,
-        a: np.ndarray,
-        b: np.ndarray,
-        p: np.ndarray,
-        mc: np.ndarray,
-        pxz: np.ndarray,
-        nlev: np.ndarray,
-    ) -> np.ndarray:
-        """Maximal correlation coefficient from compact per-kernel matrices.
+    def _mcc(self, cells: list[tuple], N: int) -> np.ndarray:
+        """Maximal correlation coefficient of every kernel and direction of a batch.
 
         The eigenvalues of ``Q = D^-1 P D^-1 P^T`` (D = diag(px), P symmetric) are the squares of
-        those of ``M = D^-1/2 P D^-1/2``, so MCC = the second largest ``|lambda(M)|``.
+        those of ``M = D^-1/2 P D^-1/2``, so MCC = the second largest ``|lambda(M)|``. The
+        matrices are scattered into one buffer, grouped by size, and solved per size.
+
+        Args:
+            cells: Per direction (D of them) the MCC inputs from :meth:`_angle`.
+            N: Number of kernels in the batch.
+
+        Returns:
+            (D * N,) MCC per direction and kernel (0 where a kernel has fewer than 2 levels).
         """
-        N = nlev.size
-        G1 = self.G + 1
-        out = np.zeros(N)
-        rank = (np.cumsum(mc > 0, 1) - 1).ravel()
-        ia = r * G1 + a
-        ib = r * G1 + b
-        pf = pxz.ravel()
-        val = p / np.sqrt(pf[ia] * pf[ib])
-        ra = rank[ia]
-        rb = rank[ib]
-        # cells are ordered by kernel (row): take each group's cells by their row ranges
-        ncell = np.bincount(r, minlength=N)
-        cstart = np.cumsum(ncell) - ncell
-        # group kernels by their number of levels L to keep the eigenproblems small
-        for L in np.unique(nlev[nlev >= 2]):
-            rows_l = np.flatnonzero(nlev == L)
-            cnt_l = ncell[rows_l]
-            tot = int(cnt_l.sum())
-            o = np.repeat(cstart[rows_l] - (np.cumsum(cnt_l) - cnt_l), cnt_l) + np.arange(tot)
-            M = np.zeros((rows_l.size, L, L))
-            M[np.repeat(np.arange(rows_l.size), cnt_l), ra[o], rb[o]] = val[o]
-            ev = np.linalg.eigvalsh(M)  # ascending; ev[:, -1] is the eigenvalue 1
-            out[rows_l] = np.maximum(np.abs(ev[:, -2]), np.abs(ev[:, 0]))
+        nlev = np.concatenate([c[4] for c in cells])  # (D * N,) levels per kernel and direction
+        size = np.where(nlev >= 2, nlev, 0).astype(np.int64)
+        out = np.zeros(size.size)
+        order = np.argsort(size, kind="stable")
+        count = np.bincount(size, minlength=2)
+        first = np.cumsum(count) - count  # first position in `order` of every size
+        pos = np.empty(size.size, dtype=np.int64)
+        pos[order] = np.arange(size.size) - first[size[order]]  # rank within its size group
+        area = np.arange(count.size) ** 2
+        block = np.cumsum(count * area) - count * area  # buffer offset of every size group
+        base = block[size] + pos * area[size]  # buffer offset of every matrix
+        buf = np.zeros(int((count * area).sum()))
+        for d, (r, ra, rb, val, _) in enumerate(cells):
+            L = size[d * N + r]
+            buf[base[d * N + r] + rb * L + ra] = val  # lower triangle (rb >= ra)
+        for L in np.flatnonzero(count[2:]) + 2:
+            sel = order[first[L] : first[L] + count[L]]
+            out[sel] = _second_eigenvalue(buf[block[L] : block[L] + count[L] * L * L], int(L))
         return out

@@ -60,8 +60,23 @@ class GLDM(KernelCalculator):
                     acc += dep[d]
             self.count[j * size : (j + 1) * size] = acc.ravel()
         self.pattern_base = pid * size
-        self.iv = prep.gray_levels
-        self.jv = np.arange(1, self.ND + 1, dtype=np.float64)
+        G1, ND = self.G + 1, self.ND
+        iv = np.concatenate([[1.0], prep.gray_levels])[:, None]  # (G + 1, 1); row 0 unused
+        jv = np.arange(1, ND + 1, dtype=np.float64)[None, :]  # dependence count + 1
+        i2, j2 = iv**2, jv**2
+        # weights of the features linear in P, per cell (level index * 27 + dependence count)
+        self.wlin = np.stack(
+            [
+                1.0 / (i2 * j2),  # SmallDependenceLowGrayLevelEmphasis
+                i2 / j2,  # SmallDependenceHighGrayLevelEmphasis
+                j2 / i2,  # LargeDependenceLowGrayLevelEmphasis
+                i2 * j2,  # LargeDependenceHighGrayLevelEmphasis
+            ]
+        ).reshape(4, G1 * ND)
+        self.iv = np.concatenate([[0.0], prep.gray_levels])
+        self.jv = jv[0]
+        # log2(c) for every possible cell count c (entropy = log2(Nz) - sum c log2 c / Nz)
+        self.log2c = np.log2(np.maximum(np.arange(len(offs) + 1), 1))
 
     def batch(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Compute the features of a batch of voxels.
@@ -72,47 +87,56 @@ class GLDM(KernelCalculator):
         Returns:
             ``{feature: (N,) values}``.
         """
-        # dense (N, G, 27) matrices: split the batch so that one block stays below ~40 MB
-        step = max(1, int(5e6 // ((self.G + 1) * self.ND)))
+        G1, ND = self.G + 1, self.ND
+        # dense (N, G + 1, 27) matrices: split the batch so that one block stays below ~40 MB
+        step = max(1, int(5e6 // (G1 * ND)))
         if flat.size > step:
             parts = [self.batch(flat[i : i + step]) for i in range(0, flat.size, step)]
             return {k: np.concatenate([p[k] for p in parts]) for k in self.names}
-        G, ND = self.G, self.ND
         N = flat.size
         pidx = flat[:, None] + self.offs_flat[None, :]
         lev = self.prep.levels.ravel()[pidx]
-        dep = self.count[pidx + self.pattern_base[None, :]].astype(np.int64)
+        dep = self.count[pidx + self.pattern_base[None, :]]
         inside = lev > 0
-        rows = np.repeat(np.arange(N), lev.shape[1])
-        keys = (rows * (G + 1) + lev.ravel()) * ND + dep.ravel()
-        P = np.bincount(keys, inside.ravel(), N * (G + 1) * ND).reshape(N, G + 1, ND)[:, 1:, :]
+        # the kernel's mask voxels: kernel (row), level index, dependence count
+        rows = np.repeat(np.arange(N), inside.sum(1))
+        li = lev[inside]
+        di = dep[inside].astype(np.intp)
+        cell = li * ND + di
+        P = np.bincount(rows * (G1 * ND) + cell, minlength=N * G1 * ND)
+        # sum over the cells of c log2 c = sum over the voxels of log2(count of their cell)
+        clogc = np.bincount(rows, self.log2c[P[rows * (G1 * ND) + cell]], N)
+        lin = np.stack([np.bincount(rows, w[cell], N) for w in self.wlin], 1)
+        pg = np.bincount(rows * G1 + li, minlength=N * G1).reshape(N, G1).astype(np.float64)
+        pd = np.bincount(rows * ND + di, minlength=N * ND).reshape(N, ND).astype(np.float64)
+        nz = pg.sum(1)  # >= 1: the centre voxel is in the mask
         iv, jv = self.iv, self.jv
-        pd = P.sum(1)
-        pg = P.sum(2)
-        nz = pd.sum(1)
-        nz[nz == 0] = 1
-        i2 = iv[None, :] ** 2
-        j2 = jv[None, :] ** 2
         res: dict[str, np.ndarray] = {}
-        res["SmallDependenceEmphasis"] = np.sum(pd / j2, 1) / nz
-        res["LargeDependenceEmphasis"] = np.sum(pd * j2, 1) / nz
-        res["GrayLevelNonUniformity"] = np.sum(pg**2, 1) / nz
-        res["DependenceNonUniformity"] = np.sum(pd**2, 1) / nz
-        res["DependenceNonUniformityNormalized"] = np.sum(pd**2, 1) / nz**2
+        res["SmallDependenceEmphasis"] = (pd / jv**2).sum(1) / nz
+        res["LargeDependenceEmphasis"] = (pd * jv**2).sum(1) / nz
+        gln = np.einsum("ij,ij->i", pg, pg)
+        res["GrayLevelNonUniformity"] = gln / nz
+        dn = np.einsum("ij,ij->i", pd, pd)
+        res["DependenceNonUniformity"] = dn / nz
+        res["DependenceNonUniformityNormalized"] = dn / nz**2
         pgn = pg / nz[:, None]
         ui = np.sum(pgn * iv[None, :], 1, keepdims=True)
         res["GrayLevelVariance"] = np.sum(pgn * (iv[None, :] - ui) ** 2, 1)
         pdn = pd / nz[:, None]
         uj = np.sum(pdn * jv[None, :], 1, keepdims=True)
         res["DependenceVariance"] = np.sum(pdn * (jv[None, :] - uj) ** 2, 1)
-        pn = P / nz[:, None, None]
-        res["DependenceEntropy"] = -np.sum(pn * np.log2(pn + np.spacing(1)), (1, 2))
-        res["LowGrayLevelEmphasis"] = np.sum(pg / i2, 1) / nz
-        res["HighGrayLevelEmphasis"] = np.sum(pg * i2, 1) / nz
-        ii = iv[None, :, None] ** 2
-        jj = jv[None, None, :] ** 2
-        res["SmallDependenceLowGrayLevelEmphasis"] = np.sum(P / (ii * jj), (1, 2)) / nz
-        res["SmallDependenceHighGrayLevelEmphasis"] = np.sum(P * ii / jj, (1, 2)) / nz
-        res["LargeDependenceLowGrayLevelEmphasis"] = np.sum(P * jj / ii, (1, 2)) / nz
-        res["LargeDependenceHighGrayLevelEmphasis"] = np.sum(P * (jj * ii), (1, 2)) / nz
+        # -sum p log2 p with p = c / Nz
+        res["DependenceEntropy"] = np.log2(nz) - clogc / nz
+        gl = pg[:, 1:]
+        res["LowGrayLevelEmphasis"] = (gl / iv[None, 1:] ** 2).sum(1) / nz
+        res["HighGrayLevelEmphasis"] = (gl * iv[None, 1:] ** 2).sum(1) / nz
+        for j, k in enumerate(
+            (
+                "SmallDependenceLowGrayLevelEmphasis",
+                "SmallDependenceHighGrayLevelEmphasis",
+                "LargeDependenceLowGrayLevelEmphasis",
+                "LargeDependenceHighGrayLevelEmphasis",
+            )
+        ):
+            res[k] = lin[:, j] / nz
         return {k: res[k] for k in self.names}

@@ -60,6 +60,9 @@ class GLRLM(KernelCalculator):
             # kernel box holds two mask voxels ("multiElement"): that direction is then NaN
             pairs = np.zeros(prep.flat.size, dtype=np.int64)
             for k in range(1, self.K):
+                todo = np.flatnonzero(pairs == 0)  # count further only where no pair yet
+                if todo.size == 0:
+                    break
                 ka = k * a
                 kf = k * af
                 ind = np.zeros(lev.size, dtype=bool)
@@ -68,12 +71,37 @@ class GLRLM(KernelCalculator):
                 hi = np.minimum(r, r - ka)
                 if np.any(lo > hi):
                     continue
-                pairs += box_count(ind.reshape(prep.shape), lo, hi, prep.flat)
+                pairs[todo] += box_count(ind.reshape(prep.shape), lo, hi, prep.flat[todo])
             multi = np.zeros(lev.size, dtype=bool)
             multi[prep.flat] = pairs > 0
             self.angles.append((run, prev_same, np.stack([back_in, steps], 0), multi))
-        self.iv = prep.gray_levels
-        self.jv = np.arange(1, self.K + 1, dtype=np.float64)
+        K1 = self.K + 1
+        iv = np.concatenate([[1.0], prep.gray_levels])[:, None]  # (G + 1, 1); row 0 is unused
+        jv = np.arange(K1, dtype=np.float64)[None, :]
+        jv[0, 0] = 1.0
+        i2, j2 = iv**2, jv**2
+        # weights of the features linear in P (rows of P.reshape(N, -1) @ wlin), then one-hot
+        # columns giving the run-length histogram
+        ones = np.ones((self.G + 1, K1))
+        lin = [
+            ones,  # Nr
+            ones * jv,  # sum P j (RunPercentage)
+            ones / j2,  # ShortRunEmphasis
+            ones * j2,  # LongRunEmphasis
+            ones / i2,  # LowGrayLevelRunEmphasis
+            ones * i2,  # HighGrayLevelRunEmphasis
+            1.0 / (i2 * j2),  # ShortRunLowGrayLevelEmphasis
+            i2 / j2,  # ShortRunHighGrayLevelEmphasis
+            j2 / i2,  # LongRunLowGrayLevelEmphasis
+            i2 * j2,  # LongRunHighGrayLevelEmphasis
+        ]
+        lin += [ones * (np.arange(K1) == j)[None, :] for j in range(K1)]
+        self.wlin = np.stack(lin, -1).reshape((self.G + 1) * K1, -1)
+        self.iv = np.concatenate([[0.0], prep.gray_levels])
+        self.jv = np.arange(K1, dtype=np.float64)
+        # c log2(c) for every possible cell count c (entropy = log2(Nr) - sum c log2 c / Nr)
+        c = np.arange(len(offs) + 1, dtype=np.float64)
+        self.clogc = c * np.log2(np.where(c > 0, c, 1.0))
 
     def batch(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Compute the features of a batch of voxels.
@@ -84,63 +112,82 @@ class GLRLM(KernelCalculator):
         Returns:
             ``{feature: (N,) values}``.
         """
-        # dense (N, G, 2r + 1) matrices: split the batch so that one block stays below ~40 MB
-        step = max(1, int(5e6 // ((self.G + 1) * (self.K + 1))))
-        if flat.size > step:
-            parts = [self.batch(flat[i : i + step]) for i in range(0, flat.size, step)]
-            return {k: np.concatenate([p[k] for p in parts]) for k in self.names}
         N = flat.size
+        if not self.angles:
+            return {k: np.full(N, np.nan) for k in self.names}
+        G1, K1 = self.G + 1, self.K + 1
         pidx = flat[:, None] + self.offs_flat[None, :]
         lev = self.prep.levels.ravel()[pidx]
         inside = lev > 0
-        rows = np.repeat(np.arange(N), lev.shape[1])
-        per: dict[str, list[np.ndarray]] = {k: [] for k in self.names}
-        for run, prev_same, geo, multi in self.angles:
+        # cell key (kernel, level, run length) of every kernel voxel
+        base = (np.arange(N)[:, None] * G1 + lev) * K1
+        per = {k: np.empty((N, len(self.angles))) for k in self.names}
+        for d, (run, prev_same, geo, multi) in enumerate(self.angles):
             back_in, steps = geo[0].astype(bool), geo[1]
-            start = inside & ~(back_in[None, :] & prev_same[pidx])
-            length = np.minimum(run[pidx], steps[None, :])
-            keys = (rows * (self.G + 1) + lev.ravel()) * (self.K + 1) + length.ravel()
-            P = np.bincount(keys, start.ravel(), N * (self.G + 1) * (self.K + 1))
-            P = P.reshape(N, self.G + 1, self.K + 1)[:, 1:, 1:]
-            P[~multi[flat]] = 0.0
-            res = self._features(P)
+            # p starts a run unless p - a is a same-level mask voxel inside the cube
+            start = inside & ~(prev_same[pidx] & back_in[None, :])
+            keys = (base + np.minimum(run[pidx], steps[None, :]))[start]
+            P = np.bincount(keys, minlength=N * G1 * K1)
+            Pf = P.astype(np.float64).reshape(N, G1 * K1)
+            res = self._features(
+                Pf.reshape(N * G1, K1) @ np.ones(K1),
+                Pf @ self.wlin,
+                self.clogc[P].reshape(N, G1 * K1).sum(1),
+            )
+            # PyRadiomics drops the direction where no line holds two mask voxels
+            bad = ~multi[flat]
             for k in self.names:
-                per[k].append(res[k])
-        if not self.angles:
-            return {k: np.full(N, np.nan) for k in self.names}
-        return {k: np.nanmean(np.stack(per[k], 1), 1) for k in self.names}
+                v = res[k]
+                v[bad] = np.nan
+                per[k][:, d] = v
+        return {k: np.nanmean(per[k], 1) for k in self.names}
 
-    def _features(self, P: np.ndarray) -> dict[str, np.ndarray]:
-        """Features of one direction from ``P`` (N, Ng_present, K)."""
-        iv, jv = self.iv, self.jv
-        pr = P.sum(1)
-        pg = P.sum(2)
-        nr = pr.sum(1)
+    def _features(
+        self, pg: np.ndarray, lin: np.ndarray, clogc: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Features of one direction.
+
+        Args:
+            pg: (N * (G + 1),) run counts by kernel and level index (index 0 unused).
+            lin: (N, 10 + 2r + 2) the sums of :attr:`wlin` over P, then the run-length histogram.
+            clogc: (N,) the sum of ``c log2(c)`` over the cells of P.
+
+        Returns:
+            ``{feature: (N,) values}`` (NaN where a kernel has no run).
+        """
+        N = lin.shape[0]
+        nr = lin[:, 0].copy()
         nr[nr == 0] = np.nan
-        i2 = iv[None, :] ** 2
-        j2 = jv[None, :] ** 2
         res: dict[str, np.ndarray] = {}
-        res["ShortRunEmphasis"] = np.sum(pr / j2, 1) / nr
-        res["LongRunEmphasis"] = np.sum(pr * j2, 1) / nr
-        res["GrayLevelNonUniformity"] = np.sum(pg**2, 1) / nr
-        res["GrayLevelNonUniformityNormalized"] = np.sum(pg**2, 1) / nr**2
-        res["RunLengthNonUniformity"] = np.sum(pr**2, 1) / nr
-        res["RunLengthNonUniformityNormalized"] = np.sum(pr**2, 1) / nr**2
-        res["RunPercentage"] = nr / np.sum(pr * jv[None, :], 1)
+        res["RunPercentage"] = nr / lin[:, 1]
+        for j, k in enumerate(
+            (
+                "ShortRunEmphasis",
+                "LongRunEmphasis",
+                "LowGrayLevelRunEmphasis",
+                "HighGrayLevelRunEmphasis",
+                "ShortRunLowGrayLevelEmphasis",
+                "ShortRunHighGrayLevelEmphasis",
+                "LongRunLowGrayLevelEmphasis",
+                "LongRunHighGrayLevelEmphasis",
+            ),
+            start=2,
+        ):
+            res[k] = lin[:, j] / nr
+        pg = pg.reshape(N, -1)
+        pr = lin[:, 10:]
+        gln = np.einsum("ij,ij->i", pg, pg)
+        res["GrayLevelNonUniformity"] = gln / nr
+        res["GrayLevelNonUniformityNormalized"] = gln / nr**2
+        rln = np.einsum("ij,ij->i", pr, pr)
+        res["RunLengthNonUniformity"] = rln / nr
+        res["RunLengthNonUniformityNormalized"] = rln / nr**2
         pgn = pg / nr[:, None]
-        ui = np.sum(pgn * iv[None, :], 1, keepdims=True)
-        res["GrayLevelVariance"] = np.sum(pgn * (iv[None, :] - ui) ** 2, 1)
+        ui = (pgn * self.iv[None, :]).sum(1, keepdims=True)
+        res["GrayLevelVariance"] = np.sum(pgn * (self.iv[None, :] - ui) ** 2, 1)
         prn = pr / nr[:, None]
-        uj = np.sum(prn * jv[None, :], 1, keepdims=True)
-        res["RunVariance"] = np.sum(prn * (jv[None, :] - uj) ** 2, 1)
-        pn = P / nr[:, None, None]
-        res["RunEntropy"] = -np.sum(pn * np.log2(pn + np.spacing(1)), (1, 2))
-        res["LowGrayLevelRunEmphasis"] = np.sum(pg / i2, 1) / nr
-        res["HighGrayLevelRunEmphasis"] = np.sum(pg * i2, 1) / nr
-        ii = iv[None, :, None] ** 2
-        jj = jv[None, None, :] ** 2
-        res["ShortRunLowGrayLevelEmphasis"] = np.sum(P / (ii * jj), (1, 2)) / nr
-        res["ShortRunHighGrayLevelEmphasis"] = np.sum(P * ii / jj, (1, 2)) / nr
-        res["LongRunLowGrayLevelEmphasis"] = np.sum(P * jj / ii, (1, 2)) / nr
-        res["LongRunHighGrayLevelEmphasis"] = np.sum(P * (jj * ii), (1, 2)) / nr
+        uj = (prn * self.jv[None, :]).sum(1, keepdims=True)
+        res["RunVariance"] = np.sum(prn * (self.jv[None, :] - uj) ** 2, 1)
+        # -sum p log2 p with p = c / Nr
+        res["RunEntropy"] = np.log2(nr) - clogc / nr
         return {k: res[k] for k in self.names}

@@ -4,7 +4,7 @@ In a kernel centred on c, every mask voxel p of the kernel cube contributes its 
 ``|i - mean(neighbours)|``, where the neighbours are p's 26-neighbours inside the mask *and inside
 the kernel cube*; a voxel without such neighbours contributes 0 (and still counts). The neighbour
 counts and sums come from 27 precomputed images (one per way the 3x3x3 neighbourhood can be
-clipped by the kernel faces), built from 3-D summed-volume tables.
+clipped by the kernel faces), built from separable window sums.
 """
 
 from __future__ import annotations
@@ -14,33 +14,34 @@ import numpy as np
 from hccrad.voxelmaps.core import KernelCalculator, Prepared, VoxelMapSettings, kernel_cube
 
 
-def _table(arr: np.ndarray) -> np.ndarray:
-    """Summed-volume table with a leading zero plane on every axis."""
-    t = np.zeros(tuple(n + 1 for n in arr.shape), dtype=np.int64)
-    t[1:, 1:, 1:] = arr.astype(np.int64).cumsum(0).cumsum(1).cumsum(2)
-    return t
+def _window_sum(arr: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
+    """Sums of ``arr`` over ``[p + lo, p + hi]`` along ``axis`` (zero outside the array)."""
+    out = np.zeros_like(arr)
+    for d in range(lo, hi + 1):
+        src = [slice(None)] * arr.ndim
+        dst = [slice(None)] * arr.ndim
+        if d > 0:
+            src[axis], dst[axis] = slice(d, None), slice(None, -d)
+        elif d < 0:
+            src[axis], dst[axis] = slice(None, d), slice(-d, None)
+        out[tuple(dst)] += arr[tuple(src)]
+    return out
 
 
-def _box_image(t: np.ndarray, shape: tuple[int, ...], lo: tuple, hi: tuple) -> np.ndarray:
-    """Flat image of the sums over ``[p + lo, p + hi]`` (clamped to the array) for every p."""
-    idx = [np.arange(n) for n in shape]
-    a = [np.clip(i + d, 0, n) for i, d, n in zip(idx, lo, shape, strict=True)]
-    b = [np.clip(i + d + 1, 0, n) for i, d, n in zip(idx, hi, shape, strict=True)]
+def _clipped_box_sums(arr: np.ndarray, boxes: list[tuple]) -> list[np.ndarray]:
+    """Box sums over ``[p + lo, p + hi]`` (per axis ``lo, hi`` in {-1, 0, 1}) of every voxel p.
 
-    def c(z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return t[np.ix_(z, y, x)]
+    Separable: window sums along x, then y, then z, each shared by the boxes that need it.
+    """
+    cache: dict[tuple, np.ndarray] = {(): arr}
 
-    out = (
-        c(b[0], b[1], b[2])
-        - c(a[0], b[1], b[2])
-        - c(b[0], a[1], b[2])
-        - c(b[0], b[1], a[2])
-        + c(a[0], a[1], b[2])
-        + c(a[0], b[1], a[2])
-        + c(b[0], a[1], a[2])
-        - c(a[0], a[1], a[2])
-    )
-    return out.ravel()
+    def partial(key: tuple) -> np.ndarray:  # key: the (lo, hi) of the last axes
+        if key not in cache:
+            axis = 3 - len(key)
+            cache[key] = _window_sum(partial(key[1:]), axis, *key[0])
+        return cache[key]
+
+    return [partial(tuple(zip(lo, hi, strict=True))).ravel() for lo, hi in boxes]
 
 
 class NGTDM(KernelCalculator):
@@ -62,14 +63,10 @@ class NGTDM(KernelCalculator):
         pid = np.empty(len(offs), dtype=np.int64)
         for k, key in enumerate(zip(map(tuple, self.lo), map(tuple, self.hi), strict=True)):
             pid[k] = patterns.setdefault(key, len(patterns))
-        tc = _table(lev > 0)
-        ts = _table(self.gval)
+        boxes = list(patterns)
         size = lev.size
-        self.count = np.empty(len(patterns) * size, dtype=np.int64)
-        self.total = np.empty(len(patterns) * size, dtype=np.int64)
-        for (lo, hi), j in patterns.items():
-            self.count[j * size : (j + 1) * size] = _box_image(tc, lev.shape, lo, hi)
-            self.total[j * size : (j + 1) * size] = _box_image(ts, lev.shape, lo, hi)
+        self.count = np.concatenate(_clipped_box_sums((lev > 0).astype(np.int32), boxes))
+        self.total = np.concatenate(_clipped_box_sums(self.gval.astype(np.int32), boxes))
         self.pattern_base = pid * size
         self.gv = prep.gray_levels
 
@@ -110,27 +107,32 @@ class NGTDM(KernelCalculator):
         sum_s = s.sum(1)
         res: dict[str, np.ndarray] = {}
         res["Coarseness"] = np.where(sum_ps != 0, 1.0 / np.where(sum_ps != 0, sum_ps, 1.0), 1e6)
-        # pairwise terms over the present levels, in row chunks to bound memory
-        pair_contrast = np.empty(N)
-        absdiff = np.empty(N)
-        complexity = np.empty(N)
-        strength = np.empty(N)
-        dij = iv[:, None] - iv[None, :]
-        step = max(1, int(2e7 // max(G * G, 1)))
-        for lo in range(0, N, step):
-            sl = slice(lo, min(N, lo + step))
-            pp = p[sl]
-            both = present[sl][:, :, None] & present[sl][:, None, :]
-            pair_contrast[sl] = np.sum(pp[:, :, None] * pp[:, None, :] * dij**2, (1, 2))
-            ip = iv[None, :] * pp
-            absdiff[sl] = np.sum(
-                np.where(both, np.abs(ip[:, :, None] - ip[:, None, :]), 0.0), (1, 2)
-            )
-            num = np.where(both, ps[sl][:, :, None] + ps[sl][:, None, :], 0.0)
-            div = pp[:, :, None] + pp[:, None, :]
-            div[div == 0] = 1
-            complexity[sl] = np.sum(np.abs(dij) * num / div, (1, 2)) / nvp[sl]
-            strength[sl] = np.sum(np.where(both, div * dij**2, 0.0), (1, 2))
+        # pairwise terms over the levels present in the kernel, kernels grouped by their number
+        # of levels m so that the (m, m) blocks hold only present levels
+        pair_contrast = np.zeros(N)
+        absdiff = np.zeros(N)
+        complexity = np.zeros(N)
+        strength = np.zeros(N)
+        for m in np.unique(ngp):
+            if m < 2:
+                continue  # a single level: all pairwise sums are 0
+            sel = np.flatnonzero(ngp == m)
+            r, c = np.nonzero(present[sel])
+            r = sel[r].reshape(-1, m)
+            c = c.reshape(-1, m)
+            gi = iv[c]
+            pi = p[r, c]
+            psi = ps[r, c]
+            dij = gi[:, :, None] - gi[:, None, :]
+            d2 = dij * dij
+            pp = pi[:, :, None] * pi[:, None, :]
+            pair_contrast[sel] = np.sum(pp * d2, (1, 2))
+            ip = gi * pi
+            absdiff[sel] = np.sum(np.abs(ip[:, :, None] - ip[:, None, :]), (1, 2))
+            div = pi[:, :, None] + pi[:, None, :]
+            num = psi[:, :, None] + psi[:, None, :]
+            complexity[sel] = np.sum(np.abs(dij) * num / div, (1, 2)) / nvp[sel]
+            strength[sel] = np.sum(div * d2, (1, 2))
         dv = ngp * (ngp - 1)
         contrast = pair_contrast * sum_s / nvp
         res["Contrast"] = np.where(dv != 0, contrast / np.where(dv != 0, dv, 1), 0.0)
