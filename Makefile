@@ -1,4 +1,5 @@
 # Two entry points: `make demo` and `make test`. Both create .venv idempotently.
+# `make test-slurm` (root; run by .ci/run) starts a local SLURM cluster and runs the slurm tests.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO := resources/demo
 CORES ?= all
 
-.PHONY: demo test lint demo-data clean-results
+.PHONY: demo test test-slurm slurm-up slurm-down lint demo-data clean-results
 
 $(VENV)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,15 +24,28 @@ $(DEMO)/cohort.tsv: | $(STAMP)
 
 demo-data: $(DEMO)/cohort.tsv
 
-## make demo: install, write the synthetic demo cohort, run the whole workflow on it
+## make demo: install, write the synthetic demo cohort, run the whole workflow on it, then
+## build the HTML report (results/report.html; the text summary is results/summary.md)
 demo: $(STAMP) $(DEMO)/cohort.tsv
 	$(BIN)/snakemake --profile config/profiles/local --cores $(CORES)
+	$(BIN)/snakemake --profile config/profiles/local --report results/report.html
 
 ## make test: install, then lint and run the test suite
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/python -m pytest
+
+## make test-slurm: start the local single-node SLURM cluster (needs root: apt-get and system
+## daemons), then run the `slurm` tests against it; fails (never skips) when the cluster does not start
+test-slurm: $(STAMP) slurm-up
+	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
+
+slurm-up:
+	bash tests/slurm/start_local_slurm.sh
+
+slurm-down:
+	bash tests/slurm/stop_local_slurm.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/preprocess.smk"
@@ -19,6 +22,8 @@ include: "workflow/rules/habitats.smk"
 include: "workflow/rules/deep.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/studies.smk"
+include: "workflow/rules/audit.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -27,3 +32,5 @@ rule all:
         get_final_targets(),
         study_targets(),
         deep_model_targets(),
+        audit_targets(),
+        report_targets(),

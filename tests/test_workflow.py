@@ -109,7 +109,13 @@ def cohort_jobs(sheet: pd.DataFrame) -> dict[str, int]:
     from hccrad.config import load_settings
 
     settings = load_settings(ROOT / "config" / "config.yaml")
-    jobs = {"summarize_preprocessing": 1, "aggregate_radiomics": 1, "all": 1}
+    jobs = {
+        "summarize_preprocessing": 1,
+        "aggregate_radiomics": 1,
+        "summarize_results": 1,
+        "audit": 1,
+        "all": 1,
+    }
     if (sheet["reader2_mask"] != "").any():
         jobs["compute_reader_icc"] = 1
     if any(has_habitats(rows, settings) for _, rows in sheet.groupby("patient")):

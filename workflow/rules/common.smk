@@ -676,3 +676,187 @@ def deep_model_targets():
             if deep_model_inputs(study, model):
                 out.append(deep_model_path(study, model, "gradcam"))
     return out
+
+
+# ---- report (workflow/rules/report.smk; `snakemake --report`, docs/report.md) ----
+# Captions are paths relative to workflow/rules/, where the rules using them are defined.
+CAPTIONS = "../report"
+
+
+def caption(name):
+    return f"{CAPTIONS}/{name}.rst"
+
+
+def report_studies():
+    """The configured studies that run on this cohort, in config order."""
+    return [s for s in STUDIES if not study_unavailable(s)]
+
+
+def study_category(study):
+    """Report category of a study: `Study {n} - {name}` (n: its place in the config)."""
+    return f"Study {list(STUDIES).index(study) + 1} - {study}"
+
+
+def get_study_category(wildcards):
+    return study_category(wildcards.study)
+
+
+def _study_report_item(key, path, study):
+    """`path` (output `key` of run_study_{study}) flagged for the report, or as is."""
+    category = study_category(study)
+    if key.startswith("roc_"):
+        return report(
+            path,
+            caption=caption("study_roc"),
+            category=category,
+            subcategory="Discrimination",
+            labels={"split": key.removeprefix("roc_")},
+        )
+    if key in ("calibration_png", "decision_curve_png"):
+        name = key.removesuffix("_png")
+        return report(
+            path,
+            caption=caption(f"study_{name}"),
+            category=category,
+            subcategory="Calibration and decision curves",
+            labels={"figure": name.replace("_", " ")},
+        )
+    if key in ("nomogram", "shap_beeswarm", "shap_waterfall"):
+        return report(
+            path,
+            caption=caption(f"study_{key}"),
+            category=category,
+            subcategory="Explanation and nomogram",
+            labels={"figure": key.replace("_", " ")},
+        )
+    if key.startswith("km_"):
+        return report(
+            path,
+            caption=caption("study_km"),
+            category=category,
+            subcategory="Survival",
+            labels={"endpoint": key.removeprefix("km_")},
+        )
+    return path
+
+
+def study_report_outputs(study):
+    """The outputs of run_study_{study}, its figures flagged for the report."""
+    return {
+        key: _study_report_item(key, path, study)
+        for key, path in study_output_paths(study).items()
+    }
+
+
+def study_figures(study):
+    """Figures of a study (its own and its deep models' folders), for the summary."""
+    figures = [p for p in study_output_paths(study).values() if p.endswith(".png")]
+    for model in STUDIES[study].raw.get("deep_models", {}):
+        if deep_model_inputs(study, model):
+            figures += [
+                deep_model_path(study, model, "curves.png"),
+                deep_model_path(study, model, "gradcam"),
+            ]
+    return figures
+
+
+def get_summarize_results_inputs(wildcards):
+    inputs = {"preprocess": paths.cohort_path("preprocess", "summary.parquet")}
+    if segmentation_sets()[1]:
+        inputs["dice"] = paths.cohort_path("segmentation", "dice.parquet")
+    for study in report_studies():
+        for name in ("performance", "comparisons", "metrics"):
+            ext = "json" if name == "metrics" else "parquet"
+            inputs[f"{name}_{study}"] = study_path(study, f"{name}.{ext}")
+    return inputs
+
+
+def summarize_results_outputs():
+    """summary.md and the report's HTML tables (preprocessing, Dice, one per study)."""
+    outputs = {
+        "summary": f"{paths.RESULTS}/summary.md",
+        "preprocessing": report(
+            paths.cohort_path("report", "preprocessing.html"),
+            caption=caption("preprocessing_table"),
+            category="Preprocessing QC",
+            subcategory="Cohort",
+        ),
+    }
+    if segmentation_sets()[1]:
+        outputs["dice"] = report(
+            paths.cohort_path("report", "segmentation_dice.html"),
+            caption=caption("segmentation_dice"),
+            category="Preprocessing QC",
+            subcategory="Segmentation",
+        )
+    for study in report_studies():
+        outputs[f"study_{study}"] = report(
+            paths.cohort_path("report", f"{study}.html"),
+            caption=caption("study_table"),
+            category=study_category(study),
+            subcategory="Performance tables",
+        )
+    return outputs
+
+
+def summarize_results_params():
+    """Studies in report order with their figures, and the skipped ones with the reason."""
+    return {
+        "studies": {s: study_figures(s) for s in report_studies()},
+        "skipped": {s: study_unavailable(s) for s in STUDIES if study_unavailable(s)},
+    }
+
+
+def report_targets():
+    return [f"{paths.RESULTS}/summary.md"]
+
+
+# ---- audit (workflow/rules/audit.smk) -------------------------------------------------------
+from hccrad.audit.planted import find_truth
+from hccrad.audit.run import AUDIT_OUTPUTS
+
+# truth.tsv of a synthetic cohort (config audit.truth, else beside the cohort sheet); None for
+# real cohorts (the planted-signal table is then empty).
+AUDIT_TRUTH = find_truth(SETTINGS.cohort, SETTINGS.audit.truth)
+
+
+def audit_output(name):
+    """Output `name` of the audit (hccrad.audit.AUDIT_OUTPUTS), results/cohort/audit/..."""
+    return paths.cohort_path("audit", AUDIT_OUTPUTS[name])
+
+
+def audit_targets():
+    """Every audit output (for rule all)."""
+    return [audit_output(name) for name in AUDIT_OUTPUTS]
+
+
+def audit_study_dirs():
+    """Folders of the studies that run on this cohort."""
+    return [hccrad_studies.study_dir(s) for s in STUDIES if not study_unavailable(s)]
+
+
+def get_audit_inputs(wildcards):
+    """The sheets, the radiomics tables and every other target of the run: the audit runs last,
+    so that its manifest and privacy scan see every result."""
+    inputs = {
+        "cohort": str(SETTINGS.cohort),
+        "clinical": str(SETTINGS.clinical),
+        "features": paths.cohort_path("radiomics", "features.parquet"),
+        "results": [*get_final_targets(), *study_targets(), *deep_model_targets()],
+    }
+    if reader2_images():
+        inputs["reader_icc"] = paths.cohort_path("radiomics", "reader_icc.parquet")
+    if AUDIT_TRUTH is not None:
+        inputs["truth"] = str(AUDIT_TRUTH)
+    return inputs
+
+
+def audit_report(name, subcategory, label):
+    """Audit output `name` flagged for the report (caption workflow/report/audit_{name}.rst)."""
+    return report(
+        audit_output(name),
+        caption=caption(f"audit_{name}"),
+        category="Audit",
+        subcategory=subcategory,
+        labels={"item": label},
+    )

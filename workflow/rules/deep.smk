@@ -61,7 +61,13 @@ rule train_deep_model:
     output:
         checkpoint=deep_model_path("{study}", "{model}", "checkpoint.pt"),
         metrics=deep_model_path("{study}", "{model}", "metrics.json"),
-        curves=deep_model_path("{study}", "{model}", "curves.png"),
+        curves=report(
+            deep_model_path("{study}", "{model}", "curves.png"),
+            caption=caption("deep_curves"),
+            category=get_study_category,
+            subcategory="Deep models (training)",
+            labels={"model": "{model}"},
+        ),
         config=deep_model_path("{study}", "{model}", "config.json"),
         patients=deep_model_path("{study}", "{model}", "patients.json"),
     log:
@@ -91,7 +97,14 @@ rule deep_model_outputs:
         features=deep_model_path("{study}", "{model}", "features.parquet"),
         predictions=deep_model_path("{study}", "{model}", "predictions.parquet"),
         mil=deep_model_path("{study}", "{model}", "mil_features.parquet"),
-        gradcam=directory(deep_model_path("{study}", "{model}", "gradcam")),
+        gradcam=report(
+            directory(deep_model_path("{study}", "{model}", "gradcam")),
+            patterns=["{name}.png"],
+            caption=caption("deep_gradcam"),
+            category=get_study_category,
+            subcategory="Deep models (Grad-CAM)",
+            labels={"model": "{model}", "patient": "{name}"},
+        ),
     log:
         paths.log_path("deep_model_outputs", "{study}", "{model}"),
     benchmark:

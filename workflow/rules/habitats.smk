@@ -63,7 +63,12 @@ rule select_habitat_k:
     output:
         summary=paths.cohort_path("habitats", "k_selection.tsv"),
         reference=paths.cohort_path("habitats", "reference_habitats.parquet"),
-        figure=paths.cohort_path("habitats", "k_selection.png"),
+        figure=report(
+            paths.cohort_path("habitats", "k_selection.png"),
+            caption=caption("habitat_k_selection"),
+            category="Habitats",
+            subcategory="Number of habitats",
+        ),
     log:
         paths.log_path("select_habitat_k"),
     benchmark:
@@ -93,7 +98,13 @@ rule assign_habitats:
         labels=paths.patient_path("habitats", "subregions.nii.gz"),
         masks=directory(paths.patient_path("habitats", "masks")),
         stats=paths.patient_path("habitats", "stats.json"),
-        figure=paths.patient_path("habitats", "overlay.png"),
+        figure=report(
+            paths.patient_path("habitats", "overlay.png"),
+            caption=caption("habitat_overlay"),
+            category="Habitats",
+            subcategory="Subregions per patient",
+            labels={"center": "{center}", "patient": "{patient}"},
+        ),
     log:
         paths.log_path("assign_habitats", "{center}", "{patient}"),
     benchmark:

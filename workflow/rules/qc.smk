@@ -5,7 +5,13 @@ rule plot_patient_qc:
     input:
         unpack(get_patient_qc_inputs),
     output:
-        png=paths.patient_path("qc", "qc.png"),
+        png=report(
+            paths.patient_path("qc", "qc.png"),
+            caption=caption("patient_qc"),
+            category="Preprocessing QC",
+            subcategory="Per-patient QC",
+            labels={"center": "{center}", "patient": "{patient}"},
+        ),
         json=paths.patient_path("qc", "qc.json"),
     log:
         paths.log_path("plot_patient_qc", "{center}", "{patient}"),
@@ -29,7 +35,12 @@ rule summarize_preprocessing:
         png=patient_targets("qc", "qc.png"),
     output:
         table=paths.cohort_path("preprocess", "summary.parquet"),
-        montage=paths.cohort_path("preprocess", "qc_montage.png"),
+        montage=report(
+            paths.cohort_path("preprocess", "qc_montage.png"),
+            caption=caption("qc_montage"),
+            category="Preprocessing QC",
+            subcategory="Cohort",
+        ),
     log:
         paths.log_path("summarize_preprocessing"),
     benchmark:

@@ -40,7 +40,7 @@ for _study in STUDIES:
         input:
             unpack(get_run_study_inputs(_study)),
         output:
-            **study_output_paths(_study),
+            **study_report_outputs(_study),
         log:
             paths.log_path("run_study", _study),
         benchmark:

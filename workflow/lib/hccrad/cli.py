@@ -4,6 +4,8 @@
 ``hccrad voxelmaps`` voxel-level radiomics feature maps of one image and mask
 ``hccrad validate``  check a configuration, its cohort sheet and clinical table (what the workflow
                      checks before any job runs)
+``hccrad audit``     audit a run (``run``), compare two runs (``compare``), search outputs for DICOM
+                     identifiers (``privacy``); docs/audit.md
 """
 
 from __future__ import annotations
@@ -67,6 +69,51 @@ def _cmd_voxelmaps(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit_run(args: argparse.Namespace) -> int:
+    from hccrad.audit import audit_from_config
+
+    summary = audit_from_config(
+        args.config, args.results, cohort=args.cohort, clinical=args.clinical
+    )
+    log.info("audit written to %s", Path(args.results) / "cohort" / "audit")
+    for name, text in summary["checklist"].items():
+        log.info("%s: %s", name, text)
+    return 0
+
+
+def _cmd_audit_compare(args: argparse.Namespace) -> int:
+    from hccrad.audit import compare_runs
+    from hccrad.audit.compare import DEFAULT_IGNORED_KEYS
+
+    result = compare_runs(
+        args.run_a,
+        args.run_b,
+        rtol=args.rtol,
+        atol=args.atol,
+        ignore_keys=(*DEFAULT_IGNORED_KEYS, *(args.ignore_key or [])),
+    )
+    print(result.report())
+    if args.out is not None:
+        from hccrad.audit._io import write_tsv
+
+        write_tsv(result.to_frame(), args.out)
+    return 0 if result.identical else 1
+
+
+def _cmd_audit_privacy(args: argparse.Namespace) -> int:
+    from hccrad.audit.privacy import privacy_table, scan_paths, sheet_identifiers
+    from hccrad.config import load_settings
+
+    settings = load_settings(args.config, cohort=args.cohort)
+    identifiers = sheet_identifiers(settings.cohort)
+    hits, n = scan_paths(args.scan or [Path("results")], identifiers)
+    print(f"searched {n} files")
+    print(privacy_table(identifiers, hits).to_string(index=False))
+    for h in hits:
+        print(f"FOUND {h.tag} in {h.file} ({h.where})")
+    return 1 if hits else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hccrad`` command."""
     parser = argparse.ArgumentParser(prog="hccrad", description=__doc__.split("\n\n")[0])
@@ -117,6 +164,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clinical", help="clinical table (overrides the config's)")
     p.add_argument("--no-file-check", action="store_true", help="do not check that files exist")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("audit", help="reproducibility and privacy audit of a run (docs/audit.md)")
+    audit = p.add_subparsers(dest="audit_command", required=True)
+    a = audit.add_parser("run", help="write results/cohort/audit/ for a finished run")
+    a.add_argument("--config", type=Path, default=Path("config/config.yaml"))
+    a.add_argument("--results", type=Path, default=Path("results"), help="default: results")
+    a.add_argument("--cohort", help="cohort sheet (overrides the config's)")
+    a.add_argument("--clinical", help="clinical table (overrides the config's)")
+    a.set_defaults(func=_cmd_audit_run)
+    a = audit.add_parser(
+        "compare",
+        help="compare two runs file by file; exit status 1 when they differ",
+        description="Compare two results folders (or working directories holding results/): "
+        "tables value for value, images voxel for voxel, figures pixel for pixel, other files "
+        "by hash. Logs, benchmarks and the audit manifest are not compared.",
+    )
+    a.add_argument("run_a", type=Path, help="first results folder")
+    a.add_argument("run_b", type=Path, help="second results folder")
+    a.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0)")
+    a.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0)")
+    a.add_argument(
+        "--ignore-key",
+        action="append",
+        metavar="PATTERN",
+        help="JSON key (fnmatch pattern) not compared; repeatable (timings are always ignored)",
+    )
+    a.add_argument("--out", type=Path, help="also write the differences as TSV")
+    a.set_defaults(func=_cmd_audit_compare)
+    a = audit.add_parser(
+        "privacy",
+        help="search outputs for the DICOM identifiers of the inputs; exit status 1 when found",
+    )
+    a.add_argument("--config", type=Path, default=Path("config/config.yaml"))
+    a.add_argument("--cohort", help="cohort sheet (overrides the config's)")
+    a.add_argument(
+        "--scan",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="folder or file to search (repeatable; default: results)",
+    )
+    a.set_defaults(func=_cmd_audit_privacy)
     return parser
 
 

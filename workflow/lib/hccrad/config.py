@@ -241,6 +241,26 @@ class Modality:
 
 
 @dataclass(frozen=True)
+class Audit:
+    """Settings of the reproducibility and privacy audit (config key ``audit``)."""
+
+    drift_threshold: float = 0.5
+    icc_thresholds: tuple[float, ...] = (0.75, 0.9)
+    truth: str | None = None
+    fail_on_identifiers: bool = True
+
+    def options(self) -> Any:
+        """The :class:`hccrad.audit.AuditOptions` of these settings."""
+        from hccrad.audit.run import AuditOptions
+
+        return AuditOptions(
+            drift_threshold=self.drift_threshold,
+            icc_thresholds=self.icc_thresholds,
+            fail_on_identifiers=self.fail_on_identifiers,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """The resolved configuration of one run."""
 
@@ -267,6 +287,7 @@ class Settings:
     deep_enabled: bool
     deep_inputs: dict[str, DeepInputSpec]
     segmentation: dict[str, Any]
+    audit: Audit = Audit()
 
     def modality(self, name: str) -> Modality:
         """Settings of modality ``name``; ConfigError when the config does not define it."""
@@ -352,6 +373,12 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
             )
             for name, spec in c["deep"]["inputs"].items()
         },
+        audit=Audit(
+            drift_threshold=float(c["audit"]["drift_threshold"]),
+            icc_thresholds=tuple(float(t) for t in c["audit"]["icc_thresholds"]),
+            truth=c["audit"]["truth"],
+            fail_on_identifiers=bool(c["audit"]["fail_on_identifiers"]),
+        ),
     )
 
 

@@ -1,0 +1,486 @@
+"""Tests of hccrad.report (summary and report tables) and of the Snakemake report.
+
+Unit tests run on small hand-made study tables with known values. The workflow test builds
+``results/report.html`` on the tiny cohort without running the pipeline: every output the DAG
+plans is written as a placeholder (study tables from the hand-made ones), then the real
+``summarize_results`` rule runs and ``snakemake --report`` renders captions and categories
+(about 15 s).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_snakemake, write_sheets
+from hccrad import report
+
+NAN = math.nan
+SPLITS = ("train", "validation", "external", "temporal")
+
+
+# ---------------------------------------------------------------------------------------------
+# hand-made study outputs (columns as hccrad.studies writes them)
+# ---------------------------------------------------------------------------------------------
+
+
+def performance_table() -> pd.DataFrame:
+    """Models ``rad`` and ``clinical`` and a failed ``fusion``; ``rad_clin`` is the primary.
+    The temporal split has one class (NaN AUC)."""
+    rows = []
+    aucs = {
+        "rad": (0.90, 0.74, 0.70, NAN),
+        "clinical": (0.70, 0.61, 0.66, NAN),
+        "rad_clin": (0.93, 0.812, 0.75, NAN),
+        "fusion": (NAN, NAN, NAN, NAN),
+    }
+    sizes = {"train": (40, 20), "validation": (20, 9), "external": (30, 12), "temporal": (5, 0)}
+    for model, values in aucs.items():
+        for split, auc in zip(SPLITS, values, strict=True):
+            n, pos = sizes[split]
+            note = "failed: singular matrix" if model == "fusion" else ""
+            if split == "temporal" and not note:
+                note = "only one class"
+            rows.append(
+                {
+                    "model": model,
+                    "split": split,
+                    "n": n,
+                    "n_pos": pos,
+                    "auc": auc,
+                    "auc_lower": auc - 0.1,
+                    "auc_upper": min(auc + 0.1, 1.0),
+                    "cutoff": 0.4321 if model != "fusion" else NAN,
+                    "accuracy": 0.8,
+                    "sensitivity": 0.75,
+                    "specificity": 0.85,
+                    "ppv": 0.7,
+                    "npv": 0.9,
+                    "note": note,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def comparisons_table() -> pd.DataFrame:
+    """Pairs in configured order: rad vs clinical first, then the primary's comparison."""
+    rows = []
+    for model, reference in (("rad", "clinical"), ("rad_clin", "clinical")):
+        for i, split in enumerate(SPLITS):
+            rows.append(
+                {
+                    "model": model,
+                    "reference": reference,
+                    "split": split,
+                    "n": 40 - i,
+                    "n_pos": 10,
+                    "auc_model": 0.8 + i / 100,
+                    "auc_reference": 0.7,
+                    "delong_z": 2.0,
+                    "delong_p": [0.0004, 0.0123, 0.25, NAN][i],
+                    "nri_categorical": NAN if split == "temporal" else 0.3,
+                    "nri_categorical_p": NAN if split == "temporal" else 0.04,
+                    "nri_continuous": {"external": 0.456, "temporal": NAN}.get(split, 0.2),
+                    "nri_continuous_p": NAN if split == "temporal" else 0.0009,
+                    "note": "only one class" if split == "temporal" else "",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def metrics_dict(study: str = "demo") -> dict:
+    splits = {s: {"n": n, "n_analysed": n, "n_pos": p} for s, (n, p) in zip(
+        SPLITS, ((40, 20), (20, 9), (30, 12), (5, 0)), strict=True
+    )}  # fmt: skip
+    return {
+        "study": study,
+        "title": "A demo study",
+        "modality": "MR",
+        "label": "grade_pd",
+        "n_patients": 100,
+        "n_analysed": 95,
+        "splits": splits,
+        "primary": "rad_clin",
+        "models": {
+            "rad": {"status": "fitted", "note": ""},
+            "fusion": {"status": "failed", "note": "singular matrix"},
+        },
+        "notes": ["split temporal: only one class"],
+        "survival": {
+            "os": {
+                "model": "rad",
+                "cutpoint": 0.12345,
+                "km_scope": "held_out",
+                "groups": {"held_out": {"logrank_p": 0.0301, "n_high": 20, "n_low": 35}},
+            },
+            "rfs": {"model": "rad", "cutpoint": None, "note": "model rad not fitted"},
+        },
+    }
+
+
+def write_study(folder: Path, study: str = "demo") -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "performance": folder / "performance.parquet",
+        "comparisons": folder / "comparisons.parquet",
+        "metrics": folder / "metrics.json",
+    }
+    performance_table().to_parquet(files["performance"])
+    comparisons_table().to_parquet(files["comparisons"])
+    files["metrics"].write_text(json.dumps(metrics_dict(study)))
+    return files
+
+
+def preprocess_summary() -> pd.DataFrame:
+    """Two MR patients of center A (2 phases), one CT patient of center B (2 phases)."""
+    rows = []
+    for center, patient, modality in (("A", "P1", "MR"), ("A", "P2", "MR"), ("B", "P3", "CT")):
+        for phase, method in (("PVP", "identity"), ("AP", "QuickRigid")):
+            rows.append(
+                {
+                    "center": center,
+                    "patient": patient,
+                    "modality": modality,
+                    "phase": phase,
+                    "index_tumor_ml": {"P1": 2.0, "P2": 4.0, "P3": 10.0}[patient],
+                    "liver_ml": 1000.0,
+                    "registration_method": method,
+                    "ncc_before": 1.0 if method == "identity" else 0.5,
+                    "ncc_after": 1.0 if method == "identity" else (0.4 if patient == "P2" else 0.9),
+                    "reader2_dice": 0.8,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def result(tmp_path) -> report.StudyResult:
+    files = write_study(tmp_path / "demo")
+    return report.load_study_result(
+        "demo",
+        files["performance"],
+        files["comparisons"],
+        files["metrics"],
+        figures=[str(tmp_path / "demo" / "roc_train.png")],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting and cohort tables
+# ---------------------------------------------------------------------------------------------
+
+
+def test_number_formats():
+    assert report.fmt_auc(0.8123, 0.7049, 0.9) == "0.81 (0.70\u20130.90)"
+    assert report.fmt_auc(0.8123, NAN, NAN) == "0.81"
+    assert report.fmt_auc(NAN, 0.1, 0.2) == report.DASH
+    assert report.fmt_p(0.0004) == "< 0.001"
+    assert report.fmt_p(0.04321) == "0.043"
+    assert report.fmt_p(None) == report.DASH
+    assert report.fmt_num(1.23456, 3) == "1.235"
+    assert report.split_label("external") == "external test"
+    assert report.split_label("holdout") == "holdout"
+
+
+def test_cohort_table_counts_patients_and_images():
+    table = report.cohort_table(preprocess_summary())
+    assert table.to_dict("records") == [
+        {"center": "A", "modality": "MR", "patients": 2, "images": 4, "phases": "AP, PVP"},
+        {"center": "B", "modality": "CT", "patients": 1, "images": 2, "phases": "AP, PVP"},
+        {"center": "all", "modality": "all", "patients": 3, "images": 6, "phases": "AP, PVP"},
+    ]
+
+
+def test_qc_table_medians_skip_the_reference_phase_for_registration():
+    table = report.qc_table(preprocess_summary()).set_index(["center", "modality"])
+    a = table.loc[("A", "MR")]
+    assert a["index lesion (ml)"] == 3.0  # median of 2, 2, 4, 4
+    assert a["NCC before registration"] == 0.5  # identity rows (NCC 1) excluded
+    assert a["NCC after registration"] == pytest.approx(0.65)  # median of 0.9 and 0.4
+    assert table.loc[("B", "CT"), "NCC after registration"] == 0.9
+    flags = report.registration_flags(preprocess_summary())
+    assert flags[["patient", "phase"]].to_dict("records") == [{"patient": "P2", "phase": "AP"}]
+
+
+def test_markdown_table_escapes_pipes_and_missing():
+    table = pd.DataFrame({"a": ["x|y", None], "b": [1, NAN]})
+    assert report.markdown_table(table).splitlines() == [
+        "| a | b |",
+        "|---|---|",
+        "| x\\|y | 1.0 |",
+        f"| {report.DASH} | {report.DASH} |",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# one study
+# ---------------------------------------------------------------------------------------------
+
+
+def test_performance_matrix_primary_first_with_ci(result):
+    table = report.performance_matrix(result)
+    assert list(table["model"]) == ["rad_clin (primary)", "rad", "clinical", "fusion"]
+    assert list(table.columns) == [
+        "model",
+        "training (n=40, 20 cases)",
+        "internal validation (n=20, 9 cases)",
+        "external test (n=30, 12 cases)",
+        "temporal test (n=5, 0 cases)",
+    ]
+    row = table.iloc[0]
+    assert row["internal validation (n=20, 9 cases)"] == "0.81 (0.71\u20130.91)"
+    assert row["training (n=40, 20 cases)"] == "0.93 (0.83\u20131.00)"
+    assert row["temporal test (n=5, 0 cases)"] == report.DASH
+    assert set(table.iloc[3, 1:]) == {report.DASH}  # the failed model
+
+
+def test_classification_table_of_the_primary_model(result):
+    table = report.classification_table(result)
+    assert list(table["split"]) == [report.split_label(s) for s in SPLITS]
+    first = table.iloc[0].to_dict()
+    assert first == {
+        "split": "training",
+        "n": 40,
+        "cases": 20,
+        "cut-off": "0.432",
+        "accuracy": "0.80",
+        "sensitivity": "0.75",
+        "specificity": "0.85",
+        "PPV": "0.70",
+        "NPV": "0.90",
+    }
+
+
+def test_key_comparison_is_the_primary_models_pair(result):
+    comp = result.comparisons
+    assert report.comparison_pairs(comp) == [("rad", "clinical"), ("rad_clin", "clinical")]
+    assert report.key_comparison(comp, "rad_clin") == ("rad_clin", "clinical")
+    assert report.key_comparison(comp, "other") == ("rad", "clinical")  # else the first pair
+    assert report.key_comparison(comp.iloc[:0], "rad_clin") is None
+    rows = report.comparison_rows(comp, ("rad_clin", "clinical"))
+    assert len(rows) == 4
+    external = rows[rows["split"] == "external test"].iloc[0]
+    assert external["AUC model"] == "0.82"
+    assert external["DeLong P"] == "0.250"
+    assert external["NRI continuous (P)"] == "0.46 (< 0.001)"
+    assert external["NRI categorical (P)"] == "0.30 (0.040)"
+    temporal = rows[rows["split"] == "temporal test"].iloc[0]
+    assert temporal["DeLong P"] == temporal["NRI continuous (P)"] == report.DASH
+    assert temporal["note"] == "only one class"
+
+
+def test_survival_lines_and_notes(result):
+    assert report.survival_lines(result) == [
+        "os: rad score high vs low (training cut-point 0.123), log-rank P = 0.030 on held-out "
+        "patients (high 20, low 35)",
+        "rfs: not analysed (model rad not fitted)",
+    ]
+    assert report.study_notes(result) == [
+        "split temporal: only one class",
+        "model fusion: failed (singular matrix)",
+    ]
+
+
+def test_study_markdown(result):
+    text = report.study_markdown(result)
+    assert text.startswith("## demo: A demo study\n")
+    assert "95 of 100 patients analysed (training 40 (20 cases); internal validation 20" in text
+    assert "Primary model: rad_clin." in text
+    assert "| rad_clin (primary) | 0.93 (0.83\u20131.00) | 0.81 (0.71\u20130.91) |" in text
+    assert "Key comparison, `rad_clin` vs `clinical`" in text
+    # held-out splits only, training left to the report
+    assert "| internal validation | 39 | 0.81 | 0.70 | 0.012 | 0.30 (0.040) | 0.20 (< 0.001) |" in (
+        text
+    )
+    assert "| training | 40 |" not in text
+    assert "log-rank P = 0.030" in text
+    assert "model fusion: failed (singular matrix)" in text
+    assert "`roc_train.png`" in text
+
+
+def test_study_html_marks_the_key_comparison(result):
+    page = report.study_html(result)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<h2>demo: A demo study</h2>" in page
+    key_rows = re.findall(r'<tr class="key">(.*?)</tr>', page)
+    # the primary model's AUC row, then the four rows of the key comparison
+    assert len(key_rows) == 5
+    assert all("rad_clin vs clinical" in r for r in key_rows[1:])
+    assert "<td>0.81 (0.71\u20130.91)</td>" in page
+    assert "model fusion: failed (singular matrix)" in page
+
+
+def test_study_without_results_or_comparisons(tmp_path):
+    """A study whose training set could not be trained: empty tables, no crash."""
+    perf = performance_table().iloc[:0]
+    comp = comparisons_table().iloc[:0]
+    res = report.StudyResult("empty", str(tmp_path), {"primary": "rad"}, perf, comp)
+    text = report.study_markdown(res)
+    assert "No comparison configured." in text
+    assert "patients analysed. Primary model: rad." in text
+    assert "<table>" in report.study_html(res)
+
+
+def test_html_escapes_cells():
+    page = report.html_table(pd.DataFrame({"a<b": ["<script>"]}))
+    assert "<script>" not in page and "&lt;script&gt;" in page and "a&lt;b" in page
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+# ---------------------------------------------------------------------------------------------
+
+
+def test_summarize_results_job_writes_every_output(tmp_path):
+    study_files = write_study(tmp_path / "studies" / "demo")
+    pre = tmp_path / "summary.parquet"
+    preprocess_summary().to_parquet(pre, index=False)
+    dice = tmp_path / "dice.parquet"
+    pd.DataFrame(
+        {"dice_liver": [0.9, 0.8, 0.85], "dice_tumor": [0.6, 0.4, 0.5]},
+        index=pd.Index(["P1", "P2", "mean"], name="patient"),
+    ).to_parquet(dice)
+    inputs = {"preprocess": pre, "dice": dice}
+    inputs.update({f"{k}_demo": v for k, v in study_files.items()})
+    out = tmp_path / "out"
+    outputs = {
+        "summary": out / "summary.md",
+        "preprocessing": out / "preprocessing.html",
+        "dice": out / "dice.html",
+        "study_demo": out / "demo.html",
+    }
+    report.summarize_results_job(
+        inputs,
+        outputs,
+        studies={"demo": ["results/cohort/studies/demo/roc_train.png"]},
+        skipped={"mil_er": "no CT patient in the cohort"},
+    )
+    text = outputs["summary"].read_text()
+    assert text.startswith("# hccrad results summary\n\nCohort: 3 patients, 6 images (2 centers).")
+    assert "| A | MR | 2 | 4 | AP, PVP |" in text
+    assert "mean Dice on 2 held-out patients: liver 0.850, tumor 0.500." in text
+    assert "## demo: A demo study" in text
+    assert "## mil_er: skipped\n\nNot run on this cohort: no CT patient in the cohort." in text
+    assert "P2" in outputs["preprocessing"].read_text()  # the registration flag
+    assert "<td>0.850</td>" in outputs["dice"].read_text()
+    assert "rad_clin vs clinical" in outputs["study_demo"].read_text()
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave nothing behind
+
+
+# ---------------------------------------------------------------------------------------------
+# workflow: summarize_results and snakemake --report on the tiny cohort
+# ---------------------------------------------------------------------------------------------
+
+
+def _png() -> bytes:
+    from matplotlib.image import imsave
+
+    buf = io.BytesIO()
+    imsave(buf, np.zeros((4, 4)), format="png")
+    return buf.getvalue()
+
+
+def planned_outputs(dry_run: str) -> dict[str, list[str]]:
+    """{rule: output paths} of every job a dry run (``-n``) prints."""
+    out: dict[str, list[str]] = {}
+    rule = None
+    for line in dry_run.splitlines():
+        m = re.match(r"^(?:local)?rule (\S+):", line)
+        if m:
+            rule = m.group(1)
+            continue
+        m = re.match(r"^\s+output: (.*)$", line)
+        if m and rule is not None:
+            out.setdefault(rule, []).extend(m.group(1).split(", "))
+    return out
+
+
+def fake_results(work: Path, planned: dict[str, list[str]], sheet: pd.DataFrame) -> None:
+    """Write every planned output except the summary's: figures as tiny PNGs, directories with
+    one PNG, the tables the summary reads hand-made, everything else empty; one mtime for all
+    so that nothing upstream looks outdated."""
+    png = _png()
+    written = []
+    for rule, files in planned.items():
+        if rule in ("summarize_results", "all"):
+            continue
+        for name in files:
+            path = work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.suffix:  # directory() outputs: gradcam/, masks/, maps/
+                path.mkdir(exist_ok=True)
+                (path / "P001.png").write_bytes(png)
+                written.append(path / "P001.png")
+            elif path.suffix == ".png":
+                path.write_bytes(png)
+            else:
+                path.write_bytes(b"")
+            written.append(path)
+    for folder in (work / "results/cohort/studies").iterdir():
+        write_study(folder, folder.name)
+    summary = sheet[["center", "patient", "modality", "phase"]].assign(ncc_before=0.5)
+    summary.to_parquet(work / "results/cohort/preprocess/summary.parquet", index=False)
+    dice = work / "results/cohort/segmentation/dice.parquet"
+    if dice.exists():
+        pd.DataFrame({"dice_liver": [0.9]}, index=pd.Index(["mean"])).to_parquet(dice)
+    now = time.time()
+    for path in written:
+        os.utime(path, (now, now))
+
+
+@pytest.mark.workflow
+def test_report_has_a_category_per_study_and_qc(cohort_dir, tmp_path):
+    from hccrad.studies import DEFAULT_STUDY_FILES, load_studies
+
+    cohort, clinical = write_sheets(cohort_dir, tmp_path / "sheets")
+    sheet = pd.read_csv(cohort, sep="\t", dtype=str, keep_default_na=False)
+    dry = run_snakemake(tmp_path, "-n", cohort=cohort, clinical=clinical, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    planned = planned_outputs(dry.stdout)
+    assert "summarize_results" in planned, sorted(planned)
+    fake_results(tmp_path, planned, sheet)
+
+    # the real rule, alone (--allowed-rules: nothing upstream may run)
+    args = ("--cores", "1", "--allowed-rules", "summarize_results", "results/summary.md")
+    run = run_snakemake(tmp_path, *args, cohort=cohort, clinical=clinical, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = (tmp_path / "results/summary.md").read_text()
+    studies = load_studies([ROOT / f for f in DEFAULT_STUDY_FILES])
+    for name in studies:  # the tiny cohort has both modalities, readers and habitats
+        assert f"## {name}: A demo study" in summary
+        assert (tmp_path / f"results/cohort/report/{name}.html").exists()
+    n = sheet["patient"].nunique()
+    assert f"Cohort: {n} patients, {len(sheet)} images" in summary
+
+    res = run_snakemake(
+        tmp_path, "--report", "results/report.html", cohort=cohort, clinical=clinical
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    page = (tmp_path / "results/report.html").read_text()
+    categories = json.loads(re.search(r"var categories = (\{.*?\});", page).group(1))
+    expected = {f"Study {i} - {name}" for i, name in enumerate(studies, 1)}
+    assert expected | {"Preprocessing QC", "Habitats"} <= set(categories)
+    qc = categories["Preprocessing QC"]
+    assert len(qc["Per-patient QC"]) == n
+    assert "results/cohort/report/preprocessing.html" in qc["Cohort"]
+    assert set(categories["Study 1 - habitat_grade"]) >= {
+        "Performance tables",
+        "Discrimination",
+        "Calibration and decision curves",
+        "Survival",
+        "Deep models (training)",
+        "Deep models (Grad-CAM)",
+    }
+    # captions are rendered with the job's wildcards
+    patient = sheet["patient"].iloc[0]
+    assert f"Preprocessing QC of patient <strong>{patient}</strong>" in page
+    assert "ROC curves of every model of study <strong>habitat_grade</strong>" in page

@@ -1,0 +1,262 @@
+"""Planted-signal recovery: did each study find what the synthetic generator built in?
+
+The synthetic cohort (:mod:`hccrad.synth`, ``docs/synthetic_cohort.md``) writes ``truth.tsv``:
+per patient the hidden latents, the image-generating values and the *true* labels. For each study
+this module puts side by side
+
+* the planted effect of its label (:data:`PLANTED`, in words from the generator's documentation)
+  and the AUC of the generating latent itself against the true labels of the study's patients
+  (``oracle_auc_true``) and against the labels the study saw on its held-out patients
+  (``oracle_auc_held_out``; on the null cohort, whose labels are permuted, about 0.5);
+* what the study found: the AUC of its primary model and of its comparator (the reference of its
+  first comparison of the primary model, ``comparisons.parquet``) on the held-out patients pooled
+  (``held_out``, from ``predictions.parquet``) and per held-out split (``performance.parquet``),
+  and whether the primary model beats the comparator (``as_expected``; empty when an AUC is
+  undefined).
+
+Real cohorts have no ``truth.tsv``: the table is then written empty (header only) and the audit
+says so. ``truth: null`` in the config (the default) uses ``truth.tsv`` beside the cohort sheet
+when there is one, which is where ``hccrad synth`` writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hccrad.audit._io import PathLike
+
+log = logging.getLogger(__name__)
+
+HELD_OUT_SPLITS = ("validation", "temporal", "external")
+
+
+@dataclass(frozen=True)
+class Planted:
+    """What the generator built into one label: the latent column of truth.tsv and the words."""
+
+    latent: str | None
+    effect: str
+
+
+#: Planted effects by label (docs/synthetic_cohort.md, "Planted signal").
+PLANTED: dict[str, Planted] = {
+    "grade_pd": Planted(
+        "aggressiveness",
+        "aggressiveness a drives PD grade (logit -0.85 + 2.0 a); in the images a enlarges the "
+        "necrotic habitat and roughens the texture of the viable habitat only",
+    ),
+    "mvi": Planted(
+        "mvi_latent",
+        "MVI latent m = (0.8 a + 1.2 u_m)/1.44 drives MVI (logit -0.45 + 1.8 m); in the images m "
+        "raises arterial enhancement of the 0-10 mm peritumoral ring, margin irregularity and "
+        "satellites, and interrupts the capsule",
+    ),
+    "early_recurrence": Planted(
+        "er_linear_predictor",
+        "early recurrence: logit -1.35 + 0.9 MVI + 0.6 log2(D/30) + 0.5 [multiple] + 0.35 "
+        "(log10 AFP - 1.5) + 0.3 (AST - 40)/20 + 1.0 s; the satellite latent s shows as "
+        "satellite nodules near the margin on a few slices",
+    ),
+    "proliferative": Planted(
+        "prolif_latent",
+        "proliferative latent p drives the label (logit -0.9 + 2.0 p); in the images p gives rim "
+        "arterial enhancement and more necrosis; log10 AFP rises with p",
+    ),
+    "tace_response": Planted(
+        None,
+        "TACE response: logit 0.55 - 1.6 proliferative - 0.4 a - 0.4 log2(D/30) (no single latent)",
+    ),
+}
+
+#: What each seed study should find on the planted cohort (docs/studies.md).
+EXPECTED: dict[str, str] = {
+    "habitat_grade": "habitat fusion beats the whole-tumor model",
+    "mvi_biregional": "bi-regional radiomics at least as good as one region; clinical near chance",
+    "er_fusion": "radiomics-clinical fusion (RC) beats the clinical model",
+    "mil_er": "MIL beats slice-free radiomics, which beats clinical",
+    "proliferative_tace": "nomogram (rad-score + AFP) at least as good as rad-score and AFP alone",
+}
+
+COLUMNS = [
+    "study",
+    "label",
+    "modality",
+    "null_cohort",
+    "planted_effect",
+    "expected",
+    "latent",
+    "oracle_auc_true",
+    "oracle_auc_held_out",
+    "primary",
+    "comparator",
+    "scope",
+    "n",
+    "n_pos",
+    "auc_primary",
+    "auc_comparator",
+    "auc_difference",
+    "as_expected",
+    "note",
+]
+
+
+def find_truth(cohort_sheet: PathLike, configured: PathLike | None = None) -> Path | None:
+    """The truth table of the run: ``configured`` when given, else ``truth.tsv`` beside the
+    cohort sheet when it exists (synthetic cohorts), else None (real cohorts)."""
+    if configured:
+        return Path(configured)
+    candidate = Path(cohort_sheet).resolve().parent / "truth.tsv"
+    return candidate if candidate.is_file() else None
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC (Mann-Whitney U / (n1 n0), ties counted one half); NaN without both classes.
+
+    Pairs with a missing label or score are dropped.
+    """
+    y = np.asarray(labels, dtype=float)
+    s = np.asarray(scores, dtype=float)
+    keep = ~(np.isnan(y) | np.isnan(s))
+    y, s = y[keep], s[keep]
+    n1 = int((y == 1).sum())
+    n0 = int((y == 0).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s)
+    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _is_null_cohort(truth: pd.DataFrame) -> bool:
+    """Whether the truth table is the null cohort's (labels permuted, ``null = 1``)."""
+    return "null" in truth and bool((pd.to_numeric(truth["null"], errors="coerce") == 1).any())
+
+
+def _comparator(comparisons: pd.DataFrame, primary: str) -> str | None:
+    pairs = list(dict.fromkeys(zip(comparisons["model"], comparisons["reference"], strict=True)))
+    for model, ref in pairs:
+        if model == primary:
+            return str(ref)
+    return None
+
+
+def _study_rows(folder: Path, truth: pd.DataFrame) -> list[dict[str, object]]:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    study, label = metrics["study"], metrics["label"]
+    primary = metrics["primary"]
+    modality = metrics.get("modality")
+    planted = PLANTED.get(label, Planted(None, "not planted by the generator"))
+    comparisons = pd.read_parquet(folder / "comparisons.parquet")
+    performance = pd.read_parquet(folder / "performance.parquet")
+    predictions = pd.read_parquet(folder / "predictions.parquet")
+    comparator = _comparator(comparisons, primary) if len(comparisons) else None
+    in_study = truth[truth["modality"] == modality] if "modality" in truth else truth
+    oracle_true = np.nan
+    oracle_held = np.nan
+    held = predictions[predictions["split"].isin(HELD_OUT_SPLITS)]
+    if planted.latent and planted.latent in truth and f"{label}_true" in truth:
+        oracle_true = auc(in_study[f"{label}_true"].to_numpy(), in_study[planted.latent].to_numpy())
+        labels = held.drop_duplicates("patient").set_index("patient")["label"]
+        latent = truth.set_index("patient")[planted.latent].reindex(labels.index)
+        oracle_held = auc(labels.to_numpy(dtype=float), latent.to_numpy(dtype=float))
+    base = {
+        "study": study,
+        "label": label,
+        "modality": modality,
+        "null_cohort": _is_null_cohort(truth),
+        "planted_effect": planted.effect,
+        "expected": EXPECTED.get(study, f"{primary} beats {comparator}" if comparator else ""),
+        "latent": planted.latent or "",
+        "oracle_auc_true": oracle_true,
+        "oracle_auc_held_out": oracle_held,
+        "primary": primary,
+        "comparator": comparator or "",
+    }
+    status = {m: info.get("status") for m, info in metrics.get("models", {}).items()}
+    rows = []
+
+    def add(scope: str, n: int, n_pos: int, a: float, b: float) -> None:
+        notes = [
+            f"{m} {status[m]}"
+            for m in (primary, comparator)
+            if m and status.get(m) not in (None, "ok")
+        ]
+        defined = np.isfinite(a) and np.isfinite(b)
+        rows.append(
+            {
+                **base,
+                "scope": scope,
+                "n": n,
+                "n_pos": n_pos,
+                "auc_primary": a,
+                "auc_comparator": b,
+                "auc_difference": a - b if defined else np.nan,
+                "as_expected": bool(a > b) if defined else None,
+                "note": "; ".join(notes),
+            }
+        )
+
+    def pooled(model: str | None) -> float:
+        if not model:
+            return float("nan")
+        sub = held[held["model"] == model]
+        return auc(sub["label"].to_numpy(dtype=float), sub["score"].to_numpy(dtype=float))
+
+    first = held[held["model"] == primary].drop_duplicates("patient")
+    labels = pd.to_numeric(first["label"], errors="coerce")
+    add(
+        "held_out",
+        int(labels.notna().sum()),
+        int((labels == 1).sum()),
+        pooled(primary),
+        pooled(comparator),
+    )
+    perf = performance.set_index(["model", "split"])
+    for split in HELD_OUT_SPLITS:
+        if (primary, split) not in perf.index:
+            continue
+        p = perf.loc[(primary, split)]
+        c = perf.loc[(comparator, split)] if (comparator, split) in perf.index else None
+        add(
+            split,
+            int(p["n"]),
+            int(p["n_pos"]),
+            float(p["auc"]),
+            float(c["auc"]) if c is not None else float("nan"),
+        )
+    return rows
+
+
+def planted_signal_table(
+    study_dirs: Sequence[PathLike], truth_path: PathLike | None
+) -> pd.DataFrame:
+    """The planted-signal recovery table (module docstring); empty without a truth table."""
+    if truth_path is None:
+        log.info("planted signal: no truth.tsv (not a synthetic cohort): table left empty")
+        return pd.DataFrame(columns=COLUMNS)
+    truth = pd.read_csv(truth_path, sep="\t")
+    rows: list[dict[str, object]] = []
+    for d in study_dirs:
+        folder = Path(d)
+        needed = (
+            "metrics.json",
+            "performance.parquet",
+            "comparisons.parquet",
+            "predictions.parquet",
+        )
+        missing = [n for n in needed if not (folder / n).is_file()]
+        if missing:
+            log.warning("planted signal: study %s skipped, missing %s", folder.name, missing)
+            continue
+        rows += _study_rows(folder, truth)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    log.info("planted signal: %d studies, %d rows", table["study"].nunique(), len(table))
+    return table
