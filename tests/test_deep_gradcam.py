@@ -99,6 +99,24 @@ def test_overlay_png_is_written_atomically(toy: dict, tmp_path: Path) -> None:
     assert np.array_equal(cam, gradcam(toy["model"], x))
 
 
+def test_mil_bag_cam_per_slice(toy: dict, tmp_path: Path) -> None:
+    """A bag of slices (N, C, H, W) given to a slice model: one CAM per slice, the same as the
+    slice's own, and the slice with the planted square is the most likely one."""
+    blank = next(h[0] for h in toy["held"] if h[1] is None)
+    square = next(h[0] for h in toy["held"] if h[1] is not None)
+    bag = np.stack([blank, square, blank])
+    out = tmp_path / "bag.png"
+    cam = gradcam_overlay(toy["model"], bag, out, "MIL bag")
+    assert cam.shape == (3, SIZE, SIZE)
+    for i in range(3):
+        np.testing.assert_array_equal(cam[i], gradcam(toy["model"], bag[i]))
+    assert out.read_bytes()[:8] == PNG
+    model = toy["model"].eval()
+    with torch.no_grad():
+        prob = torch.softmax(model(torch.as_tensor(bag)), 1)[:, 1].numpy()
+    assert int(np.argmax(prob)) == 1
+
+
 def test_25d_cam_per_instance(tmp_path: Path) -> None:
     torch.manual_seed(0)
     backbone = build_network("resnet10", spatial_dims=2, in_channels=1, num_classes=2)

@@ -687,6 +687,15 @@ def without_deep_models(folder: Path) -> list[Path]:
         deep = {b for b, v in raw["blocks"].items() if "/deep/" in str(v.get("path", ""))}
         raw["blocks"] = {b: v for b, v in raw["blocks"].items() if b not in deep}
         gone = {m for m, v in raw["models"].items() if set(v.get("blocks", [])) & deep}
+        while True:  # and the models that stack a dropped model's score
+            uses = {
+                m
+                for m, v in raw["models"].items()
+                if set(v.get("scores", [])) & gone or set(v.get("models", [])) & gone
+            }
+            if uses <= gone:
+                break
+            gone |= uses
         raw["models"] = {m: v for m, v in raw["models"].items() if m not in gone}
         raw["comparisons"] = [c for c in raw.get("comparisons", []) if not set(c) & gone]
         if raw["primary"] in gone:

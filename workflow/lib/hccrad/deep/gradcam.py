@@ -153,17 +153,33 @@ def gradcam_overlay(
 ) -> np.ndarray:
     """Write a PNG of the input slice with the Grad-CAM heat map overlaid; return the CAM.
 
-    Shown slice: slice inputs — the sample itself; 2.5-D — every instance in a row (instance
-    with the largest CAM mass marked); volumes — the axial slice (along ``D``) with the largest
-    CAM mass. Of several channels the middle one is drawn. The PNG is written atomically.
+    Shown slice: slice inputs — the sample itself; a bag of slices ``(N, C, H, W)`` given to a
+    slice model (multi-instance learning) — every instance in a row, each with its own CAM and
+    the model's probability of ``class_idx`` (default: the positive class), the most likely
+    instance marked; 2.5-D — every instance in a row (instance with the largest CAM mass
+    marked); volumes — the axial slice (along ``D``) with the largest CAM mass. Of several
+    channels the middle one is drawn. The PNG is written atomically.
 
     Returns:
-        The CAM as from :func:`gradcam`.
+        The CAM as from :func:`gradcam`; ``(N, H, W)`` for a bag.
     """
+    bag = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
+    panels: list[tuple[np.ndarray, np.ndarray, str]] = []
+    if input_kind_of(model) == "slice" and bag.ndim == 4 and bag.shape[0] > 1:
+        cams = np.stack([gradcam(model, s, class_idx=class_idx, layer=layer) for s in bag])
+        probs = _instance_probabilities(model, bag, class_idx)
+        best = int(np.argmax(probs))
+        img = bag.numpy()
+        for i in range(len(img)):
+            mark = " *" if i == best else ""
+            panels.append(
+                (img[i, img.shape[1] // 2], cams[i], f"slice {i}, p={probs[i]:.2f}{mark}")
+            )
+        _draw(panels, out_png, title, alpha)
+        return cams
     t, kind = _sample(model, x)
     cam = gradcam(model, t, class_idx=class_idx, layer=layer)
     img = t.detach().cpu().numpy()
-    panels: list[tuple[np.ndarray, np.ndarray, str]] = []
     if kind == "slice":
         panels.append((img[img.shape[0] // 2], cam, "slice"))
     elif kind == "volume":
@@ -174,6 +190,30 @@ def gradcam_overlay(
         for i in range(img.shape[0]):
             mark = " *" if i == best else ""
             panels.append((img[i, img.shape[1] // 2], cam[i], f"instance {i}{mark}"))
+    _draw(panels, out_png, title, alpha)
+    return cam
+
+
+def _instance_probabilities(
+    model: nn.Module, bag: torch.Tensor, class_idx: int | None
+) -> np.ndarray:
+    """The slice model's probability of ``class_idx`` (default: the last class) per instance."""
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            prob = torch.softmax(model(bag.to(dev)), dim=1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return prob[:, prob.shape[1] - 1 if class_idx is None else class_idx]
+
+
+def _draw(
+    panels: list[tuple[np.ndarray, np.ndarray, str]], out_png: str | Path, title: str, alpha: float
+) -> None:
+    """One row of heat-map panels (plus the input when there is a single panel), written
+    atomically."""
     n = len(panels)
     show_input = n == 1
     ncols = n + (1 if show_input else 0)
@@ -195,4 +235,3 @@ def gradcam_overlay(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _atomic_png(fig, Path(out_png))
-    return cam
