@@ -23,11 +23,9 @@ def shared_data(name: str) -> Path:
     return path
 
 
-def run_snakemake(
-    workdir: Path, *args: str, cohort: Path, clinical: Path, timeout: int = 900
-) -> subprocess.CompletedProcess:
-    """Run the workflow of this checkout in ``workdir`` on the given sheets."""
-    cmd = [
+def snakemake_command(workdir: Path, cohort: Path, clinical: Path, *args: str) -> list[str]:
+    """The command that runs the workflow of this checkout in ``workdir`` on the given sheets."""
+    return [
         str(SNAKEMAKE),
         "--snakefile",
         str(ROOT / "Snakefile"),
@@ -38,10 +36,15 @@ def run_snakemake(
         "--config",
         f"cohort={cohort}",
         f"clinical={clinical}",
-        "--scheduler",
-        "greedy",
         *args,
     ]
+
+
+def run_snakemake(
+    workdir: Path, *args: str, cohort: Path, clinical: Path, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """Run the workflow of this checkout in ``workdir`` on the given sheets."""
+    cmd = snakemake_command(workdir, cohort, clinical, "--scheduler", "greedy", *args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 

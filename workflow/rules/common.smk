@@ -538,7 +538,11 @@ STUDY_FILES = [
     workflow_file(str(f))
     for f in config.get("studies", list(hccrad_studies.DEFAULT_STUDY_FILES))
 ]
-STUDIES = hccrad_studies.load_studies(STUDY_FILES)
+# Jobs that Snakemake starts on a cluster parse the workflow again: the estimator check (it
+# imports scikit-learn, ~1 s) runs once, in the main process.
+STUDIES = hccrad_studies.load_studies(
+    STUDY_FILES, check_estimators=workflow.is_main_process
+)
 
 
 def study_path(study, name):

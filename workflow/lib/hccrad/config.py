@@ -52,10 +52,20 @@ def schema_dir() -> Path:
     return here
 
 
+# libyaml's loader when PyYAML was built with it (about 10x faster; the same YAML 1.1 rules):
+# every Snakemake job on a cluster parses the workflow, and with it the config and study files.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(stream: Any) -> Any:
+    """``yaml.safe_load`` with the C loader when available."""
+    return yaml.load(stream, Loader=_YAML_LOADER)  # a safe loader: CSafeLoader or SafeLoader
+
+
 def load_schema(name: str) -> dict[str, Any]:
     """Load ``workflow/schemas/{name}.schema.yaml``."""
     with open(schema_dir() / f"{name}.schema.yaml") as fh:
-        return yaml.safe_load(fh)
+        return read_yaml(fh)
 
 
 def _validator_with_defaults(schema: dict[str, Any]) -> Any:
@@ -385,6 +395,6 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
 def load_settings(path: str | Path, **overrides: Any) -> Settings:
     """Read a YAML configuration file, apply top-level ``overrides``, validate it."""
     with open(path) as fh:
-        config = yaml.safe_load(fh) or {}
+        config = read_yaml(fh) or {}
     config.update({k: v for k, v in overrides.items() if v is not None})
     return settings_from_config(config)

@@ -261,10 +261,12 @@ def deep_merge(base: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, A
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    from hccrad.config import read_yaml
+
     if not path.is_file():
         raise ConfigError(f"{what} {path} not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{what} {path} is not valid YAML: {err}") from err
     if data is None:
