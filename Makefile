@@ -39,7 +39,7 @@ test: $(STAMP)
 ## make test-slurm: start the local single-node SLURM cluster (needs root: apt-get and system
 ## daemons), then run the `slurm` tests against it; fails (never skips) when the cluster does not start
 test-slurm: $(STAMP) slurm-up
-	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
+	$(BIN)/python -m pytest -m 'slurm and not slow' tests/test_slurm.py
 
 slurm-up:
 	bash tests/slurm/start_local_slurm.sh
