@@ -460,18 +460,34 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_text_atomic(text: str, path: str | os.PathLike[str]) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically, creating parent folders."""
+def write_bytes_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file beside it, then
+    :func:`os.replace`), creating parent folders."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating parent folders."""
+    write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def write_png_atomic(fig: Any, path: str | os.PathLike[str], **savefig: Any) -> None:
+    """Render a matplotlib figure as PNG (``savefig`` keyword arguments) and write it
+    atomically."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig)
+    write_bytes_atomic(buf.getvalue(), path)
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> None:

@@ -8,7 +8,6 @@ Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global back
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -40,17 +39,9 @@ def _figure(nrows: int, ncols: int, figsize: tuple[float, float]) -> tuple[Figur
 
 
 def _atomic_savefig(fig: Figure, out_png: str | os.PathLike[str], **kwargs: Any) -> None:
-    p = Path(out_png)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", **kwargs)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from hccrad.imageio import write_png_atomic
+
+    write_png_atomic(fig, out_png, **kwargs)
 
 
 def _lps(image: sitk.Image) -> sitk.Image:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from hccrad.imageio import write_text_atomic
+from hccrad.imageio import write_png_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -87,17 +86,7 @@ def write_parquet(table: pd.DataFrame, path: PathLike) -> None:
 
 def save_figure(fig: Figure, path: PathLike, dpi: int = 110) -> None:
     """Write a matplotlib figure as PNG atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_png_atomic(fig, path, dpi=dpi)
 
 
 def new_figure(figsize: tuple[float, float]) -> Figure:

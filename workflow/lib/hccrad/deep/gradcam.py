@@ -24,8 +24,6 @@ label) and to the predicted class otherwise.
 from __future__ import annotations
 
 import copy
-import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -129,16 +127,9 @@ def gradcam(
 
 
 def _atomic_png(fig: Figure, out_png: Path, dpi: int = 100) -> None:
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    tmp = out_png.with_name(f".{out_png.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, out_png)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from hccrad.imageio import write_png_atomic
+
+    write_png_atomic(fig, out_png, dpi=dpi)
 
 
 def gradcam_overlay(

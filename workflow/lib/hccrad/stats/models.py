@@ -14,14 +14,12 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -619,17 +617,9 @@ def nomogram(model: Any) -> Nomogram:
 
 
 def _save_png(fig: Figure, out_png: str | os.PathLike[str], dpi: int = 120) -> None:
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from hccrad.imageio import write_png_atomic
+
+    write_png_atomic(fig, out_png, dpi=dpi, bbox_inches="tight")
 
 
 def plot_nomogram(
