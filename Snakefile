@@ -12,10 +12,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/ingest.smk"
 include: "workflow/rules/preprocess.smk"
-include: "workflow/rules/register.smk"
-include: "workflow/rules/regions.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/radiomics.smk"
 include: "workflow/rules/habitats.smk"

@@ -81,7 +81,7 @@ def test_no_identifier_in_any_output_or_log(dicom_run):
     hits, n = scan_tree(work / "results", sheet_identifiers(cohort))
     kinds = {p.name.split(".", 1)[-1] for p in (work / "results").rglob("*") if p.is_file()}
     assert {"nii.gz", "json", "parquet", "png", "npz", "log", "tsv", "tfm"} <= kinds
-    assert n > 100
+    assert n > 60  # one job per patient and stage: a few files per patient
     assert hits == [], [f"{h.file}: {h.tag} ({h.where})" for h in hits]
 
 
@@ -97,7 +97,7 @@ def test_scan_finds_a_planted_leak_in_this_run(dicom_run, tmp_path):
     shutil.copytree(work / "results" / "logs", copy / "logs")
     files = [r["file"] for r in sheet_files(cohort) if r["file"].endswith(".dcm")]
     name = sorted(read_dicom_identifiers(files[:1])["PatientName"])[0]
-    log = next((copy / "logs" / "convert_image").rglob("*.log"))
+    log = next((copy / "logs" / "preprocess_patient").rglob("*.log"))
     log.write_text(log.read_text() + f"patient {name.replace('^', ' ').title()}\n")
     hits, _ = scan_tree(copy, sheet_identifiers(cohort))
     assert [(h.tag, h.where) for h in hits] == [("PatientName", "content")]

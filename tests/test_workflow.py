@@ -20,7 +20,9 @@ from conftest import ROOT, job_counts, run_snakemake, write_sheets
 
 pytestmark = pytest.mark.workflow
 
-PER_IMAGE = ("convert_image", "resample_image", "register_phase", "normalize_intensity")
+#: Preprocessing rules of a patient whose masks the U-Net predicts (two jobs around
+#: segment_patient); every other patient takes one preprocess_patient job.
+SEGMENTED = ("register_patient", "normalize_patient")
 #: Per-patient rules that rerun for earlier patients when patients are added (they depend on a
 #: cohort-level model: the reference habitats, the U-Net).
 RERUN_FOR_ALL = ("assign_habitats", "segment_patient")
@@ -31,34 +33,28 @@ def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
     from hccrad.config import load_settings
 
     settings = load_settings(ROOT / "config" / "config.yaml")
-    counts: dict[str, int] = dict.fromkeys(PER_IMAGE, 0)
-    counts.update(correct_bias_n4=0, carry_mask=0, make_tumor_regions=0, plot_patient_qc=0)
-    counts.update(extract_radiomics=0, extract_reader2_radiomics=0)
-    counts.update(compute_voxel_maps=0, cluster_habitats=0, assign_habitats=0)
+    counts: dict[str, int] = dict.fromkeys(SEGMENTED, 0)
+    counts.update(preprocess_patient=0, extract_radiomics=0, segment_patient=0)
+    counts.update(cluster_habitats=0, assign_habitats=0)
     for _patient, rows in sheet.groupby("patient", sort=False):
         mod = settings.modality(rows["modality"].iloc[0])
         ref = rows[rows["phase"] == mod.reference_phase].iloc[0]
-        counts["plot_patient_qc"] += 1
-        for spec in settings.deep_inputs.values() if settings.deep_enabled else ():
-            if has_input(rows, settings, spec):
-                rule = "build_deep_input" if spec.per_phase else "build_deep_stack"
-                counts[rule] = counts.get(rule, 0) + (len(spec.phases) if spec.per_phase else 1)
-        if segmentation_role(rows, settings) in ("held", "missing"):
-            counts["segment_patient"] = counts.get("segment_patient", 0) + 1
+        role = segmentation_role(rows, settings)
+        if role == "missing":
+            for rule in SEGMENTED:
+                counts[rule] += 1
+        else:
+            counts["preprocess_patient"] += 1
+        if role in ("held", "missing"):
+            counts["segment_patient"] += 1
         if has_habitats(rows, settings):
-            counts["compute_voxel_maps"] += len(settings.habitats.phases)
             counts["cluster_habitats"] += 1
             counts["assign_habitats"] += 1
-        for _, r in rows.iterrows():
-            for rule in PER_IMAGE:
-                counts[rule] += 1
-            counts["correct_bias_n4"] += int(mod.n4)
-            counts["carry_mask"] += sum(bool(r[f"{k}_mask"]) for k in ("tumor", "liver", "reader2"))
-            has_tumor = bool(r["tumor_mask"] or ref["tumor_mask"]) or segmentation_on(settings)
-            has_reader2 = bool(r["reader2_mask"] or ref["reader2_mask"])
-            counts["make_tumor_regions"] += int(has_tumor)
-            counts["extract_radiomics"] += int(has_tumor)
-            counts["extract_reader2_radiomics"] += int(has_tumor and has_reader2)
+        has_tumor = any(
+            bool(r["tumor_mask"] or ref["tumor_mask"]) or segmentation_on(settings)
+            for _, r in rows.iterrows()
+        )
+        counts["extract_radiomics"] += int(has_tumor)
     return {k: v for k, v in counts.items() if v}
 
 

@@ -12,6 +12,7 @@ os.environ.update(
 )
 
 from hccrad import paths, steps
+from hccrad.patient import deep_key as steps_deep_key
 from hccrad.config import settings_from_config
 from hccrad.sheets import load_cohort
 from snakemake.utils import validate
@@ -36,7 +37,6 @@ RADIOMICS_ENV = "../../envs/radiomics.yaml"
 DEEP_ENV = "../../envs/deep.yaml"
 # GPUs a deep training job asks for (resources: gpu); 0 on CPU-only clusters.
 DEEP_TRAIN_GPUS = int(config.get("deep", {}).get("train_gpus", 1))
-REGION_FILES = {"tumor": "index_tumor.nii.gz", "ring": "ring.nii.gz"}
 
 
 def intermediate(path):
@@ -52,50 +52,50 @@ def modality_of(wildcards):
     return SETTINGS.modality(COHORT.modality(wildcards.patient))
 
 
-def get_raw_image(wildcards):
-    return str(COHORT.record(wildcards.patient, wildcards.phase).image)
+# Parameters of the preprocessing rules (listed so that changing them reruns the stage).
+REGISTER_PARAMS = dict(
+    phases=lambda w: COHORT.phases(w.patient),
+    reference=lambda w: modality_of(w).reference_phase,
+    n4=lambda w: modality_of(w).n4,
+    spacing=SETTINGS.spacing,
+    n4_settings=(
+        SETTINGS.n4_shrink_factor,
+        SETTINGS.n4_iterations,
+        SETTINGS.n4_convergence_threshold,
+        SETTINGS.n4_spline_distance_mm,
+    ),
+    method=SETTINGS.registration_method,
+    refine=SETTINGS.registration_refine,
+    seed=SETTINGS.seed,
+    keep_intermediates=SETTINGS.keep_intermediates,
+)
+NORMALIZE_PARAMS = dict(
+    modality=lambda w: COHORT.modality(w.patient),
+    phases=lambda w: COHORT.phases(w.patient),
+    normalization=lambda w: modality_of(w).normalization,
+    ring=(SETTINGS.ring_distance_mm, SETTINGS.ring_clip_to_liver),
+    # the input tensors this patient gets: {name: definition}
+    deep_inputs=lambda w: {s.name: repr(s) for s in patient_deep_inputs(w.patient)},
+)
 
 
-def get_raw_mask(wildcards):
-    return str(COHORT.record(wildcards.patient, wildcards.phase).mask(wildcards.kind))
+def get_register_inputs(wildcards):
+    """Raw image (`image_{phase}`) and given masks (`{kind}_{phase}`) of every phase of one
+    patient, as the sheet lists them."""
+    inputs = {}
+    for ph in COHORT.phases(wildcards.patient):
+        rec = COHORT.record(wildcards.patient, ph)
+        inputs[f"image_{ph}"] = str(rec.image)
+        for kind in ("tumor", "liver", "reader2"):
+            mask = rec.mask(kind)
+            if mask is not None:
+                inputs[f"{kind}_{ph}"] = str(mask)
+    return inputs
 
 
-def _prereg(center, patient, phase):
-    """The image a phase enters registration with: N4-corrected (MR) or resampled (CT)."""
-    stage = "n4" if SETTINGS.modality(COHORT.modality(patient)).n4 else "resample"
-    return paths.image_path(
-        stage, "image.nii.gz", center=center, patient=patient, phase=phase
-    )
-
-
-def get_n4_mask_inputs(wildcards):
-    """The phase's own liver mask (with the image it was drawn on) to fit N4 in, when given."""
-    mask = COHORT.record(wildcards.patient, wildcards.phase).mask("liver")
-    if mask is None:
-        return {}
-    return {
-        "liver": str(mask),
-        "raw": paths.image_path(
-            "convert",
-            "image.nii.gz",
-            center=wildcards.center,
-            patient=wildcards.patient,
-            phase=wildcards.phase,
-        ),
-    }
-
-
-def get_prereg_image(wildcards):
-    return _prereg(wildcards.center, wildcards.patient, wildcards.phase)
-
-
-def get_reference_image(wildcards):
-    ref = modality_of(wildcards).reference_phase
-    return _prereg(wildcards.center, wildcards.patient, ref)
-
-
-def is_reference_phase(wildcards):
-    return wildcards.phase == modality_of(wildcards).reference_phase
+def reference_phases(patients):
+    """{patient: reference phase of its modality}."""
+    return {p: SETTINGS.modality(COHORT.modality(p)).reference_phase for p in patients}
 
 
 def get_normalization(wildcards):
@@ -135,34 +135,45 @@ def predicted_mask(center, patient, kind):
     )
 
 
-def registered_mask(center, patient, phase, kind):
-    """Path of the registered mask of `kind` used for `phase`, or None: the given one (own or
-    the reference phase's), else the U-Net's prediction on the reference phase."""
-    source = mask_source_phase(patient, phase, kind)
-    if source is None:
-        if predicts_mask(patient, kind):
-            return predicted_mask(center, patient, kind)
-        return None
-    return paths.image_path(
-        "register", f"{kind}.nii.gz", center=center, patient=patient, phase=source
+def segmented_patients():
+    """Patients for whom the U-Net predicts a mask the sheet does not give."""
+    return [
+        p for p in COHORT.patients if any(predicts_mask(p, k) for k in PREDICTED_KINDS)
+    ]
+
+
+# Patients preprocessed in two jobs around segment_patient (register_patient, normalize_patient;
+# wildcard constraint); all others in one (preprocess_patient). (?!) matches nothing.
+SEGMENTED_PATIENTS = "|".join(segmented_patients()) or "(?!)"
+
+
+def get_predicted_masks(wildcards):
+    """The U-Net's masks (`liver`, `tumor`) for the kinds the sheet does not give ({} mostly)."""
+    return {
+        kind: predicted_mask(wildcards.center, wildcards.patient, kind)
+        for kind in PREDICTED_KINDS
+        if predicts_mask(wildcards.patient, kind)
+    }
+
+
+def register_manifest(patient):
+    return paths.patient_path(
+        "register", "manifest.json", center=COHORT.center(patient), patient=patient
     )
 
 
-def get_liver_mask(wildcards):
-    """Registered liver mask for this phase as an optional named input ({} when none)."""
-    path = registered_mask(
-        wildcards.center, wildcards.patient, wildcards.phase, "liver"
+def normalize_manifest(patient):
+    return paths.patient_path(
+        "normalize", "manifest.json", center=COHORT.center(patient), patient=patient
     )
-    return {"liver": path} if path else {}
 
 
-def get_tumor_regions_inputs(wildcards):
-    args = wildcards.center, wildcards.patient, wildcards.phase
-    inputs = {"tumor": registered_mask(*args, "tumor")}
-    liver = registered_mask(*args, "liver") if SETTINGS.ring_clip_to_liver else None
-    if liver:
-        inputs["liver"] = liver
-    return inputs
+def get_patient_images(wildcards):
+    """The patient's two preprocessing manifests (its images, masks, regions and tensors)."""
+    return {
+        "registration": register_manifest(wildcards.patient),
+        "normalization": normalize_manifest(wildcards.patient),
+    }
 
 
 def has_tumor(patient, phase):
@@ -201,18 +212,6 @@ def segmentation_checkpoint():
     return paths.cohort_path("segmentation", "checkpoint.pt")
 
 
-def _seg_case(p):
-    c = COHORT.center(p)
-    ref = SETTINGS.modality(COHORT.modality(p)).reference_phase
-    return {
-        "image": paths.image_path(
-            "register", "image.nii.gz", center=c, patient=p, phase=ref
-        ),
-        "liver": registered_mask(c, p, ref, "liver"),
-        "tumor": registered_mask(c, p, ref, "tumor"),
-    }
-
-
 def get_train_segmentation_inputs(wildcards):
     train, _, _ = segmentation_sets()
     if not train:
@@ -220,61 +219,27 @@ def get_train_segmentation_inputs(wildcards):
             "segmentation: no patient with given liver and tumor masks to train the U-Net on; "
             "give segmentation.checkpoint or disable segmentation"
         )
-    return {f"{what}_{p}": path for p in train for what, path in _seg_case(p).items()}
+    return {f"register_{p}": register_manifest(p) for p in train}
 
 
 def get_evaluate_segmentation_inputs(wildcards):
     _, held, _ = segmentation_sets()
     inputs = {}
     for p in held:
-        case = _seg_case(p)
-        inputs[f"liver_{p}"] = case["liver"]
-        inputs[f"tumor_{p}"] = case["tumor"]
+        inputs[f"register_{p}"] = register_manifest(p)
         for kind in PREDICTED_KINDS:
             inputs[f"pred{kind}_{p}"] = predicted_mask(COHORT.center(p), p, kind)
     return inputs
 
 
-def get_patient_qc_inputs(wildcards):
-    """Every per-phase output of one patient that its QC figure and QC JSON summarise."""
-    c, p = wildcards.center, wildcards.patient
-    inputs = {}
-    for ph in COHORT.phases(p):
-        inputs[f"image_{ph}"] = paths.image_path(
-            "normalize", "image.nii.gz", center=c, patient=p, phase=ph
-        )
-        inputs[f"registration_{ph}"] = paths.image_path(
-            "register", "registration.json", center=c, patient=p, phase=ph
-        )
-        for kind in ("liver", "reader2"):
-            mask = registered_mask(c, p, ph, kind)
-            if mask:
-                inputs[f"{kind}_{ph}"] = mask
-        if has_tumor(p, ph):
-            for name in ("index_tumor", "ring"):
-                inputs[f"{name}_{ph}"] = paths.image_path(
-                    "regions", f"{name}.nii.gz", center=c, patient=p, phase=ph
-                )
-            inputs[f"tumor_{ph}"] = registered_mask(c, p, ph, "tumor")
-    return inputs
-
-
 def get_radiomics_inputs(wildcards):
-    """The image of the configured stage and the region masks of one patient x phase."""
+    """The patient's preprocessing manifests and its modality's PyRadiomics parameter file."""
     modality = COHORT.modality(wildcards.patient)
-    where = dict(
-        center=wildcards.center, patient=wildcards.patient, phase=wildcards.phase
-    )
-    inputs = {
-        "image": paths.image_path(
-            SETTINGS.radiomics_stage[modality], "image.nii.gz", **where
-        ),
+    return {
+        **get_patient_images(wildcards),
         # an input, so that editing the parameter file reruns the extraction
         "params": workflow_file(str(SETTINGS.radiomics_params[modality])),
     }
-    for region in SETTINGS.radiomics_regions:
-        inputs[region] = paths.image_path("regions", REGION_FILES[region], **where)
-    return inputs
 
 
 def workflow_file(path):
@@ -286,54 +251,37 @@ def workflow_file(path):
     return os.path.join(workflow.basedir, path)
 
 
-def get_reader2_radiomics_inputs(wildcards):
-    """The radiomics image and parameters of this phase, with the second reader's mask."""
-    inputs = get_radiomics_inputs(wildcards)
-    return {
-        "image": inputs["image"],
-        "params": inputs["params"],
-        "reader2": registered_mask(
-            wildcards.center, wildcards.patient, wildcards.phase, "reader2"
-        ),
-    }
-
-
-def reader2_images():
-    """Images whose phase has both readers' tumor masks (own or the reference phase's)."""
+def reader2_patients():
+    """Patients with both readers' tumor masks on some phase (own or the reference phase's)."""
     return [
-        r
-        for r in COHORT.images()
-        if has_tumor(r.patient, r.phase)
-        and mask_source_phase(r.patient, r.phase, "reader2") is not None
+        p
+        for p in COHORT.patients
+        if any(
+            has_tumor(p, ph) and mask_source_phase(p, ph, "reader2") is not None
+            for ph in COHORT.phases(p)
+        )
     ]
 
 
-def get_reader_icc_jsons(name):
+def radiomics_json(patient):
+    return paths.patient_path(
+        "radiomics", "features.json", center=COHORT.center(patient), patient=patient
+    )
+
+
+def get_reader_icc_jsons():
+    return [radiomics_json(p) for p in reader2_patients()]
+
+
+def radiomics_patients():
+    """Patients with a tumor mask on some phase (own, the reference phase's or predicted)."""
     return [
-        paths.image_path(
-            "radiomics",
-            f"{name}.json",
-            center=r.center,
-            patient=r.patient,
-            phase=r.phase,
-        )
-        for r in reader2_images()
+        p for p in COHORT.patients if any(has_tumor(p, ph) for ph in COHORT.phases(p))
     ]
 
 
 def get_radiomics_jsons():
-    """Radiomics of every patient x phase that has a tumor mask (own or the reference's)."""
-    return [
-        paths.image_path(
-            "radiomics",
-            "features.json",
-            center=r.center,
-            patient=r.patient,
-            phase=r.phase,
-        )
-        for r in COHORT.images()
-        if has_tumor(r.patient, r.phase)
-    ]
+    return [radiomics_json(p) for p in radiomics_patients()]
 
 
 def patient_targets(stage, name):
@@ -360,34 +308,8 @@ def habitat_patients():
     ]
 
 
-def habitat_mask(wildcards):
-    """Index lesion of the first habitat phase (all phases share the registered grid)."""
-    return paths.image_path(
-        "regions",
-        REGION_FILES["tumor"],
-        center=wildcards.center,
-        patient=wildcards.patient,
-        phase=HABITATS.phases[0],
-    )
-
-
-def get_voxelmap_inputs(wildcards):
-    """The image of the radiomics stage of this phase and the habitat tumor mask."""
-    modality = COHORT.modality(wildcards.patient)
-    return {
-        "image": paths.image_path(
-            SETTINGS.radiomics_stage[modality],
-            "image.nii.gz",
-            center=wildcards.center,
-            patient=wildcards.patient,
-            phase=wildcards.phase,
-        ),
-        "mask": habitat_mask(wildcards),
-    }
-
-
 def voxelmap_output(wildcards, name, phase=None):
-    """Output `name` of compute_voxel_maps (first habitat phase unless given)."""
+    """Voxel-map output `name` of cluster_habitats (first habitat phase unless given)."""
     return paths.image_path(
         "voxelmaps",
         name,
@@ -397,33 +319,25 @@ def voxelmap_output(wildcards, name, phase=None):
     )
 
 
-def get_cluster_habitats_inputs(wildcards):
-    """Maps and resampled image of every habitat phase (`maps_{phase}`, `image_{phase}`) and the
-    resampled tumor mask."""
-    inputs = {"mask": voxelmap_output(wildcards, "mask.nii.gz")}
+def voxelmap_outputs():
+    """Voxel-map outputs of cluster_habitats: per habitat phase the maps folder (`maps_{phase}`), the
+    resampled image (`image_{phase}`) and tumor mask (`mask_{phase}`)."""
+    outputs = {}
     for ph in HABITATS.phases:
-        inputs[f"maps_{ph}"] = voxelmap_output(wildcards, "maps", ph)
-        inputs[f"image_{ph}"] = voxelmap_output(wildcards, "image.nii.gz", ph)
-    return inputs
+        outputs[f"maps_{ph}"] = directory(
+            paths.image_path("voxelmaps", "maps", phase=ph)
+        )
+        outputs[f"image_{ph}"] = paths.image_path("voxelmaps", "image.nii.gz", phase=ph)
+        outputs[f"mask_{ph}"] = paths.image_path("voxelmaps", "mask.nii.gz", phase=ph)
+    return outputs
 
 
 def get_assign_habitats_inputs(wildcards):
-    """Resampled image and mask of the first habitat phase, and every phase's radiomics-stage
-    image (`phase_{phase}`, for the per-phase mean intensities of each habitat)."""
-    modality = COHORT.modality(wildcards.patient)
-    inputs = {
+    """Resampled image and mask of the first habitat phase (the subregions' grid)."""
+    return {
         "image": voxelmap_output(wildcards, "image.nii.gz"),
         "mask": voxelmap_output(wildcards, "mask.nii.gz"),
     }
-    for ph in COHORT.phases(wildcards.patient):
-        inputs[f"phase_{ph}"] = paths.image_path(
-            SETTINGS.radiomics_stage[modality],
-            "image.nii.gz",
-            center=wildcards.center,
-            patient=wildcards.patient,
-            phase=ph,
-        )
-    return inputs
 
 
 def habitat_reference():
@@ -454,48 +368,15 @@ def deep_input_patients(spec):
     ]
 
 
-def deep_input_targets():
-    """Every configured input tensor of every eligible patient."""
-    targets = []
-    for name, spec in DEEP_INPUTS.items():
-        for p in deep_input_patients(spec):
-            where = dict(center=COHORT.center(p), patient=p)
-            if spec.per_phase:
-                targets += [
-                    paths.image_path("deep", f"{name}.npz", phase=ph, **where)
-                    for ph in spec.phases
-                ]
-            else:
-                targets.append(paths.patient_path("deep", f"{name}.npz", **where))
-    return targets
-
-
-def get_deep_image_input(wildcards):
-    """Normalised image and region mask of one phase for a per-phase input tensor."""
-    spec = DEEP_INPUTS[wildcards.input]
-    where = dict(
-        center=wildcards.center, patient=wildcards.patient, phase=wildcards.phase
-    )
-    return {
-        f"image_{wildcards.phase}": paths.image_path(
-            "normalize", "image.nii.gz", **where
-        ),
-        "mask": paths.image_path("regions", REGION_FILES[spec.region], **where),
-    }
-
-
-def get_deep_stack_input(wildcards):
-    """Normalised images of the stacked phases and the first phase's region mask."""
-    spec = DEEP_INPUTS[wildcards.input]
-    where = dict(center=wildcards.center, patient=wildcards.patient)
-    inputs = {
-        f"image_{ph}": paths.image_path("normalize", "image.nii.gz", phase=ph, **where)
-        for ph in spec.phases
-    }
-    inputs["mask"] = paths.image_path(
-        "regions", REGION_FILES[spec.region], phase=spec.phases[0], **where
-    )
-    return inputs
+def patient_deep_inputs(patient):
+    """The deep.inputs entries `patient` gets (built by its normalize_patient job)."""
+    return [
+        spec
+        for spec in DEEP_INPUTS.values()
+        if COHORT.modality(patient) in spec.modalities
+        and all(ph in COHORT.phases(patient) for ph in spec.phases)
+        and has_tumor(patient, spec.phases[0])
+    ]
 
 
 def get_final_targets():
@@ -505,7 +386,7 @@ def get_final_targets():
         paths.cohort_path("radiomics", "features.parquet"),
         *(
             [paths.cohort_path("radiomics", "reader_icc.parquet")]
-            if reader2_images()
+            if reader2_patients()
             else []
         ),
         *(
@@ -516,7 +397,6 @@ def get_final_targets():
             if habitat_patients()
             else []
         ),
-        *deep_input_targets(),
         *(
             [paths.cohort_path("segmentation", "dice.parquet")]
             if segmentation_sets()[1]
@@ -598,7 +478,7 @@ def study_unavailable(study):
     needs = hccrad_studies.study_inputs(spec, str(SETTINGS.clinical))
     if "habitats" in needs and not habitat_patients():
         return "it needs habitat features and no patient gets habitats"
-    if "reader_icc" in needs and not reader2_images():
+    if "reader_icc" in needs and not reader2_patients():
         return "its ICC filter needs second-reader masks and the cohort has none"
     return ""
 
@@ -625,26 +505,31 @@ def deep_model_spec(study, model):
     return spec
 
 
-def deep_model_inputs(study, model):
-    """{patient: input .npz} of the study's patients that have the model's input."""
+def deep_model_input(study, model):
+    """The DeepInputSpec and phase (None: stacked) a study's deep model reads."""
     spec = deep_model_spec(study, model)
     inp = DEEP_INPUTS.get(spec["input"])
     if inp is None:
         raise ValueError(
             f"study {study}, deep model {model}: input {spec['input']!r} is not in deep.inputs"
         )
-    phase = spec.get("phase", inp.phases[0])
-    out = {}
-    for p in deep_input_patients(inp):
-        if COHORT.modality(p) != STUDIES[study].modality:
-            continue
-        where = dict(center=COHORT.center(p), patient=p)
-        out[p] = (
-            paths.image_path("deep", f"{inp.name}.npz", phase=phase, **where)
-            if inp.per_phase
-            else paths.patient_path("deep", f"{inp.name}.npz", **where)
-        )
-    return out
+    return inp, (spec.get("phase", inp.phases[0]) if inp.per_phase else None)
+
+
+def deep_model_input_key(study, model):
+    """Manifest key of the model's tensor (hccrad.patient.deep_key)."""
+    inp, phase = deep_model_input(study, model)
+    return steps_deep_key(inp.name, phase)
+
+
+def deep_model_inputs(study, model):
+    """{patient: normalize manifest} of the study's patients that have the model's input."""
+    inp, _ = deep_model_input(study, model)
+    return {
+        p: normalize_manifest(p)
+        for p in deep_input_patients(inp)
+        if COHORT.modality(p) == STUDIES[study].modality
+    }
 
 
 def get_train_deep_inputs(wildcards):
@@ -848,7 +733,7 @@ def get_audit_inputs(wildcards):
         "features": paths.cohort_path("radiomics", "features.parquet"),
         "results": [*get_final_targets(), *study_targets(), *deep_model_targets()],
     }
-    if reader2_images():
+    if reader2_patients():
         inputs["reader_icc"] = paths.cohort_path("radiomics", "reader_icc.parquet")
     if AUDIT_TRUTH is not None:
         inputs["truth"] = str(AUDIT_TRUTH)

@@ -1,58 +1,6 @@
-# Deep-learning inputs: per-patient tensors (.npz) named in config deep.inputs (docs/methods.md).
-
-
-rule build_deep_input:
-    input:
-        unpack(get_deep_image_input),
-    output:
-        npz=paths.image_path("deep", "{input}.npz"),
-    log:
-        paths.log_path(
-            "build_deep_input", "{center}", "{patient}", "{phase}", "{input}"
-        ),
-    benchmark:
-        paths.benchmark_path(
-            "build_deep_input", "{center}", "{patient}", "{phase}", "{input}"
-        )
-    conda:
-        DEEP_ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        # listed so that changing the input's definition rebuilds it
-        spec=lambda w: repr(DEEP_INPUTS[w.input]),
-        scale=lambda w: SETTINGS.modality(
-            COHORT.modality(w.patient)
-        ).normalization.unit_scale,
-    script:
-        "../scripts/build_deep_input.py"
-
-
-rule build_deep_stack:
-    input:
-        unpack(get_deep_stack_input),
-    output:
-        npz=paths.patient_path("deep", "{input}.npz"),
-    log:
-        paths.log_path("build_deep_stack", "{center}", "{patient}", "{input}"),
-    benchmark:
-        paths.benchmark_path("build_deep_stack", "{center}", "{patient}", "{input}")
-    conda:
-        DEEP_ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        # listed so that changing the input's definition rebuilds it
-        spec=lambda w: repr(DEEP_INPUTS[w.input]),
-        scale=lambda w: SETTINGS.modality(
-            COHORT.modality(w.patient)
-        ).normalization.unit_scale,
-    script:
-        "../scripts/build_deep_input.py"
+# Deep models of the studies: training (a GPU job where the cluster has one) and per-patient
+# deep features, predictions, MIL features and Grad-CAM overlays. The input tensors (.npz, config
+# deep.inputs, docs/methods.md) are built per patient by normalize_patient (preprocess.smk).
 
 
 rule train_deep_model:
@@ -84,6 +32,7 @@ rule train_deep_model:
     params:
         # listed so that changing the model's definition retrains it
         spec=lambda w: deep_model_spec(w.study, w.model),
+        input_key=lambda w: deep_model_input_key(w.study, w.model),
         label=lambda w: STUDIES[w.study].label,
         seed=SETTINGS.seed,
     script:
@@ -117,5 +66,6 @@ rule deep_model_outputs:
         runtime=60,
     params:
         spec=lambda w: deep_model_spec(w.study, w.model),
+        input_key=lambda w: deep_model_input_key(w.study, w.model),
     script:
         "../scripts/deep_model_outputs.py"

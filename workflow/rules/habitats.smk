@@ -1,39 +1,12 @@
-# Voxel feature maps (per patient x habitat phase) and habitat clustering: per-patient K-means
-# for every k, the cohort's k and reference habitats, then consistent subregions per patient.
-
-
-rule compute_voxel_maps:
-    input:
-        unpack(get_voxelmap_inputs),
-    output:
-        maps=directory(paths.image_path("voxelmaps", "maps")),
-        image=paths.image_path("voxelmaps", "image.nii.gz"),
-        mask=paths.image_path("voxelmaps", "mask.nii.gz"),
-    log:
-        paths.log_path("compute_voxel_maps", "{center}", "{patient}", "{phase}"),
-    benchmark:
-        paths.benchmark_path("compute_voxel_maps", "{center}", "{patient}", "{phase}")
-    conda:
-        RADIOMICS_ENV
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    params:
-        # listed so that changing them reruns the maps
-        spacing=HABITATS.spacing,
-        kernel_radius=HABITATS.kernel_radius,
-        bins=(HABITATS.bin_width, HABITATS.bin_count),
-        classes=list(HABITATS.classes),
-        engine=HABITATS.engine,
-    script:
-        "../scripts/compute_voxel_maps.py"
+# Habitats: per patient (one job) the voxel feature maps of every habitat phase and K-means for
+# every k; the cohort's k and reference habitats; then consistent subregions per patient.
 
 
 rule cluster_habitats:
     input:
-        unpack(get_cluster_habitats_inputs),
+        unpack(get_patient_images),
     output:
+        **voxelmap_outputs(),
         clusters=paths.patient_path("habitats", "clusters.parquet"),
         metrics=paths.patient_path("habitats", "k_metrics.tsv"),
         centroids=paths.patient_path("habitats", "centroids.parquet"),
@@ -43,12 +16,18 @@ rule cluster_habitats:
         paths.benchmark_path("cluster_habitats", "{center}", "{patient}")
     conda:
         RADIOMICS_ENV
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=60,
     params:
-        # listed so that changing them reruns the clustering
+        # listed so that changing them reruns the maps and the clustering
+        stage=lambda w: SETTINGS.radiomics_stage[COHORT.modality(w.patient)],
+        spacing=HABITATS.spacing,
+        kernel_radius=HABITATS.kernel_radius,
+        bins=(HABITATS.bin_width, HABITATS.bin_count),
+        classes=list(HABITATS.classes),
+        engine=HABITATS.engine,
         features=HABITATS.features,
         k_range=list(HABITATS.k_range),
         seed=SETTINGS.seed,
@@ -91,6 +70,7 @@ rule select_habitat_k:
 rule assign_habitats:
     input:
         unpack(get_assign_habitats_inputs),
+        unpack(get_patient_images),
         clusters=paths.patient_path("habitats", "clusters.parquet"),
         centroids=paths.patient_path("habitats", "centroids.parquet"),
         reference=habitat_reference(),
@@ -117,6 +97,8 @@ rule assign_habitats:
         runtime=20,
     params:
         spacing=HABITATS.spacing,
+        stage=lambda w: SETTINGS.radiomics_stage[COHORT.modality(w.patient)],
+        phases=lambda w: COHORT.phases(w.patient),
     script:
         "../scripts/assign_habitats.py"
 

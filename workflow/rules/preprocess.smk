@@ -1,70 +1,96 @@
-# Per-image intensity and geometry preprocessing: resampling, N4 (MR), normalisation.
+# Preprocessing, one job per patient (hccrad.patient; docs/methods.md): every phase converted,
+# resampled, bias-corrected (MR) and rigidly registered onto the reference phase, the sheet's
+# masks carried there; then every phase normalised, its index lesion and peritumoral ring, the
+# deep-learning input tensors and the patient's QC figure. A patient whose masks are all given
+# takes one job (preprocess_patient); one whose masks the U-Net predicts takes two
+# (register_patient, then normalize_patient once segment_patient has run). Each stage declares
+# its manifest (the files it wrote, hccrad.manifest) as output.
 
 
-rule resample_image:
+ruleorder: register_patient > preprocess_patient
+ruleorder: normalize_patient > preprocess_patient
+
+
+rule preprocess_patient:
     input:
-        image=paths.image_path("convert", "image.nii.gz"),
+        unpack(get_register_inputs),
     output:
-        image=intermediate(paths.image_path("resample", "image.nii.gz")),
+        registration=paths.patient_path("register", "manifest.json"),
+        normalization=paths.patient_path("normalize", "manifest.json"),
+        png=report(
+            paths.patient_path("qc", "qc.png"),
+            caption=caption("patient_qc"),
+            category="Preprocessing QC",
+            subcategory="Per-patient QC",
+            labels={"center": "{center}", "patient": "{patient}"},
+        ),
+        json=paths.patient_path("qc", "qc.json"),
     log:
-        paths.log_path("resample_image", "{center}", "{patient}", "{phase}"),
+        paths.log_path("preprocess_patient", "{center}", "{patient}"),
     benchmark:
-        paths.benchmark_path("resample_image", "{center}", "{patient}", "{phase}")
+        paths.benchmark_path("preprocess_patient", "{center}", "{patient}")
     conda:
         PREPROCESS_ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=4000,
+        runtime=90,
     params:
-        spacing=SETTINGS.spacing,
+        **(REGISTER_PARAMS | NORMALIZE_PARAMS),
     script:
-        "../scripts/resample_image.py"
+        "../scripts/preprocess_patient.py"
 
 
-rule correct_bias_n4:
+rule register_patient:
     input:
-        unpack(get_n4_mask_inputs),
-        image=paths.image_path("resample", "image.nii.gz"),
+        unpack(get_register_inputs),
     output:
-        image=intermediate(paths.image_path("n4", "image.nii.gz")),
-        bias=paths.image_path("n4", "bias.nii.gz"),
+        manifest=paths.patient_path("register", "manifest.json"),
     log:
-        paths.log_path("correct_bias_n4", "{center}", "{patient}", "{phase}"),
+        paths.log_path("register_patient", "{center}", "{patient}"),
     benchmark:
-        paths.benchmark_path("correct_bias_n4", "{center}", "{patient}", "{phase}")
+        paths.benchmark_path("register_patient", "{center}", "{patient}")
+    wildcard_constraints:
+        patient=SEGMENTED_PATIENTS,
     conda:
         PREPROCESS_ENV
     threads: 1
     resources:
-        mem_mb=3000,
-        runtime=20,
+        mem_mb=4000,
+        runtime=60,
     params:
-        shrink_factor=SETTINGS.n4_shrink_factor,
-        iterations=SETTINGS.n4_iterations,
-        convergence_threshold=SETTINGS.n4_convergence_threshold,
-        spline_distance_mm=SETTINGS.n4_spline_distance_mm,
+        **REGISTER_PARAMS,
     script:
-        "../scripts/correct_bias_n4.py"
+        "../scripts/register_patient.py"
 
 
-rule normalize_intensity:
+rule normalize_patient:
     input:
-        unpack(get_liver_mask),
-        image=paths.image_path("register", "image.nii.gz"),
+        unpack(get_predicted_masks),
+        registration=paths.patient_path("register", "manifest.json"),
     output:
-        image=paths.image_path("normalize", "image.nii.gz"),
+        manifest=paths.patient_path("normalize", "manifest.json"),
+        png=report(
+            paths.patient_path("qc", "qc.png"),
+            caption=caption("patient_qc"),
+            category="Preprocessing QC",
+            subcategory="Per-patient QC",
+            labels={"center": "{center}", "patient": "{patient}"},
+        ),
+        json=paths.patient_path("qc", "qc.json"),
     log:
-        paths.log_path("normalize_intensity", "{center}", "{patient}", "{phase}"),
+        paths.log_path("normalize_patient", "{center}", "{patient}"),
     benchmark:
-        paths.benchmark_path("normalize_intensity", "{center}", "{patient}", "{phase}")
+        paths.benchmark_path("normalize_patient", "{center}", "{patient}")
+    wildcard_constraints:
+        patient=SEGMENTED_PATIENTS,
     conda:
         PREPROCESS_ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=4000,
+        runtime=30,
     params:
-        normalization=get_normalization,
+        **NORMALIZE_PARAMS,
     script:
-        "../scripts/normalize_intensity.py"
+        "../scripts/normalize_patient.py"

@@ -1,32 +1,5 @@
-# Quality control: one figure and one JSON per patient, then the cohort summary and montage.
-
-
-rule plot_patient_qc:
-    input:
-        unpack(get_patient_qc_inputs),
-    output:
-        png=report(
-            paths.patient_path("qc", "qc.png"),
-            caption=caption("patient_qc"),
-            category="Preprocessing QC",
-            subcategory="Per-patient QC",
-            labels={"center": "{center}", "patient": "{patient}"},
-        ),
-        json=paths.patient_path("qc", "qc.json"),
-    log:
-        paths.log_path("plot_patient_qc", "{center}", "{patient}"),
-    benchmark:
-        paths.benchmark_path("plot_patient_qc", "{center}", "{patient}")
-    conda:
-        PREPROCESS_ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        modality=get_modality_name,
-    script:
-        "../scripts/plot_patient_qc.py"
+# Quality control: the cohort summary table and QC montage, from the per-patient QC figure and
+# JSON that normalize_patient writes (preprocess.smk).
 
 
 rule summarize_preprocessing:

@@ -1,15 +1,16 @@
-# Whole-region radiomics (PyRadiomics) per patient x phase, then the cohort feature table.
+# Whole-region radiomics (PyRadiomics), one job per patient (every phase, both readers), then the
+# cohort feature table and the inter-reader ICC table.
 
 
 rule extract_radiomics:
     input:
         unpack(get_radiomics_inputs),
     output:
-        json=paths.image_path("radiomics", "features.json"),
+        json=paths.patient_path("radiomics", "features.json"),
     log:
-        paths.log_path("extract_radiomics", "{center}", "{patient}", "{phase}"),
+        paths.log_path("extract_radiomics", "{center}", "{patient}"),
     benchmark:
-        paths.benchmark_path("extract_radiomics", "{center}", "{patient}", "{phase}")
+        paths.benchmark_path("extract_radiomics", "{center}", "{patient}")
     conda:
         RADIOMICS_ENV
     threads: 1
@@ -17,6 +18,9 @@ rule extract_radiomics:
         mem_mb=4000,
         runtime=60,
     params:
+        phases=lambda w: COHORT.phases(w.patient),
+        reference=lambda w: modality_of(w).reference_phase,
+        stage=lambda w: SETTINGS.radiomics_stage[COHORT.modality(w.patient)],
         regions=SETTINGS.radiomics_regions,
     script:
         "../scripts/extract_radiomics.py"
@@ -42,31 +46,9 @@ rule aggregate_radiomics:
         "../scripts/aggregate_radiomics.py"
 
 
-rule extract_reader2_radiomics:
-    input:
-        unpack(get_reader2_radiomics_inputs),
-    output:
-        json=paths.image_path("radiomics", "reader2.json"),
-    log:
-        paths.log_path("extract_reader2_radiomics", "{center}", "{patient}", "{phase}"),
-    benchmark:
-        paths.benchmark_path(
-            "extract_reader2_radiomics", "{center}", "{patient}", "{phase}"
-        )
-    conda:
-        RADIOMICS_ENV
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    script:
-        "../scripts/extract_reader2_radiomics.py"
-
-
 rule compute_reader_icc:
     input:
-        reader1=get_reader_icc_jsons("features"),
-        reader2=get_reader_icc_jsons("reader2"),
+        json=get_reader_icc_jsons(),
     output:
         icc=paths.cohort_path("radiomics", "reader_icc.parquet"),
     log:

@@ -25,6 +25,7 @@ rule train_segmentation:
         train=SEGMENTATION["train"],
         holdout=SEGMENTATION["holdout_fraction"],
         seed=SETTINGS.seed,
+        references=lambda w: reference_phases(segmentation_sets()[0]),
     script:
         "../scripts/train_segmentation.py"
 
@@ -32,7 +33,7 @@ rule train_segmentation:
 rule segment_patient:
     input:
         checkpoint=segmentation_checkpoint(),
-        image=paths.image_path("register", "image.nii.gz"),
+        registration=paths.patient_path("register", "manifest.json"),
     output:
         liver=paths.image_path("segment", "liver.nii.gz"),
         tumor=paths.image_path("segment", "tumor.nii.gz"),
@@ -65,5 +66,7 @@ rule evaluate_segmentation:
     resources:
         mem_mb=4000,
         runtime=20,
+    params:
+        references=lambda w: reference_phases(segmentation_sets()[1]),
     script:
         "../scripts/evaluate_segmentation.py"

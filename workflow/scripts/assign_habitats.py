@@ -1,6 +1,6 @@
 """Rule assign_habitats: subregion masks, statistics and overlay of one patient."""
 
-from hccrad import steps
+from hccrad import patient, steps
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
@@ -10,11 +10,12 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
         snakemake.input.reference,
         snakemake.input.mask,
         snakemake.input.image,
-        {
-            name.removeprefix("phase_"): path
-            for name, path in snakemake.input.items()
-            if name.startswith("phase_")
-        },
+        patient.stage_images(
+            snakemake.input.registration,
+            snakemake.input.normalization,
+            snakemake.params.stage,
+            snakemake.params.phases,
+        ),
         snakemake.output.labels,
         snakemake.output.masks,
         snakemake.output.stats,

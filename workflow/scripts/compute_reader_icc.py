@@ -4,4 +4,4 @@ from hccrad import steps
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
-    steps.reader_icc(snakemake.input.reader1, snakemake.input.reader2, snakemake.output.icc)
+    steps.reader_icc(snakemake.input.json, snakemake.output.icc)

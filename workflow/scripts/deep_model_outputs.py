@@ -2,14 +2,15 @@
 
 from pathlib import Path
 
-from hccrad import steps
+from hccrad import patient, steps
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
     spec = snakemake.params.spec
-    inputs = {
-        k.removeprefix("npz_"): v for k, v in snakemake.input.items() if k.startswith("npz_")
-    }
+    inputs = patient.deep_input_files(
+        {k.removeprefix("npz_"): v for k, v in snakemake.input.items() if k.startswith("npz_")},
+        snakemake.params.input_key,
+    )
     mil = bool(spec.get("mil", False))
     steps.deep_model_outputs(
         snakemake.input.checkpoint,

@@ -1,13 +1,16 @@
 """Rule evaluate_segmentation: Dice of the U-Net on the held-out patients."""
 
-from hccrad import steps
+from hccrad import patient, steps
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
-    grouped = steps.split_named_inputs(dict(snakemake.input.items()))
     cases = {}
-    for what, per_patient in grouped.items():
-        name = {"predtumor": "pred_tumor", "predliver": "pred_liver"}.get(what, what)
-        for patient, path in per_patient.items():
-            cases.setdefault(patient, {})[name] = path
+    for p, ref in snakemake.params.references.items():
+        case = patient.segmentation_case(snakemake.input[f"register_{p}"], ref)
+        cases[p] = {
+            "liver": case["liver"],
+            "tumor": case["tumor"],
+            "pred_liver": snakemake.input[f"predliver_{p}"],
+            "pred_tumor": snakemake.input[f"predtumor_{p}"],
+        }
     steps.evaluate_segmentation(cases, snakemake.output.dice)

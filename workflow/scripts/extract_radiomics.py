@@ -1,14 +1,18 @@
-"""Rule extract_radiomics: PyRadiomics features of one image for each region mask."""
+"""Rule extract_radiomics: PyRadiomics features of every phase and region of one patient (and of
+the second reader's tumor where given)."""
 
-from hccrad import steps
+from hccrad import patient
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
-    steps.extract_radiomics(
-        snakemake.input.image,
-        {region: snakemake.input[region] for region in snakemake.params.regions},
-        snakemake.output.json,
-        params=snakemake.input.params,
+    patient.extract_patient_radiomics(
         patient=snakemake.wildcards.patient,
-        phase=snakemake.wildcards.phase,
+        phases=snakemake.params.phases,
+        reference=snakemake.params.reference,
+        registration=snakemake.input.registration,
+        normalization=snakemake.input.normalization,
+        stage=snakemake.params.stage,
+        regions=snakemake.params.regions,
+        params=snakemake.input.params,
+        dst_json=snakemake.output.json,
     )

@@ -1,13 +1,14 @@
 """Rule train_deep_model: one deep model of a study, on the study's training split only."""
 
-from hccrad import steps
+from hccrad import patient, steps
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
     spec = snakemake.params.spec
-    inputs = {
-        k.removeprefix("npz_"): v for k, v in snakemake.input.items() if k.startswith("npz_")
-    }
+    inputs = patient.deep_input_files(
+        {k.removeprefix("npz_"): v for k, v in snakemake.input.items() if k.startswith("npz_")},
+        snakemake.params.input_key,
+    )
     steps.train_deep_model(
         inputs,
         snakemake.input.splits,

@@ -494,12 +494,19 @@ def extract_radiomics(
     imageio.write_json(out, dst_json)
 
 
-def _region_records(jsons: Sequence[PathLike]) -> list[dict[str, Any]]:
-    """Per patient x phase x region records (see hccrad.radiomics) from extraction JSONs."""
-    records = []
+def _region_records(jsons: Sequence[PathLike], reader: str = "reader1") -> list[dict[str, Any]]:
+    """Per patient x phase x region records (see hccrad.radiomics) from extraction JSONs.
+
+    Each JSON is one image's extraction (:func:`extract_radiomics`) or one patient's
+    (:func:`hccrad.patient.extract_patient_radiomics`: its ``reader`` list of those).
+    """
+    images = []
     for path in jsons:
         with open(path) as fh:
             rec = json.load(fh)
+        images += rec.get(reader, [rec])
+    records = []
+    for rec in images:
         for region, values in rec["regions"].items():
             records.append(
                 {
@@ -531,23 +538,24 @@ def aggregate_radiomics(
     _write_parquet(cohort_diagnostics_table(records), dst_diagnostics)
 
 
-def reader_icc(
-    reader1_jsons: Sequence[PathLike], reader2_jsons: Sequence[PathLike], dst: PathLike
-) -> None:
+def reader_icc(jsons: Sequence[PathLike], dst: PathLike) -> None:
     """Per-feature inter-reader ICC(2,1) and ICC(3,1) of the tumor features, per phase.
 
     Reader 1's index lesion versus reader 2's (largest component of the second reader's mask),
-    same image, same parameters; one row per ``{phase}_tumor_{feature}`` with ``icc2_1``,
-    ``icc3_1`` and ``n`` (patients with both readers).
+    same image, same parameters, from per-patient radiomics JSONs
+    (:func:`hccrad.patient.extract_patient_radiomics`); one row per ``{phase}_tumor_{feature}``
+    with ``icc2_1``, ``icc3_1`` and ``n`` (patients with both readers on that phase).
     """
     from hccrad.icc import feature_icc
     from hccrad.radiomics import cohort_feature_table
 
-    def tumor_table(jsons: Sequence[PathLike]) -> Any:
-        records = [r for r in _region_records(jsons) if r["region"] == "tumor"]
+    def tumor_table(reader: str) -> Any:
+        records = [r for r in _region_records(jsons, reader) if r["region"] == "tumor"]
         return cohort_feature_table(records)
 
-    _write_parquet(feature_icc(tumor_table(reader1_jsons), tumor_table(reader2_jsons)), dst)
+    reader2 = tumor_table("reader2")
+    reader1 = tumor_table("reader1").reindex(index=reader2.index, columns=reader2.columns)
+    _write_parquet(feature_icc(reader1, reader2), dst)
 
 
 # ------------------------------------------------------------------------------------------------
