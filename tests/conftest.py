@@ -44,7 +44,17 @@ def run_snakemake(
     workdir: Path, *args: str, cohort: Path, clinical: Path, timeout: int = 900
 ) -> subprocess.CompletedProcess:
     """Run the workflow of this checkout in ``workdir`` on the given sheets."""
-    cmd = snakemake_command(workdir, cohort, clinical, "--scheduler", "greedy", *args)
+    cmd = snakemake_command(
+        workdir,
+        cohort,
+        clinical,
+        # as the local profile (config/profiles/local)
+        "--scheduler",
+        "greedy",
+        "--max-jobs-per-timespan",
+        "10000/60s",
+        *args,
+    )
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 

@@ -33,6 +33,8 @@ def test_manifest_lists_each_file_with_size_and_sha256(tmp_path):
     assert m["PVP/register/image"] == tmp_path / "P1/PVP/b.bin"
     assert set(m) == {"AP/register/image", "PVP/register/image"}
     assert m.get_path("HBP/register/image") is None
+    assert "PVP/register/image" in m and "HBP/register/image" not in m
+    assert dict(m) == {k: m[k] for k in ("AP/register/image", "PVP/register/image")}
     with pytest.raises(InputError, match=r"patient P1.*'HBP/register/image' is not in"):
         m["HBP/register/image"]
 

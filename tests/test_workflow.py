@@ -404,6 +404,26 @@ def test_ring_is_inside_liver_and_outside_tumor(first_run):
         assert not np.logical_and(ring, ~liver).any()
 
 
+@pytest.mark.slow  # a second whole run (~4 min); run with -m slow
+def test_a_second_run_of_the_same_config_audits_identical(first_run, tmp_path):
+    """The same sheets and config run again in another folder: `hccrad audit compare` finds
+    no difference in any table, JSON, image or figure (cohort-trained models included)."""
+    from hccrad.cli import main
+
+    sheets = first_run / "sheets"
+    res = run_snakemake(
+        tmp_path,
+        "--cores",
+        "2",
+        cohort=sheets / "cohort.tsv",
+        clinical=sheets / "clinical.tsv",
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = tmp_path / "compare.tsv"
+    status = main(["audit", "compare", str(first_run), str(tmp_path), "--out", str(out)])
+    assert status == 0, out.read_text() if out.exists() else "no report"
+
+
 def test_adding_a_center_reruns_only_its_jobs(cohort_dir, first_run):
     cohort, clinical = write_sheets(cohort_dir, first_run / "sheets")  # now with center C
     res = run_snakemake(first_run, "-n", cohort=cohort, clinical=clinical)

@@ -67,5 +67,7 @@ rule deep_model_outputs:
     params:
         spec=lambda w: deep_model_spec(w.study, w.model),
         input_key=lambda w: deep_model_input_key(w.study, w.model),
+        # {patient: normalize manifest} (inputs of train_deep_model)
+        manifests=lambda w: deep_model_inputs(w.study, w.model),
     script:
         "../scripts/deep_model_outputs.py"

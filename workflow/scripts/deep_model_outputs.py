@@ -7,10 +7,7 @@ from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
     spec = snakemake.params.spec
-    inputs = patient.deep_input_files(
-        {k.removeprefix("npz_"): v for k, v in snakemake.input.items() if k.startswith("npz_")},
-        snakemake.params.input_key,
-    )
+    inputs = patient.deep_input_files(snakemake.params.manifests, snakemake.params.input_key)
     mil = bool(spec.get("mil", False))
     steps.deep_model_outputs(
         snakemake.input.checkpoint,

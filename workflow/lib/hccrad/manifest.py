@@ -136,6 +136,9 @@ class Manifest(Mapping[str, Path]):
                 file=self.path,
             ) from None
 
+    def __contains__(self, key: object) -> bool:
+        return key in self.files
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.files)
 
