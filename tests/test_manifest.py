@@ -91,3 +91,17 @@ def test_reading_names_a_missing_or_changed_file(tmp_path):
         read_manifest(manifest)
     with pytest.raises(InputError, match="cannot read manifest"):
         read_manifest(tmp_path / "nope.json")
+
+
+def test_temporary_files_of_a_killed_attempt_are_removed(tmp_path):
+    """A killed job leaves the atomic writer's temporary file; the rerun removes it."""
+    target = tmp_path / "AP/register/liver.nii.gz"
+    target.parent.mkdir(parents=True)
+    stale = target.parent / ".liver.nii.gz.pj4xdgta.tmp.nii.gz"
+    stale.write_bytes(b"half")
+    other = target.parent / ".image.nii.gz.abcdefgh.tmp.nii.gz"  # another file's: kept
+    other.write_bytes(b"half")
+    with OutputSet(tmp_path / "m.json", patient="P1", stage="register") as out:
+        out.add("AP/register/liver", target)
+        assert not stale.exists() and other.exists()
+        target.write_bytes(b"mask")

@@ -286,8 +286,9 @@ def with_listed_files(workdir: Path, out: str) -> list[str]:
     """A declared output and, for a per-patient manifest (hccrad.manifest), the files it lists."""
     files = [out]
     if out.endswith("/manifest.json") and (workdir / out).is_file():
-        entries = json.loads((workdir / out).read_text())["files"].values()
-        files += [e["path"] for e in entries]
+        entries = json.loads((workdir / out).read_text()).get("files", {})
+        if isinstance(entries, dict):  # (the audit's provenance manifest is another format)
+            files += [e["path"] for e in entries.values() if isinstance(e, dict) and "path" in e]
     return files
 
 
@@ -431,9 +432,13 @@ def test_killed_job_and_snakemake_recover(cluster, first_slurm_run, local_ref, b
     assert len(targets) >= 4
     # what a cohort-level result made (e.g. predicted masks) stays; a manifest goes with the
     # files it lists
-    for out in [f for target in targets for f in with_listed_files(work, target)[::-1]]:
+    listed = [f for target in targets for f in with_listed_files(work, target)[::-1]]
+    for out in dict.fromkeys(listed):  # a manifest may list a declared output (qc.png)
         path = work / out
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     log = work / "killed_run.log"
     t0 = time.perf_counter()
     with log.open("w") as fh:

@@ -16,7 +16,9 @@ rule cluster_habitats:
         paths.benchmark_path("cluster_habitats", "{center}", "{patient}")
     conda:
         RADIOMICS_ENV
-    threads: 2
+    # one thread: the K-means (most of the job) is single-threaded; two patients side by side
+    # use two cores better than one patient's voxel maps on two
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,

@@ -69,10 +69,19 @@ class OutputSet:
         self.files: dict[str, Path] = {}
 
     def add(self, key: str, path: PathLike) -> str:
-        """Register ``path`` under ``key`` (unique) and return it as a string."""
+        """Register ``path`` under ``key`` (unique) and return it as a string.
+
+        Temporary files an earlier, killed attempt left beside ``path`` (the atomic writers'
+        ``.{name}.*.tmp*``; a killed process cleans nothing up) are removed first.
+        """
         if key in self.files:
             raise ValueError(f"manifest key {key!r} registered twice")
-        self.files[key] = Path(path)
+        p = Path(path)
+        if p.parent.is_dir():
+            for stale in p.parent.glob(f".{p.name}.*.tmp*"):
+                stale.unlink(missing_ok=True)
+                log.info("removed %s (left by a killed job)", stale)
+        self.files[key] = p
         return str(path)
 
     def __enter__(self) -> OutputSet:

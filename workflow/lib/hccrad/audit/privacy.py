@@ -173,6 +173,10 @@ def sheet_identifiers(cohort_sheet: PathLike) -> dict[str, set[str]]:
     return dicom_identifiers(files, allowed=allowed)
 
 
+#: Lowercase letters and digits (terms match as whole tokens of a lowercased blob).
+_ALNUM = b"abcdefghijklmnopqrstuvwxyz0123456789"
+
+
 def _trie_pattern(words: Iterable[bytes]) -> bytes:
     """One regular expression matching any of ``words`` (a trie, so matching stays linear)."""
     trie: dict = {}
@@ -213,27 +217,36 @@ class IdentifierMatcher:
         self.longest = max((len(k) for k in self.tags), default=0)
         digits = [k for k in self.tags if k.isdigit()]
         words = [k for k in self.tags if not k.isdigit()]
-        self.regexes = []
+        # (regex, bytes that may not precede a match). The preceding-byte test is done by hand:
+        # a leading look-behind stops the regex engine from skipping ahead to the bytes a term
+        # can start with, and the scan then costs ~10x more on binary files. The blob is
+        # lowercased first, so the patterns need no IGNORECASE.
+        self.regexes: list[tuple[re.Pattern[bytes], bytes]] = []
         if words:
             self.regexes.append(
-                re.compile(
-                    rb"(?<![A-Za-z0-9])(" + _trie_pattern(words) + rb")(?![A-Za-z0-9])",
-                    re.IGNORECASE,
-                )
+                (re.compile(rb"(" + _trie_pattern(words) + rb")(?![a-z0-9])"), _ALNUM)
             )
         if digits:
             self.regexes.append(
-                re.compile(
-                    rb"(?<![A-Za-z0-9.])(" + _trie_pattern(digits) + rb")(?![A-Za-z0-9]|\.[0-9])"
+                (
+                    re.compile(rb"(" + _trie_pattern(digits) + rb")(?![a-z0-9]|\.[0-9])"),
+                    _ALNUM + b".",
                 )
             )
 
     def find(self, blob: bytes) -> set[str]:
-        """Tags whose values occur in ``blob``."""
+        """Tags whose values occur in ``blob`` (case-insensitively, as whole tokens)."""
         found: set[str] = set()
-        for regex in self.regexes:
-            for m in regex.finditer(blob):
-                found |= self.tags.get(m.group(1).lower(), set())
+        low = blob.lower()
+        for regex, not_before in self.regexes:
+            pos = 0
+            while (m := regex.search(low, pos)) is not None:
+                start = m.start()
+                if start > 0 and low[start - 1] in not_before:
+                    pos = start + 1  # as a look-behind would: try the next position
+                    continue
+                found |= self.tags.get(m.group(1), set())
+                pos = m.end() if m.end() > start else start + 1
         return found
 
     def find_numbers(self, values: np.ndarray) -> set[str]:

@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import platform
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -496,16 +495,15 @@ def _split(n: int, config: SegConfig) -> tuple[list[int], list[int]]:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    torch = _torch()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through a buffer, then an atomic write: the same object gives the same bytes
+    (saving to a file names the archive inside after the file, here a random temporary name)."""
+    import io
+
+    from hccrad.imageio import write_bytes_atomic
+
+    buf = io.BytesIO()
+    _torch().save(obj, buf)
+    write_bytes_atomic(buf.getvalue(), path)
 
 
 def _versions() -> dict[str, str]:
