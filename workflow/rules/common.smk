@@ -37,6 +37,8 @@ RADIOMICS_ENV = "../../envs/radiomics.yaml"
 DEEP_ENV = "../../envs/deep.yaml"
 # GPUs a deep training job asks for (resources: gpu); 0 on CPU-only clusters.
 DEEP_TRAIN_GPUS = int(config.get("deep", {}).get("train_gpus", 1))
+
+
 def modality_of(wildcards):
     return SETTINGS.modality(COHORT.modality(wildcards.patient))
 
@@ -85,6 +87,7 @@ def get_register_inputs(wildcards):
 def reference_phases(patients):
     """{patient: reference phase of its modality}."""
     return {p: SETTINGS.modality(COHORT.modality(p)).reference_phase for p in patients}
+
 
 def mask_source_phase(patient, phase, kind):
     """Phase whose mask of `kind` stands for `phase` in the registered space, or None.
