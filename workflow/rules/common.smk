@@ -345,18 +345,13 @@ DEEP_INPUTS = SETTINGS.deep_inputs if SETTINGS.deep_enabled else {}
 
 
 def deep_input_patients(spec):
-    """Patients that get input `spec`: modality, phases acquired, a tumor on the first phase."""
-    return [
-        p
-        for p in COHORT.patients
-        if COHORT.modality(p) in spec.modalities
-        and all(ph in COHORT.phases(p) for ph in spec.phases)
-        and has_tumor(p, spec.phases[0])
-    ]
+    """Patients that get input `spec` (patient_deep_inputs)."""
+    return [p for p in COHORT.patients if spec in patient_deep_inputs(p)]
 
 
 def patient_deep_inputs(patient):
-    """The deep.inputs entries `patient` gets (built by its normalize_patient job)."""
+    """The deep.inputs entries `patient` gets (built by its normalize_patient job): its
+    modality, every phase of the entry acquired, a tumor on the entry's first phase."""
     return [
         spec
         for spec in DEEP_INPUTS.values()
