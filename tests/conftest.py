@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -98,3 +99,21 @@ def write_sheets(cohort_dir: Path, dest: Path, *, centers=None, edit=None) -> tu
     sheet.to_csv(dest / "cohort.tsv", sep="\t", index=False)
     clinical.to_csv(dest / "clinical.tsv", sep="\t", index=False)
     return dest / "cohort.tsv", dest / "clinical.tsv"
+
+
+# wall seconds of the session's shared runs, by fixture name (reported by the SLURM tests)
+RUN_SECONDS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def ab_run(cohort_dir, tmp_path_factory) -> Path:
+    """The whole workflow run once with ``--cores 2`` on centers A and B of the tiny cohort
+    (sheets in ``sheets/``). Shared, read-only: the workflow tests inspect it and the SLURM
+    tests compare their runs with it; a test that changes a run works on a copy."""
+    work = tmp_path_factory.mktemp("run")
+    cohort, clinical = write_sheets(cohort_dir, work / "sheets", centers=["A", "B"])
+    t0 = time.perf_counter()
+    res = run_snakemake(work, "--cores", "2", cohort=cohort, clinical=clinical)
+    RUN_SECONDS["ab_run"] = time.perf_counter() - t0
+    assert res.returncode == 0, res.stderr[-4000:]
+    return work

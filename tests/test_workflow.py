@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -158,12 +159,9 @@ def runnable_studies(sheet: pd.DataFrame, settings) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(cohort_dir, tmp_path_factory):
-    work = tmp_path_factory.mktemp("run")
-    cohort, clinical = write_sheets(cohort_dir, work / "sheets", centers=["A", "B"])
-    res = run_snakemake(work, "--cores", "2", cohort=cohort, clinical=clinical)
-    assert res.returncode == 0, res.stderr[-4000:]
-    return work
+def first_run(ab_run):
+    """The shared A+B run (conftest.ab_run); read-only here."""
+    return ab_run
 
 
 def test_lint_is_clean(cohort_dir, tmp_path):
@@ -424,9 +422,11 @@ def test_a_second_run_of_the_same_config_audits_identical(first_run, tmp_path):
     assert status == 0, out.read_text() if out.exists() else "no report"
 
 
-def test_adding_a_center_reruns_only_its_jobs(cohort_dir, first_run):
-    cohort, clinical = write_sheets(cohort_dir, first_run / "sheets")  # now with center C
-    res = run_snakemake(first_run, "-n", cohort=cohort, clinical=clinical)
+def test_adding_a_center_reruns_only_its_jobs(cohort_dir, first_run, tmp_path):
+    work = tmp_path / "grown"  # a copy: the shared run stays as it is
+    shutil.copytree(first_run, work, symlinks=True)
+    cohort, clinical = write_sheets(cohort_dir, work / "sheets")  # now with center C
+    res = run_snakemake(work, "-n", cohort=cohort, clinical=clinical)
     assert res.returncode == 0, res.stderr[-3000:]
     sheet = pd.read_csv(cohort, sep="\t", dtype=str, keep_default_na=False)
     want = expected_jobs(sheet[sheet["center"] == "C"])
@@ -448,9 +448,9 @@ def test_adding_a_center_reruns_only_its_jobs(cohort_dir, first_run):
         if rule not in RERUN_FOR_ALL:
             assert centers <= {"C"}, (rule, centers)
 
-    res = run_snakemake(first_run, "--cores", "2", cohort=cohort, clinical=clinical)
+    res = run_snakemake(work, "--cores", "2", cohort=cohort, clinical=clinical)
     assert res.returncode == 0, res.stderr[-4000:]
-    table = pd.read_parquet(first_run / "results/cohort/preprocess/summary.parquet")
+    table = pd.read_parquet(work / "results/cohort/preprocess/summary.parquet")
     assert set(table["patient"]) == set(sheet["patient"])
-    res = run_snakemake(first_run, "-n", cohort=cohort, clinical=clinical)
+    res = run_snakemake(work, "-n", cohort=cohort, clinical=clinical)
     assert "Nothing to be done" in res.stdout + res.stderr
