@@ -31,3 +31,7 @@ rule all:
         deep_model_targets(),
         audit_targets(),
         report_targets(),
+
+
+# after every rule: Snakemake then reads their functions' signatures instead of computing them
+cache_function_signatures()

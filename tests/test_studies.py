@@ -269,6 +269,31 @@ def test_invalid_study_names_file_and_key(tmp_path, edit, key, message):
     assert str(path) in text and key in text and message in text, text
 
 
+def test_estimator_check_is_remembered_per_model_digest(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    path = write_spec(tmp_path, TINY_SPEC)
+    calls = []
+    check = studies._check_estimators
+    monkeypatch.setattr(studies, "_check_estimators", lambda *a: (calls.append(a), check(*a)))
+    spec = load_study(path, estimator_cache=cache)
+    assert calls and [p.name for p in cache.iterdir()] == [
+        f"estimators-{studies.estimator_check_digest(spec)}.ok"
+    ]
+    calls.clear()
+    load_study(path, estimator_cache=cache)  # same models, same packages: not checked again
+    assert not calls
+    # a bad parameter changes the digest: checked (and refused) although a marker exists
+    bad = studies.deep_merge(yaml.safe_load(TINY_SPEC), {"models": {"rad": {"params": {"x": 1}}}})
+    broken = write_spec(tmp_path / "b", yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match=r"models\.rad"):
+        load_study(broken, estimator_cache=cache)
+    assert len(list(cache.iterdir())) == 1
+    # a failed check leaves no marker; without a cache every load checks
+    calls.clear()
+    load_study(path)
+    assert calls
+
+
 def test_missing_and_duplicate_study_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_study(tmp_path / "absent.yaml")

@@ -294,6 +294,7 @@ def load_study(
     defaults: str | os.PathLike[str] | None = None,
     *,
     check_estimators: bool = True,
+    estimator_cache: str | os.PathLike[str] | None = None,
 ) -> StudySpec:
     """Load, merge and validate one study file.
 
@@ -303,6 +304,9 @@ def load_study(
             when absent).
         check_estimators: Also build every pipeline once, so that a bad step or classifier
             argument or grid key is reported now (imports scikit-learn).
+        estimator_cache: A folder remembering passed estimator checks (one empty file per
+            digest of the study's pipeline models and the versions of the packages that build
+            them, :func:`estimator_check_digest`): a check that passed before is not repeated.
 
     Raises:
         ConfigError: Naming the study file and the offending key.
@@ -319,8 +323,48 @@ def load_study(
     spec = _spec_from_dict(p, merged)
     _cross_check(spec, where)
     if check_estimators:
-        _check_estimators(spec, where)
+        marker = None
+        if estimator_cache is not None:
+            marker = Path(estimator_cache) / f"estimators-{estimator_check_digest(spec)}.ok"
+        if marker is None or not marker.is_file():
+            _check_estimators(spec, where)
+            if marker is not None:
+                with contextlib.suppress(OSError):  # a read-only folder only costs the re-check
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.touch()
     return spec
+
+
+#: Distributions whose versions decide whether a pipeline builds (:func:`estimator_check_digest`).
+ESTIMATOR_PACKAGES = ("hccrad", "scikit-learn", "imbalanced-learn", "xgboost", "numpy", "scipy")
+
+
+def estimator_check_digest(spec: StudySpec) -> str:
+    """SHA-256 of a study's pipeline models (steps, classifier, parameters, SMOTE, grid), the
+    installed versions of :data:`ESTIMATOR_PACKAGES` and the source of the pipeline builder
+    (``hccrad/stats/models.py``): equal digests give the same check result."""
+    import hashlib
+    from importlib import metadata
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return ""
+
+    models = {
+        name: [list(m.selection), m.classifier, m.params, m.smote, m.grid]
+        for name, m in sorted(spec.models.items())
+        if m.kind == "pipeline"
+    }
+    builder = Path(__file__).with_name("stats") / "models.py"  # build_pipeline's source
+    payload = {
+        "models": models,
+        "versions": {d: version(d) for d in ESTIMATOR_PACKAGES},
+        "builder": hashlib.sha256(builder.read_bytes()).hexdigest(),
+    }
+    text = json.dumps(payload, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _t(values: Any) -> tuple:
