@@ -37,6 +37,12 @@ RADIOMICS_ENV = "../../envs/radiomics.yaml"
 DEEP_ENV = "../../envs/deep.yaml"
 # GPUs a deep training job asks for (resources: gpu); 0 on CPU-only clusters.
 DEEP_TRAIN_GPUS = int(config.get("deep", {}).get("train_gpus", 1))
+DEEP_THREADS = int(config.get("deep", {}).get("threads", 2))
+# Jobs on the cohort's longest chain (the U-Net, then the patients it segments; the studies'
+# deep models and fits) go before per-patient jobs that are ready at the same time: the chain
+# starts as soon as its inputs exist instead of after every other patient's radiomics and
+# habitats, and per-patient jobs fill the cores beside it. Order only; outputs are the same.
+CHAIN_PRIORITY = 10
 
 
 def modality_of(wildcards):

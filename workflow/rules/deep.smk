@@ -22,9 +22,10 @@ rule train_deep_model:
         paths.log_path("train_deep_model", "{study}", "{model}"),
     benchmark:
         paths.benchmark_path("train_deep_model", "{study}", "{model}")
+    priority: CHAIN_PRIORITY
     conda:
         DEEP_ENV
-    threads: 2
+    threads: DEEP_THREADS
     resources:
         mem_mb=8000,
         runtime=240,
@@ -58,9 +59,10 @@ rule deep_model_outputs:
         paths.log_path("deep_model_outputs", "{study}", "{model}"),
     benchmark:
         paths.benchmark_path("deep_model_outputs", "{study}", "{model}")
+    priority: CHAIN_PRIORITY
     conda:
         DEEP_ENV
-    threads: 2
+    threads: DEEP_THREADS
     resources:
         mem_mb=8000,
         runtime=60,

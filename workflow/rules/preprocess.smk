@@ -52,6 +52,7 @@ rule register_patient:
         paths.benchmark_path("register_patient", "{center}", "{patient}")
     wildcard_constraints:
         patient=SEGMENTED_PATIENTS,
+    priority: CHAIN_PRIORITY
     conda:
         PREPROCESS_ENV
     threads: 1
@@ -84,6 +85,7 @@ rule normalize_patient:
         paths.benchmark_path("normalize_patient", "{center}", "{patient}")
     wildcard_constraints:
         patient=SEGMENTED_PATIENTS,
+    priority: CHAIN_PRIORITY
     conda:
         PREPROCESS_ENV
     threads: 1

@@ -13,6 +13,7 @@ rule train_segmentation:
         paths.log_path("train_segmentation"),
     benchmark:
         paths.benchmark_path("train_segmentation")
+    priority: CHAIN_PRIORITY
     conda:
         DEEP_ENV
     threads: 2
@@ -41,6 +42,7 @@ rule segment_patient:
         paths.log_path("segment_patient", "{center}", "{patient}", "{phase}"),
     benchmark:
         paths.benchmark_path("segment_patient", "{center}", "{patient}", "{phase}")
+    priority: CHAIN_PRIORITY
     conda:
         DEEP_ENV
     threads: 1

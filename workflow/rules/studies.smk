@@ -17,6 +17,7 @@ rule study_splits:
         paths.benchmark_path("study_splits", "{study}")
     wildcard_constraints:
         study="|".join(STUDIES) or "none",
+    priority: CHAIN_PRIORITY
     conda:
         STATS_ENV
     threads: 1
@@ -45,6 +46,7 @@ for _study in STUDIES:
             paths.log_path("run_study", _study),
         benchmark:
             paths.benchmark_path("run_study", _study)
+        priority: CHAIN_PRIORITY
         conda:
             STATS_ENV
         threads: 1
