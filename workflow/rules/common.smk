@@ -766,9 +766,9 @@ def cache_function_signatures():
                 yield func
 
     count = 0
-    for rule in workflow.rules:
-        resources = getattr(rule, "resources", None)
-        values = [*rule.input, *rule.params]
+    for r in workflow.rules:
+        resources = getattr(r, "resources", None)
+        values = [*r.input, *r.params]
         if hasattr(resources, "values"):
             values += list(resources.values())
         for func in functions(values):
