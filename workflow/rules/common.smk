@@ -765,7 +765,6 @@ def cache_function_signatures():
             if inspect.isfunction(func):
                 yield func
 
-    count = 0
     for r in workflow.rules:
         resources = getattr(r, "resources", None)
         values = [*r.input, *r.params]
@@ -774,5 +773,3 @@ def cache_function_signatures():
         for func in functions(values):
             if "__signature__" not in vars(func):
                 func.__signature__ = inspect.signature(func)
-                count += 1
-    return count
