@@ -1,5 +1,6 @@
 """Configuration validation and typed settings."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -106,10 +107,59 @@ def test_overrides_take_precedence(tmp_path):
             },
             "config key deep.inputs.bad-name",
         ),
+        (
+            {
+                "deep": {
+                    "inputs": {
+                        "hab": {
+                            "builder": "multiphase",
+                            "modalities": ["MR"],
+                            "phases": ["AP", "PVP"],
+                            "region": "habitats",
+                            "size": 16,
+                        }
+                    }
+                }
+            },
+            "config key deep.inputs.hab: region habitats takes the slices or cube",
+        ),
+        (
+            {
+                "habitats": {"enabled": False},
+                "deep": {
+                    "inputs": {
+                        "hab": {
+                            "builder": "slices",
+                            "modalities": ["MR"],
+                            "phases": ["PVP"],
+                            "region": "habitats",
+                            "size": 16,
+                        }
+                    }
+                },
+            },
+            "config key deep.inputs.hab: region habitats needs habitats.enabled",
+        ),
+        (
+            {
+                "deep": {
+                    "inputs": {
+                        "hab": {
+                            "builder": "cube",
+                            "modalities": ["CT"],
+                            "phases": ["AP"],
+                            "region": "habitats",
+                            "size": 16,
+                        }
+                    }
+                },
+            },
+            "config key deep.inputs.hab.modalities: ['CT'] not among habitats.modalities",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(patch, needle):
-    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
         validate_config({"cohort": "c.tsv", "clinical": "k.tsv", **patch})
 
 

@@ -148,3 +148,52 @@ def test_mismatched_or_empty_masks_are_errors():
     other = volume((5, 10, 12))
     with pytest.raises(ValueError, match="differ"):
         build_slices(ref, as_mask(np.ones((5, 10, 12)), other))
+
+
+def test_subregion_inputs_follow_each_habitat_on_the_image_grid(tmp_path):
+    """Per-subregion tensors: the label map (2 mm habitat grid) carried onto the 1 mm image; each
+    subregion's slices centre on its own largest cross-section; an absent habitat is reported."""
+
+    from hccrad import steps
+    from hccrad.config import DeepInputSpec
+    from hccrad.deep.inputs import DeepInput
+    from hccrad.manifest import OutputSet, read_manifest
+
+    img = volume((30, 40, 40))
+    arr = np.zeros((30, 40, 40), np.float32)
+    arr[5:25, 10:30, 10:30] = 50.0
+    image = sitk.GetImageFromArray(arr)
+    image.CopyInformation(img)
+    image_path = tmp_path / "image.nii.gz"
+    sitk.WriteImage(image, str(image_path))
+    # habitat grid: 2 mm; habitat 1 widest at habitat slice 5 (image z 10-11), habitat 2 widest
+    # at habitat slice 9 (image z 18-19); no habitat 3
+    lab = np.zeros((15, 20, 20), np.uint8)
+    lab[3:7, 5:15, 5:10] = 1
+    lab[5, 4:16, 4:10] = 1
+    lab[7:11, 5:15, 10:15] = 2
+    lab[9, 3:17, 10:17] = 2
+    labels = sitk.GetImageFromArray(lab)
+    labels.SetSpacing((2.0, 2.0, 2.0))
+    labels.SetOrigin((0.5, 0.5, 0.5))  # centres of 2x2x2 blocks of 1 mm voxels
+    spec = DeepInputSpec(name="hab", builder="slices", modalities=("MR",), phases=("PVP",),
+                         region="habitats", size=16, mask_to_region=True)  # fmt: skip
+    assert spec.per_subregion
+    manifest = tmp_path / "deep_inputs.json"
+    with OutputSet(manifest, patient="P1", stage="habitat_deep_inputs") as out:
+        missing = steps.build_subregion_inputs(
+            labels, 3, {"PVP": image_path}, out, specs=[spec], scale=10.0,
+            center="A", patient="P1", root=str(tmp_path / "results"),
+        )  # fmt: skip
+    assert missing == {"hab/PVP": [3]}
+    files = read_manifest(manifest)
+    assert sorted(files) == ["deep/hab/PVP/h1", "deep/hab/PVP/h2"]
+    assert files["deep/hab/PVP/h1"] == tmp_path / "results/A/P1/PVP/deep/hab_h1.npz"
+    h1 = DeepInput.load(files["deep/hab/PVP/h1"])
+    h2 = DeepInput.load(files["deep/hab/PVP/h2"])
+    assert h1.meta["largest_slice"] == 10 and h1.meta["subregion"] == 1
+    assert list(h1.z) == [8, 9, 10, 11, 12]
+    assert h2.meta["largest_slice"] == 18 and list(h2.z) == [16, 17, 18, 19, 20]
+    # masked to the habitat: the centre slice holds the image value 50 / scale inside it only
+    centre = h2.x[2, 0]
+    assert centre.max() == pytest.approx(5.0) and (centre == 0).any()

@@ -125,3 +125,111 @@ def test_untrained_marker_gives_constant_outputs(tmp_path):
     assert list(feats.index) == sorted(inputs) and (feats["deep_0"] == 0).all()
     steps.deep_gradcam(out / "checkpoint.pt", inputs, tmp_path / "cam")
     assert (tmp_path / "cam" / "untrained.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# one network per habitat subregion
+# ---------------------------------------------------------------------------------------------
+
+SUB_TRAIN = {"epochs": 3, "batch_size": 8, "optimizer": "sgd", "lr": 0.01,
+             "val_fraction": 0.25, "patience": None, "network": "resnet10"}  # fmt: skip
+
+
+def subregion_inputs(folder, n: int) -> tuple[dict[int, dict[str, str]], list[int]]:
+    """Habitat 1 carries the label (bright square), habitat 2 is noise; P05 has no habitat 2."""
+    rng = np.random.default_rng(1)
+    inputs: dict[int, dict[str, str]] = {1: {}, 2: {}}
+    labels = []
+    for i in range(n):
+        y = i % 2
+        labels.append(y)
+        for h in (1, 2):
+            if h == 2 and i == 5:
+                continue
+            x = rng.normal(0, 1, size=(5, 1, 32, 32)).astype(np.float32)
+            if h == 1 and y:
+                x[:, :, 10:22, 10:22] += 3.0
+            path = folder / f"P{i:02d}_h{h}.npz"
+            DeepInput(x, "slices", np.arange(5), np.arange(5) - 2, {"subregion": h}).save(path)
+            inputs[h][f"P{i:02d}"] = str(path)
+    return inputs, labels
+
+
+def test_subregion_models_are_the_single_models_bundled(tmp_path):
+    from hccrad.deep.train import read_subregion_bundle
+
+    inputs, labels = subregion_inputs(tmp_path, 24)
+    splits, clinical = write_tables(tmp_path, labels, train_n=16)
+    out = tmp_path / "habitat"
+    steps.train_subregion_models(
+        inputs, splits, clinical, out, label="grade", preset="habitat_25d",
+        overrides=SUB_TRAIN, seed=3,
+    )  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt",
+        "config.json",
+        "curves.png",
+        "metrics.json",
+        "patients.json",
+    ]  # no leftover per-subregion folder
+    bundle = read_subregion_bundle(out / "checkpoint.pt")
+    assert list(bundle) == [1, 2]
+    # each member is exactly the model train_deep_model fits on that subregion alone (CPU,
+    # same seed): the bundle changes nothing about how a subregion's network is trained
+    alone = tmp_path / "alone_h2"
+    steps.train_deep_model(
+        inputs[2], splits, clinical, alone, label="grade", preset="habitat_25d",
+        overrides=SUB_TRAIN, seed=3,
+    )  # fmt: skip
+    ref = torch.load(alone / "checkpoint.pt", weights_only=True)["state_dict"]
+    for key, value in ref.items():
+        assert torch.equal(bundle[2]["state_dict"][key], value), key
+    who = json.loads((out / "patients.json").read_text())["subregions"]
+    assert who["1"]["patients"] == [f"P{i:02d}" for i in range(16)]
+    assert "P05" not in who["2"]["patients"] and len(who["2"]["patients"]) == 15
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trained_subregions"] == [1, 2] and set(metrics["subregions"]) == {"1", "2"}
+
+    steps.deep_subregion_outputs(
+        out / "checkpoint.pt", inputs, tmp_path / "f.parquet", tmp_path / "p.parquet"
+    )
+    feats = pd.read_parquet(tmp_path / "f.parquet")
+    assert list(feats.index) == [f"P{i:02d}" for i in range(24)]
+    h1 = [c for c in feats if c.startswith("h1_deep_")]
+    h2 = [c for c in feats if c.startswith("h2_deep_")]
+    assert len(h1) == len(h2) > 10 and len(h1) + len(h2) == feats.shape[1]
+    assert feats.loc["P05", h2].isna().all() and feats.drop(index="P05").notna().all().all()
+    pred = pd.read_parquet(tmp_path / "p.parquet")
+    assert sorted(pred["subregion"].unique()) == [1, 2]
+    held = pred[(pred["subregion"] == 1) & (pred["patient"] >= "P16")]
+    from sklearn.metrics import roc_auc_score
+
+    # the informative habitat separates held-out patients
+    assert roc_auc_score([labels[int(p[1:])] for p in held["patient"]], held["prob"]) > 0.9
+    steps.deep_subregion_gradcam(out / "checkpoint.pt", inputs, tmp_path / "cam", max_patients=1)
+    assert sorted(p.name for p in (tmp_path / "cam").iterdir()) == ["P00_h1.png", "P00_h2.png"]
+
+
+def test_a_subregion_without_both_classes_is_marked_untrained(tmp_path):
+    inputs, labels = subregion_inputs(tmp_path, 8)
+    # habitat 2 only in label-0 patients of the training split
+    inputs[2] = {p: v for p, v in inputs[2].items() if labels[int(p[1:])] == 0}
+    splits, clinical = write_tables(tmp_path, labels, train_n=8)
+    out = tmp_path / "habitat"
+    steps.train_subregion_models(
+        inputs, splits, clinical, out, label="grade", preset="habitat_25d",
+        overrides={**SUB_TRAIN, "epochs": 1}, seed=0, mark_untrained=True,
+    )  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trained_subregions"] == [1]
+    assert metrics["subregions"]["2"]["trained"] is False
+    steps.deep_subregion_outputs(
+        out / "checkpoint.pt", inputs, tmp_path / "f.parquet", tmp_path / "p.parquet"
+    )
+    feats = pd.read_parquet(tmp_path / "f.parquet")
+    assert (feats["h2_deep_0"].dropna() == 0).all() and feats["h2_deep_0"].notna().sum() == 4
+    steps.deep_subregion_gradcam(out / "checkpoint.pt", inputs, tmp_path / "cam", max_patients=1)
+    assert sorted(p.name for p in (tmp_path / "cam").iterdir()) == [
+        "P00_h1.png",
+        "untrained_h2.png",
+    ]

@@ -209,8 +209,10 @@ def test_seed_studies_load_and_declare_outputs():
     assert hg.comparisons == (
         ("habitat_fusion", "whole_tumor"),
         ("deep_whole_25d", "whole_tumor"),
+        ("deep_habitat_25d", "deep_whole_25d"),
     )
     assert hg.raw["deep_models"]["whole_25d"]["input"] == "habitat_slices"
+    assert hg.raw["deep_models"]["habitat_25d"]["input"] == "habitat_subregion_slices"
     # the chain name resolves to its steps; defaults are merged under the study
     assert [s["step"] for s in hg.models["whole_tumor"].selection] == ["correlation", "lasso"]
     assert hg.splits.primary_centers == ("A", "B") and hg.splits.temporal_cutoff == "2019-01-01"

@@ -131,7 +131,9 @@ def cohort_jobs(sheet: pd.DataFrame) -> dict[str, int]:
         for model in specs[name].raw.get("deep_models", {}).values():
             spec = settings.deep_inputs[model["input"]]
             if any(
-                rows["modality"].iloc[0] == specs[name].modality and has_input(rows, settings, spec)
+                rows["modality"].iloc[0] == specs[name].modality
+                and has_input(rows, settings, spec)
+                and (not spec.per_subregion or has_habitats(rows, settings))
                 for _, rows in sheet.groupby("patient")
             ):
                 for rule in ("train_deep_model", "deep_model_outputs"):
@@ -262,17 +264,38 @@ def test_deep_inputs(first_run):
 
     settings = load_settings(ROOT / "config" / "config.yaml")
     sheet = pd.read_csv(first_run / "sheets/cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
-    n = 0
+    n = n_sub = 0
+    k = int(
+        json.loads(next((first_run / "results").glob("*/*/habitats/stats.json")).read_text())["k"]
+    )
     for name, spec in settings.deep_inputs.items():
         for patient, rows in sheet.groupby("patient"):
             if not has_input(rows, settings, spec):
                 continue
             base = first_run / "results" / rows["center"].iloc[0] / patient
-            files = (
-                [base / ph / "deep" / f"{name}.npz" for ph in spec.phases]
-                if spec.per_phase
-                else [base / "deep" / f"{name}.npz"]
-            )
+            if spec.per_subregion:  # built by assign_habitats: one tensor per subregion
+                if not has_habitats(rows, settings):
+                    continue
+                listed = json.loads((base / "habitats/deep_inputs.json").read_text())["files"]
+                files = [
+                    first_run / listed[f"deep/{name}/{ph}/h{i}"]["path"]
+                    for ph in spec.phases
+                    for i in range(1, k + 1)
+                    if f"deep/{name}/{ph}/h{i}" in listed
+                ]
+                assert files == [
+                    base / ph / "deep" / f"{name}_h{i}.npz"
+                    for ph in spec.phases
+                    for i in range(1, k + 1)
+                    if f"deep/{name}/{ph}/h{i}" in listed
+                ]
+                n_sub += len(files)
+            else:
+                files = (
+                    [base / ph / "deep" / f"{name}.npz" for ph in spec.phases]
+                    if spec.per_phase
+                    else [base / "deep" / f"{name}.npz"]
+                )
             for f in files:
                 d = DeepInput.load(f)
                 n += 1
@@ -286,6 +309,8 @@ def test_deep_inputs(first_run):
                 assert np.isfinite(d.x).all() and d.x.std() > 0
                 assert d.meta["patient"] == patient and d.meta["region"] == spec.region
     assert n > 0
+    if any(spec.per_subregion for spec in settings.deep_inputs.values()):
+        assert n_sub > 0
 
 
 def test_segmentation_outputs(first_run):
@@ -333,7 +358,12 @@ def test_deep_models_and_studies(first_run):
             deep = folder / "deep" / model
             used = json.loads((deep / "patients.json").read_text())
             train = set(splits.loc[splits["split"] == "train", "patient"])
-            assert set(used["patients"]) <= train  # never a validation or test patient
+            seen = (  # one network per habitat subregion, or one network
+                set().union(*(set(u["patients"]) for u in used["subregions"].values()))
+                if "subregions" in used
+                else set(used["patients"])
+            )
+            assert seen <= train  # never a validation or test patient
             feats = pd.read_parquet(deep / "features.parquet")
             assert feats.shape[0] > 0 and feats.index.name == "patient"
             assert list((deep / "gradcam").glob("*.png"))

@@ -351,20 +351,45 @@ DEEP_INPUTS = SETTINGS.deep_inputs if SETTINGS.deep_enabled else {}
 
 
 def deep_input_patients(spec):
-    """Patients that get input `spec` (patient_deep_inputs)."""
+    """Patients that get input `spec` (patient_deep_inputs, habitat_deep_inputs)."""
+    if spec.per_subregion:
+        return [p for p in habitat_patients() if spec in habitat_deep_inputs(p)]
     return [p for p in COHORT.patients if spec in patient_deep_inputs(p)]
 
 
+def _gets_deep_input(patient, spec):
+    return (
+        COHORT.modality(patient) in spec.modalities
+        and all(ph in COHORT.phases(patient) for ph in spec.phases)
+        and has_tumor(patient, spec.phases[0])
+    )
+
+
 def patient_deep_inputs(patient):
-    """The deep.inputs entries `patient` gets (built by its normalize_patient job): its
-    modality, every phase of the entry acquired, a tumor on the entry's first phase."""
+    """The deep.inputs entries `patient` gets from its normalize_patient job: its modality,
+    every phase of the entry acquired, a tumor on the entry's first phase (not the per-habitat
+    entries: habitat_deep_inputs)."""
     return [
         spec
         for spec in DEEP_INPUTS.values()
-        if COHORT.modality(patient) in spec.modalities
-        and all(ph in COHORT.phases(patient) for ph in spec.phases)
-        and has_tumor(patient, spec.phases[0])
+        if not spec.per_subregion and _gets_deep_input(patient, spec)
     ]
+
+
+def habitat_deep_inputs(patient):
+    """The `region: habitats` deep.inputs entries a habitat patient gets from assign_habitats."""
+    return [
+        spec
+        for spec in DEEP_INPUTS.values()
+        if spec.per_subregion and _gets_deep_input(patient, spec)
+    ]
+
+
+def habitat_deep_manifest(patient):
+    """Manifest of a patient's per-subregion deep-input tensors (assign_habitats)."""
+    return paths.patient_path(
+        "habitats", "deep_inputs.json", center=COHORT.center(patient), patient=patient
+    )
 
 
 def get_final_targets():
@@ -504,6 +529,11 @@ def deep_model_input(study, model):
         raise ValueError(
             f"study {study}, deep model {model}: input {spec['input']!r} is not in deep.inputs"
         )
+    if inp.per_subregion and spec.get("mil"):
+        raise ValueError(
+            f"study {study}, deep model {model}: MIL features need a per-region input, not "
+            f"the per-subregion {spec['input']!r}"
+        )
     return inp, (spec.get("phase", inp.phases[0]) if inp.per_phase else None)
 
 
@@ -514,13 +544,20 @@ def deep_model_input_key(study, model):
 
 
 def deep_model_inputs(study, model):
-    """{patient: normalize manifest} of the study's patients that have the model's input."""
+    """{patient: manifest listing the model's input} of the study's patients that have it (the
+    normalize manifest; assign_habitats' deep manifest for per-subregion inputs)."""
     inp, _ = deep_model_input(study, model)
+    manifest = habitat_deep_manifest if inp.per_subregion else normalize_manifest
     return {
-        p: normalize_manifest(p)
+        p: manifest(p)
         for p in deep_input_patients(inp)
         if COHORT.modality(p) == STUDIES[study].modality
     }
+
+
+def deep_model_per_subregion(study, model):
+    """Whether the model is one network per habitat subregion (a `region: habitats` input)."""
+    return deep_model_input(study, model)[0].per_subregion
 
 
 def get_train_deep_inputs(wildcards):

@@ -1,6 +1,7 @@
 # Deep models of the studies: training (a GPU job where the cluster has one) and per-patient
 # deep features, predictions, MIL features and Grad-CAM overlays. The input tensors (.npz, config
-# deep.inputs, docs/methods.md) are built per patient by normalize_patient (preprocess.smk).
+# deep.inputs, docs/methods.md) are built per patient by normalize_patient (preprocess.smk), the
+# per-habitat-subregion ones (region: habitats) by assign_habitats (habitats.smk).
 
 
 rule train_deep_model:
@@ -36,6 +37,8 @@ rule train_deep_model:
         input_key=lambda w: deep_model_input_key(w.study, w.model),
         label=lambda w: STUDIES[w.study].label,
         seed=SETTINGS.seed,
+        # one network per habitat subregion (a region: habitats input)
+        per_subregion=lambda w: deep_model_per_subregion(w.study, w.model),
     script:
         "../scripts/train_deep_model.py"
 
@@ -71,5 +74,6 @@ rule deep_model_outputs:
         input_key=lambda w: deep_model_input_key(w.study, w.model),
         # {patient: normalize manifest} (inputs of train_deep_model)
         manifests=lambda w: deep_model_inputs(w.study, w.model),
+        per_subregion=lambda w: deep_model_per_subregion(w.study, w.model),
     script:
         "../scripts/deep_model_outputs.py"

@@ -80,6 +80,8 @@ rule assign_habitats:
         labels=paths.patient_path("habitats", "subregions.nii.gz"),
         masks=directory(paths.patient_path("habitats", "masks")),
         stats=paths.patient_path("habitats", "stats.json"),
+        # per-subregion deep-input tensors (deep.inputs with region: habitats; may list none)
+        deep_inputs=paths.patient_path("habitats", "deep_inputs.json"),
         figure=report(
             paths.patient_path("habitats", "overlay.png"),
             caption=caption("habitat_overlay"),
@@ -101,6 +103,9 @@ rule assign_habitats:
         spacing=HABITATS.spacing,
         stage=lambda w: SETTINGS.radiomics_stage[COHORT.modality(w.patient)],
         phases=lambda w: COHORT.phases(w.patient),
+        # the per-subregion input tensors this patient gets: {name: definition}
+        deep_inputs=lambda w: {s.name: repr(s) for s in habitat_deep_inputs(w.patient)},
+        normalization=lambda w: modality_of(w).normalization,
     script:
         "../scripts/assign_habitats.py"
 

@@ -1,15 +1,21 @@
-"""Rule train_deep_model: one deep model of a study, on the study's training split only."""
+"""Rule train_deep_model: one deep model of a study (or one per habitat subregion), on the
+study's training split only."""
 
 from hccrad import patient, steps
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
     spec = snakemake.params.spec
-    inputs = patient.deep_input_files(
-        {k.removeprefix("npz_"): v for k, v in snakemake.input.items() if k.startswith("npz_")},
-        snakemake.params.input_key,
-    )
-    steps.train_deep_model(
+    manifests = {
+        k.removeprefix("npz_"): v for k, v in snakemake.input.items() if k.startswith("npz_")
+    }
+    if snakemake.params.per_subregion:
+        inputs = patient.subregion_input_files(manifests, snakemake.params.input_key)
+        train = steps.train_subregion_models
+    else:
+        inputs = patient.deep_input_files(manifests, snakemake.params.input_key)
+        train = steps.train_deep_model
+    train(
         inputs,
         snakemake.input.splits,
         snakemake.input.clinical,

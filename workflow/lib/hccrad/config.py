@@ -145,6 +145,22 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
                     f"config key deep.inputs.{name}.phases: {missing} not among the phases of "
                     f"{mod_name} {mod['phases']}"
                 )
+        if spec["region"] == "habitats":
+            if spec["builder"] == "multiphase":
+                raise ConfigError(
+                    f"config key deep.inputs.{name}: region habitats takes the slices or cube "
+                    "builder (one tensor per phase and subregion)"
+                )
+            if not hab["enabled"]:
+                raise ConfigError(
+                    f"config key deep.inputs.{name}: region habitats needs habitats.enabled"
+                )
+            outside = [m for m in spec["modalities"] if m not in hab["modalities"]]
+            if outside:
+                raise ConfigError(
+                    f"config key deep.inputs.{name}.modalities: {outside} not among "
+                    f"habitats.modalities {hab['modalities']}"
+                )
     return data
 
 
@@ -214,6 +230,11 @@ class DeepInputSpec:
     def per_phase(self) -> bool:
         """One tensor per phase (slices, cube) rather than one stacked over phases."""
         return self.builder != "multiphase"
+
+    @property
+    def per_subregion(self) -> bool:
+        """One tensor per habitat subregion (built by ``assign_habitats``), not per region."""
+        return self.region == "habitats"
 
 
 @dataclass(frozen=True)

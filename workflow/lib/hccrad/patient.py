@@ -51,6 +51,11 @@ def deep_key(name: str, phase: str | None = None) -> str:
     return f"deep/{name}/{phase}" if phase else f"deep/{name}"
 
 
+def subregion_key(name: str, phase: str, subregion: int) -> str:
+    """Manifest key of a habitat subregion's deep-input tensor (``assign_habitats``)."""
+    return f"{deep_key(name, phase)}/h{subregion}"
+
+
 def split_raw_inputs(
     named: Mapping[str, PathLike],
 ) -> tuple[dict[str, PathLike], dict[str, dict[str, PathLike]]]:
@@ -426,6 +431,22 @@ def deep_input_files(manifests: Mapping[str, PathLike], input_key: str) -> dict[
     """Patient -> the tensor listed under ``input_key`` (:func:`deep_key`) in that patient's
     :func:`normalize_patient` manifest."""
     return {p: Path(read_manifest(m)[input_key]) for p, m in manifests.items()}
+
+
+def subregion_input_files(
+    manifests: Mapping[str, PathLike], input_key: str
+) -> dict[int, dict[str, Path]]:
+    """Subregion -> patient -> tensor, from the patients' ``assign_habitats`` deep manifests
+    (keys ``{input_key}/h{i}``, :func:`subregion_key`). A patient without a tensor for a
+    subregion (a habitat smaller than one image voxel) is absent from that subregion's mapping.
+    """
+    prefix = f"{input_key}/h"
+    out: dict[int, dict[str, Path]] = {}
+    for p, m in manifests.items():
+        for k, path in read_manifest(m).items():
+            if k.startswith(prefix) and k[len(prefix) :].isdigit():
+                out.setdefault(int(k[len(prefix) :]), {})[p] = Path(path)
+    return {i: dict(sorted(out[i].items())) for i in sorted(out)}
 
 
 def segmentation_case(registration: PathLike, reference: str) -> dict[str, Path]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from hccrad import imageio
+from hccrad import imageio, paths
 from hccrad.config import Normalization
 from hccrad.errors import InputError
 
@@ -763,6 +763,12 @@ def assign_habitats(
     *,
     patient: str,
     spacing: float,
+    dst_deep: PathLike | None = None,
+    deep_specs: Sequence[Any] = (),
+    deep_images: Mapping[str, PathLike] | None = None,
+    deep_scale: float = 1.0,
+    center: str = "",
+    root: PathLike = "results",
 ) -> None:
     """Relabel one patient's clusters to the cohort's reference habitats and summarise them.
 
@@ -770,6 +776,10 @@ def assign_habitats(
     (``dst_masks/subregion_{i}.nii.gz``), ``stats.json`` (voxels, fraction and volume per
     subregion, and the mean intensity of every phase's image inside each subregion, the label
     map being carried onto that image's grid by nearest neighbour) and an overlay figure.
+
+    With ``dst_deep``, also the per-subregion deep-input tensors of ``deep_specs`` (the
+    ``region: habitats`` entries of ``deep.inputs``, from the normalised ``deep_images``;
+    :func:`build_subregion_inputs`) and their manifest ``dst_deep`` (empty without specs).
     """
     import pandas as pd
 
@@ -819,6 +829,19 @@ def assign_habitats(
             "volume_ml": count * voxel_ml,
             **{f"{phase}_mean": float(m[i]) for phase, m in means.items()},
         }
+    if dst_deep is not None:
+        from hccrad.manifest import OutputSet
+
+        with OutputSet(dst_deep, patient=patient, stage="habitat_deep_inputs") as deep_out:
+            if deep_specs:
+                if deep_images is None:
+                    raise ValueError("deep_specs need deep_images")
+                missing = build_subregion_inputs(
+                    label_img, k, deep_images, deep_out, specs=deep_specs, scale=deep_scale,
+                    center=center, patient=patient, root=root,
+                )  # fmt: skip
+                if missing:
+                    stats["subregions_without_deep_input"] = missing
     imageio.write_json(stats, dst_stats)
     plot_habitat_overlay(img, label_img, dst_png, title=f"{patient}: {k} habitats")
     fractions = [round(s["fraction"], 3) for s in stats["subregions"].values()]
@@ -870,8 +893,6 @@ def build_deep_input(
     Raises:
         InputError: When the region is empty.
     """
-    from hccrad.deep import inputs as builders
-
     phases = list(images)
     loaded = {ph: imageio.read_image(p, patient=patient, phase=ph) for ph, p in images.items()}
     region = imageio.read_mask(mask, loaded[phases[0]], patient=patient, phase=phases[0])
@@ -882,7 +903,30 @@ def build_deep_input(
             phase=phases[0],
             file=mask,
         )
-    meta = {"patient": patient, "input": spec.name, "region": spec.region, "phases": phases}
+    _build_deep_tensor(loaded, region, dst, spec=spec, scale=scale, patient=patient)
+
+
+def _build_deep_tensor(
+    loaded: Mapping[str, sitk.Image],
+    region: sitk.Image,
+    dst: PathLike,
+    *,
+    spec: Any,
+    scale: float,
+    patient: str,
+    meta: Mapping[str, Any] | None = None,
+) -> None:
+    """:func:`build_deep_input` on images already read and a non-empty region mask."""
+    from hccrad.deep import inputs as builders
+
+    phases = list(loaded)
+    meta = {
+        "patient": patient,
+        "input": spec.name,
+        "region": spec.region,
+        "phases": phases,
+        **(meta or {}),
+    }
     common = {
         "size": spec.size,
         "margin_mm": spec.margin_mm,
@@ -906,6 +950,74 @@ def build_deep_input(
         raise ValueError(f"unknown builder {spec.builder!r}")
     out.save(dst)
     log.info("%s %s: %s %s", patient, spec.name, out.kind, tuple(out.x.shape))
+
+
+def build_subregion_inputs(
+    labels: sitk.Image,
+    k: int,
+    images: Mapping[str, PathLike],
+    out: Any,
+    *,
+    specs: Sequence[Any],
+    scale: float,
+    center: str,
+    patient: str,
+    root: PathLike = "results",
+) -> dict[str, list[int]]:
+    """The ``region: habitats`` deep inputs of one patient: one tensor per phase and subregion.
+
+    The subregion label map (habitat grid) is carried onto each phase's normalised image by
+    nearest neighbour; subregion ``i``'s tensor is the input's builder (slices or cube) applied
+    to the mask ``label == i``, written to ``{phase}/deep/{input}_h{i}.npz`` and listed in the
+    manifest under ``deep/{input}/{phase}/h{i}`` (:func:`hccrad.patient.subregion_key`). A
+    subregion with no voxel on the image grid (a habitat smaller than one image voxel) gets no
+    tensor: the deep models leave that patient out of that subregion, and its features are
+    missing (imputed by the studies from the training patients).
+
+    Args:
+        labels: Subregion labels (0 outside the tumor, 1..k).
+        k: The cohort's number of habitats.
+        images: Phase -> registered normalised image, every phase the inputs need.
+        out: The :class:`hccrad.manifest.OutputSet` receiving the files.
+        specs: :class:`hccrad.config.DeepInputSpec` entries with ``region: habitats``.
+        scale: Intensity divisor (:attr:`hccrad.config.Normalization.unit_scale`).
+
+    Returns:
+        ``{"{input}/{phase}": [subregions without a tensor]}``.
+    """
+    from hccrad.patient import subregion_key
+
+    missing: dict[str, list[int]] = {}
+    for spec in specs:
+        for phase in spec.phases:
+            img = imageio.read_image(images[phase], patient=patient, phase=phase)
+            lab = sitk.Resample(labels, img, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+            lab_arr = sitk.GetArrayViewFromImage(lab)
+            for i in range(1, k + 1):
+                if not (lab_arr == i).any():
+                    missing.setdefault(f"{spec.name}/{phase}", []).append(i)
+                    log.warning(
+                        "%s %s %s: habitat %d has no voxel on the image grid: no tensor",
+                        patient, spec.name, phase, i,
+                    )  # fmt: skip
+                    continue
+                region = sitk.Cast(lab == i, sitk.sitkUInt8)
+                dst = out.add(
+                    subregion_key(spec.name, phase, i),
+                    paths.image_path(
+                        "deep",
+                        f"{spec.name}_h{i}.npz",
+                        center=center,
+                        patient=patient,
+                        phase=phase,
+                        root=root,
+                    ),
+                )
+                _build_deep_tensor(
+                    {phase: img}, region, dst, spec=spec, scale=scale, patient=patient,
+                    meta={"subregion": i, "k": k},
+                )  # fmt: skip
+    return missing
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1103,6 +1215,160 @@ def train_deep_model(
         metrics.get("best_epoch"),
         len(metrics.get("epochs", [])),
     )
+
+
+def train_subregion_models(
+    inputs: Mapping[int, Mapping[str, PathLike]],
+    splits: PathLike,
+    clinical: PathLike,
+    out_dir: PathLike,
+    *,
+    label: str,
+    preset: str,
+    overrides: Mapping[str, Any],
+    seed: int,
+    threads: int = 1,
+    mark_untrained: bool = False,
+) -> None:
+    """One deep model per habitat subregion (the habitat study's per-subregion networks).
+
+    Each subregion's network is trained exactly as :func:`train_deep_model` trains one model
+    (same preset, overrides and seed; **training** patients only; its validation fold carved
+    from them) on that subregion's tensors. The outputs are those of one model: ``checkpoint.pt``
+    bundles the subregions' checkpoints (:func:`hccrad.deep.train.write_subregion_bundle`),
+    ``metrics.json``, ``config.json`` and ``patients.json`` hold one entry per subregion, and
+    ``curves.png`` draws every subregion's curves.
+
+    Args:
+        inputs: Subregion -> ``{patient: tensor}`` (:func:`hccrad.patient.subregion_input_files`).
+        Others: As :func:`train_deep_model`.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+
+    from hccrad.deep.train import plot_subregion_curves, write_subregion_bundle
+
+    if not inputs:
+        raise InputError(
+            "no per-subregion input tensors: no patient has a habitat subregion tensor",
+            file=splits,
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    members: dict[int, dict[str, Any]] = {}
+    metrics: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+    who: dict[str, Any] = {}
+    histories: dict[int, list[dict[str, Any]]] = {}
+    tmp = Path(tempfile.mkdtemp(prefix=".subregions.", dir=out))
+    try:
+        for i, sub_inputs in inputs.items():
+            log.info("habitat %d: %d patients with a tensor", i, len(sub_inputs))
+            sub = tmp / f"h{i}"
+            train_deep_model(
+                sub_inputs, splits, clinical, sub, label=label, preset=preset,
+                overrides=overrides, seed=seed, threads=threads, mark_untrained=mark_untrained,
+            )  # fmt: skip
+            members[i] = torch.load(sub / "checkpoint.pt", map_location="cpu", weights_only=False)
+            for name, store in (("metrics", metrics), ("config", configs), ("patients", who)):
+                with open(sub / f"{name}.json") as fh:
+                    store[str(i)] = json.load(fh)
+            if "history" in metrics[str(i)]:
+                histories[i] = metrics[str(i)]["history"]
+        write_subregion_bundle(members, out / "checkpoint.pt")
+        trained = [i for i, m in members.items() if not m.get("untrained")]
+        imageio.write_json(
+            {"per_subregion": True, "trained_subregions": trained, "subregions": metrics},
+            out / "metrics.json",
+        )
+        imageio.write_json({"per_subregion": True, "subregions": configs}, out / "config.json")
+        imageio.write_json({"label": label, "subregions": who}, out / "patients.json")
+        if histories:
+            plot_subregion_curves(histories, out / "curves.png")
+        else:
+            _placeholder_png(out / "curves.png", "no subregion model trained (see metrics.json)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def deep_subregion_outputs(
+    checkpoint: PathLike,
+    inputs: Mapping[int, Mapping[str, PathLike]],
+    dst_features: PathLike,
+    dst_predictions: PathLike,
+    *,
+    threads: int = 1,
+) -> None:
+    """Deep features and predictions of every patient from a per-subregion bundle.
+
+    ``features.parquet``: index patient, columns ``h{i}_deep_{j}`` (subregion ``i``'s frozen
+    penultimate activations; missing where the patient has no tensor for that subregion, which
+    the studies impute from the training patients; a subregion whose model could not be trained
+    gives the constant ``h{i}_deep_0``). ``predictions.parquet``: ``subregion, patient, prob``.
+    """
+    import pandas as pd
+    import torch
+
+    from hccrad.deep.extract import extract_features
+    from hccrad.deep.train import model_from_checkpoint, predict, read_subregion_bundle
+
+    torch.set_num_threads(max(1, threads))
+    bundle = read_subregion_bundle(checkpoint)
+    feats, preds = [], []
+    for i, ckpt in bundle.items():
+        sub = inputs.get(i, {})
+        patients = sorted(sub)
+        if not patients:
+            continue
+        index = pd.Index(patients, name="patient")
+        if ckpt.get("untrained"):
+            feats.append(pd.DataFrame({f"h{i}_deep_0": 0.0}, index=index))
+            preds.append(pd.DataFrame({"subregion": i, "patient": patients, "prob": 0.5}))
+            continue
+        model, _ = model_from_checkpoint(ckpt, device="auto", source=checkpoint)
+        paths_ = [sub[p] for p in patients]
+        feats.append(extract_features(model, paths_, patients).add_prefix(f"h{i}_"))
+        pred = predict(model, paths_, patients=patients).drop(columns="path")
+        pred.insert(0, "subregion", i)
+        preds.append(pred)
+    if not feats:
+        raise InputError("no patient has a tensor of a modelled subregion", file=checkpoint)
+    table = pd.concat(feats, axis=1, join="outer").sort_index()
+    table.index.name = "patient"
+    _write_parquet(table, dst_features)
+    _write_parquet(pd.concat(preds, ignore_index=True), dst_predictions)
+    log.info("%d patients: %d deep features over %d subregions", len(table), table.shape[1],
+             len(bundle))  # fmt: skip
+
+
+def deep_subregion_gradcam(
+    checkpoint: PathLike,
+    inputs: Mapping[int, Mapping[str, PathLike]],
+    out_dir: PathLike,
+    *,
+    max_patients: int = 6,
+) -> None:
+    """Grad-CAM overlays ``{patient}_h{i}.png`` of every subregion's model for the first
+    ``max_patients`` patients (sorted) that have that subregion's tensor."""
+    from hccrad.deep.gradcam import gradcam_overlay
+    from hccrad.deep.inputs import DeepInput
+    from hccrad.deep.train import model_from_checkpoint, read_subregion_bundle
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = 0
+    for i, ckpt in read_subregion_bundle(checkpoint).items():
+        if ckpt.get("untrained"):
+            _placeholder_png(out / f"untrained_h{i}.png", f"habitat {i}: model not trained")
+            continue
+        model, _ = model_from_checkpoint(ckpt, device="cpu", source=checkpoint)
+        for patient in sorted(inputs.get(i, {}))[:max_patients]:
+            x = DeepInput.load(inputs[i][patient]).x
+            gradcam_overlay(model, x, out / f"{patient}_h{i}.png", title=f"{patient}, habitat {i}")
+            drawn += 1
+    log.info("Grad-CAM overlays: %d in %s", drawn, out)
 
 
 def deep_model_outputs(

@@ -81,6 +81,8 @@ INPUT_KINDS: dict[str, tuple[str, int]] = {
     "volume": ("volume", 3),
 }
 CHECKPOINT_FORMAT = "hccrad-deep-checkpoint/1"
+#: A bundle of one checkpoint per habitat subregion (:func:`write_subregion_bundle`).
+SUBREGION_FORMAT = "hccrad-deep-subregions/1"
 
 #: The studies' published settings (MISSION.md) as :class:`TrainConfig` overrides. Values the
 #: papers do not give (epochs where absent, the optimizer of the 3-D habitat model) are marked.
@@ -554,6 +556,31 @@ def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n").encode()
 
 
+def plot_subregion_curves(
+    histories: Mapping[int, list[dict[str, Any]]], out_png: str | Path
+) -> None:
+    """Training loss and validation AUC per epoch of every subregion's model, one line each."""
+    fig = Figure(figsize=(9, 3.6))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    for i, history in histories.items():
+        ep = [h["epoch"] for h in history]
+        ax1.plot(ep, [h["train_loss"] for h in history], "o-", ms=3, label=f"habitat {i}")
+        auc = [np.nan if h["val_auc"] is None else h["val_auc"] for h in history]
+        ax2.plot(ep, auc, "o-", ms=3, label=f"habitat {i}")
+    ax1.set(xlabel="epoch", ylabel="training loss (class-weighted CE)", title="Loss")
+    ax2.set(xlabel="epoch", ylabel="AUC", title="Validation AUC", ylim=(0, 1.02))
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if histories:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _atomic_write(Path(out_png), buf.getvalue())
+
+
 def plot_curves(history: list[dict[str, Any]], best_epoch: int, out_png: str | Path) -> None:
     """Loss (train, validation) and validation-AUC curves per epoch, best epoch marked."""
     ep = [h["epoch"] for h in history]
@@ -831,24 +858,69 @@ def train(
 # --------------------------------------------------------------------------- prediction
 
 
-def load_model(
-    checkpoint: str | Path, *, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, TrainConfig]:
-    """Rebuild the model of a ``checkpoint.pt`` written by :func:`train` (eval mode)."""
-    path = Path(checkpoint)
+def _read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError("checkpoint not found", file=path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(f"cannot read checkpoint: {exc}", file=path) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(ckpt, dict):
         raise InputError("not an hccrad deep-learning checkpoint", file=path)
+    return ckpt
+
+
+def model_from_checkpoint(
+    ckpt: Mapping[str, Any],
+    *,
+    device: str | torch.device = "cpu",
+    source: str | Path | None = None,
+) -> tuple[nn.Module, TrainConfig]:
+    """Rebuild the model (eval mode) of a checkpoint dictionary written by :func:`train`."""
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError("not an hccrad deep-learning checkpoint", file=source)
     cfg = TrainConfig.from_dict(ckpt["config"])
     model = build_model(cfg, ckpt["in_channels"], ckpt["n_instances"], load_weights=False)
     model.load_state_dict(ckpt["state_dict"])
     dev = resolve_device(device) if isinstance(device, str) else device
     return model.to(dev).eval(), cfg
+
+
+def load_model(
+    checkpoint: str | Path, *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, TrainConfig]:
+    """Rebuild the model of a ``checkpoint.pt`` written by :func:`train` (eval mode)."""
+    path = Path(checkpoint)
+    return model_from_checkpoint(_read_checkpoint(path), device=device, source=path)
+
+
+def write_subregion_bundle(members: Mapping[int, Mapping[str, Any]], path: str | Path) -> None:
+    """Write one checkpoint per habitat subregion as a single ``checkpoint.pt``.
+
+    ``members`` maps the subregion to the dictionary :func:`train` saved (or the
+    ``{"untrained": True, "reason": ...}`` marker of a subregion that could not be trained).
+    """
+    buf = io.BytesIO()
+    torch.save(
+        {"format": SUBREGION_FORMAT, "members": {str(i): dict(m) for i, m in members.items()}},
+        buf,
+    )
+    _atomic_write(Path(path), buf.getvalue())
+
+
+def is_subregion_bundle(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` is a per-subregion bundle (:func:`write_subregion_bundle`)."""
+    ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    return isinstance(ckpt, dict) and ckpt.get("format") == SUBREGION_FORMAT
+
+
+def read_subregion_bundle(checkpoint: str | Path) -> dict[int, dict[str, Any]]:
+    """Subregion -> its checkpoint dictionary (or untrained marker), in subregion order."""
+    path = Path(checkpoint)
+    ckpt = _read_checkpoint(path)
+    if ckpt.get("format") != SUBREGION_FORMAT:
+        raise InputError("not a per-subregion deep-model bundle", file=path)
+    return {int(i): m for i, m in sorted(ckpt["members"].items(), key=lambda kv: int(kv[0]))}
 
 
 def resolve_model(
