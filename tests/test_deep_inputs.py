@@ -179,15 +179,24 @@ def test_subregion_inputs_follow_each_habitat_on_the_image_grid(tmp_path):
     spec = DeepInputSpec(name="hab", builder="slices", modalities=("MR",), phases=("PVP",),
                          region="habitats", size=16, mask_to_region=True)  # fmt: skip
     assert spec.per_subregion
+    cube = DeepInputSpec(name="cube", builder="cube", modalities=("MR",), phases=("PVP",),
+                         region="habitats", size=8, margin_mm=0.0)  # fmt: skip
     manifest = tmp_path / "deep_inputs.json"
     with OutputSet(manifest, patient="P1", stage="habitat_deep_inputs") as out:
         missing = steps.build_subregion_inputs(
-            labels, 3, {"PVP": image_path}, out, specs=[spec], scale=10.0,
+            labels, 3, {"PVP": image_path}, out, specs=[spec, cube], scale=10.0,
             center="A", patient="P1", root=str(tmp_path / "results"),
         )  # fmt: skip
-    assert missing == {"hab/PVP": [3]}
+    assert missing == {"hab/PVP": [3], "cube/PVP": [3]}
     files = read_manifest(manifest)
-    assert sorted(files) == ["deep/hab/PVP/h1", "deep/hab/PVP/h2"]
+    assert sorted(files) == [
+        "deep/cube/PVP/h1", "deep/cube/PVP/h2", "deep/hab/PVP/h1", "deep/hab/PVP/h2"
+    ]  # fmt: skip
+    # 3-D: the cube spans subregion 2's own box (image z 14-21, y 6-33, x 20-33), made cubic
+    c2 = DeepInput.load(files["deep/cube/PVP/h2"])
+    assert c2.x.shape == (1, 8, 8, 8)
+    (z0, y0, x0), (z1, y1, x1) = c2.meta["box_zyx"]
+    assert (z1 - z0) == (y1 - y0) == (x1 - x0) == 28 and y0 == 6 and (z0 + z1) / 2 == 18
     assert files["deep/hab/PVP/h1"] == tmp_path / "results/A/P1/PVP/deep/hab_h1.npz"
     h1 = DeepInput.load(files["deep/hab/PVP/h1"])
     h2 = DeepInput.load(files["deep/hab/PVP/h2"])
