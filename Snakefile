@@ -33,5 +33,7 @@ rule all:
         report_targets(),
 
 
-# after every rule: Snakemake then reads their functions' signatures instead of computing them
-cache_function_signatures()
+# after every rule: Snakemake then reads their functions' signatures instead of computing them,
+# and parses each rule script's location once instead of once per job (hccrad.snakemake_speedups)
+cache_function_signatures(workflow.rules)
+memoize_source_uri_parsing()

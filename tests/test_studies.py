@@ -23,6 +23,7 @@ import yaml
 from conftest import ROOT, SNAKEMAKE, job_counts
 from hccrad import stats, studies
 from hccrad.errors import ConfigError, InputError
+from hccrad.stats.encoding import TableEncoder
 from hccrad.studies import load_study, run_study, study_outputs
 
 STUDY_DIR = ROOT / "config" / "studies"
@@ -342,7 +343,7 @@ def test_derived_columns_and_block_columns():
 def test_table_encoder_learns_from_training_rows_only():
     train = pd.DataFrame({"x": [1.0, np.nan, 3.0], "cp": ["A", "B", "A"]}, index=["a", "b", "c"])
     test = pd.DataFrame({"x": [np.nan, 10.0], "cp": ["C", None]}, index=["d", "e"])
-    enc = studies.TableEncoder(("cp",)).fit(train)
+    enc = TableEncoder(("cp",)).fit(train)
     assert list(enc.get_feature_names_out()) == ["x", "cp[T.B]"]
     out = enc.transform(test)
     # missing x -> training median 2; unseen level C -> reference A; missing level -> mode A
@@ -466,7 +467,7 @@ def test_fitted_steps_see_training_patients_only(tmp_path, monkeypatch):
 
         monkeypatch.setattr(cls, "fit", fit)
 
-    for cls in (selection.UnivariateFilter, selection.LassoSelector, studies.TableEncoder):
+    for cls in (selection.UnivariateFilter, selection.LassoSelector, TableEncoder):
         spy(cls)
     orig_clinical = smodels.clinical_model
 

@@ -13,6 +13,10 @@ os.environ.update(
 
 from hccrad import paths, steps
 from hccrad.patient import deep_key as steps_deep_key
+from hccrad.snakemake_speedups import (
+    cache_function_signatures,
+    memoize_source_uri_parsing,
+)
 from hccrad.config import settings_from_config
 from hccrad.sheets import load_cohort
 from snakemake.utils import validate
@@ -781,32 +785,3 @@ def audit_report(name, subcategory, label):
         subcategory=subcategory,
         labels={"item": label},
     )
-
-
-def cache_function_signatures():
-    """Store each rule function's signature on it (``__signature__``).
-
-    Snakemake calls ``inspect.signature`` on every input, params and resources function once per
-    job and call, to find which arguments it takes; with ``__signature__`` set that is a lookup.
-    About 8 % of a large dry run's time (docs/benchmarks.md). Call after every rule is defined.
-    """
-    import inspect
-
-    def functions(values):
-        for value in values:
-            func = getattr(value, "callable", None)
-            if func is None:
-                func = getattr(getattr(value, "_file", None), "callable", None)
-            if func is None and callable(value):
-                func = value
-            if inspect.isfunction(func):
-                yield func
-
-    for r in workflow.rules:
-        resources = getattr(r, "resources", None)
-        values = [*r.input, *r.params]
-        if hasattr(resources, "values"):
-            values += list(resources.values())
-        for func in functions(values):
-            if "__signature__" not in vars(func):
-                func.__signature__ = inspect.signature(func)

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
 #: Name of the raw-intensity pseudo-map (``{phase}_intensity``).
 INTENSITY = "intensity"
@@ -325,6 +324,8 @@ def match_clusters(centroids: np.ndarray, reference: Reference) -> np.ndarray:
             f"patient has {Z.shape[0]} clusters x {Z.shape[1]} features, the reference "
             f"{reference.centers.shape[0]} x {reference.centers.shape[1]}"
         )
+    from scipy.optimize import linear_sum_assignment  # here: the workflow imports this module
+
     cost = ((Z[:, None, :] - reference.centers[None, :, :]) ** 2).sum(-1)
     rows, cols = linear_sum_assignment(cost)
     out = np.empty(len(Z), dtype=np.int16)

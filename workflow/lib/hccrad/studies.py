@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.base import BaseEstimator, TransformerMixin
 
 from hccrad import paths
 from hccrad.errors import ConfigError, InputError
@@ -874,72 +873,6 @@ def study_splits(spec: StudySpec, clinical: pd.DataFrame, seed: int) -> pd.DataF
 
 
 # ============================================================================================
-# Encoder (first pipeline step)
-# ============================================================================================
-
-
-class TableEncoder(TransformerMixin, BaseEstimator):
-    """Imputation and dummy coding learned on the training rows (first step of every pipeline).
-
-    Numeric columns: non-finite values -> the training median (a column without any finite
-    training value is dropped). Categorical columns (``categorical``): text levels seen in
-    training, sorted, the first being the reference; one ``{column}[T.{level}]`` 0/1 column per
-    other level; a missing value takes the training mode and a level unseen in training counts
-    as the reference. A DataFrame in, a float DataFrame out (same index).
-    """
-
-    def __init__(self, categorical: Sequence[str] = ()) -> None:
-        self.categorical = categorical
-
-    def fit(self, X: pd.DataFrame, y: Any = None) -> TableEncoder:
-        """Learn medians, levels and modes from ``X`` (the training rows)."""
-        if not isinstance(X, pd.DataFrame):
-            raise TypeError("TableEncoder needs a DataFrame")
-        cats = set(self.categorical)
-        self.columns_in_ = list(X.columns)
-        self.medians_: dict[str, float] = {}
-        self.levels_: dict[str, list[str]] = {}
-        self.modes_: dict[str, str] = {}
-        out: list[str] = []
-        for col in X.columns:
-            if col in cats:
-                text = X[col].dropna().astype(str)
-                if text.empty:
-                    continue
-                counts = text.value_counts()
-                levels = sorted(counts.index)
-                self.levels_[col] = levels
-                self.modes_[col] = min(counts.index[counts == counts.max()])
-                out += [f"{col}[T.{lv}]" for lv in levels[1:]]
-            else:
-                v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float)
-                v = v[np.isfinite(v)]
-                if v.size:
-                    self.medians_[col] = float(np.median(v))
-                    out.append(col)
-        self.feature_names_out_ = np.asarray(out, dtype=object)
-        self.n_features_in_ = X.shape[1]
-        return self
-
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Apply the training statistics (nothing is refitted)."""
-        cols: dict[str, np.ndarray] = {}
-        for col in self.columns_in_:
-            if col in self.levels_:
-                text = X[col].map(lambda v: v if pd.isna(v) else str(v))
-                text = text.fillna(self.modes_[col])
-                for lv in self.levels_[col][1:]:
-                    cols[f"{col}[T.{lv}]"] = (text == lv).to_numpy(dtype=float)
-            elif col in self.medians_:
-                v = pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=float)
-                cols[col] = np.where(np.isfinite(v), v, self.medians_[col])
-        return pd.DataFrame(cols, index=X.index, columns=list(self.feature_names_out_))
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return self.feature_names_out_
-
-
-# ============================================================================================
 # Fitting
 # ============================================================================================
 
@@ -1005,6 +938,8 @@ def _pipeline(data: _Data, m: ModelSpec, n_min: int) -> Any:
         kw.setdefault("k_neighbors", max(1, min(5, n_min // 2 - 1)))
         smote = kw
     pipe = build_pipeline(steps, m.classifier, m.params, data.seed, smote)
+    from hccrad.stats.encoding import TableEncoder
+
     pipe.steps.insert(0, ("encode", TableEncoder(tuple(data.categorical[m.name]))))
     return pipe
 

@@ -1,0 +1,65 @@
+"""Planning-time savings inside Snakemake: same results, installed once."""
+
+from __future__ import annotations
+
+import pytest
+
+sourcecache = pytest.importorskip("snakemake.sourcecache")
+
+from hccrad.snakemake_speedups import memoize_source_uri_parsing  # noqa: E402
+
+
+def test_memoized_uri_parse_gives_the_same_results(monkeypatch):
+    original = sourcecache.parse_uri
+    monkeypatch.setattr(sourcecache, "parse_uri", original)  # restored after the test
+    uris = [
+        "/work/project/workflow/scripts/assign_habitats.py",
+        "workflow/rules/../scripts/train_deep_model.py",
+        "file:///tmp/x.py",
+        "https://example.org/a/b.py",
+    ]
+    want = [original(u) for u in uris]
+    assert memoize_source_uri_parsing() is True
+    assert sourcecache.parse_uri is not original
+    assert [sourcecache.parse_uri(u) for u in uris] == want
+    assert [sourcecache.parse_uri(u) for u in uris] == want  # from the cache
+    assert sourcecache.parse_uri.cache_info().hits == len(uris)
+    assert memoize_source_uri_parsing() is False  # installed once
+    # the source cache path Snakemake derives from it is unchanged
+    local = sourcecache.LocalSourceFile(uris[0])
+    monkeypatch.setattr(sourcecache, "parse_uri", original)
+    plain = local.get_cache_path()
+    memoize_source_uri_parsing()
+    assert local.get_cache_path() == plain
+
+
+def test_function_signatures_are_stored_once():
+    import inspect
+    from types import SimpleNamespace
+
+    from hccrad.snakemake_speedups import cache_function_signatures
+
+    def inp(wildcards):
+        return []
+
+    def par(wildcards, input, threads=1):
+        return threads
+
+    def ev(wildcards, attempt):
+        return attempt
+
+    unpacked = SimpleNamespace(callable=inp)  # as unpack() wraps a function
+    resource = SimpleNamespace(_evaluator=ev)  # as a Resource computed per job
+    rules = [
+        SimpleNamespace(input=[unpacked, "a/file.txt"], params=[par, 3], resources={"r": resource}),
+        SimpleNamespace(input=[unpacked], params=[], resources={}),  # shared function: once
+    ]
+    want = {f: inspect.signature(f) for f in (inp, par, ev)}
+    stored = cache_function_signatures(rules)
+    for f, sig in want.items():
+        assert vars(f)["__signature__"] == sig and inspect.signature(f) == sig
+    assert stored in (3, 4)  # + Resource.evaluate the first time in this process
+    assert cache_function_signatures(rules) == 0
+    from snakemake.resources import Resource
+
+    assert "__signature__" in vars(Resource.evaluate)
