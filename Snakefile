@@ -34,6 +34,7 @@ rule all:
 
 
 # after every rule: Snakemake then reads their functions' signatures instead of computing them,
-# and parses each rule script's location once instead of once per job (hccrad.snakemake_speedups)
+# and parses and reads each rule script once instead of once per job (hccrad.snakemake_speedups)
 cache_function_signatures(workflow.rules)
 memoize_source_uri_parsing()
+memoize_script_sources()

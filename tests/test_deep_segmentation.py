@@ -367,3 +367,34 @@ def test_one_epoch_on_cuda(tmp_path):
     assert metrics["device"].startswith("cuda")
     model = load_model(tmp_path / "checkpoint.pt")
     assert next(model.net.parameters()).is_cuda
+
+
+def test_evaluation_step_segments_the_held_out_patients_itself(trained, synth_cases, tmp_path):
+    """steps.evaluate_segmentation with the checkpoint: one model load for every held-out
+    patient, predictions written, the same Dice as evaluate() gives on those cases."""
+    import pandas as pd
+
+    from hccrad import steps
+
+    cases, want = {}, {}
+    ref = evaluate(trained["dir"] / "checkpoint.pt", synth_cases["test"][:3])
+    for case, (_, row) in zip(synth_cases["test"][:3], ref.iterrows(), strict=True):
+        image, liver, tumor = case.load()
+        files = {}
+        for name, img in (("image", image), ("liver", liver), ("tumor", tumor)):
+            files[name] = tmp_path / f"{case.patient}_{name}.nii.gz"
+            sitk.WriteImage(img, str(files[name]))
+        cases[case.patient] = {**files, "phase": case.phase}
+        want[case.patient] = row["dice_liver"]
+    steps.evaluate_segmentation(
+        cases,
+        tmp_path / "dice.parquet",
+        checkpoint=trained["dir"] / "checkpoint.pt",
+        dst_predictions=tmp_path / "heldout",
+    )
+    dice = pd.read_parquet(tmp_path / "dice.parquet")
+    assert list(dice.index) == [*sorted(cases), "mean"]
+    for patient, value in want.items():
+        assert dice.loc[patient, "dice_liver"] == pytest.approx(value, abs=1e-6)
+        pred = sitk.ReadImage(str(tmp_path / "heldout" / f"{patient}_liver.nii.gz"))
+        assert pred.GetSize() == sitk.ReadImage(str(cases[patient]["image"])).GetSize()

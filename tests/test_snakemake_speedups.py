@@ -63,3 +63,38 @@ def test_function_signatures_are_stored_once():
     from snakemake.resources import Resource
 
     assert "__signature__" in vars(Resource.evaluate)
+
+
+def test_script_sources_are_read_once_per_path(tmp_path, monkeypatch):
+    from snakemake import script
+    from snakemake.sourcecache import SourceCache
+
+    from hccrad.snakemake_speedups import memoize_script_sources
+
+    monkeypatch.setattr(script, "get_source", script.get_source)  # restored after the test
+    calls = []
+    original = script.get_source
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(script, "get_source", counting)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "a.py").write_text("print('a')\n")
+    cache = SourceCache(tmp_path / "cache")
+    want = original("scripts/a.py", cache, str(tmp_path) + "/")
+    assert memoize_script_sources() is True
+    first = script.get_source("scripts/a.py", cache, str(tmp_path) + "/")
+    again = script.get_source("scripts/a.py", cache, str(tmp_path) + "/")
+    assert first[1:4] == want[1:4] == ("print('a')\n", "python", True)
+    assert again is first and calls == ["scripts/a.py"]  # read once
+    # a path with wildcards is formatted per job: never cached
+    (tmp_path / "scripts" / "b_x.py").write_text("print('b')\n")
+    from types import SimpleNamespace
+
+    wild = script.get_source(
+        "scripts/b_{wildcards.s}.py", cache, str(tmp_path) + "/", SimpleNamespace(s="x"), {}
+    )
+    assert wild[1] == "print('b')\n" and len(calls) == 2
+    assert memoize_script_sources() is False  # installed once

@@ -46,7 +46,7 @@ def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
                 counts[rule] += 1
         else:
             counts["preprocess_patient"] += 1
-        if role in ("held", "missing"):
+        if role == "missing":  # held-out patients are segmented by evaluate_segmentation
             counts["segment_patient"] += 1
         if has_habitats(rows, settings):
             counts["cluster_habitats"] += 1
@@ -336,7 +336,8 @@ def test_segmentation_outputs(first_run):
         rows = sheet[sheet["patient"] == p]
         ref = settings.modality(rows["modality"].iloc[0]).reference_phase
         base = first_run / "results" / rows["center"].iloc[0] / p / ref
-        pred = sitk.ReadImage(str(base / "segment/liver.nii.gz"))
+        assert not (base / "segment").exists()  # segmented inside evaluate_segmentation
+        pred = sitk.ReadImage(str(seg / f"heldout/{p}_liver.nii.gz"))
         image = sitk.ReadImage(str(base / "register/image.nii.gz"))
         assert pred.GetSize() == image.GetSize() and pred.GetSpacing() == image.GetSpacing()
 

@@ -15,6 +15,7 @@ from hccrad import paths, steps
 from hccrad.patient import deep_key as steps_deep_key
 from hccrad.snakemake_speedups import (
     cache_function_signatures,
+    memoize_script_sources,
     memoize_source_uri_parsing,
 )
 from hccrad.config import settings_from_config
@@ -220,12 +221,11 @@ def get_train_segmentation_inputs(wildcards):
 
 
 def get_evaluate_segmentation_inputs(wildcards):
+    """The U-Net and the held-out patients' registration manifests (image and given masks)."""
     _, held, _ = segmentation_sets()
-    inputs = {}
+    inputs = {"checkpoint": segmentation_checkpoint()}
     for p in held:
         inputs[f"register_{p}"] = register_manifest(p)
-        for kind in PREDICTED_KINDS:
-            inputs[f"pred{kind}_{p}"] = predicted_mask(COHORT.center(p), p, kind)
     return inputs
 
 

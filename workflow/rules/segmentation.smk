@@ -1,5 +1,6 @@
 # 3-D U-Net segmentation (liver + tumor): trained on patients with given masks (minus a held-out
-# share), it predicts the masks of patients without them; Dice on the held-out patients.
+# share), it predicts the masks of patients without them (segment_patient); Dice on the held-out
+# patients (evaluate_segmentation).
 
 
 rule train_segmentation:
@@ -53,11 +54,14 @@ rule segment_patient:
         "../scripts/segment_patient.py"
 
 
+# The held-out patients are segmented here, in one job (their masks are given, the predictions
+# only feed the Dice): one torch import and model load instead of one per patient.
 rule evaluate_segmentation:
     input:
         unpack(get_evaluate_segmentation_inputs),
     output:
         dice=paths.cohort_path("segmentation", "dice.parquet"),
+        predictions=directory(paths.cohort_path("segmentation", "heldout")),
     log:
         paths.log_path("evaluate_segmentation"),
     benchmark:
@@ -67,7 +71,7 @@ rule evaluate_segmentation:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=20,
+        runtime=60,
     params:
         references=lambda w: reference_phases(segmentation_sets()[1]),
     script:

@@ -1,4 +1,5 @@
-"""Rule evaluate_segmentation: Dice of the U-Net on the held-out patients."""
+"""Rule evaluate_segmentation: the U-Net segments the held-out patients; Dice against their
+given masks."""
 
 from hccrad import patient, steps
 from hccrad.runlog import job_logging
@@ -8,9 +9,14 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
     for p, ref in snakemake.params.references.items():
         case = patient.segmentation_case(snakemake.input[f"register_{p}"], ref)
         cases[p] = {
+            "image": case["image"],
+            "phase": ref,
             "liver": case["liver"],
             "tumor": case["tumor"],
-            "pred_liver": snakemake.input[f"predliver_{p}"],
-            "pred_tumor": snakemake.input[f"predtumor_{p}"],
         }
-    steps.evaluate_segmentation(cases, snakemake.output.dice)
+    steps.evaluate_segmentation(
+        cases,
+        snakemake.output.dice,
+        checkpoint=snakemake.input.checkpoint,
+        dst_predictions=snakemake.output.predictions,
+    )

@@ -83,3 +83,41 @@ def memoize_source_uri_parsing() -> bool:
         return False
     sourcecache.parse_uri = functools.lru_cache(maxsize=4096)(parse)
     return True
+
+
+def memoize_script_sources() -> bool:
+    """Read each rule script once per Snakemake process instead of once per job.
+
+    While planning, Snakemake checks every ``script:`` job's script by reading it through its
+    source cache (``snakemake.script.get_source``: path formatting, cache lookup, open, read,
+    language detection), about 5 % of a 2,000-patient dry run. Snakemake already snapshots each
+    script in a per-run cache on first use, so within one process the answer for a path without
+    wildcards never changes; this caches it per (path, base folder, source cache). Paths with
+    ``{...}`` (wildcards or params in the script name) are passed through uncached.
+
+    Returns:
+        Whether the cache was installed (False when it already was, or when this Snakemake has
+        no ``snakemake.script.get_source``).
+    """
+    try:
+        from snakemake import script
+    except ImportError:
+        return False
+    get_source = getattr(script, "get_source", None)
+    if not callable(get_source) or getattr(get_source, "_hccrad_memoized", False):
+        return False
+    cache: dict[tuple[str, str, int], Any] = {}
+
+    @functools.wraps(get_source)
+    def cached(path: Any, sourcecache: Any, basedir: Any = None, *args: Any, **kwargs: Any) -> Any:
+        text = str(getattr(path, "get_path_or_uri", lambda **_: path)(secret_free=True))
+        if "{" in text:
+            return get_source(path, sourcecache, basedir, *args, **kwargs)
+        key = (text, str(basedir), id(sourcecache))
+        if key not in cache:
+            cache[key] = get_source(path, sourcecache, basedir, *args, **kwargs)
+        return cache[key]
+
+    cached._hccrad_memoized = True  # type: ignore[attr-defined]
+    script.get_source = cached
+    return True

@@ -1057,7 +1057,7 @@ def train_segmentation(
 
 
 def segment_patient(
-    checkpoint: PathLike,
+    checkpoint: Any,
     image: PathLike,
     dst_liver: PathLike,
     dst_tumor: PathLike,
@@ -1065,7 +1065,11 @@ def segment_patient(
     patient: str,
     phase: str,
 ) -> None:
-    """Predict liver and tumor masks on one registered image (tumor: components in the liver)."""
+    """Predict liver and tumor masks on one registered image (tumor: components in the liver).
+
+    ``checkpoint``: the U-Net's ``checkpoint.pt`` or a model loaded once for many images
+    (:func:`hccrad.deep.segmentation.load_model`).
+    """
     from hccrad.deep.segmentation import segment
 
     img = imageio.read_image(image, patient=patient, phase=phase)
@@ -1076,17 +1080,44 @@ def segment_patient(
         log.warning("%s %s: %s", patient, phase, message)
 
 
-def evaluate_segmentation(cases: Mapping[str, Mapping[str, PathLike]], dst: PathLike) -> None:
+def evaluate_segmentation(
+    cases: Mapping[str, Mapping[str, PathLike]],
+    dst: PathLike,
+    *,
+    checkpoint: PathLike | None = None,
+    dst_predictions: PathLike | None = None,
+) -> None:
     """Dice of the predicted masks against the given ones for the held-out patients.
 
-    ``cases``: ``{patient: {"liver", "tumor", "pred_liver", "pred_tumor"}}``. Writes one row per
-    patient (``dice_liver``, ``dice_tumor``, ``dice_index_tumor``) plus a ``mean`` row.
+    ``cases``: ``{patient: {"liver", "tumor", "pred_liver", "pred_tumor"}}``, or, with
+    ``checkpoint``, ``{patient: {"image", "phase", "liver", "tumor"}}``: the U-Net is loaded once
+    and segments every held-out image here (one job for all of them instead of a job each, which
+    would pay the torch import per patient), writing its masks to ``dst_predictions``
+    (``{patient}_liver.nii.gz``, ``{patient}_tumor.nii.gz``). Writes one row per patient
+    (``dice_liver``, ``dice_tumor``, ``dice_index_tumor``) plus a ``mean`` row.
     """
     import pandas as pd
 
     from hccrad.deep.segmentation import dice
     from hccrad.preprocess import largest_component
 
+    if checkpoint is not None:
+        from hccrad.deep.segmentation import load_model
+
+        if dst_predictions is None:
+            raise ValueError("segmenting the held-out patients needs dst_predictions")
+        out = Path(dst_predictions)
+        out.mkdir(parents=True, exist_ok=True)
+        model = load_model(checkpoint) if cases else None
+        segmented: dict[str, dict[str, PathLike]] = {}
+        for patient, c in sorted(cases.items()):
+            pred_liver = out / f"{patient}_liver.nii.gz"
+            pred_tumor = out / f"{patient}_tumor.nii.gz"
+            segment_patient(
+                model, c["image"], pred_liver, pred_tumor, patient=patient, phase=str(c["phase"])
+            )
+            segmented[patient] = {**c, "pred_liver": pred_liver, "pred_tumor": pred_tumor}
+        cases = segmented
     rows = []
     for patient, c in sorted(cases.items()):
         liver = imageio.read_mask(c["liver"], imageio.read_image(c["liver"]), patient=patient)
