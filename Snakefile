@@ -34,7 +34,9 @@ rule all:
 
 
 # after every rule: Snakemake then reads their functions' signatures instead of computing them,
-# and parses and reads each rule script once instead of once per job (hccrad.snakemake_speedups)
+# evaluates constant resource expressions (a profile's default-resources) once, and parses and
+# reads each rule script once, instead of once per job (hccrad.snakemake_speedups)
 cache_function_signatures(workflow.rules)
+freeze_constant_resources(workflow.rules)
 memoize_source_uri_parsing()
 memoize_script_sources()

@@ -98,3 +98,44 @@ def test_script_sources_are_read_once_per_path(tmp_path, monkeypatch):
     )
     assert wild[1] == "print('b')\n" and len(calls) == 2
     assert memoize_script_sources() is False  # installed once
+
+
+def test_constant_resource_expressions_are_evaluated_once():
+    import tempfile
+    from types import SimpleNamespace
+
+    from snakemake.resources import Resource
+
+    from hccrad.snakemake_speedups import freeze_constant_resources
+
+    exprs = {
+        "slurm_partition": "debug",  # a bare word: Snakemake takes the text
+        "slurm_account": "'lab_x'",
+        "tmpdir": "system_tmpdir",
+        "nodes_hint": "2 * 8",
+        "machine": "n1-standard-4",  # Snakemake: NameError -> the text itself
+        "per_attempt": "2 * attempt",  # job-dependent: left alone
+        "from_input": "max(input.size_mb, 1)",  # a call on the input: left alone
+        "home": "~/scratch",  # expanded by Snakemake: left alone
+        "mem_mb": "2000",  # megabytes as a number: frozen
+        "disk_mb": "max(2 * input.size_mb, 1000)",  # Snakemake's default: per job
+        "mem": "'4 GB'",  # parsed with units: left to Snakemake
+    }
+    resources = {n: Resource.from_cli_expression(n, e) for n, e in exprs.items()}
+    # what Snakemake computes for a job, before freezing
+    job = dict(wildcards=SimpleNamespace(), input=SimpleNamespace(size_mb=5), attempt=3,
+               threads=2, rulename="r", async_run=None)  # fmt: skip
+    want = {n: r._evaluator(**job) for n, r in resources.items()}
+    rules = [SimpleNamespace(resources=resources), SimpleNamespace(resources={})]
+    assert freeze_constant_resources(rules) == 6
+    frozen = {n for n, r in resources.items() if not r.is_evaluable()}
+    assert frozen == {
+        "slurm_partition", "slurm_account", "tmpdir", "nodes_hint", "machine", "mem_mb"
+    }  # fmt: skip
+    for name in frozen:
+        assert resources[name].value == want[name] and resources[name].raw == exprs[name]
+    assert want["tmpdir"] == tempfile.gettempdir() and want["machine"] == "n1-standard-4"
+    assert want["nodes_hint"] == 16 and want["slurm_account"] == "lab_x"
+    for name in set(exprs) - frozen:  # still evaluated per job
+        assert resources[name]._evaluator(**job) == want[name]
+    assert freeze_constant_resources(rules) == 0

@@ -15,6 +15,7 @@ from hccrad import paths, steps
 from hccrad.patient import deep_key as steps_deep_key
 from hccrad.snakemake_speedups import (
     cache_function_signatures,
+    freeze_constant_resources,
     memoize_script_sources,
     memoize_source_uri_parsing,
 )
