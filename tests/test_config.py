@@ -123,39 +123,6 @@ def test_overrides_take_precedence(tmp_path):
             },
             "config key deep.inputs.hab: region habitats takes the slices or cube",
         ),
-        (
-            {
-                "habitats": {"enabled": False},
-                "deep": {
-                    "inputs": {
-                        "hab": {
-                            "builder": "slices",
-                            "modalities": ["MR"],
-                            "phases": ["PVP"],
-                            "region": "habitats",
-                            "size": 16,
-                        }
-                    }
-                },
-            },
-            "config key deep.inputs.hab: region habitats needs habitats.enabled",
-        ),
-        (
-            {
-                "deep": {
-                    "inputs": {
-                        "hab": {
-                            "builder": "cube",
-                            "modalities": ["CT"],
-                            "phases": ["AP"],
-                            "region": "habitats",
-                            "size": 16,
-                        }
-                    }
-                },
-            },
-            "config key deep.inputs.hab.modalities: ['CT'] not among habitats.modalities",
-        ),
     ],
 )
 def test_invalid_config_names_the_key(patch, needle):
@@ -185,3 +152,17 @@ def test_habitat_settings():
     assert vm.classes == ("firstorder", "glcm", "glrlm", "gldm", "ngtdm")
     cs = h.cluster_settings(seed=5)
     assert cs.seed == 5 and cs.ks() == list(range(3, 10))
+
+
+def test_habitat_inputs_without_habitats_are_allowed():
+    """Switching habitats off (an overlay) leaves the per-subregion inputs without patients."""
+    spec = {
+        "builder": "slices",
+        "modalities": ["MR"],
+        "phases": ["PVP"],
+        "region": "habitats",
+        "size": 16,
+    }
+    config = {"cohort": "c.tsv", "clinical": "k.tsv", "habitats": {"enabled": False}}
+    s = settings_from_config({**config, "deep": {"inputs": {"hab": spec}}})
+    assert s.deep_inputs["hab"].per_subregion and not s.habitats.enabled

@@ -145,22 +145,14 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
                     f"config key deep.inputs.{name}.phases: {missing} not among the phases of "
                     f"{mod_name} {mod['phases']}"
                 )
-        if spec["region"] == "habitats":
-            if spec["builder"] == "multiphase":
-                raise ConfigError(
-                    f"config key deep.inputs.{name}: region habitats takes the slices or cube "
-                    "builder (one tensor per phase and subregion)"
-                )
-            if not hab["enabled"]:
-                raise ConfigError(
-                    f"config key deep.inputs.{name}: region habitats needs habitats.enabled"
-                )
-            outside = [m for m in spec["modalities"] if m not in hab["modalities"]]
-            if outside:
-                raise ConfigError(
-                    f"config key deep.inputs.{name}.modalities: {outside} not among "
-                    f"habitats.modalities {hab['modalities']}"
-                )
+        # (with habitats disabled, or a modality outside habitats.modalities, a region-habitats
+        # input simply has no patients, as an input of an absent modality: no error, so that a
+        # config overlay can switch habitats off without editing deep.inputs)
+        if spec["region"] == "habitats" and spec["builder"] == "multiphase":
+            raise ConfigError(
+                f"config key deep.inputs.{name}: region habitats takes the slices or cube "
+                "builder (one tensor per phase and subregion)"
+            )
     return data
 
 
