@@ -17,7 +17,7 @@ rule train_segmentation:
     priority: CHAIN_PRIORITY
     conda:
         DEEP_ENV
-    threads: 2
+    threads: SEGMENTATION["threads"]
     resources:
         mem_mb=8000,
         runtime=120,
