@@ -908,12 +908,6 @@ def write_subregion_bundle(members: Mapping[int, Mapping[str, Any]], path: str |
     _atomic_write(Path(path), buf.getvalue())
 
 
-def is_subregion_bundle(checkpoint: str | Path) -> bool:
-    """Whether ``checkpoint`` is a per-subregion bundle (:func:`write_subregion_bundle`)."""
-    ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    return isinstance(ckpt, dict) and ckpt.get("format") == SUBREGION_FORMAT
-
-
 def read_subregion_bundle(checkpoint: str | Path) -> dict[int, dict[str, Any]]:
     """Subregion -> its checkpoint dictionary (or untrained marker), in subregion order."""
     path = Path(checkpoint)
