@@ -988,10 +988,16 @@ def build_subregion_inputs(
     from hccrad.patient import subregion_key
 
     missing: dict[str, list[int]] = {}
+    grids: dict[str, tuple[sitk.Image, sitk.Image]] = {}  # phase -> image, labels on its grid
     for spec in specs:
         for phase in spec.phases:
-            img = imageio.read_image(images[phase], patient=patient, phase=phase)
-            lab = sitk.Resample(labels, img, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+            if phase not in grids:  # read and carried once per phase, shared by the inputs
+                img = imageio.read_image(images[phase], patient=patient, phase=phase)
+                grids[phase] = (
+                    img,
+                    sitk.Resample(labels, img, sitk.Transform(), sitk.sitkNearestNeighbor, 0),
+                )
+            img, lab = grids[phase]
             lab_arr = sitk.GetArrayViewFromImage(lab)
             for i in range(1, k + 1):
                 if not (lab_arr == i).any():
