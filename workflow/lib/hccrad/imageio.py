@@ -9,19 +9,17 @@ atomic: they write a temporary file in the destination folder and move it into p
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from hccrad.errors import InputError
+from hccrad.fileio import atomic_path, write_json
+
+__all__ = ["write_json"]  # re-exported: JSON writing lives in hccrad.fileio
 
 log = logging.getLogger(__name__)
 
@@ -409,11 +407,6 @@ def read_mask(
     return mask
 
 
-def _atomic_target(path: Path) -> tuple[Path, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path, _suffix(path)
-
-
 def write_image(image: sitk.Image, path: str | os.PathLike[str], *, compress: bool = True) -> None:
     """Write ``image`` atomically, without metadata.
 
@@ -428,77 +421,13 @@ def write_image(image: sitk.Image, path: str | os.PathLike[str], *, compress: bo
         ValueError: unsupported file ending.
         RuntimeError: SimpleITK failed to write (no partial file is left behind).
     """
-    p, suffix = _atomic_target(Path(path))
+    p = Path(path)
+    suffix = _suffix(p)
     if suffix not in WRITE_SUFFIXES:
         raise ValueError(f"cannot write {p}: use one of {', '.join(WRITE_SUFFIXES)}")
     out = sitk.Image(image)
     strip_metadata(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".tmp{suffix}", dir=p.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(out, tmp, compress)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # the temporary name ends like the destination: SimpleITK picks the format from it
+    with atomic_path(p, suffix=suffix) as tmp:
+        sitk.WriteImage(out, str(tmp), compress)
     log.debug("wrote %s", p)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
-
-
-def write_bytes_atomic(data: bytes, path: str | os.PathLike[str]) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file beside it, then
-    :func:`os.replace`), creating parent folders."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(text: str, path: str | os.PathLike[str]) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically, creating parent folders."""
-    write_bytes_atomic(text.encode("utf-8"), path)
-
-
-def write_png_atomic(fig: Any, path: str | os.PathLike[str], **savefig: Any) -> None:
-    """Render a matplotlib figure as PNG (``savefig`` keyword arguments) and write it
-    atomically."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", **savefig)
-    write_bytes_atomic(buf.getvalue(), path)
-
-
-def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Write ``obj`` as JSON atomically (sorted keys, indent 2).
-
-    NumPy scalars and arrays become Python numbers and lists, paths become strings and non-finite
-    floats (NaN, inf) become ``null`` so the file stays standard JSON.
-
-    Args:
-        obj: JSON-serialisable object (after the conversions above).
-        path: destination file; parent folders are created.
-    """
-    text = json.dumps(_jsonable(obj), sort_keys=True, indent=2, allow_nan=False)
-    write_text_atomic(text + "\n", path)

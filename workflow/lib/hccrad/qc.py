@@ -39,7 +39,7 @@ def _figure(nrows: int, ncols: int, figsize: tuple[float, float]) -> tuple[Figur
 
 
 def _atomic_savefig(fig: Figure, out_png: str | os.PathLike[str], **kwargs: Any) -> None:
-    from hccrad.imageio import write_png_atomic
+    from hccrad.fileio import write_png as write_png_atomic
 
     write_png_atomic(fig, out_png, **kwargs)
 

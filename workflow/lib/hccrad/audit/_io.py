@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from hccrad.imageio import write_png_atomic, write_text_atomic
+from hccrad.fileio import write_png as write_png_atomic
+from hccrad.fileio import write_text as write_text_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -127,7 +127,7 @@ def gradcam(
 
 
 def _atomic_png(fig: Figure, out_png: Path, dpi: int = 100) -> None:
-    from hccrad.imageio import write_png_atomic
+    from hccrad.fileio import write_png as write_png_atomic
 
     write_png_atomic(fig, out_png, dpi=dpi)
 

@@ -499,7 +499,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     (saving to a file names the archive inside after the file, here a random temporary name)."""
     import io
 
-    from hccrad.imageio import write_bytes_atomic
+    from hccrad.fileio import write_bytes as write_bytes_atomic
 
     buf = io.BytesIO()
     _torch().save(obj, buf)

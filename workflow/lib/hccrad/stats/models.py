@@ -617,7 +617,7 @@ def nomogram(model: Any) -> Nomogram:
 
 
 def _save_png(fig: Figure, out_png: str | os.PathLike[str], dpi: int = 120) -> None:
-    from hccrad.imageio import write_png_atomic
+    from hccrad.fileio import write_png as write_png_atomic
 
     write_png_atomic(fig, out_png, dpi=dpi, bbox_inches="tight")
 
