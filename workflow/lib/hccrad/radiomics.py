@@ -51,6 +51,7 @@ def _quiet_pyradiomics() -> None:
     if not any(isinstance(f, _DropSymmetricalGLCMNotice) for f in glcm_log.filters):
         glcm_log.addFilter(_DropSymmetricalGLCMNotice())
 
+
 #: Folder of the native PyRadiomics parameter presets shipped with the workflow.
 PRESET_DIR = Path(__file__).resolve().parents[3] / "config" / "radiomics"
 
@@ -174,38 +175,15 @@ def extract_region_features(
         InputError: Missing/unreadable files, a mask without voxels of ``label``, a mask that does
             not fit the image, or a region PyRadiomics rejects (too small for the settings).
     """
-    from radiomics import featureextractor  # lazy: heavy import
-
     _quiet_pyradiomics()
 
     context: dict[str, Any] = {"patient": patient, "phase": phase}
     img, _ = _as_image(image, "image", context)
     msk, msk_path = _as_image(mask, "mask", context)
     where = msk_path or (str(mask_file) if mask_file is not None else None)
+    n_voxels = _check_mask(img, msk, label, where, context)
 
-    arr = sitk.GetArrayViewFromImage(msk)
-    n_voxels = int(np.count_nonzero(arr == label))
-    if n_voxels == 0:
-        present = sorted(int(v) for v in np.unique(arr))[:10]
-        raise InputError(
-            f"mask is empty: no voxel has label {label} (labels present: {present})",
-            file=where,
-            **context,
-        )
-    if img.GetSize() != msk.GetSize():
-        raise InputError(
-            f"mask size {msk.GetSize()} does not match image size {img.GetSize()}",
-            file=where,
-            **context,
-        )
-
-    cfg = load_params(params)
-    try:
-        extractor = featureextractor.RadiomicsFeatureExtractor(cfg)
-    except Exception as exc:  # pykwalify's SchemaError and friends
-        src = None if isinstance(params, Mapping) else params
-        raise InputError(f"invalid radiomics parameters: {exc}", file=src) from exc
-    extractor.settings["label"] = label
+    extractor = _make_extractor(params, label)
     log.debug(
         "radiomics: patient=%s phase=%s label=%d voxels=%d image types=%s classes=%s",
         patient,
@@ -225,13 +203,7 @@ def extract_region_features(
             **context,
         ) from exc
 
-    features: dict[str, float] = {}
-    diagnostics: dict[str, Any] = {}
-    for key, value in result.items():
-        if key.startswith(DIAGNOSTICS_PREFIX):
-            diagnostics[key] = _to_python(value)
-        else:
-            features[key] = float(_to_python(value))
+    features, diagnostics = _split_result(result)
     n_nan = sum(1 for v in features.values() if math.isnan(v))
     if n_nan:
         log.warning(
@@ -241,6 +213,55 @@ def extract_region_features(
             patient,
             phase,
         )
+    return features, diagnostics
+
+
+def _check_mask(
+    img: sitk.Image, msk: sitk.Image, label: int, where: str | None, context: dict[str, Any]
+) -> int:
+    """Number of voxels of ``label`` in ``msk``; InputError when there is none or when the mask
+    and the image differ in size."""
+    arr = sitk.GetArrayViewFromImage(msk)
+    n_voxels = int(np.count_nonzero(arr == label))
+    if n_voxels == 0:
+        present = sorted(int(v) for v in np.unique(arr))[:10]
+        raise InputError(
+            f"mask is empty: no voxel has label {label} (labels present: {present})",
+            file=where,
+            **context,
+        )
+    if img.GetSize() != msk.GetSize():
+        raise InputError(
+            f"mask size {msk.GetSize()} does not match image size {img.GetSize()}",
+            file=where,
+            **context,
+        )
+    return n_voxels
+
+
+def _make_extractor(params: str | Path | Mapping[str, Any], label: int) -> Any:
+    """PyRadiomics' ``RadiomicsFeatureExtractor`` of ``params``, set to ``label``."""
+    from radiomics import featureextractor  # lazy: heavy import
+
+    cfg = load_params(params)
+    try:
+        extractor = featureextractor.RadiomicsFeatureExtractor(cfg)
+    except Exception as exc:  # pykwalify's SchemaError and friends
+        src = None if isinstance(params, Mapping) else params
+        raise InputError(f"invalid radiomics parameters: {exc}", file=src) from exc
+    extractor.settings["label"] = label
+    return extractor
+
+
+def _split_result(result: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """PyRadiomics' result as ``(features as floats, diagnostics_* entries)``, in its order."""
+    features: dict[str, float] = {}
+    diagnostics: dict[str, Any] = {}
+    for key, value in result.items():
+        if key.startswith(DIAGNOSTICS_PREFIX):
+            diagnostics[key] = _to_python(value)
+        else:
+            features[key] = float(_to_python(value))
     return features, diagnostics
 
 

@@ -58,30 +58,14 @@ def n4_correct(
     """
     del seed  # N4 draws no random numbers
     img = sitk.Cast(image, sitk.sitkFloat32)
-    if mask is None:
-        mask = otsu_foreground(img)
-    mask = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
-    positive = sitk.Cast(sitk.Greater(img, 0), sitk.sitkUInt8)
-    fit_mask = sitk.And(mask, positive)
-    n_fit = int(np.count_nonzero(sitk.GetArrayViewFromImage(fit_mask)))
-    if n_fit == 0:
-        raise ValueError("N4 mask holds no voxel with positive intensity")
-    if n_fit < int(np.count_nonzero(sitk.GetArrayViewFromImage(mask))):
-        log.warning("N4: non-positive voxels inside the mask left out of the bias fit")
+    fit_mask, n_fit = _fit_mask(img, mask)
 
     size = np.asarray(img.GetSize())
     factors = [int(max(1, min(shrink_factor, s // 8))) for s in size]
     small = sitk.Shrink(img, factors)
     small_mask = sitk.Shrink(fit_mask, factors)
 
-    corrector = sitk.N4BiasFieldCorrectionImageFilter()
-    corrector.SetMaximumNumberOfIterations([int(i) for i in iterations])
-    corrector.SetConvergenceThreshold(float(convergence_threshold))
-    if spline_distance_mm is not None:
-        extent = size * np.asarray(img.GetSpacing())
-        order = corrector.GetSplineOrder()
-        n_points = [max(order + 1, math.ceil(e / spline_distance_mm) + order) for e in extent]
-        corrector.SetNumberOfControlPoints(n_points)
+    corrector = _n4_filter(img, iterations, convergence_threshold, spline_distance_mm)
     corrector.Execute(small, small_mask)
     log_bias = corrector.GetLogBiasFieldAsImage(img)
     # N4's field has an arbitrary scale; fix its geometric mean over the fitted voxels to 1 so
@@ -98,3 +82,38 @@ def n4_correct(
         float(np.max(sitk.GetArrayViewFromImage(bias))),
     )
     return corrected, bias
+
+
+def _fit_mask(img: sitk.Image, mask: sitk.Image | None) -> tuple[sitk.Image, int]:
+    """Voxels N4 fits the field on (``mask``, Otsu foreground when ``None``, with positive
+    intensity) and their count; ValueError when there is none."""
+    if mask is None:
+        mask = otsu_foreground(img)
+    mask = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
+    positive = sitk.Cast(sitk.Greater(img, 0), sitk.sitkUInt8)
+    fit_mask = sitk.And(mask, positive)
+    n_fit = int(np.count_nonzero(sitk.GetArrayViewFromImage(fit_mask)))
+    if n_fit == 0:
+        raise ValueError("N4 mask holds no voxel with positive intensity")
+    if n_fit < int(np.count_nonzero(sitk.GetArrayViewFromImage(mask))):
+        log.warning("N4: non-positive voxels inside the mask left out of the bias fit")
+    return fit_mask, n_fit
+
+
+def _n4_filter(
+    img: sitk.Image,
+    iterations: Sequence[int],
+    convergence_threshold: float,
+    spline_distance_mm: float | None,
+) -> sitk.N4BiasFieldCorrectionImageFilter:
+    """The N4 filter with its schedule and, when asked, a control-point mesh of about
+    ``spline_distance_mm`` spacing over the extent of ``img``."""
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations([int(i) for i in iterations])
+    corrector.SetConvergenceThreshold(float(convergence_threshold))
+    if spline_distance_mm is not None:
+        extent = np.asarray(img.GetSize()) * np.asarray(img.GetSpacing())
+        order = corrector.GetSplineOrder()
+        n_points = [max(order + 1, math.ceil(e / spline_distance_mm) + order) for e in extent]
+        corrector.SetNumberOfControlPoints(n_points)
+    return corrector

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import SimpleITK as sitk
 
+from hccrad.fileio import atomic_path
 from hccrad.preprocess.resample import resample_like
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,16 +42,6 @@ def sitk_to_ants(image: sitk.Image) -> ants.ANTsImage:
         spacing=list(image.GetSpacing()),
         direction=direction,
     )
-
-
-def ants_to_sitk(image: ants.ANTsImage) -> sitk.Image:
-    """Convert a 3-D ANTsImage to a SimpleITK image with identical geometry."""
-    arr = image.numpy()
-    out = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
-    out.SetOrigin(tuple(float(v) for v in image.origin))
-    out.SetSpacing(tuple(float(v) for v in image.spacing))
-    out.SetDirection(tuple(float(v) for v in np.asarray(image.direction).ravel()))
-    return out
 
 
 @contextlib.contextmanager
@@ -154,15 +145,9 @@ def register_rigid(
         ValueError: unknown method or inconsistent refinement schedule.
         RegistrationError: ANTs failed.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown registration method {method!r}; expected one of {METHODS}")
-    if not (len(refine_iterations) == len(refine_shrink_factors) == len(refine_smoothing_sigmas)):
-        raise ValueError(
-            "refine_iterations, refine_shrink_factors and refine_smoothing_sigmas "
-            "must have the same length"
-        )
-    if refine and refine_shrink_factors[-1] != 1:
-        raise ValueError("the last refinement level must run at full resolution (shrink 1)")
+    _check_schedule(
+        method, refine, refine_iterations, refine_shrink_factors, refine_smoothing_sigmas
+    )
     import ants
 
     t0 = time.perf_counter()
@@ -185,20 +170,8 @@ def register_rigid(
         log.debug("ANTs %s: %.2f s", method, time.perf_counter() - t0)
         if refine:
             init = [f for f in first["fwdtransforms"] if str(f).endswith(".mat")]
-            try:
-                second = ants.registration(
-                    f_ants,
-                    m_ants,
-                    type_of_transform="Rigid",
-                    initial_transform=init,
-                    outprefix=str(Path(tmp) / "stage2_"),
-                    mask=mask_ants,
-                    aff_iterations=tuple(int(i) for i in refine_iterations),
-                    aff_shrink_factors=tuple(int(s) for s in refine_shrink_factors),
-                    aff_smoothing_sigmas=tuple(refine_smoothing_sigmas),
-                )
-            except Exception as exc:
-                raise RegistrationError(f"ANTs rigid refinement failed: {exc}") from exc
+            schedule = (refine_iterations, refine_shrink_factors, refine_smoothing_sigmas)
+            second = _refine_rigid(f_ants, m_ants, mask_ants, init, Path(tmp), *schedule)
             tx = _read_ants_affine(second)
     log.info(
         "registration %s%s done in %.2f s",
@@ -207,6 +180,55 @@ def register_rigid(
         time.perf_counter() - t0,
     )
     return _to_euler(tx)
+
+
+def _check_schedule(
+    method: str,
+    refine: bool,
+    iterations: tuple[int, ...],
+    shrink_factors: tuple[int, ...],
+    smoothing_sigmas: tuple[float, ...],
+) -> None:
+    """ValueError for an unknown method or an inconsistent refinement schedule."""
+    if method not in METHODS:
+        raise ValueError(f"unknown registration method {method!r}; expected one of {METHODS}")
+    if not (len(iterations) == len(shrink_factors) == len(smoothing_sigmas)):
+        raise ValueError(
+            "refine_iterations, refine_shrink_factors and refine_smoothing_sigmas "
+            "must have the same length"
+        )
+    if refine and shrink_factors[-1] != 1:
+        raise ValueError("the last refinement level must run at full resolution (shrink 1)")
+
+
+def _refine_rigid(
+    f_ants: ants.ANTsImage,
+    m_ants: ants.ANTsImage,
+    mask_ants: ants.ANTsImage | None,
+    init: list[str],
+    tmp: Path,
+    iterations: tuple[int, ...],
+    shrink_factors: tuple[int, ...],
+    smoothing_sigmas: tuple[float, ...],
+) -> dict[str, Any]:
+    """Second ANTs ``Rigid`` stage from the transform files ``init``, with the given schedule
+    (it ends at full resolution)."""
+    import ants
+
+    try:
+        return ants.registration(
+            f_ants,
+            m_ants,
+            type_of_transform="Rigid",
+            initial_transform=init,
+            outprefix=str(tmp / "stage2_"),
+            mask=mask_ants,
+            aff_iterations=tuple(int(i) for i in iterations),
+            aff_shrink_factors=tuple(int(s) for s in shrink_factors),
+            aff_smoothing_sigmas=tuple(smoothing_sigmas),
+        )
+    except Exception as exc:
+        raise RegistrationError(f"ANTs rigid refinement failed: {exc}") from exc
 
 
 def apply_transform(
@@ -236,16 +258,8 @@ def apply_transform(
 
 def write_transform(transform: sitk.Transform, path: str | os.PathLike[str]) -> None:
     """Write ``transform`` atomically as an ITK ``.tfm`` text file (parent folders created)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.tfm", dir=p.parent)
-    os.close(fd)
-    try:
-        sitk.WriteTransform(transform, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".tfm") as tmp:
+        sitk.WriteTransform(transform, str(tmp))
 
 
 def read_transform(path: str | os.PathLike[str]) -> sitk.Transform:

@@ -70,20 +70,17 @@ __all__ = [
     "youden_cutoff",
 ]
 
-# modelling API (splits, selection steps, classifiers): hccrad.stats.{splits,selection,models}
+# modelling API (splits, selection steps, classifiers, clinical model):
+# hccrad.stats.{splits,selection,models,clinical}
+from hccrad.stats.clinical import ClinicalModel, Nomogram, clinical_model, nomogram, plot_nomogram
 from hccrad.stats.models import (
     CLASSIFIERS,
-    ClinicalModel,
-    Nomogram,
     PlattSVC,
     ScoreFusion,
     build_pipeline,
-    clinical_model,
     fuse_blocks,
     grid_search,
     make_classifier,
-    nomogram,
-    plot_nomogram,
     radiomics_score,
     score_fusion,
     shap_explanation,

@@ -106,6 +106,29 @@ def baseline_table(
     Raises:
         InputError: Unknown column or fewer than 2 groups.
     """
+    data, groups = _grouped_rows(df, group_col, variables)
+    names = [str(g) for g in groups]
+    cat_set = set(categorical or ())
+    nonnormal_set = set(nonnormal or ())
+    value_cols = (["overall"] if overall else []) + names
+    masks = [data[group_col] == g for g in groups]
+    sizes = ([str(len(data))] if overall else []) + [str(int(m.sum())) for m in masks]
+    rows = [_row(value_cols, "n", "", sizes, float("nan"), "", 0)]
+    for var in variables:
+        col = data[var]
+        if var in cat_set or _is_categorical(col):
+            rows += _categorical_rows(var, col, masks, value_cols, overall, digits)
+        else:
+            alpha = None if var in nonnormal_set else normal_alpha
+            rows.append(_continuous_row(var, col, masks, value_cols, overall, digits, alpha))
+    return pd.DataFrame(rows, columns=["variable", "level", *value_cols, "p", "test", "missing"])
+
+
+def _grouped_rows(
+    df: pd.DataFrame, group_col: str, variables: Sequence[str]
+) -> tuple[pd.DataFrame, list]:
+    """The rows with a group and the sorted groups; InputError for unknown columns, fewer than
+    2 groups or group labels that clash as column names."""
     cols = [group_col, *variables]
     missing_cols = [c for c in cols if c not in df.columns]
     if missing_cols:
@@ -117,62 +140,80 @@ def baseline_table(
     names = [str(g) for g in groups]
     if len(set(names)) < len(names) or _RESERVED & set(names):
         raise InputError(f"group labels {names} are ambiguous as column names")
-    cat_set = set(categorical or ())
-    nonnormal_set = set(nonnormal or ())
-    d = digits
-    value_cols = (["overall"] if overall else []) + names
+    return data, groups
 
-    def row(variable: str, level: str, cells: list[str], p: float, test: str, miss: int) -> dict:
-        out: dict = {"variable": variable, "level": level}
-        out.update(dict(zip(value_cols, cells, strict=True)))
-        out.update({"p": p, "test": test, "missing": miss})
-        return out
 
-    masks = [data[group_col] == g for g in groups]
-    rows = [
-        row(
-            "n",
-            "",
-            ([str(len(data))] if overall else []) + [str(int(m.sum())) for m in masks],
-            float("nan"),
-            "",
-            0,
-        )
+def _row(
+    value_cols: list[str],
+    variable: str,
+    level: str,
+    cells: list[str],
+    p: float,
+    test: str,
+    miss: int,
+) -> dict:
+    """One result row: ``variable, level``, the value cells, ``p, test, missing``."""
+    out: dict = {"variable": variable, "level": level}
+    out.update(dict(zip(value_cols, cells, strict=True)))
+    out.update({"p": p, "test": test, "missing": miss})
+    return out
+
+
+def _categorical_rows(
+    var: str,
+    col: pd.Series,
+    masks: list[pd.Series],
+    value_cols: list[str],
+    overall: bool,
+    d: int,
+) -> list[dict]:
+    """Header row (with the test) and one ``n (%)`` row per level of a categorical variable."""
+    miss = int(col.isna().sum())
+    levels = sorted(col.dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
+    parts = ([col] if overall else []) + [col[m] for m in masks]
+    counts = np.array([[int((s == lev).sum()) for s in parts] for lev in levels])
+    denom = np.array([int(s.notna().sum()) for s in parts])
+    group_table = counts[:, 1:] if overall else counts
+    p, test = _categorical_p(group_table)
+    rows = [_row(value_cols, var, "", [""] * len(value_cols), p, test, miss)]
+    for lev, cnt in zip(levels, counts, strict=True):
+        cells = [
+            f"{c} ({100.0 * c / n:.{d}f}%)" if n else f"{c} (-)"
+            for c, n in zip(cnt, denom, strict=True)
+        ]
+        rows.append(_row(value_cols, var, str(lev), cells, float("nan"), "", 0))
+    return rows
+
+
+def _continuous_row(
+    var: str,
+    col: pd.Series,
+    masks: list[pd.Series],
+    value_cols: list[str],
+    overall: bool,
+    d: int,
+    normal_alpha: float | None,
+) -> dict:
+    """``mean ± SD`` (normal in every group at ``normal_alpha``) or ``median [IQR]`` (always
+    when ``normal_alpha`` is ``None``) row of a continuous variable, with its test."""
+    miss = int(col.isna().sum())
+    samples = [col[m].dropna().to_numpy(dtype=float) for m in masks]
+    allv = col.dropna().to_numpy(dtype=float)
+    normal = normal_alpha is not None and _normal(samples, normal_alpha)
+    p, test = _continuous_p(samples, normal)
+    cells = ([_summary(allv, normal, d)] if overall else []) + [
+        _summary(s, normal, d) for s in samples
     ]
-    for var in variables:
-        col = data[var]
-        miss = int(col.isna().sum())
-        is_cat = var in cat_set or _is_categorical(col)
-        if is_cat:
-            levels = sorted(col.dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
-            parts = ([col] if overall else []) + [col[m] for m in masks]
-            counts = np.array([[int((s == lev).sum()) for s in parts] for lev in levels])
-            denom = np.array([int(s.notna().sum()) for s in parts])
-            group_table = counts[:, 1:] if overall else counts
-            p, test = _categorical_p(group_table)
-            rows.append(row(var, "", [""] * len(value_cols), p, test, miss))
-            for lev, cnt in zip(levels, counts, strict=True):
-                cells = [
-                    f"{c} ({100.0 * c / n:.{d}f}%)" if n else f"{c} (-)"
-                    for c, n in zip(cnt, denom, strict=True)
-                ]
-                rows.append(row(var, str(lev), cells, float("nan"), "", 0))
-            continue
-        samples = [col[m].dropna().to_numpy(dtype=float) for m in masks]
-        allv = col.dropna().to_numpy(dtype=float)
-        normal = var not in nonnormal_set and _normal(samples, normal_alpha)
-        p, test = _continuous_p(samples, normal)
+    label = "mean ± SD" if normal else "median [IQR]"
+    return _row(value_cols, var, label, cells, p, test, miss)
 
-        def fmt(v: np.ndarray, normal: bool = normal) -> str:
-            if v.size == 0:
-                return "-"
-            if normal:
-                sd = v.std(ddof=1) if v.size > 1 else float("nan")
-                return f"{v.mean():.{d}f} ± {sd:.{d}f}"
-            q1, med, q3 = np.percentile(v, [25, 50, 75])
-            return f"{med:.{d}f} [{q1:.{d}f}, {q3:.{d}f}]"
 
-        cells = ([fmt(allv)] if overall else []) + [fmt(s) for s in samples]
-        label = "mean ± SD" if normal else "median [IQR]"
-        rows.append(row(var, label, cells, p, test, miss))
-    return pd.DataFrame(rows, columns=["variable", "level", *value_cols, "p", "test", "missing"])
+def _summary(v: np.ndarray, normal: bool, d: int) -> str:
+    """``mean ± SD`` or ``median [Q1, Q3]`` of ``v`` with ``d`` decimals (``-`` when empty)."""
+    if v.size == 0:
+        return "-"
+    if normal:
+        sd = v.std(ddof=1) if v.size > 1 else float("nan")
+        return f"{v.mean():.{d}f} ± {sd:.{d}f}"
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return f"{med:.{d}f} [{q1:.{d}f}, {q3:.{d}f}]"

@@ -75,13 +75,7 @@ def make_splits(
             class once).
     """
     needed = [patient_col, label, center_col] + ([date_col] if temporal_cutoff is not None else [])
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise ValueError(f"make_splits: table lacks column(s) {missing}")
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
-    if unlabeled not in ("keep", "drop"):
-        raise ValueError(f"unlabeled must be 'keep' or 'drop', got {unlabeled!r}")
+    _check_arguments(table, needed, validation_fraction, unlabeled)
     patients = table[patient_col].astype(str).reset_index(drop=True)
     dup = patients[patients.duplicated()]
     if len(dup):
@@ -99,15 +93,7 @@ def make_splits(
     split = np.full(len(table), "external", dtype=object)
     development = is_primary.copy()
     if temporal_cutoff is not None:
-        cutoff = pd.Timestamp(temporal_cutoff)
-        dates = pd.to_datetime(table[date_col].reset_index(drop=True), errors="raise")
-        no_date = is_primary & dates.isna().to_numpy()
-        if no_date.any():
-            raise ValueError(
-                f"make_splits: primary-center patient(s) without {date_col} (needed for the "
-                f"temporal cut-off {cutoff.date()}): {_names(patients[no_date])}"
-            )
-        late = is_primary & (dates >= cutoff).to_numpy()
+        late = _temporal_patients(table[date_col], date_col, temporal_cutoff, is_primary, patients)
         split[late] = "temporal"
         development &= ~late
     split[~has_label] = "unlabeled"
@@ -117,35 +103,84 @@ def make_splits(
     where = f"primary center(s) {sorted(primary)}" + (
         f" before {pd.Timestamp(temporal_cutoff).date()}" if temporal_cutoff is not None else ""
     )
+    split[order] = "train"
+    y = labels.to_numpy()[order]
+    val = _validation_patients(order, y, label, where, validation_fraction, seed)
+    split[val] = "validation"
+
+    out = pd.DataFrame({"patient": patients, "split": split})
+    if unlabeled == "drop":
+        out = out[out["split"] != "unlabeled"].reset_index(drop=True)
+    return out
+
+
+def _check_arguments(
+    table: pd.DataFrame, needed: list[str], validation_fraction: float, unlabeled: str
+) -> None:
+    """Raise ValueError for columns ``table`` lacks, a fraction outside ``[0, 1)`` or an
+    unknown ``unlabeled`` mode."""
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"make_splits: table lacks column(s) {missing}")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    if unlabeled not in ("keep", "drop"):
+        raise ValueError(f"unlabeled must be 'keep' or 'drop', got {unlabeled!r}")
+
+
+def _temporal_patients(
+    dates: pd.Series,
+    date_col: str,
+    temporal_cutoff: str | pd.Timestamp,
+    is_primary: np.ndarray,
+    patients: pd.Series,
+) -> np.ndarray:
+    """Mask of the primary-center patients acquired on or after the cut-off (every one of them
+    must have a date)."""
+    cutoff = pd.Timestamp(temporal_cutoff)
+    dates = pd.to_datetime(dates.reset_index(drop=True), errors="raise")
+    no_date = is_primary & dates.isna().to_numpy()
+    if no_date.any():
+        raise ValueError(
+            f"make_splits: primary-center patient(s) without {date_col} (needed for the "
+            f"temporal cut-off {cutoff.date()}): {_names(patients[no_date])}"
+        )
+    return is_primary & (dates >= cutoff).to_numpy()
+
+
+def _validation_patients(
+    order: np.ndarray,
+    y: np.ndarray,
+    label: str,
+    where: str,
+    validation_fraction: float,
+    seed: int,
+) -> np.ndarray:
+    """Rows (of ``order``, the sorted labelled development patients with labels ``y``) drawn
+    into ``validation`` by the seeded stratified split; none when the fraction is 0."""
     if len(order) == 0:
         raise ValueError(f"make_splits: no labelled development patient ({where})")
-    y = labels.to_numpy()[order]
     classes, counts = np.unique(y.astype(str), return_counts=True)
     if len(classes) < 2:
         raise ValueError(
             f"make_splits: the development set ({where}, {len(order)} patients) has a single "
             f"class of {label!r} ({classes[0]}); stratification is impossible"
         )
-    split[order] = "train"
-    if validation_fraction > 0:
-        if counts.min() < 2:
-            raise ValueError(
-                f"make_splits: class {classes[counts.argmin()]} of {label!r} has a single "
-                f"development patient ({where}); stratification is impossible"
-            )
-        try:
-            _, val = train_test_split(
-                order, test_size=validation_fraction, stratify=y.astype(str), random_state=seed
-            )
-        except ValueError as err:
-            raise ValueError(
-                f"make_splits: cannot stratify {label!r} ({where}, class counts "
-                f"{dict(zip(classes, counts.tolist(), strict=True))}, validation_fraction "
-                f"{validation_fraction}): {err}"
-            ) from err
-        split[val] = "validation"
-
-    out = pd.DataFrame({"patient": patients, "split": split})
-    if unlabeled == "drop":
-        out = out[out["split"] != "unlabeled"].reset_index(drop=True)
-    return out
+    if validation_fraction <= 0:
+        return order[:0]
+    if counts.min() < 2:
+        raise ValueError(
+            f"make_splits: class {classes[counts.argmin()]} of {label!r} has a single "
+            f"development patient ({where}); stratification is impossible"
+        )
+    try:
+        _, val = train_test_split(
+            order, test_size=validation_fraction, stratify=y.astype(str), random_state=seed
+        )
+    except ValueError as err:
+        raise ValueError(
+            f"make_splits: cannot stratify {label!r} ({where}, class counts "
+            f"{dict(zip(classes, counts.tolist(), strict=True))}, validation_fraction "
+            f"{validation_fraction}): {err}"
+        ) from err
+    return val
