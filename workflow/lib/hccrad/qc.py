@@ -13,7 +13,6 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -21,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
+from hccrad.fileio import write_png
 from hccrad.preprocess.regions import largest_component
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,6 @@ def _figure(nrows: int, ncols: int, figsize: tuple[float, float]) -> tuple[Figur
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
-
-
-def _atomic_savefig(fig: Figure, out_png: str | os.PathLike[str], **kwargs: Any) -> None:
-    from hccrad.fileio import write_png as write_png_atomic
-
-    write_png_atomic(fig, out_png, **kwargs)
 
 
 def _lps(image: sitk.Image) -> sitk.Image:
@@ -128,7 +122,7 @@ def plot_patient_qc(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.86, wspace=0.03)
-    _atomic_savefig(fig, out_png, dpi=DPI)
+    write_png(fig, out_png, dpi=DPI)
     log.debug("wrote QC figure %s (%d panels, slice %d)", out_png, n, z)
 
 
@@ -167,4 +161,4 @@ def plot_cohort_montage(
     if not paths:
         axes[0, 0].text(0.5, 0.5, "no QC images", ha="center", va="center")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.95, wspace=0.02, hspace=0.1)
-    _atomic_savefig(fig, out_png, dpi=DPI)
+    write_png(fig, out_png, dpi=DPI)

@@ -26,6 +26,8 @@ from typing import Any
 
 import pandas as pd
 
+from hccrad.fileio import write_text
+
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
@@ -595,15 +597,6 @@ def _rounded(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
 # ============================================================================================
 
 
-def _write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` atomically (temporary file, then rename)."""
-    dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(dst)
-
-
 def summarize_results_job(
     inputs: Mapping[str, PathLike],
     outputs: Mapping[str, PathLike],
@@ -636,10 +629,10 @@ def summarize_results_job(
         for name, figures in studies.items()
     ]
     for result in results:
-        _write_text(outputs[f"study_{result.name}"], study_html(result))
-    _write_text(outputs["preprocessing"], preprocessing_html(summary))
+        write_text(study_html(result), outputs[f"study_{result.name}"])
+    write_text(preprocessing_html(summary), outputs["preprocessing"])
     if dice is not None:
-        _write_text(outputs["dice"], dice_html(dice))
+        write_text(dice_html(dice), outputs["dice"])
     text = summary_markdown(summary, results, skipped=skipped, dice=dice, report=report)
-    _write_text(outputs["summary"], text)
+    write_text(text, outputs["summary"])
     log.info("summary of %d studies written to %s", len(results), outputs["summary"])

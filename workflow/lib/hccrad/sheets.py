@@ -223,110 +223,171 @@ def check_sheets(
     seen: dict[tuple[str, str], int] = {}
     patient_meta: dict[str, tuple[str, str, int]] = {}
     for i, rec in enumerate(cohort_df[list(COHORT_COLUMNS)].to_dict(orient="records"), start=1):
-        patient, phase = rec["patient"] or None, rec["phase"] or None
-        row_problems = [
+        row_problems, usable = _cohort_row_problems(
+            i, rec, validator, settings, seen, patient_meta
+        )
+        problems.extend(row_problems)
+        if not usable:
+            continue
+        record, file_problems = _image_record(i, rec, base_dir, check_files=check_files)
+        problems.extend(file_problems)
+        records.append(record)
+
+    problems.extend(_reference_phase_problems(records, patient_meta, settings))
+    clinical, clinical_problems = _check_clinical(clinical_df, patient_meta)
+    problems.extend(clinical_problems)
+    return records, clinical, problems
+
+
+def _cohort_row_problems(
+    i: int,
+    rec: dict[str, str],
+    validator: Any,
+    settings: Settings,
+    seen: dict[tuple[str, str], int],
+    patient_meta: dict[str, tuple[str, str, int]],
+) -> tuple[list[Problem], bool]:
+    """The problems of cohort-sheet row ``i`` (schema, names, duplicates) and whether its image
+    can be used. A usable row is registered in ``seen`` (patient x phase -> row) and
+    ``patient_meta`` (patient -> center, modality, first row)."""
+    patient, phase = rec["patient"] or None, rec["phase"] or None
+    schema_problems = [
+        Problem(
+            e.message,
+            row=i,
+            patient=patient,
+            phase=phase,
+            column=".".join(map(str, e.path)) or None,
+        )
+        for e in validator.iter_errors(rec)
+    ]
+    if schema_problems:
+        return schema_problems, False
+    problems, usable = _name_problems(i, rec, settings)
+    if not usable:
+        return problems, False
+    identity = _identity_problem(i, rec, seen, patient_meta)
+    if identity is not None:
+        return [*problems, identity], False
+    return problems, True
+
+
+def _name_problems(i: int, rec: dict[str, str], settings: Settings) -> tuple[list[Problem], bool]:
+    """Reserved center name, unconfigured modality or phase of row ``i``; whether the row can
+    still be used (a reserved center name alone does not stop it)."""
+    patient, phase = rec["patient"] or None, rec["phase"] or None
+    center, modality = rec["center"], rec["modality"]
+    problems = []
+    if center in RESERVED_NAMES:
+        problems.append(
             Problem(
-                e.message,
+                f"center name {center!r} is reserved", row=i, patient=patient, column="center"
+            )
+        )
+    if modality not in settings.modalities:
+        problems.append(
+            Problem(
+                f"modality {modality!r} is not configured",
+                row=i,
+                patient=patient,
+                column="modality",
+            )
+        )
+        return problems, False
+    mod = settings.modalities[modality]
+    if phase not in mod.phases:
+        problems.append(
+            Problem(
+                f"unknown phase {phase!r} for {modality} (configured: {', '.join(mod.phases)})",
                 row=i,
                 patient=patient,
                 phase=phase,
-                column=".".join(map(str, e.path)) or None,
-            )
-            for e in validator.iter_errors(rec)
-        ]
-        if row_problems:
-            problems.extend(row_problems)
-            continue
-        center, modality = rec["center"], rec["modality"]
-        if center in RESERVED_NAMES:
-            problems.append(
-                Problem(
-                    f"center name {center!r} is reserved", row=i, patient=patient, column="center"
-                )
-            )
-        if modality not in settings.modalities:
-            problems.append(
-                Problem(
-                    f"modality {modality!r} is not configured",
-                    row=i,
-                    patient=patient,
-                    column="modality",
-                )
-            )
-            continue
-        mod = settings.modalities[modality]
-        if phase not in mod.phases:
-            problems.append(
-                Problem(
-                    f"unknown phase {phase!r} for {modality} (configured: {', '.join(mod.phases)})",
-                    row=i,
-                    patient=patient,
-                    phase=phase,
-                    column="phase",
-                )
-            )
-            continue
-        key = (rec["patient"], rec["phase"])
-        if key in seen:
-            problems.append(
-                Problem(
-                    f"duplicate patient x phase (first at row {seen[key]})",
-                    row=i,
-                    patient=patient,
-                    phase=phase,
-                    column="patient",
-                )
-            )
-            continue
-        seen[key] = i
-        first = patient_meta.setdefault(rec["patient"], (center, modality, i))
-        if first[:2] != (center, modality):
-            problems.append(
-                Problem(
-                    f"patient id used with center/modality {first[0]}/{first[1]} at row {first[2]} "
-                    f"and {center}/{modality} here: patient ids must be unique across the cohort",
-                    row=i,
-                    patient=patient,
-                    phase=phase,
-                    column="patient",
-                )
-            )
-            continue
-        image = _resolve(base_dir, rec["image"])
-        masks = {
-            kind: _resolve(base_dir, rec[f"{kind}_mask"])
-            for kind in MASK_KINDS
-            if rec[f"{kind}_mask"]
-        }
-        if check_files:
-            for column, path in [("image", image), *((f"{k}_mask", p) for k, p in masks.items())]:
-                if not path.exists():
-                    problems.append(
-                        Problem(
-                            "file not found",
-                            row=i,
-                            patient=patient,
-                            phase=phase,
-                            column=column,
-                            file=str(path),
-                        )
-                    )
-        records.append(
-            ImageRecord(
-                row=i,
-                center=center,
-                patient=rec["patient"],
-                phase=rec["phase"],
-                modality=modality,
-                image=image,
-                masks=masks,
+                column="phase",
             )
         )
+        return problems, False
+    return problems, True
 
-    # Every patient needs its modality's reference phase (everything is registered onto it).
+
+def _identity_problem(
+    i: int,
+    rec: dict[str, str],
+    seen: dict[tuple[str, str], int],
+    patient_meta: dict[str, tuple[str, str, int]],
+) -> Problem | None:
+    """A duplicate patient x phase, or a patient id seen with another center or modality; else
+    None, with row ``i`` registered in ``seen`` and ``patient_meta``."""
+    patient, phase = rec["patient"] or None, rec["phase"] or None
+    center, modality = rec["center"], rec["modality"]
+    key = (rec["patient"], rec["phase"])
+    if key in seen:
+        return Problem(
+            f"duplicate patient x phase (first at row {seen[key]})",
+            row=i,
+            patient=patient,
+            phase=phase,
+            column="patient",
+        )
+    seen[key] = i
+    first = patient_meta.setdefault(rec["patient"], (center, modality, i))
+    if first[:2] != (center, modality):
+        return Problem(
+            f"patient id used with center/modality {first[0]}/{first[1]} at row {first[2]} "
+            f"and {center}/{modality} here: patient ids must be unique across the cohort",
+            row=i,
+            patient=patient,
+            phase=phase,
+            column="patient",
+        )
+    return None
+
+
+def _image_record(
+    i: int, rec: dict[str, str], base_dir: Path, *, check_files: bool
+) -> tuple[ImageRecord, list[Problem]]:
+    """The image record of row ``i`` (paths resolved against ``base_dir``) and a problem per
+    file not found (when ``check_files``)."""
+    patient, phase = rec["patient"] or None, rec["phase"] or None
+    image = _resolve(base_dir, rec["image"])
+    masks = {
+        kind: _resolve(base_dir, rec[f"{kind}_mask"]) for kind in MASK_KINDS if rec[f"{kind}_mask"]
+    }
+    problems = []
+    if check_files:
+        for column, path in [("image", image), *((f"{k}_mask", p) for k, p in masks.items())]:
+            if not path.exists():
+                problems.append(
+                    Problem(
+                        "file not found",
+                        row=i,
+                        patient=patient,
+                        phase=phase,
+                        column=column,
+                        file=str(path),
+                    )
+                )
+    record = ImageRecord(
+        row=i,
+        center=rec["center"],
+        patient=rec["patient"],
+        phase=rec["phase"],
+        modality=rec["modality"],
+        image=image,
+        masks=masks,
+    )
+    return record, problems
+
+
+def _reference_phase_problems(
+    records: list[ImageRecord],
+    patient_meta: dict[str, tuple[str, str, int]],
+    settings: Settings,
+) -> list[Problem]:
+    """Every patient needs its modality's reference phase (everything is registered onto it)."""
     phases_of: dict[str, set[str]] = defaultdict(set)
     for r in records:
         phases_of[r.patient].add(r.phase)
+    problems = []
     for patient, (_center, modality, row) in patient_meta.items():
         mod = settings.modalities.get(modality)
         if (
@@ -343,10 +404,7 @@ def check_sheets(
                     column="phase",
                 )
             )
-
-    clinical, clinical_problems = _check_clinical(clinical_df, patient_meta)
-    problems.extend(clinical_problems)
-    return records, clinical, problems
+    return problems
 
 
 def _check_clinical(

@@ -1,4 +1,8 @@
-"""Helpers of the audit: hashing, walking a results folder, atomic table and figure writers."""
+"""Helpers of the audit: hashing, walking a results folder, a figure on the Agg canvas.
+
+The audit writes its files through :mod:`hccrad.fileio`; ``write_tsv`` is re-exported here for
+the command line (``hccrad audit compare --out``).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from hccrad.fileio import write_png as write_png_atomic
-from hccrad.fileio import write_text as write_text_atomic
+from hccrad.fileio import write_tsv
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+__all__ = [
+    "BOOKKEEPING_DIRS",
+    "VOLATILE_AUDIT_FILES",
+    "PathLike",
+    "is_bookkeeping",
+    "new_figure",
+    "sha256_file",
+    "walk_files",
+    "write_tsv",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -67,29 +79,6 @@ def walk_files(root: PathLike) -> Iterator[str]:
     yield from sorted(found)
 
 
-def write_tsv(table: pd.DataFrame, path: PathLike) -> None:
-    """Write a table as TSV (no index, empty cells for missing values) atomically."""
-    write_text_atomic(table.to_csv(sep="\t", index=False, lineterminator="\n"), path)
-
-
-def write_parquet(table: pd.DataFrame, path: PathLike) -> None:
-    """Write a table as parquet (no index) atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_figure(fig: Figure, path: PathLike, dpi: int = 110) -> None:
-    """Write a matplotlib figure as PNG atomically."""
-    write_png_atomic(fig, path, dpi=dpi)
-
-
 def new_figure(figsize: tuple[float, float]) -> Figure:
     """A matplotlib Figure on the Agg canvas (no pyplot, no global backend switch)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -98,11 +87,3 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig
-
-
-def placeholder_figure(path: PathLike, title: str, note: str) -> None:
-    """A small PNG saying why a figure could not be drawn (so the declared output exists)."""
-    fig = new_figure((5.0, 2.2))
-    fig.text(0.5, 0.62, title, ha="center", va="center", fontsize=11, fontweight="bold")
-    fig.text(0.5, 0.38, f"not drawn: {note}", ha="center", va="center", fontsize=9, wrap=True)
-    save_figure(fig, path, dpi=100)

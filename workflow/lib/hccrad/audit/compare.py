@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from hccrad.audit._io import PathLike, is_bookkeeping, sha256_file, walk_files
+from hccrad.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -422,8 +423,6 @@ def compare_runs(
     ra, rb = results_root(run_a), results_root(run_b)
     for r in (ra, rb):
         if not r.is_dir():
-            from hccrad.errors import InputError
-
             raise InputError("results folder not found", file=r)
     files_a = {f for f in walk_files(ra) if not is_bookkeeping(f)}
     files_b = {f for f in walk_files(rb) if not is_bookkeeping(f)}

@@ -25,12 +25,15 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from hccrad.audit._io import PathLike, new_figure, placeholder_figure, save_figure
+from hccrad.audit._io import PathLike, new_figure
+from hccrad.fileio import placeholder_png, write_png
 
 log = logging.getLogger(__name__)
 
 #: Default |SMD| above which a feature drifts.
 DEFAULT_THRESHOLD = 0.5
+#: Resolution of the drift figure.
+FIGURE_DPI = 110
 
 DRIFT_COLUMNS = [
     "modality",
@@ -187,7 +190,7 @@ def plot_drift(
     of flagged features in the legend; a placeholder when no SMD could be computed."""
     valid = drift[drift["smd"].notna()]
     if valid.empty:
-        placeholder_figure(
+        placeholder_png(
             out_png, "Center feature drift", "fewer than two centers with two patients each"
         )
         return
@@ -215,5 +218,5 @@ def plot_drift(
         ax.set_ylabel("features")
         ax.legend(title="center: share drifting", fontsize=8, title_fontsize=8)
     fig.tight_layout()
-    save_figure(fig, out_png)
+    write_png(fig, out_png, dpi=FIGURE_DPI)
     log.info("drift figure: %d modality panel(s)", len(modalities))

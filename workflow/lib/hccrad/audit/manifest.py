@@ -25,7 +25,11 @@ from typing import Any
 
 import pandas as pd
 
-from hccrad.audit._io import PathLike, is_bookkeeping, sha256_file, walk_files, write_tsv
+from hccrad import __version__
+from hccrad.audit._io import PathLike, is_bookkeeping, sha256_file, walk_files
+from hccrad.config import validate_config
+from hccrad.fileio import write_json, write_tsv
+from hccrad.sheets import read_cohort_sheet
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +75,6 @@ def config_hash(config: Mapping[str, Any]) -> str:
     The configuration is first validated with :func:`hccrad.config.validate_config`, which fills
     in every default, so a file that spells a default out and one that leaves it out hash alike.
     """
-    from hccrad.config import validate_config
-
     resolved = validate_config(config)
     return hashlib.sha256(canonical_json(resolved).encode("ascii")).hexdigest()
 
@@ -88,8 +90,6 @@ def package_versions() -> dict[str, str]:
             except metadata.PackageNotFoundError:
                 continue
     if "hccrad" not in out:  # run from a checkout without installation (per-rule conda envs)
-        from hccrad import __version__
-
         out["hccrad"] = __version__
     return out
 
@@ -130,8 +130,6 @@ def sheet_files(cohort_sheet: PathLike) -> list[dict[str, str]]:
     the file on disk; a DICOM series folder gives one row per file inside it. Files that do not
     exist are listed with an empty ``file``.
     """
-    from hccrad.sheets import read_cohort_sheet
-
     sheet_path = Path(cohort_sheet)
     base = sheet_path.resolve().parent
     sheet = read_cohort_sheet(sheet_path)
@@ -221,8 +219,6 @@ def build_manifest(
         name: {"path": str(p), "sha256": sha256_file(p) if Path(p).is_file() else None}
         for name, p in (("cohort", cohort_sheet), ("clinical", clinical))
     }
-    from hccrad.config import validate_config
-
     seeds: dict[str, Any] = {
         "config": validate_config(config)["seed"],
         "studies": study_seeds(study_dirs),
@@ -284,7 +280,5 @@ def manifest_table(manifest: Mapping[str, Any]) -> pd.DataFrame:
 
 def write_manifest(manifest: Mapping[str, Any], json_path: PathLike, tsv_path: PathLike) -> None:
     """Write the manifest as JSON and as the flat TSV of :func:`manifest_table`."""
-    from hccrad.imageio import write_json
-
     write_json(dict(manifest), json_path)
     write_tsv(manifest_table(manifest), tsv_path)

@@ -148,7 +148,88 @@ def _comparator(comparisons: pd.DataFrame, primary: str) -> str | None:
     return None
 
 
+def _oracle_aucs(
+    truth: pd.DataFrame, label: str, planted: Planted, modality: str | None, held: pd.DataFrame
+) -> tuple[float, float]:
+    """AUC of the generating latent against the true labels of the study's patients and against
+    the labels the study saw on its held-out patients; NaN when the label has no latent."""
+    if not (planted.latent and planted.latent in truth and f"{label}_true" in truth):
+        return np.nan, np.nan
+    in_study = truth[truth["modality"] == modality] if "modality" in truth else truth
+    oracle_true = auc(in_study[f"{label}_true"].to_numpy(), in_study[planted.latent].to_numpy())
+    labels = held.drop_duplicates("patient").set_index("patient")["label"]
+    latent = truth.set_index("patient")[planted.latent].reindex(labels.index)
+    return oracle_true, auc(labels.to_numpy(dtype=float), latent.to_numpy(dtype=float))
+
+
+def _pooled_auc(held: pd.DataFrame, model: str | None) -> float:
+    """AUC of ``model`` on the held-out patients pooled; NaN without a model."""
+    if not model:
+        return float("nan")
+    sub = held[held["model"] == model]
+    return auc(sub["label"].to_numpy(dtype=float), sub["score"].to_numpy(dtype=float))
+
+
+def _held_out_aucs(
+    held: pd.DataFrame, primary: str, comparator: str | None
+) -> tuple[str, int, int, float, float]:
+    """``("held_out", n, n_pos, auc_primary, auc_comparator)`` on the held-out patients pooled
+    (``predictions.parquet``)."""
+    first = held[held["model"] == primary].drop_duplicates("patient")
+    labels = pd.to_numeric(first["label"], errors="coerce")
+    return (
+        "held_out",
+        int(labels.notna().sum()),
+        int((labels == 1).sum()),
+        _pooled_auc(held, primary),
+        _pooled_auc(held, comparator),
+    )
+
+
+def _split_aucs(
+    performance: pd.DataFrame, primary: str, comparator: str | None
+) -> list[tuple[str, int, int, float, float]]:
+    """``(split, n, n_pos, auc_primary, auc_comparator)`` per held-out split of the primary
+    model (``performance.parquet``)."""
+    perf = performance.set_index(["model", "split"])
+    out = []
+    for split in HELD_OUT_SPLITS:
+        if (primary, split) not in perf.index:
+            continue
+        p = perf.loc[(primary, split)]
+        c = perf.loc[(comparator, split)] if (comparator, split) in perf.index else None
+        out.append(
+            (
+                split,
+                int(p["n"]),
+                int(p["n_pos"]),
+                float(p["auc"]),
+                float(c["auc"]) if c is not None else float("nan"),
+            )
+        )
+    return out
+
+
+def _scope_row(
+    base: dict[str, object], note: str, scope: str, n: int, n_pos: int, a: float, b: float
+) -> dict[str, object]:
+    """One row of the table: the study's ``base`` columns and the AUCs of one scope."""
+    defined = np.isfinite(a) and np.isfinite(b)
+    return {
+        **base,
+        "scope": scope,
+        "n": n,
+        "n_pos": n_pos,
+        "auc_primary": a,
+        "auc_comparator": b,
+        "auc_difference": a - b if defined else np.nan,
+        "as_expected": bool(a > b) if defined else None,
+        "note": note,
+    }
+
+
 def _study_rows(folder: Path, truth: pd.DataFrame) -> list[dict[str, object]]:
+    """The rows of one study: held-out patients pooled, then each held-out split."""
     metrics = json.loads((folder / "metrics.json").read_text())
     study, label = metrics["study"], metrics["label"]
     primary = metrics["primary"]
@@ -158,15 +239,8 @@ def _study_rows(folder: Path, truth: pd.DataFrame) -> list[dict[str, object]]:
     performance = pd.read_parquet(folder / "performance.parquet")
     predictions = pd.read_parquet(folder / "predictions.parquet")
     comparator = _comparator(comparisons, primary) if len(comparisons) else None
-    in_study = truth[truth["modality"] == modality] if "modality" in truth else truth
-    oracle_true = np.nan
-    oracle_held = np.nan
     held = predictions[predictions["split"].isin(HELD_OUT_SPLITS)]
-    if planted.latent and planted.latent in truth and f"{label}_true" in truth:
-        oracle_true = auc(in_study[f"{label}_true"].to_numpy(), in_study[planted.latent].to_numpy())
-        labels = held.drop_duplicates("patient").set_index("patient")["label"]
-        latent = truth.set_index("patient")[planted.latent].reindex(labels.index)
-        oracle_held = auc(labels.to_numpy(dtype=float), latent.to_numpy(dtype=float))
+    oracle_true, oracle_held = _oracle_aucs(truth, label, planted, modality, held)
     base = {
         "study": study,
         "label": label,
@@ -181,58 +255,14 @@ def _study_rows(folder: Path, truth: pd.DataFrame) -> list[dict[str, object]]:
         "comparator": comparator or "",
     }
     status = {m: info.get("status") for m, info in metrics.get("models", {}).items()}
-    rows = []
-
-    def add(scope: str, n: int, n_pos: int, a: float, b: float) -> None:
-        notes = [
-            f"{m} {status[m]}"
-            for m in (primary, comparator)
-            if m and status.get(m) not in (None, "ok")
-        ]
-        defined = np.isfinite(a) and np.isfinite(b)
-        rows.append(
-            {
-                **base,
-                "scope": scope,
-                "n": n,
-                "n_pos": n_pos,
-                "auc_primary": a,
-                "auc_comparator": b,
-                "auc_difference": a - b if defined else np.nan,
-                "as_expected": bool(a > b) if defined else None,
-                "note": "; ".join(notes),
-            }
-        )
-
-    def pooled(model: str | None) -> float:
-        if not model:
-            return float("nan")
-        sub = held[held["model"] == model]
-        return auc(sub["label"].to_numpy(dtype=float), sub["score"].to_numpy(dtype=float))
-
-    first = held[held["model"] == primary].drop_duplicates("patient")
-    labels = pd.to_numeric(first["label"], errors="coerce")
-    add(
-        "held_out",
-        int(labels.notna().sum()),
-        int((labels == 1).sum()),
-        pooled(primary),
-        pooled(comparator),
+    note = "; ".join(
+        f"{m} {status[m]}" for m in (primary, comparator) if m and status.get(m) not in (None, "ok")
     )
-    perf = performance.set_index(["model", "split"])
-    for split in HELD_OUT_SPLITS:
-        if (primary, split) not in perf.index:
-            continue
-        p = perf.loc[(primary, split)]
-        c = perf.loc[(comparator, split)] if (comparator, split) in perf.index else None
-        add(
-            split,
-            int(p["n"]),
-            int(p["n_pos"]),
-            float(p["auc"]),
-            float(c["auc"]) if c is not None else float("nan"),
-        )
-    return rows
+    scopes = [
+        _held_out_aucs(held, primary, comparator),
+        *_split_aucs(performance, primary, comparator),
+    ]
+    return [_scope_row(base, note, *aucs) for aucs in scopes]
 
 
 def planted_signal_table(

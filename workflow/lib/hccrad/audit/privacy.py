@@ -40,6 +40,9 @@ import numpy as np
 import pandas as pd
 
 from hccrad.audit._io import PathLike, walk_files
+from hccrad.audit.manifest import sheet_files
+from hccrad.errors import InputError
+from hccrad.sheets import read_cohort_sheet
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +164,6 @@ NOT_DICOM_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".raw
 
 def sheet_identifiers(cohort_sheet: PathLike) -> dict[str, set[str]]:
     """The identifiers of the DICOM inputs of a cohort sheet, its patient ids allowed."""
-    from hccrad.audit.manifest import sheet_files
-    from hccrad.sheets import read_cohort_sheet
-
     allowed = set(read_cohort_sheet(cohort_sheet)["patient"])
     files = [
         r["file"]
@@ -414,8 +414,6 @@ def scan_paths(
     matcher = IdentifierMatcher(identifiers)
     for p in map(Path, paths):
         if not p.exists():
-            from hccrad.errors import InputError
-
             raise InputError("nothing to scan: path not found", file=p)
         if p.is_dir():
             h, k = scan_tree(p, identifiers)

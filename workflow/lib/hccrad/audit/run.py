@@ -16,8 +16,11 @@ from typing import Any
 import pandas as pd
 
 from hccrad.audit import checklist, drift, manifest, planted, privacy, reproducibility
-from hccrad.audit._io import PathLike, write_parquet, write_tsv
+from hccrad.audit._io import PathLike
+from hccrad.config import Audit, settings_from_config
 from hccrad.errors import HccradError
+from hccrad.fileio import write_json, write_parquet, write_tsv
+from hccrad.sheets import read_cohort_sheet
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,15 @@ class AuditOptions:
     icc_column: str = "icc2_1"
     fail_on_identifiers: bool = True
 
+    @classmethod
+    def from_settings(cls, audit: Audit) -> AuditOptions:
+        """The options of the config's ``audit`` settings (``icc_column`` keeps its default)."""
+        return cls(
+            drift_threshold=audit.drift_threshold,
+            icc_thresholds=audit.icc_thresholds,
+            fail_on_identifiers=audit.fail_on_identifiers,
+        )
+
 
 @dataclass(frozen=True)
 class AuditInputs:
@@ -69,8 +81,6 @@ class AuditInputs:
 def sheet_patients(cohort_sheet: PathLike, clinical: PathLike | None = None) -> pd.DataFrame:
     """``patient, center, modality`` of every patient of the cohort sheet (the clinical table
     fills in patients the sheet lacks)."""
-    from hccrad.sheets import read_cohort_sheet
-
     sheet = read_cohort_sheet(cohort_sheet)[["patient", "center", "modality"]]
     frames = [sheet]
     if clinical is not None and Path(clinical).is_file():
@@ -99,10 +109,22 @@ def run_audit(
     out = output_paths(out_dir)
     for path in out.values():  # a rerun starts clean: the scan must not see old audit files
         path.unlink(missing_ok=True)
-    results = Path(inputs.results)
-    # 1. provenance
+    summary = _provenance(inputs, out)
+    summary["drift"] = _center_drift(inputs, out, options)
+    summary["reader_icc"] = _reader_icc(inputs, out, options)
+    summary["planted_signal"] = _planted_signal(inputs, out)
+    summary["privacy"], hits = _privacy_scan(inputs, out)
+    summary["checklist"] = _checklist(inputs, out)
+    write_json(summary, out["summary"])
+    if hits:
+        _identifiers_found(hits, options)
+    return summary
+
+
+def _provenance(inputs: AuditInputs, out: Mapping[str, Path]) -> dict[str, Any]:
+    """1. The manifest (``manifest.json``, ``manifest.tsv``); its part of the summary."""
     man = manifest.build_manifest(
-        results,
+        Path(inputs.results),
         config=inputs.config,
         cohort_sheet=inputs.cohort_sheet,
         clinical=inputs.clinical,
@@ -110,7 +132,18 @@ def run_audit(
         project_dir=inputs.project_dir,
     )
     manifest.write_manifest(man, out["manifest"], out["manifest_table"])
-    # 2. center drift
+    return {
+        "config_sha256": man["config_sha256"],
+        "git": man["git"],
+        "n_result_files": len(man["outputs"]),
+        "n_input_files": len(man["inputs"]),
+    }
+
+
+def _center_drift(
+    inputs: AuditInputs, out: Mapping[str, Path], options: AuditOptions
+) -> dict[str, Any]:
+    """2. Center drift (table, summary, figure); its part of the summary."""
     patients = sheet_patients(inputs.cohort_sheet, inputs.clinical)
     if inputs.features is not None and Path(inputs.features).is_file():
         features = pd.read_parquet(inputs.features)
@@ -124,7 +157,16 @@ def run_audit(
     drift.plot_drift(
         drift_table, summary_table, out["drift_figure"], threshold=options.drift_threshold
     )
-    # 3. reader reproducibility
+    return {
+        "threshold": options.drift_threshold,
+        "share_flagged": {
+            f"{r.modality} {r.center}": r.share_flagged for r in summary_table.itertuples()
+        },
+    }
+
+
+def _reader_icc(inputs: AuditInputs, out: Mapping[str, Path], options: AuditOptions) -> str:
+    """3. Reader reproducibility (``icc_summary.tsv``); whether a reader ICC table was read."""
     icc = None
     if inputs.reader_icc is not None and Path(inputs.reader_icc).is_file():
         icc = pd.read_parquet(inputs.reader_icc)
@@ -132,58 +174,55 @@ def run_audit(
         icc, thresholds=options.icc_thresholds, column=options.icc_column
     )
     write_tsv(icc_table, out["icc_summary"])
-    # 4. planted signal
+    return "computed" if icc is not None else "no reader_icc table"
+
+
+def _planted_signal(inputs: AuditInputs, out: Mapping[str, Path]) -> str:
+    """4. Planted-signal recovery (``planted_signal.tsv``); its line of the summary."""
     planted_table = planted.planted_signal_table(inputs.study_dirs, inputs.truth)
     write_tsv(planted_table, out["planted_signal"])
-    # 5. privacy
+    if inputs.truth is None:
+        return "skipped: no truth.tsv (not a synthetic cohort)"
+    return f"{planted_table['study'].nunique()} studies"
+
+
+def _privacy_scan(
+    inputs: AuditInputs, out: Mapping[str, Path]
+) -> tuple[dict[str, Any], list[privacy.Hit]]:
+    """5. The privacy scan of ``results/`` (``privacy.tsv``); its part of the summary and the
+    hits."""
     identifiers = privacy.sheet_identifiers(inputs.cohort_sheet)
-    hits, n_scanned = privacy.scan_tree(results, identifiers)
+    hits, n_scanned = privacy.scan_tree(Path(inputs.results), identifiers)
     write_tsv(privacy.privacy_table(identifiers, hits), out["privacy"])
-    # 6. checklist
+    return {
+        "identifying_tags": sorted(identifiers),
+        "n_values": sum(len(v) for v in identifiers.values()),
+        "n_files_scanned": n_scanned,
+        "files_with_identifiers": sorted({h.file for h in hits}),
+    }, hits
+
+
+def _checklist(inputs: AuditInputs, out: Mapping[str, Path]) -> dict[str, str]:
+    """6. The reporting checklists (``checklist.tsv``); items with evidence per checklist."""
     studies = [Path(d).name for d in inputs.study_dirs]
     written = [f"cohort/audit/{name}" for name in AUDIT_OUTPUTS.values()]
-    checklist_rows = checklist.checklist_table(results, studies, written=written)
+    checklist_rows = checklist.checklist_table(Path(inputs.results), studies, written=written)
     write_tsv(checklist_rows, out["checklist"])
-    summary = {
-        "config_sha256": man["config_sha256"],
-        "git": man["git"],
-        "n_result_files": len(man["outputs"]),
-        "n_input_files": len(man["inputs"]),
-        "drift": {
-            "threshold": options.drift_threshold,
-            "share_flagged": {
-                f"{r.modality} {r.center}": r.share_flagged for r in summary_table.itertuples()
-            },
-        },
-        "reader_icc": "computed" if icc is not None else "no reader_icc table",
-        "planted_signal": (
-            f"{planted_table['study'].nunique()} studies"
-            if inputs.truth is not None
-            else "skipped: no truth.tsv (not a synthetic cohort)"
-        ),
-        "privacy": {
-            "identifying_tags": sorted(identifiers),
-            "n_values": sum(len(v) for v in identifiers.values()),
-            "n_files_scanned": n_scanned,
-            "files_with_identifiers": sorted({h.file for h in hits}),
-        },
-        "checklist": {
-            name: f"{int(g['exists'].sum())}/{len(g)} items with evidence"
-            for name, g in checklist_rows.groupby("checklist", sort=False)
-        },
+    return {
+        name: f"{int(g['exists'].sum())}/{len(g)} items with evidence"
+        for name, g in checklist_rows.groupby("checklist", sort=False)
     }
-    from hccrad.imageio import write_json
 
-    write_json(summary, out["summary"])
-    if hits:
-        where = sorted({f"{h.file} ({h.tag}, {h.where})" for h in hits})
-        msg = f"{len(where)} identifier occurrence(s) of the DICOM inputs in outputs: " + "; ".join(
-            where[:20]
-        )
-        if options.fail_on_identifiers:
-            raise PrivacyError(msg)
-        log.error("%s", msg)
-    return summary
+
+def _identifiers_found(hits: Sequence[privacy.Hit], options: AuditOptions) -> None:
+    """Raise :class:`PrivacyError` (or log an error) naming where identifiers were found."""
+    where = sorted({f"{h.file} ({h.tag}, {h.where})" for h in hits})
+    msg = f"{len(where)} identifier occurrence(s) of the DICOM inputs in outputs: " + "; ".join(
+        where[:20]
+    )
+    if options.fail_on_identifiers:
+        raise PrivacyError(msg)
+    log.error("%s", msg)
 
 
 def study_folders(results: PathLike) -> tuple[Path, ...]:
@@ -203,8 +242,6 @@ def audit_from_config(
     """``hccrad audit run``: audit the run in ``results`` made with ``config_file``."""
     import yaml
 
-    from hccrad.config import settings_from_config
-
     with open(config_file) as fh:
         config = yaml.safe_load(fh) or {}
     config.update({k: v for k, v in (("cohort", cohort), ("clinical", clinical)) if v})
@@ -222,7 +259,8 @@ def audit_from_config(
         truth=planted.find_truth(settings.cohort, settings.audit.truth),
         project_dir=Path(project_dir) if project_dir else Path(config_file).resolve().parents[1],
     )
-    return run_audit(inputs, results / "cohort" / "audit", settings.audit.options())
+    options = AuditOptions.from_settings(settings.audit)
+    return run_audit(inputs, results / "cohort" / "audit", options)
 
 
 def run_audit_job(
@@ -241,8 +279,6 @@ def run_audit_job(
 
     ``out_dir`` is ``{results}/cohort/audit``; the results folder is taken from it.
     """
-    from hccrad.config import settings_from_config
-
     settings = settings_from_config(config)
     inputs = AuditInputs(
         results=Path(out_dir).parents[1],
@@ -255,4 +291,4 @@ def run_audit_job(
         truth=Path(truth) if truth else None,
         project_dir=Path(project_dir) if project_dir else None,
     )
-    return run_audit(inputs, out_dir, settings.audit.options())
+    return run_audit(inputs, out_dir, AuditOptions.from_settings(settings.audit))

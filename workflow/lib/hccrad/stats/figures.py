@@ -1,21 +1,20 @@
 """Publication figures: ROC curves, calibration plots, decision curves, Kaplan-Meier curves.
 
-Every function renders with matplotlib's Agg backend and writes its PNG atomically (a temporary
-file in the destination folder, then :func:`os.replace`), so an interrupted job never leaves a
-partial figure. Each returns the path written.
+Every function renders with matplotlib's Agg backend and writes its PNG atomically
+(:func:`hccrad.fileio.write_png`), so an interrupted job never leaves a partial figure. Each
+returns the path written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from hccrad.fileio import write_png
 from hccrad.stats._checks import ArrayLike, survival_data
 from hccrad.stats.roc import CalibrationResult, auc_ci, calibration, roc_curve
 from hccrad.stats.survival import kaplan_meier, logrank
@@ -35,22 +34,12 @@ def _pyplot():
 
 
 def _save(fig, out_png: PathLike, dpi: int = 150) -> Path:
-    """Write ``fig`` to ``out_png`` atomically and close it."""
-    plt = _pyplot()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
+    """Write ``fig`` to ``out_png`` atomically (:func:`hccrad.fileio.write_png`) and close it."""
     try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        write_png(fig, out_png, dpi=dpi)
     finally:
-        plt.close(fig)
-    return out
+        _pyplot().close(fig)
+    return Path(out_png)
 
 
 def _roc_label(name: str, y_true: ArrayLike, score: ArrayLike, level: float = 0.95) -> str:
