@@ -277,75 +277,105 @@ _SPINE = ((27.0, 52.0), 14.0)  # axial centre, radius (cylinder along z)
 _BODY = ((40.0, 4.0), (97.0, 57.0))  # axial ellipse centre, semi-axes
 
 
-def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) -> Phantom:
-    """Build the anatomy of one patient.
+@dataclass(frozen=True)
+class _Jitter:
+    """Per-patient anatomical jitter of the template (scale, shift, lobe sizes, vessels, body)."""
 
-    Args:
-        rng: the patient's generator (continues the stream after :func:`sample_biology`).
-        bio: the patient's biology (tumor sizes, fractions, irregularity, satellites, ...).
-        center: physical FOV centre (x, y, z) in mm.
+    scale: float
+    shift: np.ndarray
+    lobe: np.ndarray
+    has_riedel: bool
+    vessel: np.ndarray
+    body: np.ndarray
 
-    Returns:
-        The :class:`Phantom` on a 1 mm grid covering the FOV plus :data:`MARGIN_MM` on each side.
-    """
-    h = bio.hidden
-    half = np.array(FOV_MM) / 2 + MARGIN_MM
-    lo = -half
-    shape = tuple(round(2 * half[i]) + 1 for i in (2, 1, 0))
-    g = _Grid(lo.astype(np.float32), shape)  # type: ignore[arg-type]  # 3-tuple of ints
+    def tp(self, p: tuple[float, float, float]) -> np.ndarray:
+        """A template point, scaled and shifted (local mm, float32)."""
+        return (np.array(p) * self.scale + self.shift).astype(np.float32)
 
-    # ---- per-patient anatomical jitter (all draws made up front, fixed order) ----
+
+def _draw_jitter(rng: np.random.Generator) -> _Jitter:
+    """All jitter draws, made up front in a fixed order."""
     scale = rng.uniform(0.93, 1.04)
     shift = rng.uniform(-3.0, 3.0, 3)
     lobe_jit = rng.uniform(0.92, 1.08, (len(_LOBES), 3))
     has_riedel = rng.uniform() < 0.3
     vessel_jit = rng.uniform(-3.0, 3.0, (len(_PORTAL) + len(_HEPATIC), 3))
     body_jit = rng.uniform(0.95, 1.05, 2)
+    return _Jitter(scale, shift, lobe_jit, has_riedel, vessel_jit, body_jit)
 
-    def tp(p: tuple[float, float, float]) -> np.ndarray:
-        return (np.array(p) * scale + shift).astype(np.float32)
 
-    # ---- body, wall, lungs, spine, kidney, bowel ----
+def _body(
+    g: _Grid, shape: tuple[int, int, int], jit: _Jitter
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tissue map with air, fat and the muscle wall, and the depth below the skin (mm)."""
     (bcx, bcy), (bax, bay) = _BODY
     rho_b = np.sqrt(
-        ((g.x - bcx) / (bax * body_jit[0])) ** 2 + ((g.y - bcy) / (bay * body_jit[1])) ** 2
+        ((g.x - bcx) / (bax * jit.body[0])) ** 2 + ((g.y - bcy) / (bay * jit.body[1])) ** 2
     )
     depth_skin = (1.0 - rho_b) * min(bax, bay)  # approx. mm below the skin (axial only)
     depth_skin = np.broadcast_to(depth_skin, shape)
     tissue = np.full(shape, Tissue.FAT, dtype=np.uint8)
     tissue[depth_skin < 0] = Tissue.AIR
     tissue[(depth_skin > 4.0) & (depth_skin < 10.0)] = Tissue.MUSCLE
+    return tissue, depth_skin
 
-    # liver lobes
+
+def _liver_envelope(
+    rng: np.random.Generator,
+    g: _Grid,
+    shape: tuple[int, int, int],
+    jit: _Jitter,
+    cirrhosis: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The liver envelope (smooth union of the lobes, noisy surface, carved by the gallbladder
+    and the kidney) and the gallbladder's and kidney's signed distances."""
+    scale = jit.scale
     f = None
     for j, (name, (m, a)) in enumerate(_LOBES.items()):
-        if name == "riedel" and not has_riedel:
+        if name == "riedel" and not jit.has_riedel:
             continue
-        e = g.ellipsoid(tp(m), np.array(a) * scale * lobe_jit[j])
+        e = g.ellipsoid(jit.tp(m), np.array(a) * scale * jit.lobe[j])
         f = e if f is None else _smin(f, e, 7.0)
     assert f is not None
     f += 2.5 * smooth_noise(rng, shape, 12.0)
-    if bio.clinical["cirrhosis"]:
+    if cirrhosis:
         f += 1.0 * smooth_noise(rng, shape, 3.0)  # surface nodularity
     else:
         f += 0.3 * smooth_noise(rng, shape, 3.0)
-    gb = g.ellipsoid(tp(_GALLBLADDER[0]), np.array(_GALLBLADDER[1]) * scale, _rot("x", 25.0))
-    kid = g.ellipsoid(tp(_KIDNEY[0]), np.array(_KIDNEY[1]) * scale, _rot("y", -15.0))
+    gb = g.ellipsoid(jit.tp(_GALLBLADDER[0]), np.array(_GALLBLADDER[1]) * scale, _rot("x", 25.0))
+    kid = g.ellipsoid(jit.tp(_KIDNEY[0]), np.array(_KIDNEY[1]) * scale, _rot("y", -15.0))
     f = np.maximum(f, 1.5 - gb)
     f = np.maximum(f, 2.5 - kid)
-    liver_env = f < 0
+    return f < 0, gb, kid
 
-    # diaphragm and lung bases above the dome
+
+def _diaphragm_and_lungs(
+    g: _Grid, tissue: np.ndarray, depth_skin: np.ndarray, jit: _Jitter
+) -> np.ndarray:
+    """Paint the diaphragm and the lung bases above the dome; return the inside of the body."""
     m_d, a_d = _LOBES["dome"]
-    md = tp(m_d)
-    ad = np.array(a_d) * scale * lobe_jit[1]
+    md = jit.tp(m_d)
+    ad = np.array(a_d) * jit.scale * jit.lobe[1]
     foot = 1.0 - ((g.x - md[0]) / (ad[0] + 6)) ** 2 - ((g.y - md[1]) / (ad[1] + 6)) ** 2
     z_top = md[2] + (ad[2] + 3) * np.sqrt(np.clip(foot, 0.0, None))
     above = (g.z - z_top) * (foot > 0)
     inside_body = depth_skin > 10.0
     tissue[inside_body & (foot > 0) & (above > 0) & (above <= 4.0)] = Tissue.MUSCLE
     tissue[inside_body & (foot > 0) & (above > 4.0)] = Tissue.LUNG
+    return inside_body
 
+
+def _abdomen(
+    rng: np.random.Generator,
+    g: _Grid,
+    tissue: np.ndarray,
+    inside_body: np.ndarray,
+    kid: np.ndarray,
+    jit: _Jitter,
+) -> None:
+    """Paint the bowel, the kidney, the spine and the aorta."""
+    shape = tissue.shape
+    scale, shift, tp = jit.scale, jit.shift, jit.tp
     bowel_n = smooth_noise(rng, shape, 8.0)
     soft = inside_body & (tissue == Tissue.FAT) & (g.z < -6.0) & (g.x > -10.0)
     tissue[soft & (bowel_n > 0.4)] = Tissue.BOWEL
@@ -361,7 +391,13 @@ def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) ->
         g, tissue, tp(_AORTA[0]), tp(_AORTA[1]), _AORTA[2] * scale, _AORTA[3] * scale, Tissue.AORTA
     )
 
-    # liver parenchyma and vessels
+
+def _liver_and_vessels(
+    g: _Grid, tissue: np.ndarray, liver_env: np.ndarray, gb: np.ndarray, jit: _Jitter
+) -> np.ndarray:
+    """Paint the parenchyma, the portal and hepatic veins, the IVC and the gallbladder; return
+    the liver envelope without the IVC and the gallbladder."""
+    scale, tp, vessel_jit = jit.scale, jit.tp, jit.vessel
     tissue[liver_env] = Tissue.LIVER
     for k, (p0, p1, r0, r1) in enumerate(_PORTAL):
         a0, a1 = tp(p0), tp(p1) + vessel_jit[k]
@@ -383,12 +419,45 @@ def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) ->
     _tube(g, tissue, tp(_IVC[0]), tp(_IVC[1]), _IVC[2] * scale, _IVC[3] * scale, Tissue.IVC)
     tissue[gb < 0] = Tissue.GALLBLADDER
     liver_env &= (tissue != Tissue.IVC) & (tissue != Tissue.GALLBLADDER)
+    return liver_env
 
-    # ---- tumors ----
-    tumors = _place_tumors(rng, bio, g, liver_env, scale, shift)
-    # everything tumor-related is computed in a sub-box around the tumors (+ margin for capsule,
-    # peritumoral ring, satellites and reader 2), then embedded in the full grid
-    rho_irreg = h["margin_irregularity"]
+
+_Tumor = tuple[np.ndarray, np.ndarray, np.ndarray]  # centre, semi-axes, rotation (local mm)
+
+
+@dataclass
+class _TumorBox:
+    """The sub-box around the tumors (+ margin for capsule, peritumoral ring, satellites and
+    reader 2) in which everything tumor-related is computed, then embedded in the full grid.
+
+    Attributes:
+        bb: the box's slices in the full grid.
+        shape: the box's array shape.
+        full_shape: the full grid's array shape.
+        grid: the box's local coordinates.
+        tissue: a view of the phantom's tissue map (painting it paints the phantom).
+        liver: a view of the liver envelope.
+    """
+
+    bb: tuple[slice, slice, slice]
+    shape: tuple[int, int, int]
+    full_shape: tuple[int, int, int]
+    grid: _Grid
+    tissue: np.ndarray
+    liver: np.ndarray
+
+    def full(self, a_b: np.ndarray, fill: float = 0) -> np.ndarray:
+        """``a_b`` embedded in a full-grid array filled with ``fill``."""
+        out = np.full(self.full_shape, fill, a_b.dtype)
+        out[self.bb] = a_b
+        return out
+
+
+def _tumor_box(
+    g: _Grid, tissue: np.ndarray, liver_env: np.ndarray, tumors: list[_Tumor], rho_irreg: float
+) -> _TumorBox:
+    """The box around the planned tumors, their irregular margins and an 18 mm margin."""
+    shape = g.shape
     lo_l = np.min([m - a.max() * (1 + 2 * rho_irreg) - 18.0 for (m, a, _) in tumors], axis=0)
     hi_l = np.max([m + a.max() * (1 + 2 * rho_irreg) + 18.0 for (m, a, _) in tumors], axis=0)
     i0 = np.clip(np.floor(lo_l - g.lo).astype(int), 0, None)
@@ -396,14 +465,20 @@ def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) ->
     bb = (slice(i0[2], i1[2]), slice(i0[1], i1[1]), slice(i0[0], i1[0]))
     bshape = (int(i1[2] - i0[2]), int(i1[1] - i0[1]), int(i1[0] - i0[0]))
     gt = _Grid((g.lo + i0).astype(np.float32), bshape)
-    tissue_b = tissue[bb]  # a view: painting it paints the phantom
-    liver_b = liver_env[bb]
+    return _TumorBox(bb, bshape, shape, gt, tissue[bb], liver_env[bb])
+
+
+def _draw_tumors(
+    rng: np.random.Generator, box: _TumorBox, tumors: list[_Tumor], rho_irreg: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The irregular, budding tumors (all of them, and the index lesion), in the box."""
+    bshape, gt = box.shape, box.grid
     tumor = np.zeros(bshape, bool)
     index_tumor = np.zeros(bshape, bool)
     n_fine = smooth_noise(rng, bshape, 2.0)
     n_lob = smooth_noise(rng, bshape, 6.0)
     forbidden = np.isin(
-        tissue_b,
+        box.tissue,
         [
             Tissue.AIR,
             Tissue.LUNG,
@@ -441,14 +516,20 @@ def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) ->
         if j == 0:
             index_tumor = t.copy()
         tumor |= t
+    return tumor, index_tumor
 
-    # distances inside / outside the tumors (within the sub-box)
-    depth = ndimage.distance_transform_edt(tumor).astype(np.float32)
-    dout = ndimage.distance_transform_edt(~tumor).astype(np.float32)
 
-    # habitats inside each tumor: necrotic core, viable rim / nodules, intermediate between
-    habitat = np.zeros(bshape, np.uint8)
-    n_hab = smooth_noise(rng, bshape, 3.5)
+def _habitats(
+    rng: np.random.Generator,
+    box: _TumorBox,
+    tumor: np.ndarray,
+    depth: np.ndarray,
+    h: dict[str, float],
+) -> np.ndarray:
+    """Habitats inside each tumor (necrotic core, viable rim / nodules, intermediate between),
+    painted into the tissue map too."""
+    habitat = np.zeros(box.shape, np.uint8)
+    n_hab = smooth_noise(rng, box.shape, 3.5)
     labels_t, n_lab = ndimage.label(tumor)
     for lab in range(1, n_lab + 1):
         sel = labels_t == lab
@@ -462,31 +543,60 @@ def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) ->
         hv[score <= q_via] = Habitat.VIABLE
         hv[score >= q_nec] = Habitat.NECROTIC
         habitat[sel] = hv
+    tissue_b = box.tissue
     tissue_b[habitat == Habitat.VIABLE] = Tissue.VIABLE
     tissue_b[habitat == Habitat.INTERMEDIATE] = Tissue.INTERMEDIATE
     tissue_b[habitat == Habitat.NECROTIC] = Tissue.NECROTIC
+    return habitat
 
-    # capsule: a 1.2-2 mm shell, interrupted (coverage falls with the MVI latent)
+
+def _capsule(
+    rng: np.random.Generator,
+    box: _TumorBox,
+    dout: np.ndarray,
+    habitat: np.ndarray,
+    coverage: float,
+) -> None:
+    """Paint the capsule: a 1.2-2 mm shell, interrupted (coverage falls with the MVI latent)."""
     cap_t = rng.uniform(1.2, 2.0)
-    n_cap = smooth_noise(rng, bshape, 8.0)
-    shell = (dout > 0) & (dout <= cap_t) & liver_b
+    n_cap = smooth_noise(rng, box.shape, 8.0)
+    shell = (dout > 0) & (dout <= cap_t) & box.liver
     if shell.any():
-        q = np.quantile(n_cap[shell], 1.0 - h["capsule_coverage"])
+        q = np.quantile(n_cap[shell], 1.0 - coverage)
         cap = shell & (n_cap >= q)
-        tissue_b[cap] = Tissue.CAPSULE
+        box.tissue[cap] = Tissue.CAPSULE
         habitat[cap] = Habitat.CAPSULE
 
-    # peritumoral zone (0-10 mm): patchy arterial enhancement, amplitude set by the MVI latent
-    n_peri = smooth_noise(rng, bshape, 5.0)
-    ring = (dout > 0) & (dout <= 10.0) & liver_b & (habitat == 0)
-    peri = np.zeros(bshape, np.float32)
+
+def _peritumoral(
+    rng: np.random.Generator, box: _TumorBox, dout: np.ndarray, habitat: np.ndarray
+) -> np.ndarray:
+    """The peritumoral zone (0-10 mm): patchy arterial-enhancement weight (its amplitude, set by
+    the MVI latent, is applied when rendering); marked in the habitat map."""
+    n_peri = smooth_noise(rng, box.shape, 5.0)
+    ring = (dout > 0) & (dout <= 10.0) & box.liver & (habitat == 0)
+    peri = np.zeros(box.shape, np.float32)
     patch = 0.5 * (1.0 + np.tanh(1.5 * n_peri + 0.5))
     peri[ring] = (np.exp(-dout[ring] / 3.5) * patch[ring]).astype(np.float32)
     habitat[ring] = Habitat.PERITUMORAL
+    return peri
 
-    # satellites near the index lesion's margin (2-8 mm outside), count ~ Poisson(satellite_rate)
-    m0, a0, R0 = tumors[0]
-    n_sat_draw = int(rng.poisson(h["satellite_rate"]))
+
+def _satellites(
+    rng: np.random.Generator,
+    box: _TumorBox,
+    index: _Tumor,
+    tumor: np.ndarray,
+    habitat: np.ndarray,
+    peri: np.ndarray,
+    rate: float,
+    rho_irreg: float,
+) -> int:
+    """Paint satellites near the index lesion's margin (2-8 mm outside), count ~ Poisson(rate);
+    return how many were placed."""
+    bshape, gt, liver_b = box.shape, box.grid, box.liver
+    m0, a0, R0 = index
+    n_sat_draw = int(rng.poisson(rate))
     n_sat = 0
     for _ in range(n_sat_draw):
         u = rng.standard_normal(3)
@@ -499,42 +609,77 @@ def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) ->
         if np.any(idx < 0) or np.any(idx >= bshape) or not liver_b[tuple(idx)] or tumor[tuple(idx)]:
             continue
         s = (gt.ellipsoid(ps, np.array([rs, rs, rs])) < 0) & liver_b & ~tumor
-        tissue_b[s] = Tissue.SATELLITE
+        box.tissue[s] = Tissue.SATELLITE
         habitat[s] = Habitat.SATELLITE
         peri[s] = 0.0
         n_sat += 1
+    return n_sat
 
-    # reader 2: boundary shifted by a patient offset plus smooth local jitter (1-2 voxels)
+
+def _reader2(
+    rng: np.random.Generator, box: _TumorBox, dout: np.ndarray, depth: np.ndarray
+) -> np.ndarray:
+    """Reader 2: the boundary shifted by a patient offset plus smooth local jitter (1-2 voxels)."""
     delta = rng.uniform(-1.5, 1.5)
-    n_r2 = smooth_noise(rng, bshape, 5.0)
+    n_r2 = smooth_noise(rng, box.shape, 5.0)
     signed = dout - depth  # > 0 outside, < 0 inside (approximately, 1 mm grid)
-    reader2 = (signed < delta + 0.6 + 1.0 * n_r2) & (dout < 14.0)
+    return (signed < delta + 0.6 + 1.0 * n_r2) & (dout < 14.0)
 
-    def full(a_b: np.ndarray, fill: float = 0) -> np.ndarray:
-        out = np.full(shape, fill, a_b.dtype)
-        out[bb] = a_b
-        return out
 
-    tumor_b, index_b = tumor, index_tumor
-    tumor, index_tumor, reader2 = full(tumor_b), full(index_b), full(reader2)
-    depth, habitat, peri = full(depth), full(habitat), full(peri)
-    tex_v = full(smooth_noise(rng, bshape, 1.0))
-    liver = liver_env | tumor
-    tex_c = smooth_noise(rng, shape, 3.0)
-    origin = (center + lo).astype(np.float64)
+def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) -> Phantom:
+    """Build the anatomy of one patient.
+
+    Args:
+        rng: the patient's generator (continues the stream after :func:`sample_biology`).
+        bio: the patient's biology (tumor sizes, fractions, irregularity, satellites, ...).
+        center: physical FOV centre (x, y, z) in mm.
+
+    Returns:
+        The :class:`Phantom` on a 1 mm grid covering the FOV plus :data:`MARGIN_MM` on each side.
+    """
+    h = bio.hidden
+    half = np.array(FOV_MM) / 2 + MARGIN_MM
+    lo = -half
+    shape = tuple(round(2 * half[i]) + 1 for i in (2, 1, 0))
+    g = _Grid(lo.astype(np.float32), shape)  # type: ignore[arg-type]  # 3-tuple of ints
+    # the random draws, in this order: jitter, organs, tumors, habitats, capsule, peritumoral
+    # zone, satellites, reader 2, textures
+    jit = _draw_jitter(rng)
+    tissue, depth_skin = _body(g, g.shape, jit)
+    liver_env, gb, kid = _liver_envelope(rng, g, g.shape, jit, bio.clinical["cirrhosis"])
+    inside_body = _diaphragm_and_lungs(g, tissue, depth_skin, jit)
+    _abdomen(rng, g, tissue, inside_body, kid, jit)
+    liver_env = _liver_and_vessels(g, tissue, liver_env, gb, jit)
+
+    tumors = _place_tumors(rng, bio, g, liver_env, jit.scale, jit.shift)
+    rho_irreg = h["margin_irregularity"]
+    box = _tumor_box(g, tissue, liver_env, tumors, rho_irreg)
+    tumor, index_tumor = _draw_tumors(rng, box, tumors, rho_irreg)
+    # distances inside / outside the tumors (within the sub-box)
+    depth = ndimage.distance_transform_edt(tumor).astype(np.float32)
+    dout = ndimage.distance_transform_edt(~tumor).astype(np.float32)
+    habitat = _habitats(rng, box, tumor, depth, h)
+    _capsule(rng, box, dout, habitat, h["capsule_coverage"])
+    peri = _peritumoral(rng, box, dout, habitat)
+    n_sat = _satellites(rng, box, tumors[0], tumor, habitat, peri, h["satellite_rate"], rho_irreg)
+    reader2 = _reader2(rng, box, dout, depth)
+
+    full = box.full
+    tex_v = full(smooth_noise(rng, box.shape, 1.0))
+    tumor = full(tumor)
     return Phantom(
         center=center.astype(np.float64),
-        origin=origin,
+        origin=(center + lo).astype(np.float64),
         tissue=tissue,
-        liver=liver,
+        liver=liver_env | tumor,
         tumor=tumor,
-        index_tumor=index_tumor,
-        reader2=reader2,
-        habitat=habitat,
-        depth=depth,
-        peritumoral=peri,
+        index_tumor=full(index_tumor),
+        reader2=full(reader2),
+        habitat=full(habitat),
+        depth=full(depth),
+        peritumoral=full(peri),
         texture_viable=tex_v,
-        texture_coarse=tex_c,
+        texture_coarse=smooth_noise(rng, g.shape, 3.0),
         tumor_centers=[center + m for (m, _, _) in tumors],
         n_satellites=n_sat,
     )
@@ -547,9 +692,9 @@ def _place_tumors(
     liver_env: np.ndarray,
     scale: float,
     shift: np.ndarray,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+) -> list[_Tumor]:
     """Centres, semi-axes and rotations of the tumors: inside the liver, not touching each other."""
-    placed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    placed: list[_Tumor] = []
     # candidate lobes: right lobe / dome for all, left lobe for small lesions
     big = [_LOBES["right"], _LOBES["dome"]]
     for d in bio.tumor_diameters_mm:

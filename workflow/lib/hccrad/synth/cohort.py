@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -17,6 +16,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from hccrad.errors import ConfigError
+from hccrad.fileio import write_json, write_text
+from hccrad.imageio import write_image
 from hccrad.sheets import COHORT_COLUMNS
 from hccrad.synth.anatomy import FOV_MM, Habitat, Phantom, build_phantom
 from hccrad.synth.biology import (
@@ -35,6 +36,7 @@ from hccrad.synth.imaging import (
     SCANNERS,
     Acquisition,
     Motion,
+    Scanner,
     bias_field,
     decode_masks,
     render_intensity,
@@ -43,7 +45,7 @@ from hccrad.synth.imaging import (
     sample_motion,
     slice_profile_blur,
 )
-from hccrad.synth.writers import identity, write_dicom_series, write_image, write_tsv
+from hccrad.synth.writers import identity, write_dicom_series, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,98 @@ def sample_patient_biology(
     )
 
 
+def _sample_geometry(
+    seed: int,
+    modality: str,
+    index: int,
+    acquisition_overrides: Mapping[str, float] | None,
+) -> tuple[np.ndarray, Acquisition, dict[str, Motion]]:
+    """The FOV centre, the acquisition and the per-phase motions (the "acquisition" stream)."""
+    scanner = SCANNERS[(center_of(index), modality)]
+    if acquisition_overrides:
+        scanner = replace(scanner, **acquisition_overrides)
+    rng_acq = _rng(seed, modality, index, "acquisition")
+    fov_center = np.array(
+        [
+            round(float(rng_acq.uniform(-75, -45)), 2),
+            round(float(rng_acq.uniform(-10, 25)), 2),
+            round(float(rng_acq.uniform(-180, -120)), 2),
+        ]
+    )
+    acq = sample_acquisition(rng_acq, scanner, modality, fov_center)
+    motions = {p: sample_motion(rng_acq, fov_center) for p in PHASES[modality]}
+    return fov_center, acq, motions
+
+
+def _clean_phase(
+    ph: Phantom, bio: Biology, acq: Acquisition, modality: str, k: int, motion: Motion
+) -> sitk.Image:
+    """The noise-free image of phase ``k`` (before the MR scale) on the phase's grid."""
+    phase = PHASES[modality][k]
+    cirrhosis = bool(bio.clinical["cirrhosis"])
+    inten = render_intensity(ph, bio.hidden, modality, phase, acq.liver_enhancement[k], cirrhosis)
+    inten = slice_profile_blur(inten, acq)
+    bg = -1000.0 if modality == "CT" else 0.02
+    return resample_to_phase(inten, ph, acq, motion, label=False, default=bg)
+
+
+def _mr_noise(
+    clean: sitk.Image, acq: Acquisition, k: int, rng_noise: np.random.Generator, bias: np.ndarray
+) -> tuple[sitk.Image, np.ndarray]:
+    """The scaled clean MR image and the written values ``round(Rician(clean * bias, sigma))``."""
+    scale = acq.scale * acq.phase_gain[k]
+    clean = clean * scale
+    c = sitk.GetArrayViewFromImage(clean)
+    sig = acq.noise * acq.scale
+    n1 = rng_noise.normal(0.0, sig, c.shape).astype(np.float32)
+    n2 = rng_noise.normal(0.0, sig, c.shape).astype(np.float32)
+    noisy = np.sqrt((c * bias + n1) ** 2 + n2**2)
+    return clean, np.clip(np.rint(noisy), 0, 32767).astype(np.int16)
+
+
+def _ct_noise(clean: sitk.Image, acq: Acquisition, rng_noise: np.random.Generator) -> np.ndarray:
+    """The written CT values: clean HU plus in-plane correlated noise."""
+    c = sitk.GetArrayViewFromImage(clean)
+    n = rng_noise.standard_normal(c.shape).astype(np.float32)
+    n = ndimage.gaussian_filter(n, (0.0, 0.8, 0.8))  # in-plane correlated CT noise
+    n *= np.float32(acq.noise / max(float(n.std()), 1e-6))
+    return np.clip(np.rint(c + n), -1024, 3071).astype(np.int16)
+
+
+def _render_phases(
+    out: SynthPatient,
+    ph: Phantom,
+    bio: Biology,
+    motions: Mapping[str, Motion],
+    rng_noise: np.random.Generator,
+) -> None:
+    """Fill ``out``'s per-phase images, clean images, bias fields, masks, habitats and motions."""
+    acq = out.acquisition
+    assert acq is not None
+    modality = out.modality
+    packed = ph.packed_labels()
+    bias = bias_field(rng_noise, acq) if modality == "MR" else None
+    for k, phase in enumerate(out.phases):
+        mo = motions[phase]
+        clean = _clean_phase(ph, bio, acq, modality, k, mo)
+        if modality == "MR":
+            assert bias is not None
+            clean, arr = _mr_noise(clean, acq, k, rng_noise, bias)
+            b_img = sitk.GetImageFromArray(bias)
+            b_img.CopyInformation(clean)
+            out.bias[phase] = b_img
+        else:
+            arr = _ct_noise(clean, acq, rng_noise)
+        img = sitk.GetImageFromArray(arr)
+        img.CopyInformation(clean)
+        out.images[phase] = img
+        out.clean[phase] = clean
+        lab = resample_to_phase(packed, ph, acq, mo, label=True)
+        out.masks[phase] = decode_masks(lab)
+        out.habitat[phase] = resample_to_phase(ph.habitat, ph, acq, mo, label=True)
+        out.motion[phase] = mo
+
+
 def generate_patient(
     modality: str,
     index: int,
@@ -241,30 +335,16 @@ def generate_patient(
         habitat maps and true motions, plus hidden variables and the clinical row.
     """
     bio = sample_patient_biology(modality, index, seed=seed, hidden_overrides=hidden_overrides)
-    center = center_of(index)
-    scanner = SCANNERS[(center, modality)]
-    if acquisition_overrides:
-        scanner = replace(scanner, **acquisition_overrides)
-    rng_acq = _rng(seed, modality, index, "acquisition")
-    fov_center = np.array(
-        [
-            round(float(rng_acq.uniform(-75, -45)), 2),
-            round(float(rng_acq.uniform(-10, 25)), 2),
-            round(float(rng_acq.uniform(-180, -120)), 2),
-        ]
-    )
-    acq = sample_acquisition(rng_acq, scanner, modality, fov_center)
-    phases = PHASES[modality]
-    motions = {p: sample_motion(rng_acq, fov_center) for p in phases}
+    fov_center, acq, motions = _sample_geometry(seed, modality, index, acquisition_overrides)
     ph = build_phantom(_rng(seed, modality, index, "anatomy"), bio, fov_center)
     rng_noise = _rng(seed, modality, index, "noise")
     has_masks, has_r2 = mask_availability(index)
     out = SynthPatient(
         patient=patient_id(modality, index),
-        center=center,
+        center=center_of(index),
         modality=modality,
         index=index,
-        phases=phases,
+        phases=PHASES[modality],
         hidden=dict(bio.hidden),
         clinical=dict(bio.clinical),
         acquisition=acq,
@@ -272,44 +352,7 @@ def generate_patient(
         has_masks=has_masks,
         has_reader2=has_r2,
     )
-    packed = ph.packed_labels()
-    cirrhosis = bool(bio.clinical["cirrhosis"])
-    bias = bias_field(rng_noise, acq) if modality == "MR" else None
-    for k, phase in enumerate(phases):
-        mo = motions[phase]
-        inten = render_intensity(
-            ph, bio.hidden, modality, phase, acq.liver_enhancement[k], cirrhosis
-        )
-        inten = slice_profile_blur(inten, acq)
-        bg = -1000.0 if modality == "CT" else 0.02
-        clean = resample_to_phase(inten, ph, acq, mo, label=False, default=bg)
-        if modality == "MR":
-            scale = acq.scale * acq.phase_gain[k]
-            clean = clean * scale
-            c = sitk.GetArrayViewFromImage(clean)
-            sig = acq.noise * acq.scale
-            n1 = rng_noise.normal(0.0, sig, c.shape).astype(np.float32)
-            n2 = rng_noise.normal(0.0, sig, c.shape).astype(np.float32)
-            assert bias is not None
-            noisy = np.sqrt((c * bias + n1) ** 2 + n2**2)
-            arr = np.clip(np.rint(noisy), 0, 32767).astype(np.int16)
-            b_img = sitk.GetImageFromArray(bias)
-            b_img.CopyInformation(clean)
-            out.bias[phase] = b_img
-        else:
-            c = sitk.GetArrayViewFromImage(clean)
-            n = rng_noise.standard_normal(c.shape).astype(np.float32)
-            n = ndimage.gaussian_filter(n, (0.0, 0.8, 0.8))  # in-plane correlated CT noise
-            n *= np.float32(acq.noise / max(float(n.std()), 1e-6))
-            arr = np.clip(np.rint(c + n), -1024, 3071).astype(np.int16)
-        img = sitk.GetImageFromArray(arr)
-        img.CopyInformation(clean)
-        out.images[phase] = img
-        out.clean[phase] = clean
-        lab = resample_to_phase(packed, ph, acq, mo, label=True)
-        out.masks[phase] = decode_masks(lab)
-        out.habitat[phase] = resample_to_phase(ph.habitat, ph, acq, mo, label=True)
-        out.motion[phase] = mo
+    _render_phases(out, ph, bio, motions, rng_noise)
     out.measured = _measure(ph)
     return out
 
@@ -352,21 +395,16 @@ def _image_kind(center: str, opts: SynthOptions) -> str:
     return "nifti"
 
 
-def _write_patient(args: tuple[SynthOptions, str, int, str]) -> dict[str, Any]:
-    """Generate and write one patient; return its table rows (runs in a worker process)."""
-    opts, modality, index, out_dir = args
-    out = Path(out_dir)
-    p = generate_patient(modality, index, seed=opts.seed, keep_phantom=False)
-    kind = _image_kind(p.center, opts)
-    scanner = SCANNERS[(p.center, modality)]
+def _study(p: SynthPatient, scanner: Scanner, seed: int) -> dict[str, Any]:
+    """Study-level DICOM values of a patient, with its fake identity (the "identity" stream)."""
     ident = identity(
-        _rng(opts.seed, modality, index, "identity"),
+        _rng(seed, p.modality, p.index, "identity"),
         p.patient,
         p.clinical["sex"],
         p.clinical["age"],
         p.clinical["acquisition_date"],
     )
-    study = {
+    return {
         "identity": ident,
         "acquisition_date": p.clinical["acquisition_date"],
         "sex": p.clinical["sex"],
@@ -376,59 +414,59 @@ def _write_patient(args: tuple[SynthOptions, str, int, str]) -> dict[str, Any]:
         "model": scanner.model,
         "field_strength": scanner.field_strength,
     }
-    cohort_rows, motion_rows = [], []
-    for k, phase in enumerate(p.phases):
-        if kind == "dicom":
-            rel_img = f"images/{p.patient}/{phase}_dicom"
-            write_dicom_series(
-                p.images[phase],
-                out / rel_img,
-                modality=modality,
-                phase=phase,
-                seed=opts.seed,
-                patient=p.patient,
-                series_number=k + 2,
-                study=study,
-            )
-        else:
-            rel_img = f"images/{p.patient}/{phase}.{'nrrd' if kind == 'nrrd' else 'nii.gz'}"
-            write_image(p.images[phase], out / rel_img)
-        row = {
-            "center": p.center,
-            "patient": p.patient,
-            "phase": phase,
-            "modality": modality,
-            "image": rel_img,
-            "tumor_mask": "",
-            "liver_mask": "",
-            "reader2_mask": "",
-        }
-        if p.has_masks:
-            for key, col in (("tumor", "tumor_mask"), ("liver", "liver_mask")):
-                rel = f"masks/{p.patient}/{phase}_{key}.nii.gz"
-                write_image(p.masks[phase][key], out / rel)
-                row[col] = rel
-            if p.has_reader2:
-                rel = f"masks/{p.patient}/{phase}_tumor_reader2.nii.gz"
-                write_image(p.masks[phase]["tumor_reader2"], out / rel)
-                row["reader2_mask"] = rel
-        cohort_rows.append(row)
-        motion_rows.append({"patient": p.patient, "phase": phase, **p.motion[phase].as_row()})
-    clinical = {
-        "patient": p.patient,
+
+
+def _write_phase(
+    p: SynthPatient, k: int, kind: str, out: Path, seed: int, study: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write the image and masks of phase ``k``; return its ``cohort.tsv`` row."""
+    phase = p.phases[k]
+    if kind == "dicom":
+        rel_img = f"images/{p.patient}/{phase}_dicom"
+        write_dicom_series(
+            p.images[phase],
+            out / rel_img,
+            modality=p.modality,
+            phase=phase,
+            seed=seed,
+            patient=p.patient,
+            series_number=k + 2,
+            study=study,
+        )
+    else:
+        rel_img = f"images/{p.patient}/{phase}.{'nrrd' if kind == 'nrrd' else 'nii.gz'}"
+        write_image(p.images[phase], out / rel_img)
+    row = {
         "center": p.center,
-        "modality": modality,
-        **p.clinical,
-        "field_strength": scanner.field_strength if modality == "MR" else None,
-        "vendor": scanner.vendor,
+        "patient": p.patient,
+        "phase": phase,
+        "modality": p.modality,
+        "image": rel_img,
+        "tumor_mask": "",
+        "liver_mask": "",
+        "reader2_mask": "",
     }
+    if p.has_masks:
+        for key, col in (("tumor", "tumor_mask"), ("liver", "liver_mask")):
+            rel = f"masks/{p.patient}/{phase}_{key}.nii.gz"
+            write_image(p.masks[phase][key], out / rel)
+            row[col] = rel
+        if p.has_reader2:
+            rel = f"masks/{p.patient}/{phase}_tumor_reader2.nii.gz"
+            write_image(p.masks[phase]["tumor_reader2"], out / rel)
+            row["reader2_mask"] = rel
+    return row
+
+
+def _truth_row(p: SynthPatient, kind: str) -> dict[str, Any]:
+    """The patient's ``truth.tsv`` row (before the null columns)."""
     acq = p.acquisition
     assert acq is not None
-    truth = {
+    return {
         "patient": p.patient,
         "center": p.center,
-        "modality": modality,
-        "index": index,
+        "modality": p.modality,
+        "index": p.index,
         **{k: round(float(v), 6) for k, v in p.hidden.items()},
         **{k: round(float(v), 6) for k, v in p.measured.items()},
         **{f"{k}_true": p.clinical[k] for k in _TRUE_LABELS},
@@ -445,6 +483,29 @@ def _write_patient(args: tuple[SynthOptions, str, int, str]) -> dict[str, Any]:
         "noise": round(acq.noise, 4),
         "bias_amplitude": round(acq.bias_amplitude, 4),
     }
+
+
+def _write_patient(args: tuple[SynthOptions, str, int, str]) -> dict[str, Any]:
+    """Generate and write one patient; return its table rows (runs in a worker process)."""
+    opts, modality, index, out_dir = args
+    out = Path(out_dir)
+    p = generate_patient(modality, index, seed=opts.seed, keep_phantom=False)
+    kind = _image_kind(p.center, opts)
+    scanner = SCANNERS[(p.center, modality)]
+    study = _study(p, scanner, opts.seed)
+    cohort_rows, motion_rows = [], []
+    for k, phase in enumerate(p.phases):
+        cohort_rows.append(_write_phase(p, k, kind, out, opts.seed, study))
+        motion_rows.append({"patient": p.patient, "phase": phase, **p.motion[phase].as_row()})
+    clinical = {
+        "patient": p.patient,
+        "center": p.center,
+        "modality": modality,
+        **p.clinical,
+        "field_strength": scanner.field_strength if modality == "MR" else None,
+        "vendor": scanner.vendor,
+    }
+    truth = _truth_row(p, kind)
     return {"cohort": cohort_rows, "motion": motion_rows, "clinical": clinical, "truth": truth}
 
 
@@ -492,6 +553,52 @@ def clinical_tables(
             hidden.append({"patient": pid, **b.hidden})
         clinical.extend(apply_null(rows, seed, mod) if null else rows)
     return clinical, hidden
+
+
+def _run_patients(
+    jobs: list[tuple[SynthOptions, str, int, str]], n_workers: int
+) -> list[dict[str, Any]]:
+    """:func:`_write_patient` of every job, in ``n_workers`` processes (in order)."""
+    if n_workers <= 1 or len(jobs) == 1:
+        return [_write_patient(j) for j in jobs]
+    with ProcessPoolExecutor(max_workers=n_workers, initializer=_init_worker) as ex:
+        return list(ex.map(_write_patient, jobs, chunksize=1))
+
+
+def _clinical_and_truth(
+    results: list[dict[str, Any]], opts: SynthOptions
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The clinical and truth rows, per modality, with the null permutation applied."""
+    clinical_rows: list[dict[str, Any]] = []
+    truth_rows: list[dict[str, Any]] = []
+    for mod in opts.modalities:
+        rows = [res["clinical"] for res in results if res["clinical"]["modality"] == mod]
+        truths = [dict(res["truth"]) for res in results if res["truth"]["modality"] == mod]
+        if opts.null:
+            rows = apply_null(rows, opts.seed, mod)
+            for t, r in zip(truths, rows, strict=True):
+                t["null_label_source"] = r.pop("null_label_source")
+        for t in truths:
+            t["null"] = int(opts.null)
+            t.setdefault("null_label_source", t["patient"])
+        clinical_rows.extend(rows)
+        truth_rows.extend(truths)
+    return clinical_rows, truth_rows
+
+
+def _write_manifest(out: Path, opts: SynthOptions, n_total: int) -> None:
+    """Write ``synth.json`` (the settings) and ``README.md``."""
+    manifest = {
+        "generator": "hccrad.synth",
+        "format_version": 1,
+        **{k: v for k, v in asdict(opts).items() if k != "workers"},
+        "n_patients_total": n_total,
+        "fov_mm": list(FOV_MM),
+        "phases": {m: list(PHASES[m]) for m in opts.modalities},
+        "null_permuted_columns": list(NULL_PERMUTED_COLUMNS) if opts.null else [],
+    }
+    write_json(manifest, out / "synth.json")
+    write_text(_readme(opts, n_total), out / "README.md")
 
 
 def write_cohort(
@@ -542,45 +649,16 @@ def write_cohort(
     jobs = [(opts, mod, i, str(out)) for mod in opts.modalities for i in range(n_patients)]
     n_workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     log.info("generating %d synthetic patients into %s (%d workers)", len(jobs), out, n_workers)
-    if n_workers <= 1 or len(jobs) == 1:
-        results = [_write_patient(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=n_workers, initializer=_init_worker) as ex:
-            results = list(ex.map(_write_patient, jobs, chunksize=1))
+    results = _run_patients(jobs, n_workers)
     cohort_rows = [r for res in results for r in res["cohort"]]
     motion_rows = [r for res in results for r in res["motion"]]
-    clinical_rows: list[dict[str, Any]] = []
-    truth_rows: list[dict[str, Any]] = []
-    for mod in opts.modalities:
-        rows = [res["clinical"] for res in results if res["clinical"]["modality"] == mod]
-        truths = [dict(res["truth"]) for res in results if res["truth"]["modality"] == mod]
-        if null:
-            rows = apply_null(rows, seed, mod)
-            for t, r in zip(truths, rows, strict=True):
-                t["null_label_source"] = r.pop("null_label_source")
-        for t in truths:
-            t["null"] = int(null)
-            t.setdefault("null_label_source", t["patient"])
-        clinical_rows.extend(rows)
-        truth_rows.extend(truths)
+    clinical_rows, truth_rows = _clinical_and_truth(results, opts)
     paths = {k: out / f"{k}.tsv" for k in ("cohort", "clinical", "truth", "motion")}
     write_tsv(paths["cohort"], COHORT_COLUMNS, cohort_rows)
     write_tsv(paths["clinical"], CLINICAL_COLUMNS, clinical_rows)
     write_tsv(paths["truth"], list(truth_rows[0].keys()), truth_rows)
     write_tsv(paths["motion"], MOTION_TSV_COLUMNS, motion_rows)
-    manifest = {
-        "generator": "hccrad.synth",
-        "format_version": 1,
-        **{k: v for k, v in asdict(opts).items() if k != "workers"},
-        "n_patients_total": len(jobs),
-        "fov_mm": list(FOV_MM),
-        "phases": {m: list(PHASES[m]) for m in opts.modalities},
-        "null_permuted_columns": list(NULL_PERMUTED_COLUMNS) if null else [],
-    }
-    (out / "synth.json").write_text(
-        json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-    )
-    (out / "README.md").write_text(_readme(opts, len(jobs)), encoding="utf-8")
+    _write_manifest(out, opts, len(jobs))
     log.info("synthetic cohort written: %s", ", ".join(str(p) for p in paths.values()))
     return paths
 

@@ -31,7 +31,6 @@ from hccrad.synth.anatomy import (
     LIVER_BIT,
     READER2_BIT,
     TISSUE_MASK,
-    Habitat,
     Phantom,
     Tissue,
 )
@@ -479,7 +478,3 @@ def decode_masks(packed: sitk.Image) -> dict[str, sitk.Image]:
         res[k] = img
     return res
 
-
-def habitat_codes() -> dict[str, int]:
-    """Name -> code of the habitat label map."""
-    return {h.name.lower(): int(h) for h in Habitat}

@@ -1,10 +1,12 @@
-"""Deterministic writing of synthetic images (NIfTI, NRRD, DICOM series) and TSV tables."""
+"""Deterministic writing of synthetic DICOM series and TSV tables (NIfTI and NRRD images are
+written by :func:`hccrad.imageio.write_image`)."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from hccrad.fileio import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +65,6 @@ _PHASE_DESCRIPTION = {
 }
 
 
-def write_image(img: sitk.Image, path: Path) -> None:
-    """Write ``img`` as NIfTI (``.nii.gz``) or NRRD (``.nrrd``), compressed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(img, str(path), True)
-
-
 def _ds(v: float) -> str:
     """A DICOM DS string that round-trips the value (geometry values are pre-rounded to 1e-4)."""
     s = repr(round(float(v), 4))
@@ -97,6 +95,138 @@ def identity(
     }
 
 
+def _stored_values(arr: np.ndarray, modality: str) -> tuple[np.ndarray, int]:
+    """The uint16 stored values of an int16 HU / MR array and their RescaleIntercept."""
+    if modality == "CT":
+        stored = np.clip(arr.astype(np.int32) - CT_RESCALE_INTERCEPT, 0, 4095).astype(np.uint16)
+        return stored, CT_RESCALE_INTERCEPT
+    return np.clip(arr.astype(np.int32), 0, 65535).astype(np.uint16), 0
+
+
+@dataclass(frozen=True)
+class _Series:
+    """What every slice file of one series shares."""
+
+    modality: str
+    phase: str
+    entropy: tuple[str, ...]  # UID entropy: (seed, patient)
+    study: Mapping[str, Any]
+    series_number: int
+    study_uid: str
+    series_uid: str
+    frame_uid: str
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    intercept: int
+
+
+def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = generate_uid(entropy_srcs=["hccrad.synth"])
+    return meta
+
+
+def _study_tags(ds: Dataset, s: _Series) -> None:
+    """Dates and times, institution, patient identity and study/series descriptions."""
+    study, modality = s.study, s.modality
+    ident = study["identity"]
+    date = study["acquisition_date"].replace("-", "")
+    minutes = {"AP": 0, "PVP": 1, "DP": 3, "HBP": 20}[s.phase]
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
+    ds.StudyTime = "093000"
+    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = f"09{31 + minutes:02d}00"
+    ds.AccessionNumber = ident["AccessionNumber"]
+    ds.Modality = modality
+    ds.Manufacturer = study["vendor"]
+    ds.InstitutionName = study["institution"]
+    ds.InstitutionAddress = "1 Hospital Road"
+    ds.ReferringPhysicianName = ident["ReferringPhysicianName"]
+    ds.StationName = f"{modality}01"
+    ds.StudyDescription = "LIVER MULTIPHASE"
+    ds.SeriesDescription = _PHASE_DESCRIPTION[s.phase]
+    ds.ManufacturerModelName = study["model"]
+    ds.PatientName = ident["PatientName"]
+    ds.PatientID = ident["PatientID"]
+    ds.OtherPatientIDs = ident["OtherPatientIDs"]
+    ds.PatientBirthDate = ident["PatientBirthDate"]
+    ds.PatientSex = study["sex"]
+    ds.PatientAge = f"{int(study['age']):03d}Y"
+    ds.BodyPartExamined = "LIVER"
+    ds.ContrastBolusAgent = "Gd-EOB-DTPA" if modality == "MR" else "IOPAMIDOL"
+
+
+def _acquisition_tags(ds: Dataset, s: _Series) -> None:
+    """Slice thickness and the CT / MR acquisition parameters."""
+    sz = s.spacing[2]
+    ds.SliceThickness = _ds(sz)
+    ds.SpacingBetweenSlices = _ds(sz)
+    if s.modality == "CT":
+        ds.KVP = "120"
+        ds.ConvolutionKernel = "B30f"
+    else:
+        ds.MagneticFieldStrength = _ds(s.study["field_strength"])
+        ds.ScanningSequence = "GR"
+        ds.SequenceVariant = "SP"
+        ds.MRAcquisitionType = "3D"
+        ds.RepetitionTime = "3.9"
+        ds.EchoTime = "1.8"
+        ds.FlipAngle = "10"
+
+
+def _image_tags(ds: Dataset, s: _Series, k: int, inst: int, pixels: np.ndarray) -> None:
+    """UIDs, numbering, geometry of slice ``k`` and its pixel data."""
+    sx, sy, sz = s.spacing
+    ox, oy, oz = s.origin
+    z = oz + k * sz
+    ny, nx = pixels.shape
+    ds.StudyInstanceUID = s.study_uid
+    ds.SeriesInstanceUID = s.series_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = s.series_number
+    ds.AcquisitionNumber = 1
+    ds.InstanceNumber = inst
+    ds.ImagePositionPatient = [_ds(ox), _ds(oy), _ds(z)]
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.FrameOfReferenceUID = s.frame_uid
+    ds.PositionReferenceIndicator = ""
+    ds.SliceLocation = _ds(z)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ny
+    ds.Columns = nx
+    ds.PixelSpacing = [_ds(sy), _ds(sx)]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    if s.modality == "CT":
+        ds.WindowCenter = "40"
+        ds.WindowWidth = "400"
+        ds.RescaleType = "HU"
+    ds.RescaleIntercept = str(s.intercept)
+    ds.RescaleSlope = "1"
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+
+
+def _slice_dataset(s: _Series, k: int, inst: int, pixels: np.ndarray) -> Dataset:
+    """The DICOM dataset of slice ``k`` (instance number ``inst``)."""
+    sop_class = CT_IMAGE_STORAGE if s.modality == "CT" else MR_IMAGE_STORAGE
+    sop_uid = generate_uid(entropy_srcs=[*s.entropy, "sop", s.modality, s.phase, str(k)])
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_class, sop_uid)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    _study_tags(ds, s)
+    _acquisition_tags(ds, s)
+    _image_tags(ds, s, k, inst, pixels)
+    return ds
+
+
 def write_dicom_series(
     img: sitk.Image,
     folder: Path,
@@ -113,7 +243,8 @@ def write_dicom_series(
     One file per slice, ``IM0001.dcm`` = the most superior slice (instance numbers run superior to
     inferior, as many scanners do; readers must sort by ImagePositionPatient). CT is stored as
     uint16 with RescaleIntercept -1024 / RescaleSlope 1 (HU); MR as uint16 with slope 1, intercept
-    0. UIDs are derived deterministically from ``(seed, patient, phase, slice)``.
+    0. UIDs are derived deterministically from ``(seed, patient, phase, slice)``. Each file is
+    written atomically.
 
     Args:
         img: the image (as written to NIfTI elsewhere), int16 pixel values.
@@ -129,101 +260,27 @@ def write_dicom_series(
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.dcm"):
         old.unlink()
-    arr = sitk.GetArrayFromImage(img)
-    if modality == "CT":
-        stored = np.clip(arr.astype(np.int32) - CT_RESCALE_INTERCEPT, 0, 4095).astype(np.uint16)
-        intercept = CT_RESCALE_INTERCEPT
-    else:
-        stored = np.clip(arr.astype(np.int32), 0, 65535).astype(np.uint16)
-        intercept = 0
-    nz, ny, nx = stored.shape
-    sx, sy, sz = img.GetSpacing()
-    ox, oy, oz = img.GetOrigin()
-    ent = [str(seed), patient]
-    study_uid = generate_uid(entropy_srcs=[*ent, "study", str(modality)])
-    series_uid = generate_uid(entropy_srcs=[*ent, "series", modality, phase])
-    frame_uid = generate_uid(entropy_srcs=[*ent, "frame", modality, phase])
-    ident = study["identity"]
-    date = study["acquisition_date"].replace("-", "")
-    sop_class = CT_IMAGE_STORAGE if modality == "CT" else MR_IMAGE_STORAGE
-    minutes = {"AP": 0, "PVP": 1, "DP": 3, "HBP": 20}[phase]
+    stored, intercept = _stored_values(sitk.GetArrayFromImage(img), modality)
+    ent = (str(seed), patient)
+    series = _Series(
+        modality=modality,
+        phase=phase,
+        entropy=ent,
+        study=study,
+        series_number=series_number,
+        study_uid=generate_uid(entropy_srcs=[*ent, "study", str(modality)]),
+        series_uid=generate_uid(entropy_srcs=[*ent, "series", modality, phase]),
+        frame_uid=generate_uid(entropy_srcs=[*ent, "frame", modality, phase]),
+        spacing=img.GetSpacing(),
+        origin=img.GetOrigin(),
+        intercept=intercept,
+    )
+    nz = stored.shape[0]
     for k in range(nz):
         inst = nz - k  # instance 1 = most superior slice
-        z = oz + k * sz
-        sop_uid = generate_uid(entropy_srcs=[*ent, "sop", modality, phase, str(k)])
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = generate_uid(entropy_srcs=["hccrad.synth"])
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
-        ds.StudyTime = "093000"
-        ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = f"09{31 + minutes:02d}00"
-        ds.AccessionNumber = ident["AccessionNumber"]
-        ds.Modality = modality
-        ds.Manufacturer = study["vendor"]
-        ds.InstitutionName = study["institution"]
-        ds.InstitutionAddress = "1 Hospital Road"
-        ds.ReferringPhysicianName = ident["ReferringPhysicianName"]
-        ds.StationName = f"{modality}01"
-        ds.StudyDescription = "LIVER MULTIPHASE"
-        ds.SeriesDescription = _PHASE_DESCRIPTION[phase]
-        ds.ManufacturerModelName = study["model"]
-        ds.PatientName = ident["PatientName"]
-        ds.PatientID = ident["PatientID"]
-        ds.OtherPatientIDs = ident["OtherPatientIDs"]
-        ds.PatientBirthDate = ident["PatientBirthDate"]
-        ds.PatientSex = study["sex"]
-        ds.PatientAge = f"{int(study['age']):03d}Y"
-        ds.BodyPartExamined = "LIVER"
-        ds.ContrastBolusAgent = "Gd-EOB-DTPA" if modality == "MR" else "IOPAMIDOL"
-        ds.SliceThickness = _ds(sz)
-        ds.SpacingBetweenSlices = _ds(sz)
-        if modality == "CT":
-            ds.KVP = "120"
-            ds.ConvolutionKernel = "B30f"
-        else:
-            ds.MagneticFieldStrength = _ds(study["field_strength"])
-            ds.ScanningSequence = "GR"
-            ds.SequenceVariant = "SP"
-            ds.MRAcquisitionType = "3D"
-            ds.RepetitionTime = "3.9"
-            ds.EchoTime = "1.8"
-            ds.FlipAngle = "10"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = series_number
-        ds.AcquisitionNumber = 1
-        ds.InstanceNumber = inst
-        ds.ImagePositionPatient = [_ds(ox), _ds(oy), _ds(z)]
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.SliceLocation = _ds(z)
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ny
-        ds.Columns = nx
-        ds.PixelSpacing = [_ds(sy), _ds(sx)]
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        if modality == "CT":
-            ds.WindowCenter = "40"
-            ds.WindowWidth = "400"
-            ds.RescaleType = "HU"
-        ds.RescaleIntercept = str(intercept)
-        ds.RescaleSlope = "1"
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
-        pydicom.dcmwrite(folder / f"IM{inst:04d}.dcm", ds, enforce_file_format=True)
+        ds = _slice_dataset(series, k, inst, stored[k])
+        with atomic_path(folder / f"IM{inst:04d}.dcm") as tmp:
+            pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
 
 
 def _fmt(v: Any) -> str:
@@ -239,9 +296,9 @@ def _fmt(v: Any) -> str:
 
 
 def write_tsv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write rows as a tab-separated table with a header; missing values become empty strings."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write rows as a tab-separated table with a header, atomically; missing values become empty
+    strings, floats are rounded to 6 decimals."""
     lines = ["\t".join(columns)]
     for r in rows:
         lines.append("\t".join(_fmt(r.get(c)) for c in columns))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text("\n".join(lines) + "\n", path)

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from hccrad import imageio
+from hccrad.fileio import atomic_path
 from hccrad.voxelmaps.core import VoxelMapSettings, available_cpus, can_fork, compute_voxel_maps
 
 log = logging.getLogger(__name__)
@@ -100,8 +102,6 @@ def write_voxel_maps(
     Returns:
         ``{map name or "voxels": path}``.
     """
-    from hccrad import imageio
-
     image = imageio.read_image(image_path, patient=patient, phase=phase)
     mask = imageio.read_mask(mask_path, image, patient=patient, phase=phase)
     maps = voxel_maps(image, mask, settings, engine)
@@ -142,8 +142,6 @@ def _write_images(
     out: Path,
 ) -> dict[str, Path]:
     """Write the maps ``names`` as Float32 NIfTI files, 0 outside the mask."""
-    from hccrad import imageio
-
     written = {}
     for name in names:
         arr = np.zeros(inside.shape, dtype=np.float32)
@@ -182,7 +180,6 @@ def _write_table(maps: dict[str, np.ndarray], inside: np.ndarray, out: Path) -> 
     z, y, x = np.nonzero(inside)
     columns = {"z": z, "y": y, "x": x, **maps}
     table = pa.table({name: column(values) for name, values in columns.items()})
-    tmp = out / "voxels.parquet.tmp"
-    # float maps hardly repeat: dictionary encoding only costs time (and space)
-    pq.write_table(table, tmp, use_dictionary=False)
-    tmp.replace(out / "voxels.parquet")
+    with atomic_path(out / "voxels.parquet") as tmp:
+        # float maps hardly repeat: dictionary encoding only costs time (and space)
+        pq.write_table(table, tmp, use_dictionary=False)

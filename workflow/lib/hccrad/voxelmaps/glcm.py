@@ -25,6 +25,7 @@ non-zero cells, and evaluates each feature on those cells:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,6 +71,55 @@ def _second_eigenvalue(buf: np.ndarray, size: int) -> np.ndarray:
         return np.abs(M[:, 0, 0] + M[:, 1, 1] - 1.0)
     ev = np.linalg.eigvalsh(M, UPLO="L")  # ascending; ev[:, -1] is the eigenvalue 1
     return np.maximum(np.abs(ev[:, -2]), np.abs(ev[:, 0]))
+
+
+@dataclass
+class _Runs:
+    """One direction's symmetrical GLCMs of a batch of kernels, as runs of canonical keys.
+
+    Attributes:
+        N: Number of kernels (rows).
+        key: Canonical cell key of every run (``S`` for the no-pair run).
+        cnt: Pairs of every run (0 for the no-pair run).
+        first: Index of the first run of every row.
+        row: Row of every run.
+        empty: Rows without any pair.
+        n2: Sum of every row's symmetrical GLCM (twice its pairs, at least 2).
+        log_n2: ``log2(n2)``.
+        v: Value of the symmetrical matrix' cell(s) of every run (``2c`` on the diagonal).
+        cf: ``cnt`` as float: half the total mass of the cell(s) of a canonical key.
+    """
+
+    N: int
+    key: np.ndarray
+    cnt: np.ndarray
+    first: np.ndarray
+    row: np.ndarray
+    empty: np.ndarray
+    n2: np.ndarray
+    log_n2: np.ndarray
+    v: np.ndarray
+    cf: np.ndarray
+
+
+@dataclass
+class _Marginals:
+    """Marginal counts of a batch's GLCMs and the values derived from them.
+
+    Attributes:
+        ia, ib: Per run, the flat (row, level) index of its two levels.
+        mc: (N, G + 1) marginal counts (float); ``mci`` the same as integers.
+        pxz: (N, G + 1) marginal probabilities.
+        ux: (N,) joint average; ``autocorr`` (N,) the autocorrelation.
+    """
+
+    ia: np.ndarray
+    ib: np.ndarray
+    mc: np.ndarray
+    mci: np.ndarray
+    pxz: np.ndarray
+    ux: np.ndarray
+    autocorr: np.ndarray
 
 
 class GLCM(KernelCalculator):
@@ -209,13 +259,33 @@ class GLCM(KernelCalculator):
             computed): per cell its row, the ranks of its two levels among the kernel's levels
             and its value ``C_ab / sqrt(c_a c_b)``, and per row the number of levels.
         """
-        G1 = self.G + 1
-        ng = self.ng
+        r = self._runs(flat, kimg, oa)
+        res: dict[str, np.ndarray] = {}
+        m = self._marginal_features(r, res)
+        self._difference_features(r, res)
+        self._sum_features(r, m.ux, res)
+        self._correlation_features(m, res)
+        nlev, mab = self._cell_features(r, m, res)
+        out = {}
+        for k in self.names:
+            if k != "MCC":
+                val = res[k]
+                val[r.empty] = np.nan
+                out[k] = val
+        cell: tuple = ()
+        if self.mcc:
+            # M_ab = C_ab / sqrt(c_a c_b) with C the symmetrical count matrix, c its row sums
+            keep = np.flatnonzero((r.cnt > 0) & (nlev[r.row] >= 2))
+            rank = (np.cumsum(m.mci > 0, 1) - 1).ravel()
+            val = r.v[keep] / np.sqrt(mab[keep])
+            cell = (r.row[keep], rank[m.ia[keep]], rank[m.ib[keep]], val, nlev)
+        return out, cell
+
+    def _runs(self, flat: np.ndarray, kimg: np.ndarray, oa: np.ndarray) -> _Runs:
+        """The sorted canonical keys of every kernel, run-length encoded into its non-zero
+        cells."""
         N = flat.size
         W = oa.size
-        want = self.names
-        xlogx = self.xlogx
-        # sorted canonical keys of every kernel, run-length encoded into its non-zero cells
         s = np.sort(kimg[flat[:, None] + oa[None, :]], axis=1).ravel()
         new = np.empty(s.size, dtype=bool)
         new[0] = True
@@ -228,49 +298,67 @@ class GLCM(KernelCalculator):
         first = np.searchsorted(starts, np.arange(N) * W)  # first run of every row
         row = np.repeat(np.arange(N), np.diff(first, append=starts.size))
         npair = np.add.reduceat(cnt, first)
-        empty = npair == 0
         n2i = 2 * np.maximum(npair, 1)  # sum of the symmetrical GLCM
         n2 = n2i.astype(np.float64)
-        log_n2 = np.log2(n2)
-        v = cnt << self.tab_diag[key]  # value of the symmetrical matrix' cell(s) (2c diagonal)
-        cf = cnt.astype(np.float64)  # half the total mass of the cell(s) of a canonical key
-        res: dict[str, np.ndarray] = {}
+        return _Runs(
+            N=N,
+            key=key,
+            cnt=cnt,
+            first=first,
+            row=row,
+            empty=npair == 0,
+            n2=n2,
+            log_n2=np.log2(n2),
+            v=cnt << self.tab_diag[key],  # value of the symmetrical matrix' cell(s) (2c diagonal)
+            cf=cnt.astype(np.float64),  # half the total mass of the cell(s) of a canonical key
+        )
 
-        # marginal counts (px = py, the matrix is symmetrical); the no-pair run adds 0 at level 0
-        rg = row * G1
-        ia = rg + self.tab_a[key]
-        ib = rg + self.tab_b[key]
-        mc = np.bincount(ia, cf, N * G1) + np.bincount(ib, cf, N * G1)
+    def _marginal_features(self, r: _Runs, res: dict[str, np.ndarray]) -> _Marginals:
+        """JointAverage and Autocorrelation; the marginal counts (px = py, the matrix is
+        symmetrical; the no-pair run adds 0 at level 0)."""
+        G1, N = self.G + 1, r.N
+        rg = r.row * G1
+        ia = rg + self.tab_a[r.key]
+        ib = rg + self.tab_b[r.key]
+        mc = np.bincount(ia, r.cf, N * G1) + np.bincount(ib, r.cf, N * G1)
         mci = mc.astype(np.intp).reshape(N, G1)
         mc = mc.reshape(N, G1)
-        pxz = mc / n2[:, None]
+        pxz = mc / r.n2[:, None]
         ux = (pxz * self.gv[None, :]).sum(1)
         res["JointAverage"] = ux
-        autocorr = np.bincount(row, cf * self.tab_2ij[key], N) / n2
+        autocorr = np.bincount(r.row, r.cf * self.tab_2ij[r.key], N) / r.n2
         res["Autocorrelation"] = autocorr
-        # |i - j| and i + j histograms (pxSuby, pxAddy) over PyRadiomics' k ranges, as counts
-        hdc = 2.0 * np.bincount(row * ng + self.tab_d[key], cf, N * ng).reshape(N, ng)
-        hd = hdc / n2[:, None]
+        return _Marginals(ia=ia, ib=ib, mc=mc, mci=mci, pxz=pxz, ux=ux, autocorr=autocorr)
+
+    def _difference_features(self, r: _Runs, res: dict[str, np.ndarray]) -> None:
+        """The features of the ``|i - j|`` histogram (pxSuby) over PyRadiomics' k range."""
+        ng, N = self.ng, r.N
+        hdc = 2.0 * np.bincount(r.row * ng + self.tab_d[r.key], r.cf, N * ng).reshape(N, ng)
+        hd = hdc / r.n2[:, None]
         lin = hd @ self.wd
         for j, k in enumerate(
             ("Contrast", "DifferenceAverage", "Idm", "Idmn", "Id", "Idn", "InverseVariance")
         ):
             res[k] = lin[:, j]
         da = lin[:, 1]
-        if "DifferenceVariance" in want:
+        if "DifferenceVariance" in self.names:
             res["DifferenceVariance"] = np.sum(hd * (self.kd[None, :] - da[:, None]) ** 2, 1)
         # entropies -sum p log2 p with p = count / n2: log2(n2) - sum count log2(count) / n2
-        if "DifferenceEntropy" in want:
-            hde = xlogx[hdc.astype(np.intp)].sum(1)
-            res["DifferenceEntropy"] = log_n2 - hde / n2
-        hsc = np.bincount(row * (2 * ng + 1) + self.tab_s[key], cf, N * (2 * ng + 1))
+        if "DifferenceEntropy" in self.names:
+            hde = self.xlogx[hdc.astype(np.intp)].sum(1)
+            res["DifferenceEntropy"] = r.log_n2 - hde / r.n2
+
+    def _sum_features(self, r: _Runs, ux: np.ndarray, res: dict[str, np.ndarray]) -> None:
+        """The features of the ``i + j`` histogram (pxAddy) over PyRadiomics' k range."""
+        ng, N = self.ng, r.N
+        hsc = np.bincount(r.row * (2 * ng + 1) + self.tab_s[r.key], r.cf, N * (2 * ng + 1))
         hsc = 2.0 * hsc.reshape(N, 2 * ng + 1)
-        hs = hsc / n2[:, None]
+        hs = hsc / r.n2[:, None]
         ks = self.ks
         res["SumAverage"] = hs @ ks
-        if "SumEntropy" in want:
-            res["SumEntropy"] = log_n2 - xlogx[hsc.astype(np.intp)].sum(1) / n2
-        if {"ClusterTendency", "ClusterShade", "ClusterProminence"} & set(want):
+        if "SumEntropy" in self.names:
+            res["SumEntropy"] = r.log_n2 - self.xlogx[hsc.astype(np.intp)].sum(1) / r.n2
+        if {"ClusterTendency", "ClusterShade", "ClusterProminence"} & set(self.names):
             t = ks[None, :] - 2.0 * ux[:, None]
             t2 = hs * (t * t)
             res["ClusterTendency"] = t2.sum(1)
@@ -278,34 +366,48 @@ class GLCM(KernelCalculator):
             res["ClusterShade"] = t2.sum(1)
             t2 *= t
             res["ClusterProminence"] = t2.sum(1)
-        if {"SumSquares", "Correlation"} & set(want):
+
+    def _correlation_features(self, m: _Marginals, res: dict[str, np.ndarray]) -> None:
+        """SumSquares and Correlation."""
+        if {"SumSquares", "Correlation"} & set(self.names):
+            ux = m.ux
             # sum_ij P (i - ux)^2 = sum_i px_i (i - ux)^2; exactly 0 for a single level
-            ss = np.sum(pxz * (self.gv[None, :] - ux[:, None]) ** 2, 1)
+            ss = np.sum(m.pxz * (self.gv[None, :] - ux[:, None]) ** 2, 1)
             res["SumSquares"] = ss
             prod = ss**0.5 * ss**0.5
             # sum_ij P (i - ux)(j - uy) = sum_ij P i j - ux^2
-            corr = (autocorr - ux * ux) / (prod + EPS)
+            corr = (m.autocorr - ux * ux) / (prod + EPS)
             corr[prod == 0] = 1.0
             res["Correlation"] = corr
-        # cell-wise features: an off-diagonal key stands for two cells of value v
-        mult = self.tab_mult[key]
+
+    def _cell_features(
+        self, r: _Runs, m: _Marginals, res: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The cell-wise features (an off-diagonal key stands for two cells of value v).
+
+        Returns:
+            Per kernel the number of levels, and per cell ``c_a c_b`` (its levels' marginal
+            counts multiplied; exact integers), for the MCC inputs.
+        """
+        N, row, v, n2, log_n2, xlogx = r.N, r.row, r.v, r.n2, r.log_n2, self.xlogx
+        mult = self.tab_mult[r.key]
         res["JointEnergy"] = np.bincount(row, mult * (v * v), N) / (n2 * n2)
         hxy = log_n2 - np.bincount(row, mult * xlogx[v], N) / n2
         res["JointEntropy"] = hxy
-        res["MaximumProbability"] = np.maximum.reduceat(v, first) / n2
-        nlev = (mci[:, 1:] > 0).sum(1)
-        mcf = mc.ravel()
-        mab = mcf[ia] * mcf[ib]  # c_a c_b (exact integers)
-        if {"Imc1", "Imc2"} & set(want):
+        res["MaximumProbability"] = np.maximum.reduceat(v, r.first) / n2
+        nlev = (m.mci[:, 1:] > 0).sum(1)
+        mcf = m.mc.ravel()
+        mab = mcf[m.ia] * mcf[m.ib]  # c_a c_b (exact integers)
+        if {"Imc1", "Imc2"} & set(self.names):
             # HXY1 = -sum_ij P_ij log2(px_i py_j + eps) and HXY2 = -sum_ij px_i py_j
             # log2(px_i py_j + eps) both equal 2 HX up to eps (px_i py_j >= 1 / (2 n)^2, so
             # < 1e-10 relative), so HXY2 - HXY = HXY1 - HXY = the mutual information
             # sum_ij P_ij log2(P_ij / (px_i py_j)), summed here from the cells: exactly 0 for an
             # independent matrix (where PyRadiomics' terms cancel exactly too) and without the
             # cancellation of a difference of entropies
-            hx = log_n2 - xlogx[mci].sum(1) / n2  # HX = -sum_x px log2 px
+            hx = log_n2 - xlogx[m.mci].sum(1) / n2  # HX = -sum_x px log2 px
             lr = np.zeros(mab.size)  # log2(P_ij / (px_i py_j)) = log2(C_ij 2n / (c_i c_j))
-            np.log2((v * n2[row]) / mab, out=lr, where=cnt > 0)
+            np.log2((v * n2[row]) / mab, out=lr, where=r.cnt > 0)
             mi = np.bincount(row, (mult * v) * lr, N) / n2
             imc1 = -mi / np.where(nlev > 1, hx, 1.0)
             imc1[nlev == 1] = 0.0  # P = [[1]]: PyRadiomics' HXY == HXY1 exactly
@@ -313,20 +415,7 @@ class GLCM(KernelCalculator):
             imc2 = (1 - np.exp(-2 * mi)) ** 0.5
             imc2[nlev == 1] = 0.0  # P = [[1]]: PyRadiomics' HXY2 == HXY exactly
             res["Imc2"] = imc2
-        out = {}
-        for k in want:
-            if k != "MCC":
-                val = res[k]
-                val[empty] = np.nan
-                out[k] = val
-        cell: tuple = ()
-        if self.mcc:
-            # M_ab = C_ab / sqrt(c_a c_b) with C the symmetrical count matrix, c its row sums
-            keep = np.flatnonzero((cnt > 0) & (nlev[row] >= 2))
-            rank = (np.cumsum(mci > 0, 1) - 1).ravel()
-            val = v[keep] / np.sqrt(mab[keep])
-            cell = (row[keep], rank[ia[keep]], rank[ib[keep]], val, nlev)
-        return out, cell
+        return nlev, mab
 
     def _mcc(self, cells: list[tuple], N: int) -> np.ndarray:
         """Maximal correlation coefficient of every kernel and direction of a batch.

@@ -73,7 +73,13 @@ class GLSZM(KernelCalculator):
         if flat.size > step:
             parts = [self.batch(flat[i : i + step]) for i in range(0, flat.size, step)]
             return {k: np.concatenate([p[k] for p in parts]) for k in self.names}
-        N, M, G = flat.size, self.M, self.G
+        cr, cl, cs, cnt = self._cells(flat)
+        return self._features(flat.size, cr, cl, cs, cnt)
+
+    def _zones(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The zones of the kernels centred on ``flat``: each zone's kernel (row), gray level
+        and size."""
+        N, M = flat.size, self.M
         lev = self.prep.levels.ravel()[flat[:, None] + self.offs_flat[None, :]]  # (N, M)
         same = self.same[flat[:, None] + self.edge_base[None, :]]  # (N, edges)
         rows, e = np.divmod(np.flatnonzero(same), self.eu.size)
@@ -93,13 +99,24 @@ class GLSZM(KernelCalculator):
         comp_row = np.zeros(n_comp, dtype=np.int64)
         comp_row[lab] = node // M
         zone = zone_size > 0
-        zr, zl, zs = comp_row[zone], comp_level[zone], zone_size[zone]
-        # non-zero cells of P: (kernel, level, size) with their zone counts
+        return comp_row[zone], comp_level[zone], zone_size[zone]
+
+    def _cells(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The non-zero cells of every kernel's ``P``: kernel (row), level, size and zone
+        count (float)."""
+        M, G = self.M, self.G
+        zr, zl, zs = self._zones(flat)
         keys, cnt = np.unique((zr * (G + 1) + zl) * (M + 1) + zs, return_counts=True)
         cs = keys % (M + 1)
         cl = (keys // (M + 1)) % (G + 1)
         cr = keys // ((M + 1) * (G + 1))
-        cnt = cnt.astype(np.float64)
+        return cr, cl, cs, cnt.astype(np.float64)
+
+    def _features(
+        self, N: int, cr: np.ndarray, cl: np.ndarray, cs: np.ndarray, cnt: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The features of ``N`` kernels from the non-zero cells of their ``P``."""
+        M, G = self.M, self.G
         pg = np.bincount(cr * (G + 1) + cl, cnt, N * (G + 1)).reshape(N, G + 1)[:, 1:]
         ps = np.bincount(cr * (M + 1) + cs, cnt, N * (M + 1)).reshape(N, M + 1)[:, 1:]
         iv, jv = self.iv, self.jv
@@ -107,12 +124,6 @@ class GLSZM(KernelCalculator):
         nz[nz == 0] = 1  # never happens: the centre is a mask voxel
         n_p = np.sum(ps * jv[None, :], 1)
         n_p[n_p == 0] = 1
-        ci = iv[cl - 1]  # gray level (bin number) of each cell
-        cj = cs.astype(np.float64)
-
-        def cell_sum(w: np.ndarray) -> np.ndarray:
-            return np.bincount(cr, cnt * w, N) / nz
-
         res: dict[str, np.ndarray] = {}
         want = set(self.names)
         res["SmallAreaEmphasis"] = np.sum(ps / jv[None, :] ** 2, 1) / nz
@@ -133,6 +144,12 @@ class GLSZM(KernelCalculator):
             res["ZoneEntropy"] = -np.bincount(cr, p * np.log2(p + np.spacing(1)), N)
         res["LowGrayLevelZoneEmphasis"] = np.sum(pg / iv[None, :] ** 2, 1) / nz
         res["HighGrayLevelZoneEmphasis"] = np.sum(pg * iv[None, :] ** 2, 1) / nz
+        ci = iv[cl - 1]  # gray level (bin number) of each cell
+        cj = cs.astype(np.float64)
+
+        def cell_sum(w: np.ndarray) -> np.ndarray:
+            return np.bincount(cr, cnt * w, N) / nz
+
         i2, j2 = ci**2, cj**2
         if "SmallAreaLowGrayLevelEmphasis" in want:
             res["SmallAreaLowGrayLevelEmphasis"] = cell_sum(1.0 / (i2 * j2))
