@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -330,6 +332,13 @@ def test_dice_per_label():
     assert dice(a, b, [3]) == {3: 1.0}
     with pytest.raises(ValueError):
         dice(a, b[:3])
+
+
+def test_importing_the_package_leaves_torch_unloaded():
+    """The Dice of given masks (the evaluation step without a checkpoint) needs no torch."""
+    code = "import sys, hccrad.deep.segmentation; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_config_validation_and_round_trip():

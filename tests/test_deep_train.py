@@ -10,6 +10,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from hccrad.deep import train as train_module
+from hccrad.deep.device import resolve_device
 from hccrad.deep.extract import extract_features
 from hccrad.deep.nets import MultiBranch25D
 from hccrad.deep.train import (
@@ -19,7 +21,6 @@ from hccrad.deep.train import (
     class_weights,
     load_model,
     predict,
-    resolve_device,
     train,
 )
 from hccrad.errors import ConfigError, InputError
@@ -240,6 +241,7 @@ def test_config_and_input_errors(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             resolve_device("cuda")
+    assert train_module.resolve_device is resolve_device  # the old import location still works
     vol = make_inputs(tmp_path, [0, 1, 0, 1], kind="volume", size=8, seed=8)
     with pytest.raises(InputError, match=r"s8_0\.npz"):
         train(_cfg(input_kind="slice", epochs=1), vol, [0, 1, 0, 1], tmp_path / "o")

@@ -9,9 +9,14 @@ Modules:
   bag-of-words with TF-IDF weighting.
 * :mod:`hccrad.deep.nets`, :mod:`hccrad.deep.train`, :mod:`hccrad.deep.extract`,
   :mod:`hccrad.deep.gradcam` — networks (MONAI; no torchvision), seeded training, frozen-backbone
-  features and Grad-CAM overlays.
+  features and Grad-CAM overlays; :mod:`hccrad.deep.train_config` (training settings and study
+  presets), :mod:`hccrad.deep.dataset` (the ``.npz`` dataset) and :mod:`hccrad.deep.curves`
+  (training curves) serve the training.
+* :mod:`hccrad.deep.device` — the torch device of a ``device`` setting (``auto``, ``cpu``,
+  ``cuda[:N]``), shared by the classifiers and the U-Net.
 * :mod:`hccrad.deep.segmentation` — MONAI 3-D U-Net for liver + tumor (training, inference with
-  post-processing to the liver and the index lesion, Dice).
+  post-processing to the liver and the index lesion, Dice); a package that imports torch only
+  when a network is built or run.
 
 Input tensor contract (``.npz`` written by :mod:`hccrad.deep.inputs`): ``x`` float32 of shape
 ``(N, C, H, W)`` for slice inputs (``N`` instances — slices or slice stacks — of ``C`` channels) or

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hccrad.deep.dataset import NpzDataset
 from hccrad.deep.nets import features
-from hccrad.deep.train import NpzDataset, resolve_model
+from hccrad.deep.train import resolve_model
 from hccrad.errors import InputError
 
 

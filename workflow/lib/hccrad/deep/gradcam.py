@@ -42,6 +42,7 @@ from hccrad.deep.nets import (
     num_outputs,
 )
 from hccrad.errors import ConfigError, InputError
+from hccrad.fileio import write_png
 
 
 def target_layer(model: nn.Module) -> str:
@@ -124,12 +125,6 @@ def gradcam(
     arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
     arr = arr.astype(np.float32)
     return arr if kind == "slices25d" else arr[0]
-
-
-def _atomic_png(fig: Figure, out_png: Path, dpi: int = 100) -> None:
-    from hccrad.fileio import write_png as write_png_atomic
-
-    write_png_atomic(fig, out_png, dpi=dpi)
 
 
 def gradcam_overlay(
@@ -225,4 +220,4 @@ def _draw(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _atomic_png(fig, Path(out_png))
+    write_png(fig, out_png, dpi=100)

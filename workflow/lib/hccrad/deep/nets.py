@@ -381,6 +381,48 @@ def _fmt(items: list[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + more
 
 
+def _strip_prefix(src: dict[str, torch.Tensor], own_keys: set[str]) -> dict[str, torch.Tensor]:
+    """Drop the common prefix (``backbone.``, ``model.``…) under which most keys match."""
+    best_prefix, best_hits = "", -1
+    for prefix in ("", "backbone.", "model.", "encoder.", "net."):
+        hits = sum(1 for k in src if k.startswith(prefix) and k[len(prefix) :] in own_keys)
+        if hits > best_hits:
+            best_prefix, best_hits = prefix, hits
+    if best_prefix:
+        src = {k[len(best_prefix) :]: v for k, v in src.items() if k.startswith(best_prefix)}
+    return src
+
+
+def _fitting_tensors(
+    body: dict[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor],
+    own_keys: set[str],
+    adapt_in_channels: bool,
+) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """The file's tensors that fit the model (stem adapted), adapted keys and shape mismatches."""
+    adapted: list[str] = []
+    mismatched: list[str] = []
+    fitting: dict[str, torch.Tensor] = {}
+    for k in sorted(set(body) & own_keys):
+        w, ref = body[k], own[k]
+        if (
+            tuple(w.shape) != tuple(ref.shape)
+            and adapt_in_channels
+            and k in STEM_KEYS
+            and w.ndim == ref.ndim
+            and w.shape[0] == ref.shape[0]
+            and w.shape[2:] == ref.shape[2:]
+        ):
+            w = w.sum(dim=1, keepdim=True).repeat(1, ref.shape[1], *([1] * (w.ndim - 2)))
+            w = w / ref.shape[1]
+            adapted.append(k)
+        if tuple(w.shape) != tuple(ref.shape):
+            mismatched.append(f"{k}: file {tuple(w.shape)} vs model {tuple(ref.shape)}")
+            continue
+        fitting[k] = w.to(dtype=ref.dtype)
+    return fitting, adapted, mismatched
+
+
 def load_pretrained(
     model: nn.Module,
     path: str | Path,
@@ -418,39 +460,12 @@ def load_pretrained(
     target = _load_target(model)
     own = target.state_dict()
     own_keys = {k for k in own if not _is_head(k) and not k.endswith("num_batches_tracked")}
-
-    best_prefix, best_hits = "", -1
-    for prefix in ("", "backbone.", "model.", "encoder.", "net."):
-        hits = sum(1 for k in src if k.startswith(prefix) and k[len(prefix) :] in own_keys)
-        if hits > best_hits:
-            best_prefix, best_hits = prefix, hits
-    if best_prefix:
-        src = {k[len(best_prefix) :]: v for k, v in src.items() if k.startswith(best_prefix)}
-
+    src = _strip_prefix(src, own_keys)
     ignored = sorted(k for k in src if _is_head(k) or k.endswith("num_batches_tracked"))
     body = {k: v for k, v in src.items() if k not in set(ignored)}
     missing = sorted(own_keys - set(body))
     unexpected = sorted(set(body) - own_keys)
-    adapted: list[str] = []
-    mismatched: list[str] = []
-    fitting: dict[str, torch.Tensor] = {}
-    for k in sorted(set(body) & own_keys):
-        w, ref = body[k], own[k]
-        if (
-            tuple(w.shape) != tuple(ref.shape)
-            and adapt_in_channels
-            and k in STEM_KEYS
-            and w.ndim == ref.ndim
-            and w.shape[0] == ref.shape[0]
-            and w.shape[2:] == ref.shape[2:]
-        ):
-            w = w.sum(dim=1, keepdim=True).repeat(1, ref.shape[1], *([1] * (w.ndim - 2)))
-            w = w / ref.shape[1]
-            adapted.append(k)
-        if tuple(w.shape) != tuple(ref.shape):
-            mismatched.append(f"{k}: file {tuple(w.shape)} vs model {tuple(ref.shape)}")
-            continue
-        fitting[k] = w.to(dtype=ref.dtype)
+    fitting, adapted, mismatched = _fitting_tensors(body, own, own_keys, adapt_in_channels)
     problems = []
     if missing:
         problems.append(f"missing keys [{_fmt(missing)}]")

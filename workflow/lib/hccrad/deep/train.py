@@ -30,31 +30,28 @@ With ``deterministic`` torch runs ``use_deterministic_algorithms(True)`` (CUDA: 
 ``CUBLAS_WORKSPACE_CONFIG`` set, cuDNN deterministic, no benchmark); the previous global settings
 are restored afterwards. On the CPU, the same seed, data, thread count and software give bitwise
 identical weights.
+
+The settings (:class:`TrainConfig`, :data:`STUDY_PRESETS`) live in :mod:`hccrad.deep.train_config`,
+the ``.npz`` dataset in :mod:`hccrad.deep.dataset`, the curves in :mod:`hccrad.deep.curves` and the
+device choice in :mod:`hccrad.deep.device`; their public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import logging
 import math
 import os
 import random
 import time
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from monai.data import MetaTensor
 from monai.data.utils import worker_init_fn
 from monai.transforms import Compose, RandFlipd, RandRotate90d, RandScaleIntensityd
 from sklearn.metrics import roc_auc_score
@@ -62,6 +59,9 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from hccrad.deep.curves import plot_curves, plot_subregion_curves
+from hccrad.deep.dataset import NpzDataset, npz_shape, read_input
+from hccrad.deep.device import resolve_device
 from hccrad.deep.nets import (
     MultiBranch25D,
     SliceClassifier,
@@ -70,220 +70,42 @@ from hccrad.deep.nets import (
     input_kind_of,
     num_outputs,
 )
-from hccrad.errors import ConfigError, InputError
+from hccrad.deep.train_config import INPUT_KINDS, STUDY_PRESETS, TrainConfig
+from hccrad.errors import InputError
+from hccrad.fileio import save_torch, write_json
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "INPUT_KINDS",
+    "STUDY_PRESETS",
+    "SUBREGION_FORMAT",
+    "NpzDataset",
+    "TrainConfig",
+    "auc_score",
+    "build_model",
+    "class_weights",
+    "load_model",
+    "model_from_checkpoint",
+    "plot_curves",
+    "plot_subregion_curves",
+    "predict",
+    "read_input",
+    "read_subregion_bundle",
+    "resolve_device",
+    "resolve_model",
+    "seeded",
+    "train",
+    "write_subregion_bundle",
+]
 
 log = logging.getLogger(__name__)
 
-#: Input kind → (the ``kind`` stored in the ``.npz``, spatial dims of the backbone).
-INPUT_KINDS: dict[str, tuple[str, int]] = {
-    "slices25d": ("slices", 2),
-    "slice": ("slices", 2),
-    "volume": ("volume", 3),
-}
 CHECKPOINT_FORMAT = "hccrad-deep-checkpoint/1"
 #: A bundle of one checkpoint per habitat subregion (:func:`write_subregion_bundle`).
 SUBREGION_FORMAT = "hccrad-deep-subregions/1"
 
-#: The studies' published settings (MISSION.md) as :class:`TrainConfig` overrides. Values the
-#: papers do not give (epochs where absent, the optimizer of the 3-D habitat model) are marked.
-STUDY_PRESETS: dict[str, dict[str, Any]] = {
-    # Study 1, 2.5D: five weight-sharing ResNet18 branches, lr 1e-3, 200 epochs, batch 32.
-    "habitat_25d": {
-        "network": "resnet18",
-        "input_kind": "slices25d",
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "epochs": 200,
-        "batch_size": 32,
-    },
-    # Study 1, 3D: 96³ cubes, 3D ResNet50, lr 1e-2, flips on x/y/z (SGD: not published).
-    "habitat_3d": {
-        "network": "resnet50",
-        "input_kind": "volume",
-        "optimizer": "sgd",
-        "lr": 1e-2,
-        "epochs": 200,
-        "batch_size": 32,
-    },
-    # Study 2: 3D ResNet-18 on 64³ crops, Adam lr 1e-4, x0.1 every 5 epochs, batch 32
-    # (epochs: not published).
-    "mvi_3d": {
-        "network": "resnet18",
-        "input_kind": "volume",
-        "optimizer": "adam",
-        "lr": 1e-4,
-        "lr_step_size": 5,
-        "lr_gamma": 0.1,
-        "epochs": 30,
-        "batch_size": 32,
-    },
-    # Study 3: 3 largest slices per phase (phases as branches, slices as channels), ResNet-10,
-    # class-weighted cross-entropy, early stopping (lr, epochs: not published).
-    "recurrence_25d": {
-        "network": "resnet10",
-        "input_kind": "slices25d",
-        "optimizer": "adam",
-        "lr": 1e-4,
-        "epochs": 100,
-        "batch_size": 32,
-        "class_weighted": True,
-        "patience": 10,
-    },
-    # Study 4: slice-level ResNet18 (or resnet101 / densenet121) on the 11 MIL slices.
-    "mil_slice": {
-        "network": "resnet18",
-        "input_kind": "slice",
-        "optimizer": "adam",
-        "lr": 1e-4,
-        "epochs": 50,
-        "batch_size": 32,
-    },
-}
 
-
-@dataclass
-class TrainConfig:
-    """Training settings; every field is a config value (defaults: the habitat study's 2.5D)."""
-
-    network: str = "resnet18"
-    input_kind: str = "slices25d"
-    spatial_dims: int | None = None  # resolved from input_kind
-    num_classes: int = 2
-    pretrained: str | None = None
-    epochs: int = 200
-    batch_size: int = 32
-    optimizer: str = "adam"  # adam | sgd
-    lr: float = 1e-3
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
-    lr_step_size: int | None = None  # StepLR: multiply by lr_gamma every lr_step_size epochs
-    lr_gamma: float = 0.1
-    class_weighted: bool = True
-    val_fraction: float = 0.2
-    monitor: str = "auc"  # auc | loss
-    patience: int | None = 20  # stop after this many epochs without improvement; None: never
-    min_delta: float = 0.0
-    augment: bool = True
-    flip_prob: float = 0.5  # per spatial axis
-    rot90_prob: float = 0.5  # in-plane, square slices only
-    intensity_prob: float = 0.5
-    intensity_factor: float = 0.1  # x * (1 + U(-f, f))
-    skip_padding: bool = True  # slice inputs: drop z == -1 instances from training
-    cache_inputs: bool = True  # keep loaded arrays in memory
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_workers: int = 0
-    deterministic: bool = True
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Check values and resolve ``spatial_dims``; raises :class:`ConfigError`."""
-        if self.input_kind not in INPUT_KINDS:
-            raise ConfigError(
-                f"input_kind must be one of {', '.join(INPUT_KINDS)}, got {self.input_kind!r}"
-            )
-        dims = INPUT_KINDS[self.input_kind][1]
-        if self.spatial_dims is None:
-            self.spatial_dims = dims
-        elif self.spatial_dims != dims:
-            raise ConfigError(
-                f"input_kind {self.input_kind!r} needs spatial_dims {dims}, got {self.spatial_dims}"
-            )
-        if self.optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
-        if self.monitor not in ("auc", "loss"):
-            raise ConfigError(f"monitor must be auc or loss, got {self.monitor!r}")
-        checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.num_classes >= 2, "num_classes must be >= 2"),
-            (self.lr >= 0, "lr must be >= 0"),
-            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
-            (self.patience is None or self.patience >= 1, "patience must be >= 1 or null"),
-            (self.lr_step_size is None or self.lr_step_size >= 1, "lr_step_size must be >= 1"),
-            (self.num_workers >= 0, "num_workers must be >= 0"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a mapping (e.g. a config section or ``config.json``); unknown keys fail."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
-        return cls(**dict(values))
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
-        """A study preset (:data:`STUDY_PRESETS`) with overrides."""
-        if name not in STUDY_PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(STUDY_PRESETS)}")
-        return cls.from_dict({**STUDY_PRESETS[name], **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        return asdict(self)
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU; an explicit CUDA device must exist."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
-def _npz_shape(path: Path) -> tuple[int, ...]:
-    """Shape of ``x`` in an ``.npz`` without reading the array."""
-    with zipfile.ZipFile(path) as zf, zf.open("x.npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, _ = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, _, _ = np.lib.format.read_array_header_2_0(f)
-    return tuple(shape)
-
-
-def read_input(path: str | Path, input_kind: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """``x`` (float32) and ``z`` (or None) of one ``.npz`` input, checked against ``input_kind``.
-
-    Raises:
-        InputError: Missing / unreadable file, no ``x``, wrong ``kind`` or dimensionality.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("deep-learning input not found", file=path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "x" not in data:
-                raise InputError("no array 'x' in the .npz", file=path)
-            x = np.asarray(data["x"], dtype=np.float32)
-            kind = str(data["kind"]) if "kind" in data else None
-            z = np.asarray(data["z"]) if "z" in data else None
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"cannot read .npz: {exc}", file=path) from exc
-    want = INPUT_KINDS[input_kind][0]
-    if kind is not None and kind != want:
-        raise InputError(f"input kind {kind!r} does not suit {input_kind!r} models", file=path)
-    if x.ndim != 4:
-        raise InputError(f"x must be 4-D ((N, C, H, W) or (C, D, H, W)), got {x.shape}", file=path)
-    if not np.all(np.isfinite(x)):
-        raise InputError("x holds NaN or infinite values", file=path)
-    return x, z
+# --------------------------------------------------------------------------- augmentation
 
 
 def _augmentations(cfg: TrainConfig, spatial_shape: Sequence[int], seed: int) -> Compose:
@@ -299,96 +121,6 @@ def _augmentations(cfg: TrainConfig, spatial_shape: Sequence[int], seed: int) ->
     compose = Compose(ts)
     compose.set_random_state(seed=seed)
     return compose
-
-
-class NpzDataset(Dataset):
-    """Samples from ``.npz`` inputs: one per file (``slices25d``, ``volume``) or per instance.
-
-    Items are dicts ``{"x": float32 tensor, "label": int (-1 without labels), "file": int,
-    "instance": int (-1 for whole-file samples)}``. ``transform`` (MONAI dictionary transforms on
-    key ``x``) sees ``(N·C, H, W)`` for ``slices25d`` (so all instances get the same flip),
-    ``(C, H, W)`` for ``slice`` and ``(C, D, H, W)`` for ``volume``.
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[str | Path],
-        labels: Sequence[int] | None,
-        input_kind: str,
-        *,
-        transform: Compose | None = None,
-        skip_padding: bool = False,
-        cache: bool = False,
-    ) -> None:
-        if input_kind not in INPUT_KINDS:
-            raise ConfigError(f"unknown input kind {input_kind!r}")
-        self.paths = [Path(p) for p in paths]
-        self.labels = None if labels is None else [int(v) for v in labels]
-        if self.labels is not None and len(self.labels) != len(self.paths):
-            raise InputError(f"{len(self.paths)} inputs but {len(self.labels)} labels")
-        self.input_kind = input_kind
-        self.transform = transform
-        self._cache: dict[int, np.ndarray] | None = {} if cache else None
-        self.items: list[tuple[int, int]] = []
-        self.z: list[np.ndarray | None] = []
-        for i, p in enumerate(self.paths):
-            if input_kind == "slice":
-                n, z = self._instances(p)
-                real = [j for j in range(n) if z is None or z[j] >= 0]
-                keep = real if (skip_padding and real) else list(range(n))
-                self.items += [(i, j) for j in keep]
-                self.z.append(z)
-            else:
-                if not p.is_file():
-                    raise InputError("deep-learning input not found", file=p)
-                self.items.append((i, -1))
-                self.z.append(None)
-
-    @staticmethod
-    def _instances(path: Path) -> tuple[int, np.ndarray | None]:
-        if not path.is_file():
-            raise InputError("deep-learning input not found", file=path)
-        try:
-            n = _npz_shape(path)[0]
-            with np.load(path, allow_pickle=False) as data:
-                z = np.asarray(data["z"]) if "z" in data else None
-        except Exception as exc:
-            raise InputError(f"cannot read .npz: {exc}", file=path) from exc
-        if z is not None and len(z) != n:
-            z = None
-        return n, z
-
-    def array(self, i: int) -> np.ndarray:
-        """The ``x`` array of file ``i``."""
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        x, _ = read_input(self.paths[i], self.input_kind)
-        if self._cache is not None:
-            self._cache[i] = x
-        return x
-
-    def sample_labels(self) -> np.ndarray:
-        """The label of every sample (instances carry their patient's label)."""
-        if self.labels is None:
-            return np.full(len(self.items), -1)
-        return np.array([self.labels[i] for i, _ in self.items], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        i, j = self.items[k]
-        arr = self.array(i)
-        x = torch.from_numpy(arr[j] if j >= 0 else arr)
-        if self.transform is not None:
-            shape = x.shape
-            flat = x.reshape(-1, *shape[2:]) if self.input_kind == "slices25d" else x
-            out = self.transform({"x": flat})["x"]
-            if isinstance(out, MetaTensor):
-                out = out.as_tensor()
-            x = torch.as_tensor(out, dtype=torch.float32).reshape(shape)
-        label = -1 if self.labels is None else self.labels[i]
-        return {"x": x.contiguous(), "label": label, "file": i, "instance": j}
 
 
 # --------------------------------------------------------------------------- models
@@ -530,82 +262,6 @@ def _patient_level(
     return p, lab
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _json_bytes(obj: Any) -> bytes:
-    def _clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: _clean(u) for k, u in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [_clean(u) for u in v]
-        if isinstance(v, np.generic):
-            return _clean(v.item())
-        return v
-
-    return (json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n").encode()
-
-
-def plot_subregion_curves(
-    histories: Mapping[int, list[dict[str, Any]]], out_png: str | Path
-) -> None:
-    """Training loss and validation AUC per epoch of every subregion's model, one line each."""
-    fig = Figure(figsize=(9, 3.6))
-    FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2)
-    for i, history in histories.items():
-        ep = [h["epoch"] for h in history]
-        ax1.plot(ep, [h["train_loss"] for h in history], "o-", ms=3, label=f"habitat {i}")
-        auc = [np.nan if h["val_auc"] is None else h["val_auc"] for h in history]
-        ax2.plot(ep, auc, "o-", ms=3, label=f"habitat {i}")
-    ax1.set(xlabel="epoch", ylabel="training loss (class-weighted CE)", title="Loss")
-    ax2.set(xlabel="epoch", ylabel="AUC", title="Validation AUC", ylim=(0, 1.02))
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if histories:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    _atomic_write(Path(out_png), buf.getvalue())
-
-
-def plot_curves(history: list[dict[str, Any]], best_epoch: int, out_png: str | Path) -> None:
-    """Loss (train, validation) and validation-AUC curves per epoch, best epoch marked."""
-    ep = [h["epoch"] for h in history]
-    fig = Figure(figsize=(9, 3.6))
-    FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(ep, [h["train_loss"] for h in history], "o-", ms=3, label="train")
-    val = [h["val_loss"] for h in history]
-    if any(v is not None and math.isfinite(v) for v in val):
-        ax1.plot(ep, [np.nan if v is None else v for v in val], "o-", ms=3, label="validation")
-    ax1.set(xlabel="epoch", ylabel="loss (class-weighted CE)", title="Loss")
-    ax1.legend()
-    auc = [np.nan if h["val_auc"] is None else h["val_auc"] for h in history]
-    ax2.plot(ep, auc, "o-", ms=3, color="tab:green")
-    ax2.set(xlabel="epoch", ylabel="AUC", title="Validation AUC", ylim=(0, 1.02))
-    for ax in (ax1, ax2):
-        ax.axvline(best_epoch, color="grey", ls="--", lw=1)
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    _atomic_write(Path(out_png), buf.getvalue())
-
-
 def _split(labels: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     idx = np.arange(len(labels))
     if cfg.val_fraction <= 0:
@@ -634,6 +290,291 @@ def _better(cur: tuple[float, float], best: tuple[float, float] | None, cfg: Tra
     return math.isfinite(loss) and (not math.isfinite(b_loss) or loss < b_loss - cfg.min_delta)
 
 
+def _check_training_set(
+    cfg: TrainConfig, train_paths: Sequence[str | Path], train_labels: Sequence[int]
+) -> tuple[list[Path], np.ndarray]:
+    """The input paths and the labels as int64, checked against each other and the classes."""
+    paths = [Path(p) for p in train_paths]
+    y = np.asarray(train_labels)
+    if len(paths) != len(y):
+        raise InputError(f"{len(paths)} training inputs but {len(y)} labels")
+    if len(paths) == 0:
+        raise InputError("no training inputs")
+    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
+        raise InputError("labels must be integers")
+    y = y.astype(np.int64)
+    if y.min() < 0 or y.max() >= cfg.num_classes:
+        raise InputError(
+            f"labels must lie in 0..{cfg.num_classes - 1}, got {sorted(set(y.tolist()))}"
+        )
+    return paths, y
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The shape of ``x`` every input must have, and what it means for the model."""
+
+    shape: tuple[int, ...]
+    in_channels: int
+    n_instances: int
+    spatial: tuple[int, ...]
+
+    @classmethod
+    def of(cls, path: Path, input_kind: str) -> _Layout:
+        """The layout of the input at ``path`` (read and checked)."""
+        x0, _ = read_input(path, input_kind)
+        shape = tuple(x0.shape)
+        if input_kind == "volume":
+            return cls(shape, shape[0], 1, shape[1:])
+        return cls(shape, shape[1], shape[0], shape[2:])
+
+
+def _datasets(
+    cfg: TrainConfig,
+    paths: list[Path],
+    y: np.ndarray,
+    split: tuple[np.ndarray, np.ndarray],
+    layout: _Layout,
+) -> tuple[NpzDataset, NpzDataset | None]:
+    """Training (augmented) and validation datasets; every input must have ``layout.shape``."""
+    tr_idx, va_idx = split
+    aug = _augmentations(cfg, layout.spatial, cfg.seed) if cfg.augment else None
+    ds_kw = {"skip_padding": cfg.skip_padding, "cache": cfg.cache_inputs}
+    ds_tr = NpzDataset(
+        [paths[i] for i in tr_idx], y[tr_idx], cfg.input_kind, transform=aug, **ds_kw
+    )
+    ds_va = (
+        NpzDataset([paths[i] for i in va_idx], y[va_idx], cfg.input_kind, **ds_kw)
+        if len(va_idx)
+        else None
+    )
+    for ds in (ds_tr, ds_va):
+        if ds is None:
+            continue
+        for i in range(len(ds.paths)):
+            shp = npz_shape(ds.paths[i])
+            if shp != layout.shape:
+                raise InputError(
+                    f"x has shape {shp}, expected {layout.shape} (as the first input)",
+                    file=ds.paths[i],
+                )
+    return ds_tr, ds_va
+
+
+def _optimizer(
+    cfg: TrainConfig, model: nn.Module
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR | None]:
+    """Adam or SGD on the model's parameters, and the StepLR schedule when configured."""
+    if cfg.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(
+            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+    else:
+        opt = torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    sched = (
+        torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
+        if cfg.lr_step_size
+        else None
+    )
+    return opt, sched
+
+
+def _loaders(
+    cfg: TrainConfig, ds_tr: NpzDataset, ds_va: NpzDataset | None, device: torch.device
+) -> tuple[DataLoader, DataLoader | None]:
+    """The shuffled training loader and the validation loader (seeded generators)."""
+    kw = {"seed": cfg.seed, "workers": cfg.num_workers, "pin": device.type == "cuda"}
+    dl_tr = _loader(ds_tr, cfg.batch_size, shuffle=True, **kw)
+    dl_va = _loader(ds_va, cfg.batch_size, shuffle=False, **kw) if ds_va is not None else None
+    return dl_tr, dl_va
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    criterion: nn.Module,
+    opt: torch.optim.Optimizer,
+    device: torch.device,
+    kind: str,
+) -> tuple[float, int]:
+    """One pass over the training batches: mean training loss and the images fitted."""
+    model.train()
+    total, n, n_images = 0.0, 0, 0
+    for batch in loader:
+        x = batch["x"].to(device, non_blocking=True)
+        yb = batch["label"].to(device, non_blocking=True)
+        if _images(x, kind) < 2:
+            continue  # BatchNorm cannot train on a single image (a 1-sample last batch)
+        opt.zero_grad(set_to_none=True)
+        loss = criterion(model(x), yb)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(yb)
+        n += len(yb)
+        n_images += _images(x, kind)
+    return (total / n if n else float("nan")), n_images
+
+
+def _validate(
+    model: nn.Module,
+    loader: DataLoader | None,
+    criterion: nn.Module,
+    device: torch.device,
+    kind: str,
+) -> tuple[float, float]:
+    """Validation loss and AUC (``slice``: of the patients' mean probabilities); NaN without."""
+    if loader is None:
+        return float("nan"), float("nan")
+    val_loss, prob, lab, files, _ = _evaluate(model, loader, criterion, device, kind)
+    if kind == "slice":
+        prob, lab = _patient_level(prob, lab, files)
+    return val_loss, auc_score(lab, prob)
+
+
+@dataclass
+class _EarlyStopping:
+    """Tracks the best validation epoch (:func:`_better`) and the epochs since."""
+
+    cfg: TrainConfig
+    best: tuple[float, float] | None = None
+    since_best: int = 0
+
+    def improved(self, val_auc: float, val_loss: float) -> bool:
+        """Whether this epoch is the new best (else one more epoch without improvement)."""
+        if _better((val_auc, val_loss), self.best, self.cfg):
+            self.best, self.since_best = (val_auc, val_loss), 0
+            return True
+        self.since_best += 1
+        return False
+
+    def should_stop(self) -> bool:
+        """``patience`` epochs in a row without improvement."""
+        return self.cfg.patience is not None and self.since_best >= self.cfg.patience
+
+
+@dataclass
+class _Fit:
+    """What the epoch loop leaves: per-epoch history, the best epoch and its weights."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    n_images: int = 0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _fit(
+    cfg: TrainConfig,
+    model: nn.Module,
+    loaders: tuple[DataLoader, DataLoader | None],
+    criterion: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.StepLR | None,
+    device: torch.device,
+) -> _Fit:
+    """The epoch loop: train, validate, keep the best epoch's weights, stop early."""
+    dl_tr, dl_va = loaders
+    fit, stopping = _Fit(), _EarlyStopping(cfg)
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_loss, n_images = _train_epoch(model, dl_tr, criterion, opt, device, cfg.input_kind)
+        fit.n_images += n_images
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        fit.train_seconds += time.perf_counter() - t0
+        lr_now = opt.param_groups[0]["lr"]
+        if sched is not None:
+            sched.step()
+        val_loss, val_auc = _validate(model, dl_va, criterion, device, cfg.input_kind)
+        fit.history.append(
+            {
+                "epoch": epoch,
+                "lr": lr_now,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_auc": val_auc,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        log.info(
+            "epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.3f",
+            epoch,
+            cfg.epochs,
+            train_loss,
+            val_loss,
+            val_auc,
+        )
+        if dl_va is None:
+            fit.best_epoch, fit.best_state = epoch, None
+        elif stopping.improved(val_auc, val_loss):
+            fit.best_epoch, fit.best_state = epoch, _cpu_state(model)
+        elif stopping.should_stop():
+            fit.stopped_early = True
+            break
+    if fit.best_state is None:
+        fit.best_state = _cpu_state(model)
+    return fit
+
+
+def _write_checkpoint(path: Path, cfg: TrainConfig, layout: _Layout, fit: _Fit) -> None:
+    """``checkpoint.pt``: the config, the input layout and the best epoch's weights."""
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "config": cfg.to_dict(),
+        "in_channels": int(layout.in_channels),
+        "n_instances": int(layout.n_instances),
+        "input_shape": [int(s) for s in layout.shape],
+        "best_epoch": int(fit.best_epoch),
+        "state_dict": fit.best_state,
+    }
+    save_torch(ckpt, path)
+
+
+def _metrics(
+    cfg: TrainConfig,
+    fit: _Fit,
+    *,
+    device: torch.device,
+    seconds: float,
+    weights: np.ndarray | None,
+    split: tuple[np.ndarray, np.ndarray],
+    n_train_samples: int,
+    layout: _Layout,
+) -> dict[str, Any]:
+    """The content of ``metrics.json``."""
+    tr_idx, va_idx = split
+    best_row = fit.history[fit.best_epoch - 1]
+    return {
+        "history": fit.history,
+        "best_epoch": fit.best_epoch,
+        "best_val_auc": best_row["val_auc"],
+        "best_val_loss": best_row["val_loss"],
+        "epochs_run": len(fit.history),
+        "stopped_early": fit.stopped_early,
+        "monitor": cfg.monitor,
+        "device": str(device),
+        "seconds": seconds,
+        "train_seconds": fit.train_seconds,
+        "images_per_s": fit.n_images / fit.train_seconds if fit.train_seconds > 0 else None,
+        "class_weights": None if weights is None else weights.tolist(),
+        "n_train_patients": len(tr_idx),
+        "n_val_patients": len(va_idx),
+        "n_train_samples": n_train_samples,
+        "val_indices": va_idx.tolist(),
+        "input_shape": [int(s) for s in layout.shape],
+        "seed": cfg.seed,
+        "deterministic": cfg.deterministic,
+        "torch": torch.__version__,
+    }
+
+
 def train(
     config: TrainConfig | Mapping[str, Any],
     train_paths: Sequence[str | Path],
@@ -659,200 +600,45 @@ def train(
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.validate()
     out = Path(out_dir)
-    paths = [Path(p) for p in train_paths]
-    y = np.asarray(train_labels)
-    if len(paths) != len(y):
-        raise InputError(f"{len(paths)} training inputs but {len(y)} labels")
-    if len(paths) == 0:
-        raise InputError("no training inputs")
-    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
-        raise InputError("labels must be integers")
-    y = y.astype(np.int64)
-    if y.min() < 0 or y.max() >= cfg.num_classes:
-        raise InputError(
-            f"labels must lie in 0..{cfg.num_classes - 1}, got {sorted(set(y.tolist()))}"
-        )
+    paths, y = _check_training_set(cfg, train_paths, train_labels)
     device = resolve_device(cfg.device)
-
-    x0, _ = read_input(paths[0], cfg.input_kind)
-    shape0 = x0.shape
-    if cfg.input_kind == "volume":
-        in_channels, n_instances, spatial = shape0[0], 1, shape0[1:]
-    else:
-        in_channels, n_instances, spatial = shape0[1], shape0[0], shape0[2:]
+    layout = _Layout.of(paths[0], cfg.input_kind)
 
     t_start = time.perf_counter()
     with seeded(cfg.seed, deterministic=cfg.deterministic, device=device):
-        tr_idx, va_idx = _split(y, cfg)
-        aug = _augmentations(cfg, spatial, cfg.seed) if cfg.augment else None
-        ds_kw = {"skip_padding": cfg.skip_padding, "cache": cfg.cache_inputs}
-        ds_tr = NpzDataset(
-            [paths[i] for i in tr_idx], y[tr_idx], cfg.input_kind, transform=aug, **ds_kw
-        )
-        ds_va = (
-            NpzDataset([paths[i] for i in va_idx], y[va_idx], cfg.input_kind, **ds_kw)
-            if len(va_idx)
-            else None
-        )
-        for ds in (ds_tr, ds_va):
-            if ds is None:
-                continue
-            for i in range(len(ds.paths)):
-                shp = _npz_shape(ds.paths[i])
-                if shp != shape0:
-                    raise InputError(
-                        f"x has shape {shp}, expected {shape0} (as the first input)",
-                        file=ds.paths[i],
-                    )
-
+        split = _split(y, cfg)
+        ds_tr, ds_va = _datasets(cfg, paths, y, split, layout)
         weights = (
             class_weights(ds_tr.sample_labels(), cfg.num_classes) if cfg.class_weighted else None
         )
-        model = build_model(cfg, in_channels, n_instances).to(device)
+        model = build_model(cfg, layout.in_channels, layout.n_instances).to(device)
         criterion = nn.CrossEntropyLoss(
             weight=None
             if weights is None
             else torch.as_tensor(weights, dtype=torch.float32, device=device)
         )
-        if cfg.optimizer == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(
-                model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-            )
-        else:
-            opt = torch.optim.SGD(
-                model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-            )
-        sched = (
-            torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
-            if cfg.lr_step_size
-            else None
-        )
-        pin = device.type == "cuda"
-        dl_tr = _loader(
-            ds_tr, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.num_workers, pin=pin
-        )
-        dl_va = (
-            _loader(
-                ds_va,
-                cfg.batch_size,
-                shuffle=False,
-                seed=cfg.seed,
-                workers=cfg.num_workers,
-                pin=pin,
-            )
-            if ds_va is not None
-            else None
-        )
-
-        history: list[dict[str, Any]] = []
-        best: tuple[float, float] | None = None
-        best_epoch, best_state, since_best = 0, None, 0
-        n_images, train_seconds, stopped_early = 0, 0.0, False
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            t0 = time.perf_counter()
-            total, n = 0.0, 0
-            for batch in dl_tr:
-                x = batch["x"].to(device, non_blocking=True)
-                yb = batch["label"].to(device, non_blocking=True)
-                if _images(x, cfg.input_kind) < 2:
-                    continue  # BatchNorm cannot train on a single image (a 1-sample last batch)
-                opt.zero_grad(set_to_none=True)
-                loss = criterion(model(x), yb)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(yb)
-                n += len(yb)
-                n_images += _images(x, cfg.input_kind)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds += time.perf_counter() - t0
-            lr_now = opt.param_groups[0]["lr"]
-            if sched is not None:
-                sched.step()
-            train_loss = total / n if n else float("nan")
-            val_loss, val_auc = float("nan"), float("nan")
-            if dl_va is not None:
-                val_loss, prob, lab, files, _ = _evaluate(
-                    model, dl_va, criterion, device, cfg.input_kind
-                )
-                if cfg.input_kind == "slice":
-                    prob, lab = _patient_level(prob, lab, files)
-                val_auc = auc_score(lab, prob)
-            history.append(
-                {
-                    "epoch": epoch,
-                    "lr": lr_now,
-                    "train_loss": train_loss,
-                    "val_loss": val_loss,
-                    "val_auc": val_auc,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            log.info(
-                "epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.3f",
-                epoch,
-                cfg.epochs,
-                train_loss,
-                val_loss,
-                val_auc,
-            )
-            if dl_va is None:
-                best_epoch, best_state = epoch, None
-                continue
-            if _better((val_auc, val_loss), best, cfg):
-                best, best_epoch, since_best = (val_auc, val_loss), epoch, 0
-                best_state = {
-                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-                }
-            else:
-                since_best += 1
-                if cfg.patience is not None and since_best >= cfg.patience:
-                    stopped_early = True
-                    break
-        if best_state is None:
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        opt, sched = _optimizer(cfg, model)
+        loaders = _loaders(cfg, ds_tr, ds_va, device)
+        fit = _fit(cfg, model, loaders, criterion, opt, sched, device)
     seconds = time.perf_counter() - t_start
 
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "config": cfg.to_dict(),
-        "in_channels": int(in_channels),
-        "n_instances": int(n_instances),
-        "input_shape": [int(s) for s in shape0],
-        "best_epoch": int(best_epoch),
-        "state_dict": best_state,
-    }
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    _atomic_write(out / "checkpoint.pt", buf.getvalue())
-    best_row = history[best_epoch - 1]
-    metrics = {
-        "history": history,
-        "best_epoch": best_epoch,
-        "best_val_auc": best_row["val_auc"],
-        "best_val_loss": best_row["val_loss"],
-        "epochs_run": len(history),
-        "stopped_early": stopped_early,
-        "monitor": cfg.monitor,
-        "device": str(device),
-        "seconds": seconds,
-        "train_seconds": train_seconds,
-        "images_per_s": n_images / train_seconds if train_seconds > 0 else None,
-        "class_weights": None if weights is None else weights.tolist(),
-        "n_train_patients": len(tr_idx),
-        "n_val_patients": len(va_idx),
-        "n_train_samples": len(ds_tr),
-        "val_indices": va_idx.tolist(),
-        "input_shape": [int(s) for s in shape0],
-        "seed": cfg.seed,
-        "deterministic": cfg.deterministic,
-        "torch": torch.__version__,
-    }
-    _atomic_write(out / "metrics.json", _json_bytes(metrics))
-    plot_curves(history, best_epoch, out / "curves.png")
-    _atomic_write(out / "config.json", _json_bytes(cfg.to_dict()))
+    _write_checkpoint(out / "checkpoint.pt", cfg, layout, fit)
+    metrics = _metrics(
+        cfg,
+        fit,
+        device=device,
+        seconds=seconds,
+        weights=weights,
+        split=split,
+        n_train_samples=len(ds_tr),
+        layout=layout,
+    )
+    write_json(metrics, out / "metrics.json")
+    plot_curves(fit.history, fit.best_epoch, out / "curves.png")
+    write_json(cfg.to_dict(), out / "config.json")
     return metrics
+
+
 
 
 # --------------------------------------------------------------------------- prediction
@@ -900,12 +686,10 @@ def write_subregion_bundle(members: Mapping[int, Mapping[str, Any]], path: str |
     ``members`` maps the subregion to the dictionary :func:`train` saved (or the
     ``{"untrained": True, "reason": ...}`` marker of a subregion that could not be trained).
     """
-    buf = io.BytesIO()
-    torch.save(
+    save_torch(
         {"format": SUBREGION_FORMAT, "members": {str(i): dict(m) for i, m in members.items()}},
-        buf,
+        path,
     )
-    _atomic_write(Path(path), buf.getvalue())
 
 
 def read_subregion_bundle(checkpoint: str | Path) -> dict[int, dict[str, Any]]:
