@@ -153,7 +153,9 @@ def prepare_case(
     raw = _to_grid(image, grid, default=float(np.min(sitk.GetArrayViewFromImage(image))))
     ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(image)
-    fov = sitk.GetArrayViewFromImage(
+    # a copy, not a view: a view of the temporary resampled image may be read after SimpleITK
+    # freed it (the field of view then differed from run to run)
+    fov = sitk.GetArrayFromImage(
         sitk.Resample(ones, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     ).astype(bool)
     x, stats = normalize_on_grid(raw, fov, config.clip_percentiles)
