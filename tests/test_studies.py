@@ -24,7 +24,7 @@ from conftest import ROOT, SNAKEMAKE, job_counts
 from hccrad import stats, studies
 from hccrad.errors import ConfigError, InputError
 from hccrad.stats.encoding import TableEncoder
-from hccrad.studies import load_study, run_study, study_outputs
+from hccrad.studies import fitting, load_study, loading, run_study, study_outputs
 
 STUDY_DIR = ROOT / "config" / "studies"
 PHASES = {"MR": ("AP", "PVP", "HBP", "DP"), "CT": ("AP", "PVP")}
@@ -230,6 +230,22 @@ def test_seed_studies_load_and_declare_outputs():
     assert specs["mil_er"].models["radiomics"].smote is True
 
 
+def test_deep_models_are_typed_in_config_order():
+    specs = studies.load_studies([STUDY_DIR / f"{s}.yaml" for s in studies.SEED_STUDIES])
+    hg = specs["habitat_grade"]
+    assert list(hg.deep_models) == list(hg.raw["deep_models"]) == ["whole_25d", "habitat_25d"]
+    whole = hg.deep_models["whole_25d"]
+    assert (whole.name, whole.input, whole.preset) == ("whole_25d", "habitat_slices", "habitat_25d")
+    assert whole.phase is None and whole.mil is False and whole.gradcam == 4
+    assert whole.train["network"] == "resnet10"
+    assert whole.raw is hg.raw["deep_models"]["whole_25d"]  # the configured mapping, untouched
+    assert hg.deep_models["habitat_25d"].gradcam == 2
+    assert specs["mvi_biregional"].deep_models["tumor_3d"].phase == "AP"
+    mil = specs["mil_er"].deep_models["mil_slices"]
+    assert mil.mil is True and mil.raw["mil_bins"] == 10
+    assert specs["proliferative_tace"].deep_models == {}
+
+
 def test_study_file_is_a_delta_over_the_defaults(tmp_path):
     path = write_spec(tmp_path, TINY_SPEC + "\nsplits: {validation_fraction: 0.25}\n")
     spec = load_study(path)
@@ -276,8 +292,8 @@ def test_estimator_check_is_remembered_per_model_digest(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     path = write_spec(tmp_path, TINY_SPEC)
     calls = []
-    check = studies._check_estimators
-    monkeypatch.setattr(studies, "_check_estimators", lambda *a: (calls.append(a), check(*a)))
+    check = loading._check_estimators
+    monkeypatch.setattr(loading, "_check_estimators", lambda *a: (calls.append(a), check(*a)))
     spec = load_study(path, estimator_cache=cache)
     assert calls and [p.name for p in cache.iterdir()] == [
         f"estimators-{studies.estimator_check_digest(spec)}.ok"
@@ -453,7 +469,6 @@ def test_survival_cutpoint_is_fitted_on_training_patients(tiny_run):
 
 def test_fitted_steps_see_training_patients_only(tmp_path, monkeypatch):
     """Every fit (encoder, selectors, classifier, clinical model) gets training rows only."""
-    from hccrad.stats import models as smodels
     from hccrad.stats import selection
 
     seen: list[set[str]] = []
@@ -469,13 +484,13 @@ def test_fitted_steps_see_training_patients_only(tmp_path, monkeypatch):
 
     for cls in (selection.UnivariateFilter, selection.LassoSelector, TableEncoder):
         spy(cls)
-    orig_clinical = smodels.clinical_model
+    orig_clinical = fitting.clinical_model
 
     def clinical(df, *a, **kw):
         seen.append(set(map(str, df.index)))
         return orig_clinical(df, *a, **kw)
 
-    monkeypatch.setattr(smodels, "clinical_model", clinical)
+    monkeypatch.setattr(fitting, "clinical_model", clinical)
     spec = load_study(write_spec(tmp_path))
     run_study(spec, synthetic_tables(40, seed=2), tmp_path / "out", seed=3)
     splits = _read(tmp_path / "out", "splits")

@@ -1,0 +1,143 @@
+"""Cross-checks of a study: what the JSON schema cannot express (references between sections,
+keys allowed per block source and model kind, leakage of the label into the features)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hccrad.errors import ConfigError
+from hccrad.studies.spec import StudySpec
+
+#: Keys each block source takes (besides ``source`` and ``description``).
+_BLOCK_KEYS = {
+    "radiomics": {"phases", "regions", "image_types", "classes", "features", "exclude"},
+    "habitats": {"columns", "exclude"},
+    "clinical": {"columns", "categorical"},
+    "table": {"path", "columns", "exclude"},
+}
+#: Keys each model kind takes (besides ``kind`` and ``description``).
+_MODEL_KEYS = {
+    "pipeline": {"blocks", "selection", "classifier", "params", "grid", "cv", "smote", "output"},
+    "clinical": {"candidates", "categorical", "scores", "alpha"},
+    "score_fusion": {"models", "method"},
+}
+
+#: Reports one problem: ``bad(key, message)``.
+Report = Callable[[str, str], None]
+
+
+def cross_check(spec: StudySpec, where: str) -> None:
+    """The checks a JSON schema cannot express; raises ConfigError naming the key."""
+    problems: list[str] = []
+
+    def bad(key: str, msg: str) -> None:
+        problems.append(f"key {key}: {msg}")
+
+    if not spec.path.endswith((".yaml", ".yml")):
+        bad("(file)", "study files end in .yaml")
+    _check_blocks(spec, bad)
+    for name, raw in spec.raw["models"].items():
+        _check_model(spec, name, raw, bad)
+    _check_references(spec, bad)
+    _check_derived(spec, bad)
+    if problems:
+        raise ConfigError(f"{where}: invalid\n  " + "\n  ".join(problems))
+
+
+def _check_blocks(spec: StudySpec, bad: Report) -> None:
+    for name, b in spec.raw["blocks"].items():
+        allowed = _BLOCK_KEYS[b["source"]] | {"source", "description"}
+        extra = sorted(set(b) - allowed)
+        if extra:
+            bad(f"blocks.{name}", f"{extra} not allowed for source {b['source']!r}")
+        if b["source"] == "clinical" and spec.label in b.get("columns", []):
+            bad(f"blocks.{name}.columns", f"holds the label {spec.label!r} (leakage)")
+
+
+def _check_model(spec: StudySpec, name: str, raw: Mapping[str, Any], bad: Report) -> None:
+    m = spec.models[name]
+    key = f"models.{name}"
+    chains = spec.raw.get("chains", {})
+    if name in ("all", "none"):
+        bad(key, "'all' and 'none' are reserved (decision-curve strategies)")
+    extra = sorted(set(raw) - _MODEL_KEYS[m.kind] - {"kind", "description"})
+    if extra:
+        bad(key, f"{extra} not allowed for kind {m.kind!r}")
+    sel = raw.get("selection")
+    if isinstance(sel, str) and sel not in chains:
+        bad(f"{key}.selection", f"unknown chain {sel!r} (chains: {sorted(chains)})")
+    if m.kind == "pipeline":
+        _check_pipeline(spec, name, bad)
+    elif m.kind == "clinical":
+        if not (m.candidates or m.scores):
+            bad(key, "a clinical model needs candidates and/or scores")
+        if spec.label in m.candidates:
+            bad(f"{key}.candidates", f"holds the label {spec.label!r} (leakage)")
+    for dep in m.depends_on:
+        what = "scores" if m.kind == "clinical" else "models"
+        if dep not in spec.models:
+            bad(f"{key}.{what}", f"unknown model {dep!r}")
+        elif dep == name:
+            bad(f"{key}.{what}", "a model cannot use its own score")
+        elif spec.models[dep].depends_on:
+            bad(f"{key}.{what}", f"{dep!r} itself stacks other models (one level only)")
+
+
+def _check_pipeline(spec: StudySpec, name: str, bad: Report) -> None:
+    m = spec.models[name]
+    key = f"models.{name}"
+    if not m.blocks:
+        bad(f"{key}.blocks", "a pipeline model needs at least one block")
+    for b in m.blocks:
+        if b not in spec.blocks:
+            bad(f"{key}.blocks", f"unknown block {b!r} (blocks: {sorted(spec.blocks)})")
+    if m.output == "radscore" and not any(s["step"] == "lasso" for s in m.selection):
+        bad(f"{key}.output", "radscore needs a lasso step in the selection chain")
+    for i, st in enumerate(m.selection):
+        if st.get("step") == "icc":
+            if "icc_table" in st:
+                bad(f"{key}.selection[{i}]", "icc_table is supplied by the study layer")
+            if not any(
+                spec.blocks[b].source == "radiomics" for b in m.blocks if b in spec.blocks
+            ):
+                bad(f"{key}.selection[{i}]", "an icc step needs a radiomics block")
+
+
+def _check_references(spec: StudySpec, bad: Report) -> None:
+    """``primary``, ``explain``, ``nomogram``, ``comparisons`` and ``survival`` name models of
+    the study (of the right kind)."""
+    if spec.primary not in spec.models:
+        bad("primary", f"unknown model {spec.primary!r}")
+    if spec.explain is not None and (
+        spec.explain not in spec.models or spec.models[spec.explain].kind != "pipeline"
+    ):
+        bad("explain", f"{spec.explain!r} is not a pipeline model of this study")
+    if spec.nomogram is not None and (
+        spec.nomogram not in spec.models or spec.models[spec.nomogram].kind != "clinical"
+    ):
+        bad("nomogram", f"{spec.nomogram!r} is not a clinical model of this study")
+    for i, (a, b) in enumerate(spec.comparisons):
+        for m in (a, b):
+            if m not in spec.models:
+                bad(f"comparisons[{i}]", f"unknown model {m!r}")
+        if a == b:
+            bad(f"comparisons[{i}]", "compares a model with itself")
+    if spec.survival is not None:
+        if spec.survival.model not in spec.models:
+            bad("survival.model", f"unknown model {spec.survival.model!r}")
+        if spec.label in spec.survival.covariates:
+            bad("survival.covariates", f"holds the label {spec.label!r}")
+
+
+def _check_derived(spec: StudySpec, bad: Report) -> None:
+    for name, dspec in spec.derived.items():
+        if name == spec.label:
+            bad(f"derived.{name}", "a derived column cannot replace the label")
+        op, value = dspec["op"], dspec.get("value")
+        if op in ("gt", "ge", "lt", "le") and not isinstance(value, int | float):
+            bad(f"derived.{name}.value", f"{op} needs a number")
+        if op == "isin" and not isinstance(value, list):
+            bad(f"derived.{name}.value", "isin needs a list")
+        if op == "map" and not isinstance(value, dict):
+            bad(f"derived.{name}.value", "map needs a mapping")

@@ -1,0 +1,311 @@
+"""Evaluation of a study's predictions: performance per split at the training cut-off, paired
+comparisons (DeLong, NRI), calibration, decision curves, AUC by group and baseline tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hccrad.errors import InputError
+from hccrad.stats import (
+    auc_ci,
+    baseline_table,
+    calibration,
+    classification_metrics,
+    delong_test,
+    net_benefit,
+    nri,
+)
+from hccrad.studies.spec import StudySpec
+
+
+def _classes(y: np.ndarray) -> tuple[int, int]:
+    n1 = int(np.sum(y == 1))
+    return n1, int(y.size - n1)
+
+
+def degenerate(y: np.ndarray) -> str:
+    """Why a split cannot be evaluated ('' when it can)."""
+    n1, n0 = _classes(y)
+    if y.size == 0:
+        return "no patients"
+    if n1 == 0 or n0 == 0:
+        return f"one class only ({n1} cases, {n0} controls)"
+    return ""
+
+
+def performance_table(
+    predictions: pd.DataFrame,
+    cutoffs: Mapping[str, float],
+    splits: Sequence[str],
+    models: Sequence[str],
+    level: float = 0.95,
+    notes: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """One row per model x split: ``n, n_pos, auc, auc_lower, auc_upper`` (DeLong) and the
+    classification metrics at the model's **training** Youden cut-off (``cutoff``); ``note``
+    says why values are NaN (no patients, one class, a failed fit)."""
+    rows = []
+    metric_cols = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "tp", "fp", "tn", "fn")
+    for model in models:
+        for split in splits:
+            sub = predictions[(predictions["model"] == model) & (predictions["split"] == split)]
+            y = sub["label"].to_numpy(dtype=float)
+            s = sub["score"].to_numpy(dtype=float)
+            n1, _ = _classes(y)
+            cut = float(cutoffs.get(model, np.nan))
+            row: dict[str, Any] = {"model": model, "split": split, "n": len(sub), "n_pos": n1}
+            row.update(auc=np.nan, auc_lower=np.nan, auc_upper=np.nan, cutoff=cut)
+            row.update(dict.fromkeys(metric_cols, np.nan))
+            note = (notes or {}).get(model, "")
+            if not note:
+                note = degenerate(y) if len(sub) else "no patients"
+                if not degenerate(y):
+                    row["auc"], row["auc_lower"], row["auc_upper"] = auc_ci(y, s, level)
+                if len(sub) and np.isfinite(cut):
+                    row.update(classification_metrics(y, s, cut))
+                elif len(sub):
+                    note = note or "no training cut-off"
+            row["note"] = note
+            rows.append(row)
+    cols = ["model", "split", "n", "n_pos", "auc", "auc_lower", "auc_upper", "cutoff"]
+    return pd.DataFrame(rows, columns=[*cols, *metric_cols, "note"])
+
+
+def _paired(predictions: pd.DataFrame, a: str, b: str, split: str) -> pd.DataFrame:
+    pa = predictions[(predictions["model"] == a) & (predictions["split"] == split)]
+    pb = predictions[(predictions["model"] == b) & (predictions["split"] == split)]
+    return pa.merge(pb[["patient", "score"]], on="patient", suffixes=("_a", "_b"))
+
+
+def comparison_table(
+    predictions: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    cutoffs: Mapping[str, float],
+    splits: Sequence[str],
+) -> pd.DataFrame:
+    """Per pair (``model`` vs ``reference``) and split: paired DeLong ``z, p``; categorical NRI
+    of the two models' classifications at their training cut-offs; continuous NRI of their
+    probabilities."""
+    rows = []
+    for a, b in pairs:
+        for split in splits:
+            m = _paired(predictions, a, b, split)
+            y = m["label"].to_numpy(dtype=float)
+            row: dict[str, Any] = {"model": a, "reference": b, "split": split, "n": len(m)}
+            row["n_pos"] = _classes(y)[0]
+            absent = [x for x in (a, b) if not (predictions["model"] == x).any()]
+            note = f"model(s) {absent} not fitted" if absent else degenerate(y)
+            if not note:
+                sa, sb = m["score_a"].to_numpy(float), m["score_b"].to_numpy(float)
+                d = delong_test(y, sa, sb)
+                row.update(auc_model=d.auc_a, auc_reference=d.auc_b, delong_z=d.z, delong_p=d.p)
+                ca, cb = cutoffs.get(a, np.nan), cutoffs.get(b, np.nan)
+                if np.isfinite(ca) and np.isfinite(cb):
+                    cat = nri(y, (sb >= cb).astype(float), (sa >= ca).astype(float), [0.5])
+                    row.update(
+                        nri_categorical=cat.nri,
+                        nri_categorical_events=cat.nri_events,
+                        nri_categorical_nonevents=cat.nri_nonevents,
+                        nri_categorical_p=cat.p,
+                    )
+                cont = nri(y, sb, sa)
+                row.update(
+                    nri_continuous=cont.nri,
+                    nri_continuous_events=cont.nri_events,
+                    nri_continuous_nonevents=cont.nri_nonevents,
+                    nri_continuous_p=cont.p,
+                )
+            row["note"] = note
+            rows.append(row)
+    cols = [
+        "model",
+        "reference",
+        "split",
+        "n",
+        "n_pos",
+        "auc_model",
+        "auc_reference",
+        "delong_z",
+        "delong_p",
+        "nri_categorical",
+        "nri_categorical_events",
+        "nri_categorical_nonevents",
+        "nri_categorical_p",
+        "nri_continuous",
+        "nri_continuous_events",
+        "nri_continuous_nonevents",
+        "nri_continuous_p",
+        "note",
+    ]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def calibration_table(
+    predictions: pd.DataFrame,
+    models: Sequence[str],
+    splits: Sequence[str],
+    n_bins: int,
+    strategy: str,
+) -> pd.DataFrame:
+    """Per model x split x bin: the binned curve with the split's slope, intercept and Brier."""
+    rows = []
+    for model in models:
+        for split in splits:
+            sub = predictions[(predictions["model"] == model) & (predictions["split"] == split)]
+            y = sub["label"].to_numpy(dtype=float)
+            base = {"model": model, "split": split, "n": len(sub)}
+            note = degenerate(y)
+            if note:
+                rows.append({**base, "note": note})
+                continue
+            try:
+                res = calibration(y, sub["score"].to_numpy(float), n_bins=n_bins, strategy=strategy)
+            except (InputError, ValueError) as err:
+                rows.append({**base, "note": f"calibration failed: {err}"})
+                continue
+            scal = {k: v for k, v in res.as_dict().items() if k != "n"}
+            for _, b in res.curve.iterrows():
+                rows.append(
+                    {
+                        **base,
+                        **scal,
+                        "bin": int(b["bin"]) if np.isfinite(b["bin"]) else b["bin"],
+                        "mean_predicted": b["mean_predicted"],
+                        "observed": b["observed"],
+                        "bin_n": int(b["n"]),
+                        "note": "",
+                    }
+                )
+    cols = [
+        "model",
+        "split",
+        "n",
+        "slope",
+        "intercept",
+        "recalibration_intercept",
+        "brier",
+        "bin",
+        "mean_predicted",
+        "observed",
+        "bin_n",
+        "note",
+    ]
+    return pd.DataFrame(rows, columns=cols).astype({"bin": "float64"})
+
+
+def threshold_grid(evaluation: Mapping[str, Any]) -> np.ndarray:
+    """The decision-curve thresholds of ``evaluation.thresholds`` (start to stop by step, < 1)."""
+    t = evaluation["thresholds"]
+    grid = np.arange(t["start"], t["stop"] + t["step"] / 2, t["step"])
+    return np.round(grid[grid < 1], 10)
+
+
+def decision_curve_table(
+    predictions: pd.DataFrame, models: Sequence[str], splits: Sequence[str], thresholds: np.ndarray
+) -> pd.DataFrame:
+    """Net benefit per split, threshold and strategy (each model, ``all``, ``none``)."""
+    parts = []
+    for split in splits:
+        refs = False
+        for model in models:
+            sub = predictions[(predictions["model"] == model) & (predictions["split"] == split)]
+            if sub.empty:
+                continue
+            nb = net_benefit(
+                sub["label"].to_numpy(float), sub["score"].to_numpy(float), thresholds, model
+            )
+            if refs:
+                nb = nb[nb["strategy"] == model]
+            refs = True
+            parts.append(nb.assign(split=split))
+    if not parts:
+        return pd.DataFrame(columns=["split", "threshold", "strategy", "net_benefit"])
+    out = pd.concat(parts, ignore_index=True)
+    return out[["split", "threshold", "strategy", "net_benefit"]]
+
+
+def by_group_table(
+    predictions: pd.DataFrame,
+    clinical: pd.DataFrame,
+    columns: Sequence[str],
+    models: Sequence[str],
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """AUC per model within each value of ``columns`` (center, field strength...), over all
+    evaluated patients (``scope = all``) and over the held-out ones (``held_out``)."""
+    rows = []
+    present = [c for c in columns if c in clinical.columns]
+    for model in models:
+        pm = predictions[predictions["model"] == model]
+        for scope in ("all", "held_out"):
+            ps = pm if scope == "all" else pm[pm["split"] != "train"]
+            for col in present:
+                vals = clinical[col].reindex(ps["patient"]).to_numpy()
+                text = np.array(
+                    [
+                        "" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v))
+                        for v in vals
+                    ]
+                )
+                for value in sorted(set(text) - {""}):
+                    sel = text == value
+                    y = ps["label"].to_numpy(float)[sel]
+                    s = ps["score"].to_numpy(float)[sel]
+                    row = {"model": model, "scope": scope, "by": col, "value": value}
+                    row.update(n=int(sel.sum()), n_pos=_classes(y)[0])
+                    note = degenerate(y)
+                    a = lo = hi = np.nan
+                    if not note:
+                        a, lo, hi = auc_ci(y, s, level)
+                    rows.append({**row, "auc": a, "auc_lower": lo, "auc_upper": hi, "note": note})
+    cols = ["model", "scope", "by", "value", "n", "n_pos", "auc", "auc_lower", "auc_upper", "note"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def baseline_tables(
+    spec: StudySpec, clinical: pd.DataFrame, split: pd.Series, y: pd.Series
+) -> pd.DataFrame:
+    """Baseline characteristics: by split (``table = by_split``) and, within each split, by
+    label (``table = <split>``); long format, group columns side by side."""
+    cfg = spec.baseline
+    variables = [v for v in cfg.get("variables", []) if v in clinical.columns and v != spec.label]
+    parts = []
+    if not variables:
+        return pd.DataFrame(columns=["table", "variable", "level", "p", "test", "missing", "note"])
+    df = clinical.loc[y.index, variables].copy()
+    empty = [v for v in variables if df[v].isna().all()]
+    variables = [v for v in variables if v not in empty]
+    df = df[variables]
+    df["split"] = split.loc[y.index].to_numpy()
+    df[spec.label] = y.astype(int).astype(str).to_numpy()
+    cats = [v for v in cfg.get("categorical", []) if v in variables]
+    nonnormal = [v for v in cfg.get("nonnormal", []) if v in variables]
+    groups = [("by_split", df, "split")]
+    groups += [(s, df[df["split"] == s], spec.label) for s in spec.splits.names]
+    for name, data, col in groups:
+        try:
+            tab = baseline_table(data, col, variables, categorical=cats, nonnormal=nonnormal)
+            parts.append(tab.assign(table=name, note=""))
+        except (InputError, ValueError, IndexError) as err:
+            parts.append(pd.DataFrame([{"table": name, "note": f"not tabulated: {err}"}]))
+    out = pd.concat(parts, ignore_index=True)
+    lead = ["table", "variable", "level"]
+    for c in lead:  # every group may have failed (tiny or one-class splits)
+        if c not in out:
+            out[c] = None
+    out = out[lead + [c for c in out.columns if c not in lead]]
+    for c in out.columns:
+        if out[c].dtype == object:
+            out[c] = out[c].map(_text_or_none)
+    return out
+
+
+def _text_or_none(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v if isinstance(v, str) else str(v)

@@ -1,0 +1,67 @@
+"""Where a study's files are: the tables it reads and the files :func:`run_study` writes."""
+
+from __future__ import annotations
+
+from hccrad import paths
+from hccrad.studies.spec import StudySpec
+
+
+def study_dir(name: str) -> str:
+    """``results/cohort/studies/{name}``."""
+    return paths.cohort_path("studies", name)
+
+
+def study_inputs(spec: StudySpec, clinical: str) -> dict[str, str]:
+    """The tables a study reads, by :func:`run_study` ``tables`` key: ``clinical`` (the path
+    given), ``radiomics``, ``reader_icc`` (when a used chain has an ``icc`` step), ``habitats``,
+    and ``table_{block}`` for each used ``table`` block."""
+    out = {"clinical": str(clinical)}
+    for name in spec.used_blocks:
+        b = spec.blocks[name]
+        if b.source == "radiomics":
+            out["radiomics"] = paths.cohort_path("radiomics", "features.parquet")
+        elif b.source == "habitats":
+            out["habitats"] = paths.cohort_path("habitats", "features.parquet")
+        elif b.source == "table":
+            out[b.input_key] = str(b.path)
+    if any(m.kind == "pipeline" and m.uses_icc for m in spec.models.values()):
+        out["reader_icc"] = paths.cohort_path("radiomics", "reader_icc.parquet")
+    return out
+
+
+def study_outputs(spec: StudySpec) -> dict[str, str]:
+    """Every file :func:`run_study` writes (besides ``splits.parquet``), by output name, as file
+    names inside the study folder. Fixed by the spec alone, whatever the data: a figure that
+    cannot be drawn (e.g. a split with one class) is written as a placeholder saying why."""
+    out = {
+        name: f"{name}.parquet"
+        for name in (
+            "predictions",
+            "performance",
+            "comparisons",
+            "calibration",
+            "decision_curve",
+            "by_center",
+            "baseline",
+        )
+    }
+    out["selected_features"] = "selected_features.json"
+    out["metrics"] = "metrics.json"
+    for split in spec.splits.names:
+        out[f"roc_{split}"] = f"roc_{split}.png"
+    out["calibration_png"] = "calibration.png"
+    out["decision_curve_png"] = "decision_curve.png"
+    if spec.clinical_models:
+        out["clinical_univariable"] = "clinical_univariable.parquet"
+        out["clinical_multivariable"] = "clinical_multivariable.parquet"
+    if spec.nomogram:
+        out["nomogram"] = "nomogram.png"
+    if spec.explain:
+        out["shap_beeswarm"] = "shap_beeswarm.png"
+        out["shap_waterfall"] = "shap_waterfall.png"
+    if spec.survival is not None:
+        out["cox"] = "cox.parquet"
+        out["cutpoint"] = "cutpoint.json"
+        for ep in spec.survival.endpoints:
+            out[f"km_{ep}"] = f"km_{ep}.png"
+    return out

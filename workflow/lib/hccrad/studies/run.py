@@ -1,0 +1,499 @@
+"""Running a study: split the patients, fit every model on the training patients, predict
+every split and write the tables, figures and summaries of :func:`study_outputs`.
+
+:func:`run_study` drives five stages: the analysed patients and their designs, the fitting,
+the tables, the figures (survival included) and the summaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hccrad.errors import InputError
+from hccrad.fileio import write_json, write_parquet
+from hccrad.stats import fuse_blocks, youden_cutoff
+from hccrad.studies.evaluation import (
+    baseline_tables,
+    by_group_table,
+    calibration_table,
+    comparison_table,
+    decision_curve_table,
+    degenerate,
+    performance_table,
+    threshold_grid,
+)
+from hccrad.studies.figures import (
+    draw_calibration,
+    draw_nomogram,
+    draw_roc,
+    draw_shap,
+    figure_split,
+    placeholder,
+    quiet,
+)
+from hccrad.studies.files import study_outputs
+from hccrad.studies.fitting import (
+    Fitted,
+    StudyData,
+    fit_model,
+    min_class_count,
+    stack_scores,
+)
+from hccrad.studies.spec import EVAL_SPLITS, StudySpec
+from hccrad.studies.splits import study_splits
+from hccrad.studies.survival import survival_analysis
+from hccrad.studies.tables import block_table, study_clinical
+
+log = logging.getLogger(__name__)
+
+#: Columns (and types) of ``predictions.parquet``.
+PREDICTION_TYPES = {
+    "patient": str,
+    "split": str,
+    "model": str,
+    "score": float,
+    "linear_predictor": float,
+    "label": int,
+}
+
+
+@dataclass
+class _Run:
+    """What every stage of one run reads: the study, its folder and its patients' split."""
+
+    spec: StudySpec
+    seed: int
+    out: Path
+    files: dict[str, Path]
+    clinical: pd.DataFrame  # the study's patients (its modality), derived columns added
+    split: pd.Series  # split per patient of ``clinical``
+    notes: list[str]  # the notes of metrics.json, in order
+
+
+@dataclass
+class _Patients:
+    """The analysed patients: labelled, in an evaluated split, with a row in every used block."""
+
+    data: StudyData
+    study: pd.Index
+    excluded: dict[str, str]  # labelled patients left out, with the reason
+
+
+@dataclass
+class _Fits:
+    """The fitting stage's result."""
+
+    fitted: dict[str, Fitted]
+    failed: dict[str, str]  # model -> why it has no fit
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]  # model -> (probability, log-odds)
+    ok: list[str]  # fitted models, in declaration order
+    pred: pd.DataFrame  # predictions.parquet
+    cutoffs: dict[str, float]  # training Youden cut-off per fitted model
+
+
+def _icc_frame(table: pd.DataFrame | None) -> pd.DataFrame | None:
+    if table is None:
+        return None
+    t = table.set_index("feature") if "feature" in table.columns else table
+    t.index = t.index.astype(str)
+    return t
+
+
+def _study_split(
+    spec: StudySpec, clinical: pd.DataFrame, splits: pd.DataFrame | None, seed: int
+) -> tuple[pd.DataFrame, bool]:
+    if splits is None:
+        return study_splits(spec, clinical, seed), True
+    if not {"patient", "split"} <= set(splits.columns):
+        raise InputError(f"study {spec.name}: the splits table needs columns patient and split")
+    table = splits[["patient", "split"]].astype({"patient": str})
+    lacking = sorted(set(clinical.index) - set(table["patient"]))
+    if lacking:
+        raise InputError(f"study {spec.name}: patient(s) {lacking[:10]} missing from the splits")
+    return table, False
+
+
+def run_study(
+    spec: StudySpec,
+    tables: Mapping[str, pd.DataFrame],
+    out_dir: str | os.PathLike[str],
+    seed: int | None = None,
+    *,
+    splits: pd.DataFrame | None = None,
+    patients: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Split, fit every model on the training patients, predict every split, write the outputs.
+
+    Args:
+        spec: The study (:func:`load_study`).
+        tables: ``clinical`` (required; index or column ``patient``) and, as the blocks need,
+            ``radiomics``, ``habitats``, ``reader_icc`` and ``table_{block}`` (parquet tables
+            indexed by patient); see :func:`study_inputs`.
+        out_dir: The study folder; receives :func:`study_outputs` (and ``splits.parquet`` when
+            ``splits`` is not given).
+        seed: Used when the study sets no ``seed`` (default 42).
+        splits: A ``patient, split`` table to use instead of computing it (the workflow computes
+            it in its own rule so that deep-learning training can use the same split).
+        patients: ``{patient: modality}`` of the cohort sheet (see :func:`study_clinical`).
+
+    Returns:
+        The summary written to ``metrics.json``.
+
+    Raises:
+        InputError: No patient of the study's modality, a missing label/column/table.
+    """
+    seed = int(spec.seed if spec.seed is not None else (42 if seed is None else seed))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {k: out / v for k, v in study_outputs(spec).items()}
+    clinical = study_clinical(spec, tables["clinical"], patients)
+    split_table, computed = _study_split(spec, clinical, splits, seed)
+    if computed:
+        write_parquet(split_table, out / "splits.parquet")
+    split = pd.Series(split_table["split"].to_numpy(), index=split_table["patient"].to_numpy())
+    run = _Run(spec, seed, out, files, clinical, split.reindex(clinical.index), [])
+    pts = _patients(run, tables)
+    fits = _fitting(run, pts)
+    perf, comp, dca = _tables(run, pts, fits)
+    fig_split, survival_info = _figures(run, pts, fits, dca)
+    metrics = _summaries(run, pts, fits, perf, comp, fig_split, survival_info)
+    log.info("study %s: %d models fitted, outputs in %s", spec.name, len(fits.ok), out)
+    absent = [str(p) for p in files.values() if not p.exists()]
+    if absent:  # pragma: no cover - a bug, not a data problem
+        raise RuntimeError(f"study {spec.name}: outputs not written: {absent}")
+    return metrics
+
+
+# ---- stage 1: patients ----------------------------------------------------------------------
+
+
+def _patients(run: _Run, tables: Mapping[str, pd.DataFrame]) -> _Patients:
+    """Patients: labelled, in an evaluated split, with a row in every used block; and the
+    design of every pipeline model on them."""
+    spec, clinical, split = run.spec, run.clinical, run.split
+    label = pd.to_numeric(clinical[spec.label], errors="coerce")
+    bad_label = label.notna() & ~label.isin([0, 1])
+    if bad_label.any():
+        which = list(label.index[bad_label][:5])
+        raise InputError(f"study {spec.name}: label {spec.label!r} is not 0/1 for {which}")
+    candidates = [p for p in clinical.index if pd.notna(label[p]) and split[p] in EVAL_SPLITS]
+    blocks, block_cats = {}, {}
+    for b in spec.used_blocks:
+        blocks[b], block_cats[b] = block_table(spec, spec.blocks[b], tables, clinical)
+    excluded: dict[str, str] = {}
+    for p in candidates:
+        lacking = [b for b in blocks if p not in blocks[b].index]
+        if lacking:
+            excluded[p] = f"no row in block(s) {', '.join(lacking)}"
+    if excluded:
+        run.notes.append(
+            f"{len(excluded)} labelled patient(s) excluded: no features in some block"
+        )
+    study = pd.Index([p for p in candidates if p not in excluded], name="patient")
+    y = label.loc[study].astype(int)
+    X, cats, rad = _designs(spec, blocks, block_cats, study)
+    icc = _icc_frame(tables.get("reader_icc"))
+    data = StudyData(spec, run.seed, clinical.loc[study], y, X, cats, icc, rad)
+    return _Patients(data, study, excluded)
+
+
+def _designs(
+    spec: StudySpec,
+    blocks: Mapping[str, pd.DataFrame],
+    block_cats: Mapping[str, list[str]],
+    study: pd.Index,
+) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]], dict[str, dict[str, str]]]:
+    """Per pipeline model: its blocks fused (``{block}__{column}``), its categorical fused
+    columns and its radiomics columns (fused name -> radiomics name)."""
+    X, cats, rad = {}, {}, {}
+    for name, m in spec.models.items():
+        if m.kind != "pipeline":
+            continue
+        X[name] = fuse_blocks({b: blocks[b] for b in m.blocks}, study)
+        cats[name] = [f"{b}__{c}" for b in m.blocks for c in block_cats[b]]
+        rad[name] = {
+            f"{b}__{c}": c
+            for b in m.blocks
+            if spec.blocks[b].source == "radiomics"
+            for c in blocks[b].columns
+        }
+    return X, cats, rad
+
+
+# ---- stage 2: fitting -----------------------------------------------------------------------
+
+
+def _fitting(run: _Run, pts: _Patients) -> _Fits:
+    """Fitting: every model on the training patients (dependencies first), its predictions
+    for every analysed patient and its training Youden cut-off."""
+    spec = run.spec
+    train = pd.Index([p for p in pts.study if run.split[p] == "train"], name="patient")
+    untrainable = _untrainable(pts.data.y.loc[train])
+    if untrainable:
+        run.notes.append(f"no model trained: training set has {untrainable}")
+        log.warning("study %s: no model trained (training set: %s)", spec.name, untrainable)
+    fitted, failed, scores = _fit_models(pts.data, train, pts.study, untrainable)
+    ok = [n for n in spec.models if n in fitted]
+    pred = _prediction_table(run.split, pts, scores, ok)
+    cutoffs = {}
+    for name in ok:
+        tr = pred[(pred["model"] == name) & (pred["split"] == "train")]
+        cutoffs[name] = youden_cutoff(tr["label"].to_numpy(float), tr["score"].to_numpy(float))
+    return _Fits(fitted, failed, scores, ok, pred, cutoffs)
+
+
+def _untrainable(ytr: pd.Series) -> str:
+    """Why no model can be trained on these training labels ('' when one can)."""
+    untrainable = degenerate(ytr.to_numpy())
+    if not untrainable and min_class_count(ytr) < 2:
+        n1 = int(ytr.sum())
+        untrainable = f"a class with fewer than 2 patients ({n1} cases, {len(ytr) - n1} controls)"
+    return untrainable
+
+
+def _fit_models(
+    data: StudyData, train: pd.Index, study: pd.Index, untrainable: str
+) -> tuple[dict[str, Fitted], dict[str, str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Fit the models in dependency order and predict the analysed patients; a model that
+    cannot be fitted gets the reason instead (``failed``)."""
+    spec = data.spec
+    dependencies = {d for m in spec.models.values() for d in m.depends_on}
+    fitted: dict[str, Fitted] = {}
+    failed: dict[str, str] = {}
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    stack: dict[str, pd.Series] = {}
+    for name in spec.model_order():
+        m = spec.models[name]
+        if untrainable:
+            failed[name] = f"not trained: training set has {untrainable}"
+            continue
+        lost = [d for d in m.depends_on if d in failed]
+        if lost:
+            failed[name] = f"depends on failed model(s) {lost}"
+            continue
+        try:
+            f = fit_model(data, m, train, stack)
+            prob, lp = f.predict(study)
+            if not (np.isfinite(prob).all() and np.isfinite(lp).all()):
+                raise ValueError("non-finite predictions")
+            if name in dependencies:
+                stack[name] = stack_scores(data, m, f, train, study)
+        except (ValueError, np.linalg.LinAlgError) as err:
+            log.warning("study %s: model %s failed: %s", spec.name, name, err, exc_info=True)
+            failed[name] = f"fit failed: {err}"
+            continue
+        fitted[name] = f
+        scores[name] = (prob, lp)
+        log.info(
+            "study %s: model %s fitted (%s features)", spec.name, name, f.info.get("n_features")
+        )
+    return fitted, failed, scores
+
+
+def _prediction_table(
+    split: pd.Series,
+    pts: _Patients,
+    scores: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    ok: list[str],
+) -> pd.DataFrame:
+    """``predictions.parquet``: one row per fitted model and analysed patient."""
+    study, y = pts.study, pts.data.y
+    frames = [
+        pd.DataFrame(
+            {
+                "patient": study.to_numpy(),
+                "split": split.loc[study].to_numpy(),
+                "model": name,
+                "score": scores[name][0],
+                "linear_predictor": scores[name][1],
+                "label": y.to_numpy(),
+            }
+        )
+        for name in ok
+    ]
+    empty = pd.DataFrame(columns=list(PREDICTION_TYPES))
+    return pd.concat(frames or [empty], ignore_index=True).astype(PREDICTION_TYPES)
+
+
+# ---- stage 3: tables ------------------------------------------------------------------------
+
+
+def _tables(
+    run: _Run, pts: _Patients, fits: _Fits
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Tables: predictions, performance, comparisons, calibration, decision curve, AUC by
+    group, baseline and the clinical models' tables. Returns performance, comparisons and
+    the decision curve."""
+    spec, files, pred, ok = run.spec, run.files, fits.pred, fits.ok
+    ev = spec.evaluation
+    level = float(ev.get("ci_level", 0.95))
+    split_names = spec.splits.names
+    write_parquet(pred, files["predictions"])
+    with quiet():
+        perf = performance_table(
+            pred, fits.cutoffs, split_names, list(spec.models), level, fits.failed
+        )
+        comp = comparison_table(pred, spec.comparisons, fits.cutoffs, split_names)
+    write_parquet(perf, files["performance"])
+    write_parquet(comp, files["comparisons"])
+    with quiet():
+        calib = calibration_table(
+            pred, ok, split_names, int(ev["calibration_bins"]), ev["calibration_strategy"]
+        )
+    write_parquet(calib, files["calibration"])
+    dca = decision_curve_table(pred, ok, split_names, threshold_grid(ev))
+    write_parquet(dca, files["decision_curve"])
+    with quiet():
+        by_center = by_group_table(pred, run.clinical, ev.get("by", []), ok, level)
+    write_parquet(by_center, files["by_center"])
+    write_parquet(baseline_tables(spec, run.clinical, run.split, pts.data.y), files["baseline"])
+    if spec.clinical_models:
+        _clinical_tables(spec, fits, files)
+    return perf, comp, dca
+
+
+def _clinical_tables(spec: StudySpec, fits: _Fits, files: Mapping[str, Path]) -> None:
+    """The clinical models' univariable and multivariable tables (a note for a failed one)."""
+    uni, multi = [], []
+    for name in spec.clinical_models:
+        if name in fits.fitted:
+            cm = fits.fitted[name].estimator
+            uni.append(cm.univariable.assign(model=name))
+            multi.append(cm.multivariable.assign(model=name, note=""))
+        else:
+            multi.append(pd.DataFrame([{"model": name, "note": fits.failed.get(name, "")}]))
+    u = pd.concat(uni, ignore_index=True) if uni else pd.DataFrame(columns=["model"])
+    mt = pd.concat(multi, ignore_index=True)
+    write_parquet(
+        u[["model", *[c for c in u.columns if c != "model"]]], files["clinical_univariable"]
+    )
+    write_parquet(
+        mt[["model", *[c for c in mt.columns if c != "model"]]], files["clinical_multivariable"]
+    )
+
+
+# ---- stage 4: figures -----------------------------------------------------------------------
+
+
+def _figures(
+    run: _Run, pts: _Patients, fits: _Fits, dca: pd.DataFrame
+) -> tuple[str | None, dict[str, Any]]:
+    """Figures: ROC, calibration and decision curves, SHAP, nomogram, and the survival
+    analysis. Returns the figure split and the ``cutpoint.json`` content."""
+    spec, files, ok = run.spec, run.files, fits.ok
+    ev = spec.evaluation
+    level = float(ev.get("ci_level", 0.95))
+    fig_split = figure_split(spec, fits.pred) if ok else None
+    with quiet():
+        draw_roc(spec, fits.pred, ok, spec.splits.names, files, level)
+        draw_calibration(spec, fits.pred, ok, fig_split, dca, files, ev)
+    if spec.explain:
+        draw_shap(spec, pts.data, fits.fitted, run.split, pts.study, files)
+    if spec.nomogram:
+        draw_nomogram(spec, fits.fitted, fits.failed, files)
+    survival_info: dict[str, Any] = {}
+    if spec.survival is not None:
+        survival_info = _survival(run, pts, fits)
+    return fig_split, survival_info
+
+
+def _survival(run: _Run, pts: _Patients, fits: _Fits) -> dict[str, Any]:
+    """``cox.parquet``, ``cutpoint.json`` and the KM figures (placeholders when the survival
+    model has no fit)."""
+    spec, files = run.spec, run.files
+    sv = spec.survival
+    assert sv is not None
+    if sv.model in fits.fitted:
+        lp = pd.Series(fits.scores[sv.model][1], index=pts.study)
+        cox_table, survival_info = survival_analysis(spec, run.clinical, run.split, lp, run.out)
+    else:
+        note = f"model {sv.model} not fitted ({fits.failed.get(sv.model, '')})"
+        cox_table = pd.DataFrame([{"endpoint": ep, "note": note} for ep in sv.endpoints])
+        survival_info = {
+            ep: {"model": sv.model, "cutpoint": None, "note": note} for ep in sv.endpoints
+        }
+        for ep in sv.endpoints:
+            placeholder(files[f"km_{ep}"], f"Kaplan-Meier: {ep}", note)
+    write_parquet(cox_table, files["cox"])
+    write_json(survival_info, files["cutpoint"])
+    return survival_info
+
+
+# ---- stage 5: summaries ---------------------------------------------------------------------
+
+
+def _summaries(
+    run: _Run,
+    pts: _Patients,
+    fits: _Fits,
+    perf: pd.DataFrame,
+    comp: pd.DataFrame,
+    fig_split: str | None,
+    survival_info: dict[str, Any],
+) -> dict[str, Any]:
+    """Summaries: ``selected_features.json`` and ``metrics.json`` (returned)."""
+    spec, split, y, study = run.spec, run.split, pts.data.y, pts.study
+    selected = _selected_features(spec, fits)
+    write_json(selected, run.files["selected_features"])
+    counts = {}
+    for s in (*EVAL_SPLITS, "unlabeled"):
+        members = split[split == s].index
+        ys = y.reindex(members).dropna()
+        counts[s] = {"n": len(members), "n_analysed": len(ys), "n_pos": int(ys.sum())}
+    for s in spec.splits.names:
+        if degenerate(y[split.loc[study] == s].to_numpy()):
+            run.notes.append(f"split {s}: {degenerate(y[split.loc[study] == s].to_numpy())}")
+    primary_perf = perf[perf["model"] == spec.primary].set_index("split")
+    metrics = {
+        "study": spec.name,
+        "title": spec.title,
+        "modality": spec.modality,
+        "label": spec.label,
+        "seed": run.seed,
+        "n_patients": len(run.clinical),
+        "n_analysed": len(study),
+        "splits": counts,
+        "excluded": pts.excluded,
+        "primary": spec.primary,
+        "primary_auc": primary_perf["auc"].to_dict(),
+        "models": {
+            name: {
+                "status": selected[name]["status"],
+                "note": selected[name]["note"],
+                "cutoff": fits.cutoffs.get(name),
+                "auc": perf[perf["model"] == name].set_index("split")["auc"].to_dict(),
+            }
+            for name in spec.models
+        },
+        "comparisons": comp[["model", "reference", "split", "delong_p", "nri_continuous"]].to_dict(
+            orient="records"
+        ),
+        "figure_split": fig_split,
+        "survival": survival_info,
+        "notes": run.notes,
+    }
+    write_json(metrics, run.files["metrics"])
+    return metrics
+
+
+def _selected_features(spec: StudySpec, fits: _Fits) -> dict[str, dict[str, Any]]:
+    """Per model: kind, status, note, the fit's information and (pipelines) its blocks."""
+    selected = {}
+    for name, m in spec.models.items():
+        status = "fitted" if name in fits.fitted else "failed"
+        entry: dict[str, Any] = {"kind": m.kind, "status": status}
+        entry["note"] = fits.failed.get(name, "")
+        if name in fits.fitted:
+            entry.update(fits.fitted[name].info)
+        if m.kind == "pipeline":
+            entry["blocks"] = list(m.blocks)
+        selected[name] = entry
+    return selected

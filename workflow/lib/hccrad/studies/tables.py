@@ -1,0 +1,180 @@
+"""A study's tables: the typed clinical table with the derived columns, and the feature
+blocks' columns for its patients."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hccrad.config import load_schema
+from hccrad.errors import ConfigError, InputError
+from hccrad.sheets import read_clinical
+from hccrad.studies.spec import BlockSpec, StudySpec
+
+
+def read_clinical_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The clinical TSV typed: schema string columns stay text, other columns become numbers
+    when every non-empty cell parses as one; empty cells are missing. Index: ``patient``."""
+    raw = read_clinical(path)
+    if "patient" not in raw.columns:
+        raise InputError("clinical table has no 'patient' column", file=path)
+    props = load_schema("clinical")["properties"]
+    out = {}
+    for col in raw.columns:
+        text = raw[col].replace("", np.nan)
+        types = props.get(col, {}).get("type", [])
+        types = types if isinstance(types, list) else [types]
+        if col == "patient" or "string" in types:
+            out[col] = text.astype(object)
+            continue
+        num = pd.to_numeric(text, errors="coerce")
+        out[col] = num if num.notna().sum() == text.notna().sum() else text.astype(object)
+    table = pd.DataFrame(out)
+    table["patient"] = table["patient"].astype(str)
+    return table.set_index("patient")
+
+
+def derive_columns(
+    clinical: pd.DataFrame, derived: Mapping[str, Mapping[str, Any]]
+) -> pd.DataFrame:
+    """Add the derived columns (each a function of one source column of the same row).
+
+    ``gt/ge/lt/le/eq/ne`` -> 1.0/0.0; ``isin`` (a list) -> 1.0/0.0; ``log/log2/log10`` (values
+    <= 0 -> missing); ``map`` (a mapping; unmapped -> missing). A missing source stays missing.
+    """
+    out = clinical.copy()
+    for name, d in derived.items():
+        col, op, value = d["column"], d["op"], d.get("value")
+        if col not in out.columns:
+            raise InputError(f"derived column {name!r}: source column {col!r} not in the table")
+        src = out[col]
+        miss = src.isna()
+        if op in ("gt", "ge", "lt", "le", "eq", "ne"):
+            if op in ("eq", "ne"):
+                cmp = src.astype(str) == str(value)
+                res = cmp if op == "eq" else ~cmp
+            else:
+                num = pd.to_numeric(src, errors="coerce")
+                res = getattr(num, op)(float(value))
+            vals = res.astype(float)
+        elif op == "isin":
+            vals = src.astype(str).isin([str(v) for v in value]).astype(float)
+        elif op in ("log", "log2", "log10"):
+            num = pd.to_numeric(src, errors="coerce")
+            vals = getattr(np, op)(num.where(num > 0))
+        elif op == "map":
+            vals = src.map(lambda v, m=value: m.get(v, m.get(str(v), np.nan)))
+            num = pd.to_numeric(vals, errors="coerce")
+            vals = num if num.notna().sum() == vals.notna().sum() else vals.astype(object)
+        else:  # pragma: no cover - the schema rejects other ops
+            raise ConfigError(f"derived column {name!r}: unknown op {op!r}")
+        out[name] = vals.where(~miss)
+    return out
+
+
+def study_clinical(
+    spec: StudySpec, clinical: pd.DataFrame, patients: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """The study's patients (its modality) with the derived columns, indexed by patient.
+
+    Args:
+        clinical: The clinical table (index or column ``patient``).
+        patients: ``{patient: modality}`` of the cohort sheet; when given, only these patients
+            are kept and their modality comes from here (else from the ``modality`` column,
+            and every row counts when there is none).
+
+    Raises:
+        InputError: No patient of the study's modality, or the label column is missing.
+    """
+    table = clinical.copy()
+    if "patient" in table.columns:
+        table = table.set_index("patient")
+    table.index = table.index.astype(str)
+    table.index.name = "patient"
+    if patients is not None:
+        table = table.loc[[p for p in table.index if p in patients]]
+        table["modality"] = [patients[p] for p in table.index]
+    if "modality" in table.columns:
+        table = table[table["modality"].astype(str) == spec.modality]
+    if table.empty:
+        raise InputError(f"study {spec.name}: no {spec.modality} patient in the clinical table")
+    if spec.label not in table.columns:
+        raise InputError(
+            f"study {spec.name}: the clinical table has no label column {spec.label!r}"
+        )
+    table = derive_columns(table, spec.derived)
+    return table.sort_index()
+
+
+def _match(value: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def select_block_columns(block: BlockSpec, columns: Sequence[str]) -> list[str]:
+    """Columns of a ``radiomics``/``habitats``/``table`` source that ``block`` takes."""
+    out = []
+    for col in columns:
+        col = str(col)
+        if block.source == "radiomics":
+            parts = col.split("_", 4)
+            if len(parts) != 5:
+                continue
+            phase, region, itype, cls, feat = parts
+            ok = (
+                _match(phase, block.phases)
+                and _match(region, block.regions)
+                and _match(itype, block.image_types)
+                and _match(cls, block.classes)
+                and _match(feat, block.features)
+            )
+        elif block.source == "habitats":
+            pats = block.columns if block.columns != ("*",) else ("habitat[0-9]*_*",)
+            ok = _match(col, pats)
+        else:
+            ok = _match(col, block.columns)
+        if ok and not _match(col, block.exclude):
+            out.append(col)
+    return out
+
+
+def block_table(
+    spec: StudySpec, block: BlockSpec, tables: Mapping[str, pd.DataFrame], clinical: pd.DataFrame
+) -> tuple[pd.DataFrame, list[str]]:
+    """One block's columns for its patients (index ``patient``) and its categorical columns."""
+    where = f"study {spec.name}, block {block.name}"
+    if block.source == "clinical":
+        missing = [c for c in block.columns if c not in clinical.columns]
+        if missing:
+            raise InputError(f"{where}: clinical column(s) {missing} not in the table")
+        data = clinical[list(block.columns)].copy()
+        cats = [
+            c
+            for c in data.columns
+            if c in block.categorical or not pd.api.types.is_numeric_dtype(data[c])
+        ]
+        for c in cats:
+            data[c] = data[c].map(lambda v: v if pd.isna(v) else str(v)).astype(object)
+        return data, cats
+    key = block.input_key
+    if key not in tables:
+        raise InputError(f"{where}: no {key} table given (source {block.source})")
+    table = tables[key].copy()
+    if "patient" in table.columns:
+        table = table.set_index("patient")
+    table.index = table.index.astype(str)
+    table.index.name = "patient"
+    cols = select_block_columns(block, table.columns)
+    if not cols:
+        raise InputError(f"{where}: no column of the {key} table matches the block's patterns")
+    data = table[cols]
+    bad = [c for c in cols if not pd.api.types.is_numeric_dtype(data[c])]
+    if bad:
+        raise InputError(f"{where}: non-numeric column(s) {bad[:5]} in the {key} table")
+    if data.index.has_duplicates:
+        raise InputError(f"{where}: duplicate patient rows in the {key} table")
+    return data.astype(float), []
