@@ -136,6 +136,8 @@ def test_build_cube_and_round_trip(tmp_path):
     assert np.all(np.diff(planes) > 0)
     assert planes[0] >= 1000 * start[0] and planes[-1] <= 1000 * (stop[0] - 1) + 1
     out.save(tmp_path / "x.npz")
+    # written atomically under its own name: no second .npz appended, no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npz"]
     back = DeepInput.load(tmp_path / "x.npz")
     np.testing.assert_array_equal(back.x, out.x)
     assert back.kind == "volume" and back.meta == out.meta

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -202,3 +204,66 @@ def test_habitats_recover_the_generators_truth():
     truth = patients[0][2]
     tumor = np.isin(truth, [1, 2, 3])
     assert hab.agreement(sub[tumor], truth[tumor], wrong) < 0.5
+
+
+def test_assign_habitats_relabels_to_the_reference_and_summarises(tmp_path):
+    """steps.assign_habitats: a patient's clusters take the reference's subregion numbers; the
+    label map, masks, statistics, overlay and (empty) deep-input manifest are written."""
+    from hccrad import steps
+    from hccrad.manifest import read_manifest
+
+    shape = (8, 8, 8)
+    zz, yy, xx = np.indices(shape)
+    inside = (zz >= 2) & (zz < 6) & (yy >= 2) & (yy < 6) & (xx >= 2) & (xx < 6)  # 64 voxels
+
+    def write(arr: np.ndarray, name: str) -> str:
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((2.0, 2.0, 2.0))
+        sitk.WriteImage(img, str(tmp_path / name))
+        return str(tmp_path / name)
+
+    image = write((100.0 * xx).astype(np.float32), "image.nii.gz")
+    mask = write(inside.astype(np.uint8), "mask.nii.gz")
+    z, y, x = np.nonzero(inside)
+    cluster = np.select([x == 2, x == 3], [2, 0], 1)  # x 2 -> 2, x 3 -> 0, x 4..5 -> 1
+    pd.DataFrame({"z": z, "y": y, "x": x, "k3": cluster}).to_parquet(tmp_path / "clusters.parquet")
+    pd.DataFrame(
+        {"cluster": [0, 1, 2], "size": [16, 32, 16], "f": [10.0, 30.0, 20.0], "k": 3}
+    ).to_parquet(tmp_path / "centroids.parquet")
+    centers = np.array([[-1.0], [0.0], [1.0]])  # z-space: f = 10, 20, 30
+    ref = hab.Reference(["f"], np.array([20.0]), np.array([10.0]), centers, "f")
+    ref.to_table().to_parquet(tmp_path / "reference.parquet")
+
+    job = steps.HabitatAssignment(
+        clusters=tmp_path / "clusters.parquet",
+        centroids=tmp_path / "centroids.parquet",
+        reference=tmp_path / "reference.parquet",
+        mask=mask,
+        image=image,
+        phase_images={"AP": image},
+        dst_labels=tmp_path / "out/labels.nii.gz",
+        dst_masks=tmp_path / "out/masks",
+        dst_stats=tmp_path / "out/stats.json",
+        dst_png=tmp_path / "out/overlay.png",
+        patient="P1",
+        spacing=2.0,
+        dst_deep=tmp_path / "out/deep_inputs.json",
+    )
+    steps.assign_habitats(job)
+
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out/labels.nii.gz")))
+    # cluster means 10, 30, 20 -> subregions 1, 3, 2 (the reference is ordered by f)
+    expected = np.where(inside, np.select([xx == 2, xx == 3], [2, 1], 3), 0)
+    np.testing.assert_array_equal(labels, expected)
+    for i in (1, 2, 3):
+        sub = sitk.ReadImage(str(tmp_path / f"out/masks/subregion_{i}.nii.gz"))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sub), expected == i)
+    stats = json.loads((tmp_path / "out/stats.json").read_text())
+    assert stats["k"] == 3 and stats["n_voxels"] == 64
+    assert stats["subregions"]["1"] == {
+        "n_voxels": 16, "fraction": 0.25, "volume_ml": pytest.approx(0.128), "AP_mean": 300.0
+    }  # fmt: skip
+    assert stats["subregions"]["3"]["AP_mean"] == pytest.approx(450.0)
+    assert "subregions_without_deep_input" not in stats
+    assert (tmp_path / "out/overlay.png").stat().st_size > 0
+    assert len(read_manifest(tmp_path / "out/deep_inputs.json")) == 0

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from hccrad import fileio
 from hccrad.errors import InputError
 from hccrad.manifest import OutputSet, read_manifest
 
@@ -105,3 +106,18 @@ def test_temporary_files_of_a_killed_attempt_are_removed(tmp_path):
         out.add("AP/register/liver", target)
         assert not stale.exists() and other.exists()
         target.write_bytes(b"mask")
+
+
+@pytest.mark.parametrize("suffix", ["", ".nii.gz", ".npz"])
+def test_temporary_files_of_the_atomic_writers_are_removed(tmp_path, suffix):
+    """The temporary file hccrad.fileio leaves when its process is killed (never reaching the
+    end of the block) is one the next attempt's OutputSet removes."""
+    target = tmp_path / "AP/deep/input.npz"
+    killed = fileio.atomic_path(target, suffix=suffix)
+    stale = killed.__enter__()  # a killed process never leaves the block
+    stale.write_bytes(b"half")
+    with OutputSet(tmp_path / "m.json", patient="P1", stage="normalize") as out:
+        out.add("deep/input/AP", target)
+        assert not stale.exists()
+        fileio.write_bytes(b"whole", target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["input.npz"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
+
+from hccrad import fileio
 
 #: Subregion colours (1-based label -> RGB), colour-blind safe (Okabe-Ito).
 COLORS = [
@@ -26,14 +27,6 @@ _TITLES = {
     "silhouette": "Silhouette (higher is better)",
     "davies_bouldin": "Davies-Bouldin (lower is better)",
 }
-
-
-def _save(fig, out_png: str | os.PathLike[str]) -> None:
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(out)
 
 
 def plot_k_selection(
@@ -67,7 +60,7 @@ def plot_k_selection(
     axes[0].legend(fontsize=8)
     n = metrics["patient"].nunique()
     fig.suptitle(f"Habitat k selection ({n} patients)", fontsize=11)
-    _save(fig, out_png)
+    fileio.write_png(fig, out_png, dpi=110)
     plt.close(fig)
 
 
@@ -126,5 +119,5 @@ def plot_habitat_overlay(
     fig.legend(handles=handles, loc="lower center", ncol=k, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    _save(fig, out_png)
+    fileio.write_png(fig, out_png, dpi=110)
     plt.close(fig)

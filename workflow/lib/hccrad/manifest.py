@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hccrad import imageio
+from hccrad import fileio
 from hccrad.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,15 @@ class OutputSet:
     def add(self, key: str, path: PathLike) -> str:
         """Register ``path`` under ``key`` (unique) and return it as a string.
 
-        Temporary files an earlier, killed attempt left beside ``path`` (the atomic writers'
-        ``.{name}.*.tmp*``; a killed process cleans nothing up) are removed first.
+        Temporary files an earlier, killed attempt left beside ``path`` (those of
+        :func:`hccrad.fileio.atomic_path`, ``.{name}.XXXX.tmp{suffix}``; a killed process cleans
+        nothing up) are removed first.
         """
         if key in self.files:
             raise ValueError(f"manifest key {key!r} registered twice")
         p = Path(path)
         if p.parent.is_dir():
-            for stale in p.parent.glob(f".{p.name}.*.tmp*"):
+            for stale in p.parent.glob(f".{p.name}.*{fileio.TMP_SUFFIX}*"):
                 stale.unlink(missing_ok=True)
                 log.info("removed %s (left by a killed job)", stale)
         self.files[key] = p
@@ -120,7 +121,7 @@ class OutputSet:
                     f"{self.stage} of {self.patient}: {key} was not written ({path})"
                 )
             entries[key] = {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256(path)}
-        imageio.write_json(
+        fileio.write_json(
             {"patient": self.patient, "stage": self.stage, "files": entries}, self.manifest
         )
 

@@ -21,15 +21,18 @@ and registration sidecar), and ``deep/{input}`` or ``deep/{input}/{phase}`` for 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hccrad import paths, steps
+from hccrad import fileio, paths, steps
 from hccrad.errors import InputError
 from hccrad.manifest import OutputSet, read_manifest
+from hccrad.steps.keys import deep_key, key
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +42,6 @@ PathLike = str | Path
 MASK_KINDS = ("tumor", "liver", "reader2")
 #: Region files of the normalisation stage: region name -> file stem.
 REGION_STEMS = {"tumor": "index_tumor", "ring": "ring"}
-
-
-def key(phase: str, stage: str, name: str) -> str:
-    """Manifest key of a per-phase file, e.g. ``AP/register/image``."""
-    return f"{phase}/{stage}/{name}"
-
-
-def deep_key(name: str, phase: str | None = None) -> str:
-    """Manifest key of a deep-input tensor (per phase, or stacked over phases)."""
-    return f"deep/{name}/{phase}" if phase else f"deep/{name}"
-
-
-def subregion_key(name: str, phase: str, subregion: int) -> str:
-    """Manifest key of a habitat subregion's deep-input tensor (``assign_habitats``)."""
-    return f"{deep_key(name, phase)}/h{subregion}"
-
 
 def split_raw_inputs(
     named: Mapping[str, PathLike],
@@ -70,6 +57,27 @@ def split_raw_inputs(
         elif what in MASK_KINDS:
             masks.setdefault(phase, {})[what] = path
     return images, masks
+
+
+@dataclass(frozen=True)
+class _PhaseFiles:
+    """Where one patient's per-phase files go; each destination is listed in the job's
+    manifest (``out``) under its key (:func:`key`)."""
+
+    out: OutputSet
+    center: str
+    patient: str
+    root: str
+
+    def path(self, phase: str, stage: str, filename: str) -> str:
+        """``{root}/{center}/{patient}/{phase}/{stage}/{filename}``."""
+        return paths.image_path(
+            stage, filename, center=self.center, patient=self.patient, phase=phase, root=self.root
+        )
+
+    def add(self, phase: str, stage: str, name: str, filename: str) -> str:
+        """List the file ``{phase}/{stage}/{name}`` in the manifest and return its path."""
+        return self.out.add(key(phase, stage, name), self.path(phase, stage, filename))
 
 
 def register_patient(
@@ -104,82 +112,120 @@ def register_patient(
     if reference not in images:
         raise InputError(f"reference phase {reference} has no image", patient=patient)
     order = [reference, *(ph for ph in images if ph != reference)]
-    keep = settings.keep_intermediates
-
-    def where(phase: str, stage: str, name: str) -> str:
-        return paths.image_path(stage, name, center=center, patient=patient, phase=phase, root=root)
-
     with (
         OutputSet(manifest, patient=patient, stage="register") as out,
         tempfile.TemporaryDirectory(prefix=f"hccrad-{patient}-") as tmp,
     ):
-
-        def intermediate(phase: str, stage: str) -> str:
-            if keep:
-                return out.add(key(phase, stage, "image"), where(phase, stage, "image.nii.gz"))
-            return str(Path(tmp) / f"{phase}_{stage}.nii")
-
+        files = _PhaseFiles(out, center, patient, root)
+        scratch = None if settings.keep_intermediates else Path(tmp)
         prereg: dict[str, str] = {}
         converted: dict[str, str] = {}
         for ph in order:
-            converted[ph] = intermediate(ph, "convert")
-            steps.convert_image(images[ph], converted[ph], patient=patient, phase=ph)
-            resampled = intermediate(ph, "resample")
-            steps.resample_image(
-                converted[ph], resampled, spacing=settings.spacing, patient=patient, phase=ph
+            converted[ph], prereg[ph] = _prepare_phase(
+                files, ph, images[ph], masks.get(ph, {}), settings=settings, n4=n4, scratch=scratch
             )
-            prereg[ph] = resampled
-            if n4:
-                prereg[ph] = intermediate(ph, "n4")
-                liver = masks.get(ph, {}).get("liver")
-                steps.correct_bias(
-                    resampled,
-                    prereg[ph],
-                    out.add(key(ph, "n4", "bias"), where(ph, "n4", "bias.nii.gz")),
-                    shrink_factor=settings.n4_shrink_factor,
-                    iterations=settings.n4_iterations,
-                    convergence_threshold=settings.n4_convergence_threshold,
-                    spline_distance_mm=settings.n4_spline_distance_mm,
-                    liver_mask=liver,
-                    mask_image=converted[ph] if liver is not None else None,
-                    patient=patient,
-                    phase=ph,
-                )
         for ph in order:
-            registered = out.add(
-                key(ph, "register", "image"), where(ph, "register", "image.nii.gz")
-            )
-            transform = out.add(
-                key(ph, "register", "transform"), where(ph, "register", "transform.tfm")
-            )
-            steps.register_phase(
-                prereg[reference],
-                prereg[ph],
-                registered,
-                transform,
-                out.add(key(ph, "register", "info"), where(ph, "register", "registration.json")),
-                is_reference=ph == reference,
-                method=settings.registration_method,
-                refine=settings.registration_refine,
-                seed=settings.seed,
-                patient=patient,
-                phase=ph,
-            )
-            for kind in MASK_KINDS:
-                raw = masks.get(ph, {}).get(kind)
-                if raw is None:
-                    continue
-                steps.carry_mask(
-                    raw,
-                    converted[ph],
-                    registered,
-                    transform,
-                    out.add(key(ph, "register", kind), where(ph, "register", f"{kind}.nii.gz")),
-                    kind=kind,
-                    patient=patient,
-                    phase=ph,
-                )
+            _register_and_carry(
+                files, ph, prereg[reference], prereg[ph], converted[ph], masks.get(ph, {}),
+                settings=settings, is_reference=ph == reference,
+            )  # fmt: skip
     log.info("%s: %d phases registered onto %s", patient, len(order), reference)
+
+
+def _prepare_phase(
+    files: _PhaseFiles,
+    phase: str,
+    image: PathLike,
+    masks: Mapping[str, PathLike],
+    *,
+    settings: Any,
+    n4: bool,
+    scratch: Path | None,
+) -> tuple[str, str]:
+    """Convert, resample and (``n4``) bias-correct one phase's raw image.
+
+    The intermediates go to ``scratch`` (uncompressed), or, when it is None
+    (``keep_intermediates``), to their stage folders, listed in the manifest; the bias field is
+    always kept.
+
+    Returns:
+        ``(converted image, image to register)``.
+    """
+
+    def intermediate(stage: str) -> str:
+        if scratch is None:
+            return files.add(phase, stage, "image", "image.nii.gz")
+        return str(scratch / f"{phase}_{stage}.nii")
+
+    patient = files.patient
+    converted = intermediate("convert")
+    steps.convert_image(image, converted, patient=patient, phase=phase)
+    resampled = intermediate("resample")
+    steps.resample_image(
+        converted, resampled, spacing=settings.spacing, patient=patient, phase=phase
+    )
+    if not n4:
+        return converted, resampled
+    corrected = intermediate("n4")
+    liver = masks.get("liver")
+    steps.correct_bias(
+        resampled,
+        corrected,
+        files.add(phase, "n4", "bias", "bias.nii.gz"),
+        shrink_factor=settings.n4_shrink_factor,
+        iterations=settings.n4_iterations,
+        convergence_threshold=settings.n4_convergence_threshold,
+        spline_distance_mm=settings.n4_spline_distance_mm,
+        liver_mask=liver,
+        mask_image=converted if liver is not None else None,
+        patient=patient,
+        phase=phase,
+    )
+    return converted, corrected
+
+
+def _register_and_carry(
+    files: _PhaseFiles,
+    phase: str,
+    fixed: PathLike,
+    moving: PathLike,
+    converted: PathLike,
+    masks: Mapping[str, PathLike],
+    *,
+    settings: Any,
+    is_reference: bool,
+) -> None:
+    """Register one phase onto the reference phase and carry its given masks (raw, drawn on
+    ``converted``) into the registered space."""
+    registered = files.add(phase, "register", "image", "image.nii.gz")
+    transform = files.add(phase, "register", "transform", "transform.tfm")
+    steps.register_phase(
+        fixed,
+        moving,
+        registered,
+        transform,
+        files.add(phase, "register", "info", "registration.json"),
+        is_reference=is_reference,
+        method=settings.registration_method,
+        refine=settings.registration_refine,
+        seed=settings.seed,
+        patient=files.patient,
+        phase=phase,
+    )
+    for kind in MASK_KINDS:
+        raw = masks.get(kind)
+        if raw is None:
+            continue
+        steps.carry_mask(
+            raw,
+            converted,
+            registered,
+            transform,
+            files.add(phase, "register", kind, f"{kind}.nii.gz"),
+            kind=kind,
+            patient=files.patient,
+            phase=phase,
+        )
 
 
 def registered_mask(
@@ -226,84 +272,13 @@ def normalize_patient(
     """
     mod = settings.modality(modality)
     reg = read_manifest(registration)
-    ref = mod.reference_phase
-
-    def where(phase: str, stage: str, name: str) -> str:
-        return paths.image_path(stage, name, center=center, patient=patient, phase=phase, root=root)
-
     qc: dict[str, PathLike] = {}
     with OutputSet(manifest, patient=patient, stage="normalize") as out:
+        files = _PhaseFiles(out, center, patient, root)
         for ph in phases:
-            liver = registered_mask(reg, ph, "liver", ref, predicted)
-            tumor = registered_mask(reg, ph, "tumor", ref, predicted)
-            reader2 = registered_mask(reg, ph, "reader2", ref, {})
-            image = out.add(key(ph, "normalize", "image"), where(ph, "normalize", "image.nii.gz"))
-            steps.normalize_image(
-                reg[key(ph, "register", "image")],
-                image,
-                normalization=mod.normalization,
-                liver_mask=liver,
-                patient=patient,
-                phase=ph,
-            )
-            qc[f"image_{ph}"] = image
-            qc[f"registration_{ph}"] = reg[key(ph, "register", "info")]
-            for name, mask in (("liver", liver), ("reader2", reader2)):
-                if mask is not None:
-                    qc[f"{name}_{ph}"] = mask
-            if tumor is None:
-                continue
-            index = out.add(
-                key(ph, "regions", "index_tumor"), where(ph, "regions", "index_tumor.nii.gz")
-            )
-            ring = out.add(key(ph, "regions", "ring"), where(ph, "regions", "ring.nii.gz"))
-            steps.make_tumor_regions(
-                tumor,
-                liver if settings.ring_clip_to_liver else None,
-                index,
-                ring,
-                distance_mm=settings.ring_distance_mm,
-                patient=patient,
-                phase=ph,
-            )
-            qc.update({f"tumor_{ph}": tumor, f"index_tumor_{ph}": index, f"ring_{ph}": ring})
+            qc.update(_normalize_phase(files, reg, ph, mod, predicted, settings=settings))
         for spec in deep_inputs:
-            region = REGION_STEMS[spec.region]
-            mask = out.files.get(key(spec.phases[0], "regions", region))
-            if mask is None or not set(spec.phases) <= set(phases):
-                raise InputError(
-                    f"deep input {spec.name} needs phases {list(spec.phases)} and a "
-                    f"{spec.region} region on {spec.phases[0]}",
-                    patient=patient,
-                )
-            scale = mod.normalization.unit_scale
-            if spec.per_phase:
-                for ph in spec.phases:
-                    steps.build_deep_input(
-                        {ph: out.files[key(ph, "normalize", "image")]},
-                        out.files[key(ph, "regions", region)],
-                        out.add(
-                            deep_key(spec.name, ph),
-                            where(ph, "deep", f"{spec.name}.npz"),
-                        ),
-                        spec=spec,
-                        scale=scale,
-                        patient=patient,
-                    )
-            else:
-                steps.build_deep_input(
-                    {ph: out.files[key(ph, "normalize", "image")] for ph in spec.phases},
-                    mask,
-                    out.add(
-                        deep_key(spec.name),
-                        paths.patient_path(
-                            "deep", f"{spec.name}.npz", center=center, patient=patient, root=root
-                        ),
-                    ),
-                    spec=spec,
-                    scale=scale,
-                    patient=patient,
-                )
+            _build_deep_inputs(files, spec, phases, scale=mod.normalization.unit_scale)
         steps.patient_qc(
             center=center,
             patient=patient,
@@ -312,6 +287,97 @@ def normalize_patient(
             dst_png=out.add("qc/png", dst_qc_png),
             dst_json=out.add("qc/json", dst_qc_json),
         )
+
+
+def _normalize_phase(
+    files: _PhaseFiles,
+    reg: Mapping[str, Path],
+    phase: str,
+    mod: Any,
+    predicted: Mapping[str, PathLike],
+    *,
+    settings: Any,
+) -> dict[str, PathLike]:
+    """Normalise one phase and, when a tumor mask stands for it, build its index lesion and
+    ring.
+
+    Returns:
+        The phase's inputs of :func:`hccrad.steps.patient_qc` (named ``{what}_{phase}``).
+    """
+    ref = mod.reference_phase
+    liver = registered_mask(reg, phase, "liver", ref, predicted)
+    tumor = registered_mask(reg, phase, "tumor", ref, predicted)
+    reader2 = registered_mask(reg, phase, "reader2", ref, {})
+    image = files.add(phase, "normalize", "image", "image.nii.gz")
+    steps.normalize_image(
+        reg[key(phase, "register", "image")],
+        image,
+        normalization=mod.normalization,
+        liver_mask=liver,
+        patient=files.patient,
+        phase=phase,
+    )
+    qc: dict[str, PathLike] = {
+        f"image_{phase}": image,
+        f"registration_{phase}": reg[key(phase, "register", "info")],
+    }
+    for name, mask in (("liver", liver), ("reader2", reader2)):
+        if mask is not None:
+            qc[f"{name}_{phase}"] = mask
+    if tumor is None:
+        return qc
+    index = files.add(phase, "regions", "index_tumor", "index_tumor.nii.gz")
+    ring = files.add(phase, "regions", "ring", "ring.nii.gz")
+    steps.make_tumor_regions(
+        tumor,
+        liver if settings.ring_clip_to_liver else None,
+        index,
+        ring,
+        distance_mm=settings.ring_distance_mm,
+        patient=files.patient,
+        phase=phase,
+    )
+    qc.update({f"tumor_{phase}": tumor, f"index_tumor_{phase}": index, f"ring_{phase}": ring})
+    return qc
+
+
+def _build_deep_inputs(
+    files: _PhaseFiles, spec: Any, phases: Sequence[str], *, scale: float
+) -> None:
+    """The tensors of one ``deep.inputs`` entry (:class:`hccrad.config.DeepInputSpec`): one per
+    phase, or one stacked over its phases, from the normalised images and the region masks
+    already listed in the manifest."""
+    done = files.out.files
+    region = REGION_STEMS[spec.region]
+    mask = done.get(key(spec.phases[0], "regions", region))
+    if mask is None or not set(spec.phases) <= set(phases):
+        raise InputError(
+            f"deep input {spec.name} needs phases {list(spec.phases)} and a "
+            f"{spec.region} region on {spec.phases[0]}",
+            patient=files.patient,
+        )
+    if spec.per_phase:
+        for ph in spec.phases:
+            steps.build_deep_input(
+                {ph: done[key(ph, "normalize", "image")]},
+                done[key(ph, "regions", region)],
+                files.out.add(deep_key(spec.name, ph), files.path(ph, "deep", f"{spec.name}.npz")),
+                spec=spec,
+                scale=scale,
+                patient=files.patient,
+            )
+        return
+    stacked = paths.patient_path(
+        "deep", f"{spec.name}.npz", center=files.center, patient=files.patient, root=files.root
+    )
+    steps.build_deep_input(
+        {ph: done[key(ph, "normalize", "image")] for ph in spec.phases},
+        mask,
+        files.out.add(deep_key(spec.name), stacked),
+        spec=spec,
+        scale=scale,
+        patient=files.patient,
+    )
 
 
 def extract_patient_radiomics(
@@ -339,8 +405,6 @@ def extract_patient_radiomics(
             record as written by :func:`hccrad.steps.extract_radiomics` (``reader2``: the second
             reader's index lesion on the same image, for phases where that mask stands).
     """
-    from hccrad import imageio
-
     reg = read_manifest(registration)
     norm = read_manifest(normalization)
     files = {**reg, **norm}
@@ -371,12 +435,10 @@ def extract_patient_radiomics(
                     index_lesion=True,
                 )
                 out["reader2"].append(_read_json(target))
-    imageio.write_json(out, dst_json)
+    fileio.write_json(out, dst_json)
 
 
 def _read_json(path: PathLike) -> Any:
-    import json
-
     with open(path) as fh:
         return json.load(fh)
 
@@ -437,8 +499,9 @@ def subregion_input_files(
     manifests: Mapping[str, PathLike], input_key: str
 ) -> dict[int, dict[str, Path]]:
     """Subregion -> patient -> tensor, from the patients' ``assign_habitats`` deep manifests
-    (keys ``{input_key}/h{i}``, :func:`subregion_key`). A patient without a tensor for a
-    subregion (a habitat smaller than one image voxel) is absent from that subregion's mapping.
+    (keys ``{input_key}/h{i}``, :func:`hccrad.steps.keys.subregion_key`). A patient without a
+    tensor for a subregion (a habitat smaller than one image voxel) is absent from that
+    subregion's mapping.
     """
     prefix = f"{input_key}/h"
     out: dict[int, dict[str, Path]] = {}
@@ -481,8 +544,6 @@ def preprocess_patient(
     try:
         normalize_patient(**normalize)
     except BaseException:
-        import json
-
         manifest = Path(register["manifest"])
         with contextlib.suppress(OSError, ValueError, KeyError):
             for entry in json.loads(manifest.read_text())["files"].values():

@@ -39,6 +39,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from hccrad import fileio
+
 #: The MIL study's slice offsets from the largest cross-section.
 MIL_OFFSETS: tuple[int, ...] = (0, -1, 1, -2, 2, -4, 4, -7, 7, -9, 9)
 
@@ -55,18 +57,16 @@ class DeepInput:
 
     def save(self, path: str | Path) -> None:
         """Write as ``.npz`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp,
-            x=self.x.astype(np.float32),
-            kind=np.array(self.kind),
-            z=self.z.astype(np.int64),
-            offsets=self.offsets.astype(np.int64),
-            meta=np.array(json.dumps(self.meta, sort_keys=True)),
-        )
-        tmp.replace(path)
+        # the temporary name ends in .npz, or numpy would append one
+        with fileio.atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(
+                tmp,
+                x=self.x.astype(np.float32),
+                kind=np.array(self.kind),
+                z=self.z.astype(np.int64),
+                offsets=self.offsets.astype(np.int64),
+                meta=np.array(json.dumps(self.meta, sort_keys=True)),
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> DeepInput:

@@ -1,0 +1,361 @@
+"""Deep-model steps of a study: training (one model, or one per habitat subregion), features,
+predictions and MIL features of every patient, Grad-CAM overlays.
+
+The deep-learning modules import torch: they are imported where used, so that the other steps
+(and the Snakefile, which imports :mod:`hccrad.steps`) start without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hccrad import fileio
+from hccrad.errors import InputError
+from hccrad.fileio import PathLike
+
+log = logging.getLogger(__name__)
+
+
+def _training_labels(
+    inputs: Mapping[str, PathLike], splits: PathLike, clinical: PathLike, label: str
+) -> tuple[list[str], list[int]]:
+    """The training patients (split ``train``, label known, input present) and their labels."""
+    import pandas as pd
+
+    # lazy: imports pandas (hccrad.steps is imported by every job)
+    from hccrad.sheets import read_clinical
+
+    split = pd.read_parquet(splits)
+    split = split.set_index("patient")["split"] if "patient" in split else split["split"]
+    table = read_clinical(clinical).set_index("patient")
+    if label not in table:
+        raise InputError(f"label column {label!r} not in the clinical table", file=clinical)
+    train = [p for p in sorted(inputs) if split.get(p) == "train"]
+    y = pd.to_numeric(table[label].reindex(train), errors="coerce")
+    keep = [p for p in train if pd.notna(y.get(p))]
+    return keep, [int(y[p]) for p in keep]
+
+
+def train_deep_model(
+    inputs: Mapping[str, PathLike],
+    splits: PathLike,
+    clinical: PathLike,
+    out_dir: PathLike,
+    *,
+    label: str,
+    preset: str,
+    overrides: Mapping[str, Any],
+    seed: int,
+    threads: int = 1,
+    mark_untrained: bool = False,
+) -> None:
+    """Train one deep model of a study on its **training** patients only.
+
+    Args:
+        inputs: ``{patient: input .npz}`` of every patient of the study that has the input.
+        splits: The study's ``splits.parquet`` (``patient, split``).
+        clinical: The clinical table (labels).
+        out_dir: Receives ``checkpoint.pt``, ``metrics.json``, ``curves.png``, ``config.json``
+            and ``patients.json`` (the training patients and labels used).
+        label: Label column (0/1).
+        preset: A :data:`hccrad.deep.train.STUDY_PRESETS` name.
+        overrides: :class:`~hccrad.deep.train.TrainConfig` overrides (e.g. CPU-sized epochs).
+        seed: Training seed.
+        threads: Torch CPU threads.
+        mark_untrained: Without two patients of each class, write an "untrained" checkpoint
+            (and say why) instead of raising.
+    """
+    import torch
+
+    # lazy: imports torch (hccrad.steps is imported by every job)
+    from hccrad.deep.train import TrainConfig, train
+
+    patients, labels = _training_labels(inputs, splits, clinical, label)
+    if len(set(labels)) < 2 or min(labels.count(0), labels.count(1)) < 2:
+        reason = (
+            f"deep model needs both classes of {label!r} (2+ patients each) among its training "
+            f"patients ({len(patients)} patients, {sum(labels)} cases)"
+        )
+        if not mark_untrained:
+            raise InputError(reason, file=splits)
+        # a tiny or one-class training split: record it instead of failing the workflow; the
+        # outputs step then writes constant features (the study reports the degenerate split)
+        log.warning("%s: not trained", reason)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        fileio.save_torch({"untrained": True, "reason": reason}, out / "checkpoint.pt")
+        info = {"trained": False, "reason": reason}
+        fileio.write_json(info, out / "metrics.json")
+        fileio.write_json({"untrained": True, "preset": preset, **overrides}, out / "config.json")
+        fileio.write_json({"label": label, "patients": patients, "labels": labels},
+                          out / "patients.json")  # fmt: skip
+        fileio.placeholder_png(out / "curves.png", "training curves", f"not trained: {reason}")
+        return
+    torch.set_num_threads(max(1, threads))
+    config = TrainConfig.preset(preset, **{"seed": seed, **overrides})
+    metrics = train(config, [inputs[p] for p in patients], labels, out_dir)
+    # provenance: exactly who the model saw (its validation fold is carved from these)
+    fileio.write_json(
+        {"label": label, "patients": patients, "labels": labels}, Path(out_dir) / "patients.json"
+    )
+    log.info(
+        "%s on %d training patients: best epoch %s of %d",
+        preset,
+        len(patients),
+        metrics.get("best_epoch"),
+        len(metrics.get("epochs", [])),
+    )
+
+
+def train_subregion_models(
+    inputs: Mapping[int, Mapping[str, PathLike]],
+    splits: PathLike,
+    clinical: PathLike,
+    out_dir: PathLike,
+    *,
+    label: str,
+    preset: str,
+    overrides: Mapping[str, Any],
+    seed: int,
+    threads: int = 1,
+    mark_untrained: bool = False,
+) -> None:
+    """One deep model per habitat subregion (the habitat study's per-subregion networks).
+
+    Each subregion's network is trained exactly as :func:`train_deep_model` trains one model
+    (same preset, overrides and seed; **training** patients only; its validation fold carved
+    from them) on that subregion's tensors. The outputs are those of one model: ``checkpoint.pt``
+    bundles the subregions' checkpoints (:func:`hccrad.deep.train.write_subregion_bundle`),
+    ``metrics.json``, ``config.json`` and ``patients.json`` hold one entry per subregion, and
+    ``curves.png`` draws every subregion's curves.
+
+    Args:
+        inputs: Subregion -> ``{patient: tensor}`` (:func:`hccrad.patient.subregion_input_files`).
+        Others: As :func:`train_deep_model`.
+    """
+    import torch
+
+    # lazy: imports torch (hccrad.steps is imported by every job)
+    from hccrad.deep.train import plot_subregion_curves, write_subregion_bundle
+
+    if not inputs:
+        raise InputError(
+            "no per-subregion input tensors: no patient has a habitat subregion tensor",
+            file=splits,
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    members: dict[int, dict[str, Any]] = {}
+    metrics: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+    who: dict[str, Any] = {}
+    histories: dict[int, list[dict[str, Any]]] = {}
+    tmp = Path(tempfile.mkdtemp(prefix=".subregions.", dir=out))
+    try:
+        for i, sub_inputs in inputs.items():
+            log.info("habitat %d: %d patients with a tensor", i, len(sub_inputs))
+            sub = tmp / f"h{i}"
+            train_deep_model(
+                sub_inputs, splits, clinical, sub, label=label, preset=preset,
+                overrides=overrides, seed=seed, threads=threads, mark_untrained=mark_untrained,
+            )  # fmt: skip
+            members[i] = torch.load(sub / "checkpoint.pt", map_location="cpu", weights_only=False)
+            for name, store in (("metrics", metrics), ("config", configs), ("patients", who)):
+                with open(sub / f"{name}.json") as fh:
+                    store[str(i)] = json.load(fh)
+            if "history" in metrics[str(i)]:
+                histories[i] = metrics[str(i)]["history"]
+        write_subregion_bundle(members, out / "checkpoint.pt")
+        trained = [i for i, m in members.items() if not m.get("untrained")]
+        fileio.write_json(
+            {"per_subregion": True, "trained_subregions": trained, "subregions": metrics},
+            out / "metrics.json",
+        )
+        fileio.write_json({"per_subregion": True, "subregions": configs}, out / "config.json")
+        fileio.write_json({"label": label, "subregions": who}, out / "patients.json")
+        if histories:
+            plot_subregion_curves(histories, out / "curves.png")
+        else:
+            note = "no subregion model trained (see metrics.json)"
+            fileio.placeholder_png(out / "curves.png", "training curves", note)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def deep_subregion_outputs(
+    checkpoint: PathLike,
+    inputs: Mapping[int, Mapping[str, PathLike]],
+    dst_features: PathLike,
+    dst_predictions: PathLike,
+    *,
+    threads: int = 1,
+) -> None:
+    """Deep features and predictions of every patient from a per-subregion bundle.
+
+    ``features.parquet``: index patient, columns ``h{i}_deep_{j}`` (subregion ``i``'s frozen
+    penultimate activations; missing where the patient has no tensor for that subregion, which
+    the studies impute from the training patients; a subregion whose model could not be trained
+    gives the constant ``h{i}_deep_0``). ``predictions.parquet``: ``subregion, patient, prob``.
+    """
+    import pandas as pd
+    import torch
+
+    # lazy: imports torch (hccrad.steps is imported by every job)
+    from hccrad.deep.extract import extract_features
+    from hccrad.deep.train import model_from_checkpoint, predict, read_subregion_bundle
+
+    torch.set_num_threads(max(1, threads))
+    bundle = read_subregion_bundle(checkpoint)
+    feats, preds = [], []
+    for i, ckpt in bundle.items():
+        sub = inputs.get(i, {})
+        patients = sorted(sub)
+        if not patients:
+            continue
+        index = pd.Index(patients, name="patient")
+        if ckpt.get("untrained"):
+            feats.append(pd.DataFrame({f"h{i}_deep_0": 0.0}, index=index))
+            preds.append(pd.DataFrame({"subregion": i, "patient": patients, "prob": 0.5}))
+            continue
+        model, _ = model_from_checkpoint(ckpt, device="auto", source=checkpoint)
+        paths_ = [sub[p] for p in patients]
+        feats.append(extract_features(model, paths_, patients).add_prefix(f"h{i}_"))
+        pred = predict(model, paths_, patients=patients).drop(columns="path")
+        pred.insert(0, "subregion", i)
+        preds.append(pred)
+    if not feats:
+        raise InputError("no patient has a tensor of a modelled subregion", file=checkpoint)
+    table = pd.concat(feats, axis=1, join="outer").sort_index()
+    table.index.name = "patient"
+    fileio.write_parquet(table, dst_features, index=True)
+    fileio.write_parquet(pd.concat(preds, ignore_index=True), dst_predictions)
+    log.info("%d patients: %d deep features over %d subregions", len(table), table.shape[1],
+             len(bundle))  # fmt: skip
+
+
+def deep_subregion_gradcam(
+    checkpoint: PathLike,
+    inputs: Mapping[int, Mapping[str, PathLike]],
+    out_dir: PathLike,
+    *,
+    max_patients: int = 6,
+) -> None:
+    """Grad-CAM overlays ``{patient}_h{i}.png`` of every subregion's model for the first
+    ``max_patients`` patients (sorted) that have that subregion's tensor."""
+    # lazy: imports torch (hccrad.steps is imported by every job)
+    from hccrad.deep.gradcam import gradcam_overlay
+    from hccrad.deep.inputs import DeepInput
+    from hccrad.deep.train import model_from_checkpoint, read_subregion_bundle
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = 0
+    for i, ckpt in read_subregion_bundle(checkpoint).items():
+        if ckpt.get("untrained"):
+            fileio.placeholder_png(out / f"untrained_h{i}.png", f"Grad-CAM, habitat {i}",
+                                   "model not trained")  # fmt: skip
+            continue
+        model, _ = model_from_checkpoint(ckpt, device="cpu", source=checkpoint)
+        for patient in sorted(inputs.get(i, {}))[:max_patients]:
+            x = DeepInput.load(inputs[i][patient]).x
+            gradcam_overlay(model, x, out / f"{patient}_h{i}.png", title=f"{patient}, habitat {i}")
+            drawn += 1
+    log.info("Grad-CAM overlays: %d in %s", drawn, out)
+
+
+def deep_model_outputs(
+    checkpoint: PathLike,
+    inputs: Mapping[str, PathLike],
+    splits: PathLike,
+    dst_features: PathLike,
+    dst_predictions: PathLike,
+    dst_mil: PathLike | None = None,
+    *,
+    mil_bins: int = 10,
+    mil_words: int = 10,
+    threads: int = 1,
+) -> None:
+    """Deep features and predictions of every patient; MIL features for slice models.
+
+    Writes ``features.parquet`` (index patient, ``deep_i``: frozen penultimate activations),
+    ``predictions.parquet`` (per patient, or per instance for MIL: ``prob``) and, for slice-level
+    (MIL) models, ``mil_features.parquet`` (PLH + BoW TF-IDF, the IDF fitted on the training
+    patients' bags only, :mod:`hccrad.deep.mil`).
+    """
+    import pandas as pd
+    import torch
+
+    # lazy: imports torch (hccrad.steps is imported by every job)
+    from hccrad.deep.extract import extract_features
+    from hccrad.deep.mil import MILFeatures, bags_from_table
+    from hccrad.deep.train import predict
+
+    torch.set_num_threads(max(1, threads))
+    patients = sorted(inputs)
+    paths_ = [inputs[p] for p in patients]
+    if is_untrained(checkpoint):
+        index = pd.Index(patients, name="patient")
+        fileio.write_parquet(pd.DataFrame({"deep_0": 0.0}, index=index), dst_features, index=True)
+        fileio.write_parquet(pd.DataFrame({"patient": patients, "prob": 0.5}), dst_predictions)
+        if dst_mil is not None:
+            fileio.write_parquet(pd.DataFrame({"plh_0": 1.0}, index=index), dst_mil, index=True)
+        log.warning("untrained model: constant features for %d patients", len(patients))
+        return
+    feats = extract_features(checkpoint, paths_, patients, device="auto")
+    fileio.write_parquet(feats, dst_features, index=True)
+    pred = predict(checkpoint, paths_, patients=patients, device="auto")
+    fileio.write_parquet(pred.drop(columns="path"), dst_predictions)
+    if dst_mil is not None:
+        if "instance" not in pred:
+            raise ValueError("MIL features need a slice-level model (input_kind 'slice')")
+        names, bags = bags_from_table(pred)
+        split = pd.read_parquet(splits).set_index("patient")["split"]
+        train = [b for n, b in zip(names, bags, strict=True) if split.get(n) == "train"]
+        mil = MILFeatures(plh_bins=mil_bins, bow_words=mil_words).fit(train)
+        table = pd.DataFrame(
+            mil.transform(bags), index=pd.Index(names, name="patient"),
+            columns=list(mil.get_feature_names_out()),
+        )  # fmt: skip
+        fileio.write_parquet(table, dst_mil, index=True)
+    log.info("%d patients: %d deep features", len(patients), feats.shape[1])
+
+
+def deep_gradcam(
+    checkpoint: PathLike,
+    inputs: Mapping[str, PathLike],
+    out_dir: PathLike,
+    *,
+    max_patients: int = 6,
+) -> None:
+    """Grad-CAM overlays (``{patient}.png``) for the first ``max_patients`` patients (sorted)."""
+    # lazy: imports torch (hccrad.steps is imported by every job)
+    from hccrad.deep.gradcam import gradcam_overlay
+    from hccrad.deep.inputs import DeepInput
+    from hccrad.deep.train import resolve_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if is_untrained(checkpoint):
+        fileio.placeholder_png(
+            out / "untrained.png", "Grad-CAM", "model not trained (see its metrics.json)"
+        )
+        return
+    model, _kind = resolve_model(checkpoint, "cpu")
+    for patient in sorted(inputs)[:max_patients]:
+        x = DeepInput.load(inputs[patient]).x
+        gradcam_overlay(model, x, out / f"{patient}.png", title=patient)
+    log.info("Grad-CAM overlays for %d patients in %s", min(len(inputs), max_patients), out)
+
+
+def is_untrained(checkpoint: PathLike) -> bool:
+    """Whether ``checkpoint`` is the marker :func:`train_deep_model` writes when it cannot train."""
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return isinstance(ckpt, dict) and bool(ckpt.get("untrained"))

@@ -1,0 +1,107 @@
+"""Radiomics steps: whole-region features of one image, the cohort tables and the inter-reader
+ICC."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hccrad import fileio, imageio
+from hccrad.fileio import PathLike
+from hccrad.preprocess import largest_component
+
+log = logging.getLogger(__name__)
+
+
+def extract_radiomics(
+    image: PathLike,
+    regions: Mapping[str, PathLike],
+    dst_json: PathLike,
+    *,
+    params: PathLike,
+    patient: str,
+    phase: str,
+    index_lesion: bool = False,
+) -> None:
+    """Whole-region PyRadiomics features of one image for each region mask (e.g. tumor, ring).
+
+    With ``index_lesion`` each mask is first reduced to its largest connected component (a
+    second reader's raw tumor mask, say). Writes ``{"patient", "phase", "params", "regions":
+    {name: {"features", "diagnostics"}}}``.
+    """
+    # lazy: imports pandas (hccrad.steps is imported by every job)
+    from hccrad.radiomics import extract_region_features
+
+    img = imageio.read_image(image, patient=patient, phase=phase)
+    out: dict[str, Any] = {"patient": patient, "phase": phase, "params": str(params), "regions": {}}
+    for name, mask_path in regions.items():
+        mask = imageio.read_mask(mask_path, img, patient=patient, phase=phase, kind=name)
+        if index_lesion:
+            mask = largest_component(mask)
+        features, diagnostics = extract_region_features(
+            img, mask, params, patient=patient, phase=phase, mask_file=mask_path
+        )
+        out["regions"][name] = {"features": features, "diagnostics": diagnostics}
+        log.info("%s %s %s: %d features", patient, phase, name, len(features))
+    fileio.write_json(out, dst_json)
+
+
+def _region_records(jsons: Sequence[PathLike], reader: str = "reader1") -> list[dict[str, Any]]:
+    """Per patient x phase x region records (see hccrad.radiomics) from extraction JSONs.
+
+    Each JSON is one image's extraction (:func:`extract_radiomics`) or one patient's
+    (:func:`hccrad.patient.extract_patient_radiomics`: its ``reader`` list of those).
+    """
+    images = []
+    for path in jsons:
+        with open(path) as fh:
+            rec = json.load(fh)
+        images += rec.get(reader, [rec])
+    records = []
+    for rec in images:
+        for region, values in rec["regions"].items():
+            records.append(
+                {
+                    "patient": rec["patient"],
+                    "phase": rec["phase"],
+                    "region": region,
+                    "features": values["features"],
+                    "diagnostics": values["diagnostics"],
+                }
+            )
+    return records
+
+
+def aggregate_radiomics(
+    jsons: Sequence[PathLike], dst_features: PathLike, dst_diagnostics: PathLike
+) -> None:
+    """Cohort radiomics table (one row per patient, ``{phase}_{region}_{feature}`` columns)."""
+    # lazy: imports pandas (hccrad.steps is imported by every job)
+    from hccrad.radiomics import cohort_diagnostics_table, cohort_feature_table
+
+    records = _region_records(jsons)
+    fileio.write_parquet(cohort_feature_table(records), dst_features, index=True)
+    fileio.write_parquet(cohort_diagnostics_table(records), dst_diagnostics, index=True)
+
+
+def reader_icc(jsons: Sequence[PathLike], dst: PathLike) -> None:
+    """Per-feature inter-reader ICC(2,1) and ICC(3,1) of the tumor features, per phase.
+
+    Reader 1's index lesion versus reader 2's (largest component of the second reader's mask),
+    same image, same parameters, from per-patient radiomics JSONs
+    (:func:`hccrad.patient.extract_patient_radiomics`); one row per ``{phase}_tumor_{feature}``
+    with ``icc2_1``, ``icc3_1`` and ``n`` (patients with both readers on that phase).
+    """
+    # lazy: imports pandas (hccrad.steps is imported by every job)
+    from hccrad.icc import feature_icc
+    from hccrad.radiomics import cohort_feature_table
+
+    def tumor_table(reader: str) -> Any:
+        records = [r for r in _region_records(jsons, reader) if r["region"] == "tumor"]
+        return cohort_feature_table(records)
+
+    reader2 = tumor_table("reader2")
+    reader1 = tumor_table("reader1").reindex(index=reader2.index, columns=reader2.columns)
+    fileio.write_parquet(feature_icc(reader1, reader2), dst, index=True)
