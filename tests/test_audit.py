@@ -654,3 +654,16 @@ def test_identifier_matcher_equals_the_lookbehind_definition():
         assert matcher.find(blob) == want, blob
         n_hits += bool(want)
     assert 300 < n_hits < 2900  # both outcomes well represented
+
+
+def test_leftover_temporary_files_are_bookkeeping(tmp_path):
+    """A killed writer's temporary file (hccrad.fileio's names) is never a result."""
+    from hccrad.audit._io import is_bookkeeping
+    from hccrad.fileio import atomic_path
+
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "image.nii.gz", suffix=".nii.gz"):
+        names = [p.name for p in tmp_path.iterdir()]
+        raise RuntimeError("killed")
+    assert len(names) == 1 and is_bookkeeping(f"A/P1/AP/register/{names[0]}")
+    assert is_bookkeeping("A/P1/.table.parquet.k2j4.tmp")
+    assert not is_bookkeeping("A/P1/AP/register/image.nii.gz")

@@ -7,7 +7,7 @@ import pandas as pd
 from hccrad.cli import main
 
 
-def test_synth_then_validate(tmp_path, caplog):
+def test_synth_then_validate(tmp_path, caplog, capsys):
     out = tmp_path / "ct"
     assert (
         main(["synth", "--out", str(out), "--patients", "2", "--modality", "CT", "--seed", "5"])
@@ -26,6 +26,13 @@ def test_synth_then_validate(tmp_path, caplog):
     ]
     assert main(args) == 0
     assert "ok: 2 patients, 4 images" in caplog.text
+    # the plan (hccrad.plan.CohortPlan.summary): patients per stage, studies, skipped studies
+    plan = capsys.readouterr().out.splitlines()
+    assert "patients: 2" in plan and "radiomics: 2" in plan and "habitats: 0" in plan
+    assert "  mil_slices: 2" in plan and "  mil_er/mil_slices: 2" in plan
+    skipped = plan[plan.index("skipped studies:") + 1 :]
+    assert "  habitat_grade: no MR patient in the cohort" in skipped
+    assert not any("mil_er" in line for line in skipped)
 
 
 def test_validate_reports_problems_and_fails(tmp_path, caplog):

@@ -1,12 +1,24 @@
 """Configuration validation and typed settings."""
 
+import ast
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from hccrad.config import ConfigError, load_settings, settings_from_config, validate_config
+from hccrad.config import (
+    DEFAULT_STUDY_FILES,
+    ConfigError,
+    DeepInputSpec,
+    Normalization,
+    PreprocessSettings,
+    Segmentation,
+    load_settings,
+    register_params,
+    settings_from_config,
+    validate_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,11 +159,65 @@ def test_habitat_settings():
     )
     h = s.habitats
     assert h.phases == ("PVP",) and h.features == ("PVP_intensity",) and h.k_range == (3, 9)
-    vm = h.voxelmap_settings()
-    assert (vm.kernel_radius, vm.bin_width, vm.bin_count) == (2, 25, None)
-    assert vm.classes == ("firstorder", "glcm", "glrlm", "gldm", "ngtdm")
-    cs = h.cluster_settings(seed=5)
-    assert cs.seed == 5 and cs.ks() == list(range(3, 10))
+    assert (h.kernel_radius, h.bin_width, h.bin_count) == (2, 25, None)
+    assert h.classes == ("firstorder", "glcm", "glrlm", "gldm", "ngtdm")
+    assert (h.k, h.n_init, h.silhouette_sample) == (None, 10, 3000)
+
+
+def test_typed_sections_carry_the_schema_defaults():
+    s = settings_from_config({"cohort": "c.tsv", "clinical": "k.tsv"})
+    assert s.segmentation == Segmentation(
+        enabled=True, holdout_fraction=0.2, checkpoint=None, threads=2, train={}
+    )
+    assert (s.deep.enabled, s.deep.train_gpus, s.deep.threads) == (True, 1, 2)
+    assert s.deep.inputs == {} and s.deep_inputs is s.deep.inputs
+    assert s.studies == DEFAULT_STUDY_FILES and len(s.studies) == 5
+    t = settings_from_config(
+        {"cohort": "c.tsv", "clinical": "k.tsv", "studies": ["a.yaml"], "deep": {"enabled": False}}
+    )
+    assert t.studies == ("a.yaml",) and t.deep.active_inputs == {}
+
+
+def test_job_params_are_plain_data_and_read_back():
+    """The preprocessing jobs rebuild what they use from their params (plain data: Snakemake
+    compares only built-in values between runs)."""
+    s = load_settings(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    spec = s.deep_inputs["mil_slices"]
+    param = spec.as_param()
+    assert isinstance(param, dict) and DeepInputSpec.from_param(param) == spec
+    assert ast.literal_eval(repr(param)) == param  # Snakemake records a faithful repr
+    mod = s.modality("MR")
+    assert Normalization.from_param(mod.normalization.as_param()) == mod.normalization
+    params = {
+        **register_params(s),
+        "phases": ["AP", "PVP"],
+        "reference": "AP",
+        "n4": True,
+        "modality": "MR",
+        "normalization": mod.normalization.as_param(),
+        "ring": (s.ring_distance_mm, s.ring_clip_to_liver),
+    }
+    job = PreprocessSettings.from_params(params)
+    for name in (
+        "spacing",
+        "n4_shrink_factor",
+        "n4_iterations",
+        "n4_convergence_threshold",
+        "n4_spline_distance_mm",
+        "registration_method",
+        "registration_refine",
+        "seed",
+        "keep_intermediates",
+        "ring_distance_mm",
+        "ring_clip_to_liver",
+    ):
+        assert getattr(job, name) == getattr(s, name), name
+    assert job.modality("MR").normalization == mod.normalization
+    assert job.modality("MR").reference_phase == "AP"
+    with pytest.raises(ConfigError, match="'CT' is not among the job's params"):
+        job.modality("CT")
+    # a registration job has no modality params
+    assert PreprocessSettings.from_params(register_params(s)).modalities == {}
 
 
 def test_habitat_inputs_without_habitats_are_allowed():

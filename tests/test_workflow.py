@@ -60,12 +60,12 @@ def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
 
 
 def segmentation_on(settings) -> bool:
-    return bool(settings.segmentation["enabled"])
+    return bool(settings.segmentation.enabled)
 
 
 def segmentation_role(rows: pd.DataFrame, settings) -> str | None:
     """The patient's role for the U-Net: train, held (held out, Dice), missing (predicted)."""
-    from hccrad.steps import segmentation_holdout
+    from hccrad.plan import segmentation_holdout
 
     if not segmentation_on(settings):
         return None
@@ -73,7 +73,7 @@ def segmentation_role(rows: pd.DataFrame, settings) -> str | None:
     ref = rows[rows["phase"] == ref_phase].iloc[0]
     if ref["tumor_mask"] and ref["liver_mask"]:
         patient = rows["patient"].iloc[0]
-        fraction = settings.segmentation["holdout_fraction"]
+        fraction = settings.segmentation.holdout_fraction
         return "held" if segmentation_holdout(patient, settings.seed, fraction) else "train"
     return "missing"
 
@@ -324,7 +324,7 @@ def test_segmentation_outputs(first_run):
     seg = first_run / "results/cohort/segmentation"
     metrics = json.loads((seg / "metrics.json").read_text())
     assert held, "the tiny cohort must hold out at least one patient"
-    assert len(metrics["epochs"]) == settings.segmentation["train"]["epochs"]
+    assert len(metrics["epochs"]) == settings.segmentation.train["epochs"]
     assert metrics["epochs"][-1]["loss"] < metrics["epochs"][0]["loss"]
     trained_on = set(metrics["train_patients"]) | set(metrics["val_patients"])
     assert trained_on == {p for p, r in roles.items() if r == "train"}  # held-out never seen

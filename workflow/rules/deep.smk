@@ -33,12 +33,14 @@ rule train_deep_model:
         gpu=DEEP_TRAIN_GPUS,
     params:
         # listed so that changing the model's definition retrains it
-        spec=lambda w: deep_model_spec(w.study, w.model),
-        input_key=lambda w: deep_model_input_key(w.study, w.model),
+        spec=lambda w: PLAN.deep_model_spec(w.study, w.model),
+        input_key=lambda w: PLAN.deep_model_input(w.study, w.model).key,
         label=lambda w: STUDIES[w.study].label,
         seed=SETTINGS.seed,
         # one network per habitat subregion (a region: habitats input)
-        per_subregion=lambda w: deep_model_per_subregion(w.study, w.model),
+        per_subregion=lambda w: PLAN.deep_model_input(
+            w.study, w.model
+        ).spec.per_subregion,
     script:
         "../scripts/train_deep_model.py"
 
@@ -70,10 +72,12 @@ rule deep_model_outputs:
         mem_mb=8000,
         runtime=60,
     params:
-        spec=lambda w: deep_model_spec(w.study, w.model),
-        input_key=lambda w: deep_model_input_key(w.study, w.model),
+        spec=lambda w: PLAN.deep_model_spec(w.study, w.model),
+        input_key=lambda w: PLAN.deep_model_input(w.study, w.model).key,
         # {patient: normalize manifest} (inputs of train_deep_model)
         manifests=lambda w: deep_model_inputs(w.study, w.model),
-        per_subregion=lambda w: deep_model_per_subregion(w.study, w.model),
+        per_subregion=lambda w: PLAN.deep_model_input(
+            w.study, w.model
+        ).spec.per_subregion,
     script:
         "../scripts/deep_model_outputs.py"

@@ -25,6 +25,7 @@ rule cluster_habitats:
     params:
         # listed so that changing them reruns the maps and the clustering
         stage=lambda w: SETTINGS.radiomics_stage[COHORT.modality(w.patient)],
+        phases=list(HABITATS.phases),
         spacing=HABITATS.spacing,
         kernel_radius=HABITATS.kernel_radius,
         bins=(HABITATS.bin_width, HABITATS.bin_count),
@@ -32,6 +33,9 @@ rule cluster_habitats:
         engine=HABITATS.engine,
         features=HABITATS.features,
         k_range=list(HABITATS.k_range),
+        k=HABITATS.k,
+        n_init=HABITATS.n_init,
+        silhouette_sample=HABITATS.silhouette_sample,
         seed=SETTINGS.seed,
     script:
         "../scripts/cluster_habitats.py"
@@ -104,8 +108,10 @@ rule assign_habitats:
         stage=lambda w: SETTINGS.radiomics_stage[COHORT.modality(w.patient)],
         phases=lambda w: COHORT.phases(w.patient),
         # the per-subregion input tensors this patient gets: {name: definition}
-        deep_inputs=lambda w: {s.name: repr(s) for s in habitat_deep_inputs(w.patient)},
-        normalization=lambda w: modality_of(w).normalization,
+        deep_inputs=lambda w: {
+            s.name: s.as_param() for s in PLAN.habitat_deep_inputs(w.patient)
+        },
+        normalization=lambda w: modality_of(w).normalization.as_param(),
     script:
         "../scripts/assign_habitats.py"
 

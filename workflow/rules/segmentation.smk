@@ -17,17 +17,17 @@ rule train_segmentation:
     priority: CHAIN_PRIORITY
     conda:
         DEEP_ENV
-    threads: SEGMENTATION["threads"]
+    threads: SEGMENTATION.threads
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=0,
     params:
         # listed so that changing them retrains
-        train=SEGMENTATION["train"],
-        holdout=SEGMENTATION["holdout_fraction"],
+        train=SEGMENTATION.train,
+        holdout=SEGMENTATION.holdout_fraction,
         seed=SETTINGS.seed,
-        references=lambda w: reference_phases(segmentation_sets()[0]),
+        references=lambda w: reference_phases(PLAN.segmentation.train),
     script:
         "../scripts/train_segmentation.py"
 
@@ -73,6 +73,6 @@ rule evaluate_segmentation:
         mem_mb=4000,
         runtime=60,
     params:
-        references=lambda w: reference_phases(segmentation_sets()[1]),
+        references=lambda w: reference_phases(PLAN.segmentation.held_out),
     script:
         "../scripts/evaluate_segmentation.py"

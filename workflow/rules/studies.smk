@@ -26,7 +26,7 @@ rule study_splits:
         runtime=10,
     params:
         seed=SETTINGS.seed,
-        patients=lambda wildcards: study_patients(wildcards.study),
+        patients=lambda wildcards: PLAN.study_patients(wildcards.study),
     script:
         "../scripts/study_splits.py"
 
@@ -55,7 +55,7 @@ for _study in STUDIES:
             runtime=30,
         params:
             seed=SETTINGS.seed,
-            patients=study_patients(_study),
+            patients=PLAN.study_patients(_study),
             out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
         script:
             "../scripts/run_study.py"

@@ -2,26 +2,31 @@
 index lesion, then K-means on the tumor's voxel features for every k."""
 
 from hccrad import patient, steps
-from hccrad.config import settings_from_config
-from hccrad.habitats import derive_seed
+from hccrad.habitats import HabitatSettings, derive_seed
 from hccrad.runlog import job_logging
+from hccrad.voxelmaps import VoxelMapSettings
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
-    settings = settings_from_config(snakemake.config)
-    habitats = settings.habitats
+    params = snakemake.params
     name = snakemake.wildcards.patient
     out = snakemake.output
-    phases = habitats.phases
+    phases = params.phases
+    bin_width, bin_count = params.bins
     patient.compute_patient_voxel_maps(
         patient=name,
         registration=snakemake.input.registration,
         normalization=snakemake.input.normalization,
-        stage=snakemake.params.stage,
+        stage=params.stage,
         phases=phases,
         outputs={ph: (out[f"maps_{ph}"], out[f"image_{ph}"], out[f"mask_{ph}"]) for ph in phases},
-        spacing=habitats.spacing,
-        settings=habitats.voxelmap_settings(n_jobs=snakemake.threads),
-        engine=habitats.engine,
+        spacing=params.spacing,
+        settings=VoxelMapSettings(
+            kernel_radius=params.kernel_radius,
+            bin_width=bin_width,
+            bin_count=bin_count,
+            classes=tuple(params.classes),
+        ),
+        engine=params.engine,
     )
     steps.cluster_habitats(
         {ph: out[f"maps_{ph}"] for ph in phases},
@@ -30,7 +35,13 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
         out.clusters,
         out.metrics,
         out.centroids,
-        features=habitats.features,
-        settings=habitats.cluster_settings(derive_seed(settings.seed, "habitats", name)),
+        features=params.features,
+        settings=HabitatSettings(
+            k_range=tuple(params.k_range),
+            k=params.k,
+            seed=derive_seed(params.seed, "habitats", name),
+            n_init=params.n_init,
+            silhouette_sample=params.silhouette_sample,
+        ),
         patient=name,
     )

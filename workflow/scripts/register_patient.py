@@ -3,18 +3,19 @@ registered onto the reference phase, with the sheet's masks carried into that sp
 whose masks the U-Net predicts; the others go through preprocess_patient)."""
 
 from hccrad import patient
-from hccrad.config import settings_from_config
+from hccrad.config import PreprocessSettings
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
+    params = dict(snakemake.params.items())
     images, masks = patient.split_raw_inputs(dict(snakemake.input.items()))
     patient.register_patient(
         center=snakemake.wildcards.center,
         patient=snakemake.wildcards.patient,
-        images={ph: images[ph] for ph in snakemake.params.phases},
+        images={ph: images[ph] for ph in params["phases"]},
         masks=masks,
-        reference=snakemake.params.reference,
-        settings=settings_from_config(snakemake.config),
-        n4=snakemake.params.n4,
+        reference=params["reference"],
+        settings=PreprocessSettings.from_params(params),
+        n4=params["n4"],
         manifest=snakemake.output.manifest,
     )

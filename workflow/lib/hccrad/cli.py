@@ -3,7 +3,8 @@
 ``hccrad synth``     write the embedded synthetic multi-center demo cohort
 ``hccrad voxelmaps`` voxel-level radiomics feature maps of one image and mask
 ``hccrad validate``  check a configuration, its cohort sheet and clinical table (what the workflow
-                     checks before any job runs)
+                     checks before any job runs), then print the plan: patients per stage, deep
+                     inputs and models, studies and the skipped ones with the reason
 ``hccrad audit``     audit a run (``run``), compare two runs (``compare``), search outputs for DICOM
                      identifiers (``privacy``); docs/audit.md
 """
@@ -15,16 +16,25 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hccrad import __version__
+from hccrad.audit import audit_from_config, compare_runs
+from hccrad.audit.compare import DEFAULT_IGNORED_KEYS
+from hccrad.audit.privacy import privacy_table, scan_paths, sheet_identifiers
+from hccrad.config import load_settings, project_file
 from hccrad.errors import HccradError
+from hccrad.fileio import write_tsv
+from hccrad.plan import CohortPlan
+from hccrad.sheets import load_cohort
+from hccrad.studies import load_studies
+from hccrad.synth import write_cohort
+from hccrad.voxelmaps import IMPLEMENTED_CLASSES, VoxelMapSettings, write_voxel_maps
 
 log = logging.getLogger("hccrad")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from hccrad.synth import write_cohort
-
     paths = write_cohort(
         args.out,
         seed=args.seed,
@@ -38,9 +48,6 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from hccrad.config import load_settings
-    from hccrad.sheets import load_cohort
-
     settings = load_settings(args.config, cohort=args.cohort, clinical=args.clinical)
     cohort = load_cohort(settings, check_files=not args.no_file_check)
     by_center: dict[str, int] = {}
@@ -50,12 +57,27 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     log.info("ok: %d patients, %d images (%s)", len(cohort.patients), len(cohort.records), centers)
     for patient, reasons in cohort.excluded.items():
         log.warning("excluded %s: %s", patient, "; ".join(reasons))
+    studies = load_studies([project_file(f) for f in settings.studies], check_estimators=False)
+    print(format_plan(CohortPlan(settings, cohort, studies).summary()))
     return 0
 
 
-def _cmd_voxelmaps(args: argparse.Namespace) -> int:
-    from hccrad.voxelmaps import IMPLEMENTED_CLASSES, VoxelMapSettings, write_voxel_maps
+def format_plan(summary: dict[str, object], indent: str = "") -> str:
+    """The plan summary (:meth:`hccrad.plan.CohortPlan.summary`) as indented text lines."""
+    lines = []
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            lines.append(f"{indent}{key}:" + ("" if value else " none"))
+            lines.extend(
+                f"{indent}  {k}: {v}" if not isinstance(v, dict) else format_plan(v, indent + "  ")
+                for k, v in value.items()
+            )
+        else:
+            lines.append(f"{indent}{key}: {value}")
+    return "\n".join(lines)
 
+
+def _cmd_voxelmaps(args: argparse.Namespace) -> int:
     classes = tuple(args.classes) if args.classes else IMPLEMENTED_CLASSES
     settings = VoxelMapSettings(
         kernel_radius=args.kernel_radius,
@@ -70,8 +92,6 @@ def _cmd_voxelmaps(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_run(args: argparse.Namespace) -> int:
-    from hccrad.audit import audit_from_config
-
     summary = audit_from_config(
         args.config, args.results, cohort=args.cohort, clinical=args.clinical
     )
@@ -82,9 +102,6 @@ def _cmd_audit_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_compare(args: argparse.Namespace) -> int:
-    from hccrad.audit import compare_runs
-    from hccrad.audit.compare import DEFAULT_IGNORED_KEYS
-
     result = compare_runs(
         args.run_a,
         args.run_b,
@@ -94,16 +111,11 @@ def _cmd_audit_compare(args: argparse.Namespace) -> int:
     )
     print(result.report())
     if args.out is not None:
-        from hccrad.audit._io import write_tsv
-
         write_tsv(result.to_frame(), args.out)
     return 0 if result.identical else 1
 
 
 def _cmd_audit_privacy(args: argparse.Namespace) -> int:
-    from hccrad.audit.privacy import privacy_table, scan_paths, sheet_identifiers
-    from hccrad.config import load_settings
-
     settings = load_settings(args.config, cohort=args.cohort)
     identifiers = sheet_identifiers(settings.cohort)
     hits, n = scan_paths(args.scan or [Path("results")], identifiers)
@@ -114,13 +126,8 @@ def _cmd_audit_privacy(args: argparse.Namespace) -> int:
     return 1 if hits else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``hccrad`` command."""
-    parser = argparse.ArgumentParser(prog="hccrad", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"hccrad {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_synth(sub: Any) -> None:
+    """The ``synth`` subcommand."""
     p = sub.add_parser("synth", help="write the synthetic multi-center demo cohort")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
@@ -133,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_synth)
 
+
+def _add_voxelmaps(sub: Any) -> None:
+    """The ``voxelmaps`` subcommand."""
     p = sub.add_parser("voxelmaps", help="voxel-level radiomics feature maps of one image and mask")
     p.add_argument("image", type=Path, help="image (NIfTI, NRRD or DICOM series folder)")
     p.add_argument("mask", type=Path, help="mask in the image's geometry (non-zero = ROI)")
@@ -156,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_voxelmaps)
 
+
+def _add_validate(sub: Any) -> None:
+    """The ``validate`` subcommand."""
     p = sub.add_parser(
         "validate", help="validate a config with its cohort sheet and clinical table"
     )
@@ -165,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-file-check", action="store_true", help="do not check that files exist")
     p.set_defaults(func=_cmd_validate)
 
+
+def _add_audit(sub: Any) -> None:
+    """The ``audit`` subcommands (run, compare, privacy)."""
     p = sub.add_parser("audit", help="reproducibility and privacy audit of a run (docs/audit.md)")
     audit = p.add_subparsers(dest="audit_command", required=True)
     a = audit.add_parser("run", help="write results/cohort/audit/ for a finished run")
@@ -206,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder or file to search (repeatable; default: results)",
     )
     a.set_defaults(func=_cmd_audit_privacy)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hccrad`` command."""
+    parser = argparse.ArgumentParser(prog="hccrad", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"hccrad {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for add in (_add_synth, _add_voxelmaps, _add_validate, _add_audit):
+        add(sub)
     return parser
 
 

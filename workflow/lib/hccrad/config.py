@@ -7,8 +7,10 @@ then exposed as frozen dataclasses so that code never digs through nested dictio
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,11 @@ from hccrad.errors import ConfigError
 
 #: Center names that would collide with the workflow's own folders under ``results/``.
 RESERVED_NAMES = frozenset({"cohort", "logs", "benchmarks", "qc"})
+
+#: The five seed studies (``config/studies/{name}.yaml``), in MISSION.md order.
+SEED_STUDIES = ("habitat_grade", "mvi_biregional", "er_fusion", "mil_er", "proliferative_tace")
+#: Study files run when the configuration names none (config key ``studies``).
+DEFAULT_STUDY_FILES = tuple(f"config/studies/{name}.yaml" for name in SEED_STUDIES)
 
 #: Modality settings used when the configuration names no ``modalities`` at all.
 DEFAULT_MODALITIES: dict[str, dict[str, Any]] = {
@@ -50,6 +57,15 @@ def schema_dir() -> Path:
             "of the workflow (pip install -e .)"
         )
     return here
+
+
+def project_file(path: str | Path, root: str | Path | None = None) -> str:
+    """A file named in the configuration: as given when it is absolute or exists from the
+    working directory, else relative to the workflow's folder ``root`` (default: this checkout),
+    so that shipped presets (``config/studies/*.yaml``) work from any working directory."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return str(path)
+    return os.path.join(str(root) if root is not None else str(schema_dir().parents[1]), path)
 
 
 # libyaml's loader when PyYAML was built with it (about 10x faster; the same YAML 1.1 rules):
@@ -177,30 +193,6 @@ class Habitats:
     silhouette_sample: int
     n_init: int
 
-    def voxelmap_settings(self, n_jobs: int = 1) -> Any:
-        """The :class:`hccrad.voxelmaps.VoxelMapSettings` of these maps."""
-        from hccrad.voxelmaps import VoxelMapSettings
-
-        return VoxelMapSettings(
-            kernel_radius=self.kernel_radius,
-            bin_width=self.bin_width,
-            bin_count=self.bin_count,
-            classes=self.classes,
-        )
-
-    def cluster_settings(self, seed: int) -> Any:
-        """The :class:`hccrad.habitats.HabitatSettings` with the given (patient) seed."""
-        from hccrad.habitats import HabitatSettings
-
-        return HabitatSettings(
-            k_range=self.k_range,
-            k=self.k,
-            seed=seed,
-            n_init=self.n_init,
-            silhouette_sample=self.silhouette_sample,
-            order_by=self.order_by,
-        )
-
 
 @dataclass(frozen=True)
 class DeepInputSpec:
@@ -228,6 +220,21 @@ class DeepInputSpec:
         """One tensor per habitat subregion (built by ``assign_habitats``), not per region."""
         return self.region == "habitats"
 
+    def as_param(self) -> dict[str, Any]:
+        """Plain data of this spec, for a rule's ``params`` (Snakemake compares them between runs
+        only when they are built-in types; :meth:`from_param` reads them back in the job)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_param(cls, data: Mapping[str, Any]) -> DeepInputSpec:
+        """The spec of :meth:`as_param`'s data."""
+        d = dict(data)
+        d["modalities"] = tuple(d["modalities"])
+        d["phases"] = tuple(d["phases"])
+        if d.get("offsets") is not None:
+            d["offsets"] = tuple(d["offsets"])
+        return cls(**d)
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -251,6 +258,18 @@ class Normalization:
             return 1.0 if self.rescale else float(self.window_width)
         return 1.0
 
+    def as_param(self) -> dict[str, Any]:
+        """Plain data of these settings, for a rule's ``params`` (see
+        :meth:`DeepInputSpec.as_param`)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_param(cls, data: Mapping[str, Any]) -> Normalization:
+        """The settings of :meth:`as_param`'s data."""
+        d = dict(data)
+        d["percentiles"] = tuple(d["percentiles"])
+        return cls(**d)
+
 
 @dataclass(frozen=True)
 class Modality:
@@ -272,14 +291,90 @@ class Audit:
     truth: str | None = None
     fail_on_identifiers: bool = True
 
-    def options(self) -> Any:
-        """The :class:`hccrad.audit.AuditOptions` of these settings."""
-        from hccrad.audit.run import AuditOptions
 
-        return AuditOptions(
-            drift_threshold=self.drift_threshold,
-            icc_thresholds=self.icc_thresholds,
-            fail_on_identifiers=self.fail_on_identifiers,
+@dataclass(frozen=True)
+class Segmentation:
+    """The 3-D U-Net that predicts missing liver and tumor masks (config key ``segmentation``)."""
+
+    enabled: bool = True
+    holdout_fraction: float = 0.2
+    checkpoint: str | None = None
+    threads: int = 2
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deep:
+    """Deep-learning inputs and jobs (config key ``deep``)."""
+
+    enabled: bool = True
+    train_gpus: int = 1
+    threads: int = 2
+    inputs: dict[str, DeepInputSpec] = field(default_factory=dict)
+
+    @property
+    def active_inputs(self) -> dict[str, DeepInputSpec]:
+        """The inputs that are built: all of them when deep learning is enabled, else none."""
+        return self.inputs if self.enabled else {}
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """What one patient's preprocessing job uses, rebuilt in the job from the rule's ``params``
+    (:func:`preprocess_params`), so that every value it uses is one whose change reruns it.
+
+    Attribute names are those of :class:`Settings`, so the preprocessing functions take either.
+    """
+
+    spacing: tuple[float, float, float]
+    n4_shrink_factor: int
+    n4_iterations: tuple[int, ...]
+    n4_convergence_threshold: float
+    n4_spline_distance_mm: float
+    registration_method: str
+    registration_refine: bool
+    seed: int
+    keep_intermediates: bool
+    ring_distance_mm: float = 10.0
+    ring_clip_to_liver: bool = True
+    modalities: dict[str, Modality] = field(default_factory=dict)
+
+    def modality(self, name: str) -> Modality:
+        """The patient's modality (the only one these settings know)."""
+        try:
+            return self.modalities[name]
+        except KeyError:
+            raise ConfigError(f"modality {name!r} is not among the job's params") from None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> PreprocessSettings:
+        """Settings from the ``params`` of ``preprocess_patient``, ``register_patient`` or
+        ``normalize_patient`` (keys of :func:`preprocess_params`; the ring and modality keys
+        only where the job normalises)."""
+        shrink, iterations, threshold, spline = params["n4_settings"]
+        ring = params.get("ring", (10.0, True))
+        modalities = {}
+        if "normalization" in params:
+            modalities[params["modality"]] = Modality(
+                name=params["modality"],
+                phases=tuple(params["phases"]),
+                reference_phase=params["reference"],
+                n4=bool(params.get("n4", False)),
+                normalization=Normalization.from_param(params["normalization"]),
+            )
+        return cls(
+            spacing=_triple(params["spacing"]),
+            n4_shrink_factor=int(shrink),
+            n4_iterations=tuple(iterations),
+            n4_convergence_threshold=float(threshold),
+            n4_spline_distance_mm=float(spline),
+            registration_method=params["method"],
+            registration_refine=bool(params["refine"]),
+            seed=int(params["seed"]),
+            keep_intermediates=bool(params["keep_intermediates"]),
+            ring_distance_mm=float(ring[0]),
+            ring_clip_to_liver=bool(ring[1]),
+            modalities=modalities,
         )
 
 
@@ -307,9 +402,10 @@ class Settings:
     radiomics_stage: dict[str, str]
     radiomics_regions: tuple[str, ...]
     habitats: Habitats
-    deep_enabled: bool
-    deep_inputs: dict[str, DeepInputSpec]
-    segmentation: dict[str, Any]
+    deep: Deep
+    segmentation: Segmentation
+    #: Study files (config key ``studies``; :data:`DEFAULT_STUDY_FILES` when not given).
+    studies: tuple[str, ...] = DEFAULT_STUDY_FILES
     audit: Audit = Audit()
 
     def modality(self, name: str) -> Modality:
@@ -328,6 +424,29 @@ class Settings:
         for mod in self.modalities.values():
             seen.update(dict.fromkeys(mod.phases))
         return tuple(seen)
+
+    @property
+    def deep_inputs(self) -> dict[str, DeepInputSpec]:
+        """Every configured deep-learning input (``deep.inputs``), built or not."""
+        return self.deep.inputs
+
+
+def register_params(settings: Settings) -> dict[str, Any]:
+    """The cohort-wide ``params`` of the registration jobs (plain data;
+    :meth:`PreprocessSettings.from_params` reads them back)."""
+    return dict(
+        spacing=settings.spacing,
+        n4_settings=(
+            settings.n4_shrink_factor,
+            settings.n4_iterations,
+            settings.n4_convergence_threshold,
+            settings.n4_spline_distance_mm,
+        ),
+        method=settings.registration_method,
+        refine=settings.registration_refine,
+        seed=settings.seed,
+        keep_intermediates=settings.keep_intermediates,
+    )
 
 
 def _triple(values: list[float]) -> tuple[float, float, float]:
@@ -382,20 +501,17 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
                 "k_range": tuple(c["habitats"]["k_range"]),
             }
         ),
-        segmentation=dict(c["segmentation"]),
-        deep_enabled=bool(c["deep"]["enabled"]),
-        deep_inputs={
-            name: DeepInputSpec(
-                name=name,
-                **{
-                    **spec,
-                    "modalities": tuple(spec["modalities"]),
-                    "phases": tuple(spec["phases"]),
-                    "offsets": tuple(spec["offsets"]) if spec["offsets"] is not None else None,
-                },
-            )
-            for name, spec in c["deep"]["inputs"].items()
-        },
+        segmentation=Segmentation(**c["segmentation"]),
+        deep=Deep(
+            enabled=bool(c["deep"]["enabled"]),
+            train_gpus=int(c["deep"]["train_gpus"]),
+            threads=int(c["deep"]["threads"]),
+            inputs={
+                name: DeepInputSpec.from_param({"name": name, **spec})
+                for name, spec in c["deep"]["inputs"].items()
+            },
+        ),
+        studies=tuple(c["studies"]) if "studies" in c else DEFAULT_STUDY_FILES,
         audit=Audit(
             drift_threshold=float(c["audit"]["drift_threshold"]),
             icc_thresholds=tuple(float(t) for t in c["audit"]["icc_thresholds"]),

@@ -1,7 +1,6 @@
 """Helpers of the audit: hashing, walking a results folder, a figure on the Agg canvas.
 
-The audit writes its files through :mod:`hccrad.fileio`; ``write_tsv`` is re-exported here for
-the command line (``hccrad audit compare --out``).
+The audit writes its files through :mod:`hccrad.fileio`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hccrad.fileio import write_tsv
+from hccrad.fileio import TMP_SUFFIX
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,7 +24,6 @@ __all__ = [
     "new_figure",
     "sha256_file",
     "walk_files",
-    "write_tsv",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -60,7 +58,8 @@ def is_bookkeeping(rel: str) -> bool:
         parts[0] in BOOKKEEPING_DIRS
         or name.endswith(".log")
         or name.startswith(".snakemake")
-        or (name.startswith(".") and name.endswith(".tmp"))
+        # hccrad.fileio's temporary files: .{name}.XXXX.tmp{suffix}
+        or (name.startswith(".") and TMP_SUFFIX in name)
         or rel in VOLATILE_AUDIT_FILES
     )
 

@@ -15,89 +15,68 @@ Modules, one per stage of the workflow:
 * :mod:`~hccrad.steps.deep_models` — the studies' deep models;
 * :mod:`~hccrad.steps.keys` — manifest keys shared with :mod:`hccrad.patient`.
 
-Importing this package does not import torch (the Snakefile imports it): the deep-learning
-modules are imported inside the steps that use them.
+Importing this package imports none of its modules: each name below is imported from its module
+on first use (PEP 562), so a job loads only the stage it runs (a preprocessing job never imports
+torch, scikit-learn or the habitat code) while ``steps.assign_habitats`` keeps working.
 """
 
-from hccrad.steps.deep_inputs import build_deep_input, build_subregion_inputs
-from hccrad.steps.deep_models import (
-    deep_gradcam,
-    deep_model_outputs,
-    deep_subregion_gradcam,
-    deep_subregion_outputs,
-    is_untrained,
-    train_deep_model,
-    train_subregion_models,
-)
-from hccrad.steps.habitats import (
-    HabitatAssignment,
-    aggregate_habitats,
-    assign_habitats,
-    cluster_habitats,
-    compute_voxel_maps,
-    habitat_feature_matrix,
-    select_habitat_k,
-)
-from hccrad.steps.preprocessing import (
-    carry_mask,
-    cohort_summary,
-    convert_image,
-    correct_bias,
-    dice,
-    image_center,
-    make_tumor_regions,
-    normalize_image,
-    patient_qc,
-    qc_table,
-    register_phase,
-    resample_image,
-    rigid_parameters,
-    split_named_inputs,
-)
-from hccrad.steps.radiomics import aggregate_radiomics, extract_radiomics, reader_icc
-from hccrad.steps.segmentation import (
-    evaluate_segmentation,
-    segment_patient,
-    segmentation_holdout,
-    train_segmentation,
-)
+from __future__ import annotations
 
-__all__ = [
-    "HabitatAssignment",
-    "aggregate_habitats",
-    "aggregate_radiomics",
-    "assign_habitats",
-    "build_deep_input",
-    "build_subregion_inputs",
-    "carry_mask",
-    "cluster_habitats",
-    "cohort_summary",
-    "compute_voxel_maps",
-    "convert_image",
-    "correct_bias",
-    "deep_gradcam",
-    "deep_model_outputs",
-    "deep_subregion_gradcam",
-    "deep_subregion_outputs",
-    "dice",
-    "evaluate_segmentation",
-    "extract_radiomics",
-    "habitat_feature_matrix",
-    "image_center",
-    "is_untrained",
-    "make_tumor_regions",
-    "normalize_image",
-    "patient_qc",
-    "qc_table",
-    "reader_icc",
-    "register_phase",
-    "resample_image",
-    "rigid_parameters",
-    "segment_patient",
-    "segmentation_holdout",
-    "select_habitat_k",
-    "split_named_inputs",
-    "train_deep_model",
-    "train_segmentation",
-    "train_subregion_models",
-]
+import importlib
+from typing import Any
+
+#: Public name -> the module of this package that defines it.
+_LAZY = {
+    "build_deep_input": "deep_inputs",
+    "build_subregion_inputs": "deep_inputs",
+    "deep_gradcam": "deep_models",
+    "deep_model_outputs": "deep_models",
+    "deep_subregion_gradcam": "deep_models",
+    "deep_subregion_outputs": "deep_models",
+    "is_untrained": "deep_models",
+    "train_deep_model": "deep_models",
+    "train_subregion_models": "deep_models",
+    "HabitatAssignment": "habitats",
+    "aggregate_habitats": "habitats",
+    "assign_habitats": "habitats",
+    "cluster_habitats": "habitats",
+    "compute_voxel_maps": "habitats",
+    "habitat_feature_matrix": "habitats",
+    "select_habitat_k": "habitats",
+    "carry_mask": "preprocessing",
+    "cohort_summary": "preprocessing",
+    "convert_image": "preprocessing",
+    "correct_bias": "preprocessing",
+    "dice": "preprocessing",
+    "image_center": "preprocessing",
+    "make_tumor_regions": "preprocessing",
+    "normalize_image": "preprocessing",
+    "patient_qc": "preprocessing",
+    "qc_table": "preprocessing",
+    "register_phase": "preprocessing",
+    "resample_image": "preprocessing",
+    "rigid_parameters": "preprocessing",
+    "split_named_inputs": "preprocessing",
+    "aggregate_radiomics": "radiomics",
+    "extract_radiomics": "radiomics",
+    "reader_icc": "radiomics",
+    "evaluate_segmentation": "segmentation",
+    "segment_patient": "segmentation",
+    "train_segmentation": "segmentation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The names of :data:`_LAZY`, imported from their module on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = sorted(_LAZY)

@@ -10,6 +10,7 @@ from typing import Any
 import SimpleITK as sitk
 
 from hccrad import imageio, paths
+from hccrad.deep import inputs as builders
 from hccrad.errors import InputError
 from hccrad.fileio import PathLike
 from hccrad.steps.keys import subregion_key
@@ -64,8 +65,6 @@ def _build_deep_tensor(
     meta: Mapping[str, Any] | None = None,
 ) -> None:
     """:func:`build_deep_input` on images already read and a non-empty region mask."""
-    # lazy: imports scipy (hccrad.steps is imported by every job)
-    from hccrad.deep import inputs as builders
 
     phases = list(loaded)
     meta = {

@@ -16,8 +16,23 @@ from pathlib import Path
 from typing import Any
 
 from hccrad import fileio
+from hccrad.deep.extract import extract_features
+from hccrad.deep.gradcam import gradcam_overlay
+from hccrad.deep.inputs import DeepInput
+from hccrad.deep.mil import MILFeatures, bags_from_table
+from hccrad.deep.train import (
+    TrainConfig,
+    model_from_checkpoint,
+    plot_subregion_curves,
+    predict,
+    read_subregion_bundle,
+    resolve_model,
+    train,
+    write_subregion_bundle,
+)
 from hccrad.errors import InputError
 from hccrad.fileio import PathLike
+from hccrad.sheets import read_clinical
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +42,6 @@ def _training_labels(
 ) -> tuple[list[str], list[int]]:
     """The training patients (split ``train``, label known, input present) and their labels."""
     import pandas as pd
-
-    # lazy: imports pandas (hccrad.steps is imported by every job)
-    from hccrad.sheets import read_clinical
 
     split = pd.read_parquet(splits)
     split = split.set_index("patient")["split"] if "patient" in split else split["split"]
@@ -72,9 +84,6 @@ def train_deep_model(
             (and say why) instead of raising.
     """
     import torch
-
-    # lazy: imports torch (hccrad.steps is imported by every job)
-    from hccrad.deep.train import TrainConfig, train
 
     patients, labels = _training_labels(inputs, splits, clinical, label)
     if len(set(labels)) < 2 or min(labels.count(0), labels.count(1)) < 2:
@@ -141,9 +150,6 @@ def train_subregion_models(
     """
     import torch
 
-    # lazy: imports torch (hccrad.steps is imported by every job)
-    from hccrad.deep.train import plot_subregion_curves, write_subregion_bundle
-
     if not inputs:
         raise InputError(
             "no per-subregion input tensors: no patient has a habitat subregion tensor",
@@ -206,10 +212,6 @@ def deep_subregion_outputs(
     import pandas as pd
     import torch
 
-    # lazy: imports torch (hccrad.steps is imported by every job)
-    from hccrad.deep.extract import extract_features
-    from hccrad.deep.train import model_from_checkpoint, predict, read_subregion_bundle
-
     torch.set_num_threads(max(1, threads))
     bundle = read_subregion_bundle(checkpoint)
     feats, preds = [], []
@@ -248,10 +250,6 @@ def deep_subregion_gradcam(
 ) -> None:
     """Grad-CAM overlays ``{patient}_h{i}.png`` of every subregion's model for the first
     ``max_patients`` patients (sorted) that have that subregion's tensor."""
-    # lazy: imports torch (hccrad.steps is imported by every job)
-    from hccrad.deep.gradcam import gradcam_overlay
-    from hccrad.deep.inputs import DeepInput
-    from hccrad.deep.train import model_from_checkpoint, read_subregion_bundle
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -291,11 +289,6 @@ def deep_model_outputs(
     import pandas as pd
     import torch
 
-    # lazy: imports torch (hccrad.steps is imported by every job)
-    from hccrad.deep.extract import extract_features
-    from hccrad.deep.mil import MILFeatures, bags_from_table
-    from hccrad.deep.train import predict
-
     torch.set_num_threads(max(1, threads))
     patients = sorted(inputs)
     paths_ = [inputs[p] for p in patients]
@@ -334,10 +327,6 @@ def deep_gradcam(
     max_patients: int = 6,
 ) -> None:
     """Grad-CAM overlays (``{patient}.png``) for the first ``max_patients`` patients (sorted)."""
-    # lazy: imports torch (hccrad.steps is imported by every job)
-    from hccrad.deep.gradcam import gradcam_overlay
-    from hccrad.deep.inputs import DeepInput
-    from hccrad.deep.train import resolve_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,15 @@ import SimpleITK as sitk
 from hccrad import fileio, imageio
 from hccrad.errors import InputError
 from hccrad.fileio import PathLike
+from hccrad.habitat_figures import plot_habitat_overlay, plot_k_selection
+from hccrad.habitats import (
+    INTENSITY,
+    Reference,
+    choose_k,
+    cluster_patient,
+    match_clusters,
+    reference_centroids,
+)
 from hccrad.manifest import OutputSet
 from hccrad.preprocess import resample_to_spacing
 from hccrad.steps.deep_inputs import build_subregion_inputs
@@ -86,9 +95,6 @@ def habitat_feature_matrix(
     """
     import pandas as pd
 
-    # lazy: imports pandas (hccrad.steps is imported by every job)
-    from hccrad.habitats import INTENSITY
-
     ref = imageio.read_mask(mask, imageio.read_image(mask), patient=patient)
     inside = sitk.GetArrayFromImage(ref) != 0
     z, y, x = np.nonzero(inside)
@@ -139,9 +145,6 @@ def cluster_habitats(
     """
     import pandas as pd
 
-    # lazy: imports pandas (hccrad.steps is imported by every job)
-    from hccrad.habitats import cluster_patient
-
     coords, X, names = habitat_feature_matrix(maps_dirs, images, mask, features, patient=patient)
     try:
         result = cluster_patient(X, names, settings)
@@ -178,10 +181,6 @@ def select_habitat_k(
 ) -> None:
     """Cohort k (vote of the three indices, or the configured k) and the reference habitats."""
     import pandas as pd
-
-    # lazy: imports pandas and matplotlib (hccrad.steps is imported by every job)
-    from hccrad.habitat_figures import plot_k_selection
-    from hccrad.habitats import choose_k, reference_centroids
 
     table = pd.concat([pd.read_csv(p, sep="\t") for p in metrics], ignore_index=True)
     k, summary = choose_k(table, fixed_k)
@@ -264,8 +263,6 @@ def assign_habitats(job: HabitatAssignment) -> None:
     ``region: habitats`` entries of ``deep.inputs``, from the normalised ``deep_images``;
     :func:`build_subregion_inputs`) and their manifest ``dst_deep`` (empty without specs).
     """
-    # lazy: imports pandas and matplotlib (hccrad.steps is imported by every job)
-    from hccrad.habitat_figures import plot_habitat_overlay
 
     img, label_img, sub, k = _subregion_labels(job)
     imageio.write_image(label_img, job.dst_labels)
@@ -294,9 +291,6 @@ def _subregion_labels(job: HabitatAssignment) -> tuple[sitk.Image, sitk.Image, n
         mask's grid (0 outside the tumor, 1..k).
     """
     import pandas as pd
-
-    # lazy: imports pandas (hccrad.steps is imported by every job)
-    from hccrad.habitats import Reference, match_clusters
 
     patient = job.patient
     ref = Reference.from_table(pd.read_parquet(job.reference))

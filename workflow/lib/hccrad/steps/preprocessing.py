@@ -30,6 +30,7 @@ from hccrad.preprocess import (
     window_ct,
     write_transform,
 )
+from hccrad.qc import plot_cohort_montage, plot_patient_qc
 
 log = logging.getLogger(__name__)
 
@@ -324,8 +325,6 @@ def patient_qc(
     ``ring``, ``liver``, ``reader2``. The JSON records, per phase, grid, intensity range, mask
     volumes (ml), the registration's similarity before/after and the reader-2 Dice.
     """
-    # lazy: imports matplotlib (hccrad.steps is imported by every job)
-    from hccrad.qc import plot_patient_qc
 
     named = split_named_inputs(inputs)
     images = named.get("image", {})
@@ -437,8 +436,6 @@ def cohort_summary(
     per_row: int = 4,
 ) -> None:
     """Preprocessing summary table (parquet, one row per patient x phase) and a QC montage."""
-    # lazy: imports matplotlib (hccrad.steps is imported by every job)
-    from hccrad.qc import plot_cohort_montage
 
     records = []
     for p in qc_jsons:

@@ -10,7 +10,9 @@ from typing import Any
 
 from hccrad import fileio, imageio
 from hccrad.fileio import PathLike
+from hccrad.icc import feature_icc
 from hccrad.preprocess import largest_component
+from hccrad.radiomics import cohort_diagnostics_table, cohort_feature_table, extract_region_features
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,6 @@ def extract_radiomics(
     second reader's raw tumor mask, say). Writes ``{"patient", "phase", "params", "regions":
     {name: {"features", "diagnostics"}}}``.
     """
-    # lazy: imports pandas (hccrad.steps is imported by every job)
-    from hccrad.radiomics import extract_region_features
 
     img = imageio.read_image(image, patient=patient, phase=phase)
     out: dict[str, Any] = {"patient": patient, "phase": phase, "params": str(params), "regions": {}}
@@ -78,8 +78,6 @@ def aggregate_radiomics(
     jsons: Sequence[PathLike], dst_features: PathLike, dst_diagnostics: PathLike
 ) -> None:
     """Cohort radiomics table (one row per patient, ``{phase}_{region}_{feature}`` columns)."""
-    # lazy: imports pandas (hccrad.steps is imported by every job)
-    from hccrad.radiomics import cohort_diagnostics_table, cohort_feature_table
 
     records = _region_records(jsons)
     fileio.write_parquet(cohort_feature_table(records), dst_features, index=True)
@@ -94,9 +92,6 @@ def reader_icc(jsons: Sequence[PathLike], dst: PathLike) -> None:
     (:func:`hccrad.patient.extract_patient_radiomics`); one row per ``{phase}_tumor_{feature}``
     with ``icc2_1``, ``icc3_1`` and ``n`` (patients with both readers on that phase).
     """
-    # lazy: imports pandas (hccrad.steps is imported by every job)
-    from hccrad.icc import feature_icc
-    from hccrad.radiomics import cohort_feature_table
 
     def tumor_table(reader: str) -> Any:
         records = [r for r in _region_records(jsons, reader) if r["region"] == "tumor"]

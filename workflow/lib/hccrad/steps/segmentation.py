@@ -1,5 +1,5 @@
-"""Segmentation steps (3-D U-Net): the held-out patients, training, segmenting one image, the
-Dice report. :mod:`hccrad.deep.segmentation` imports torch: it is imported where used."""
+"""Segmentation steps (3-D U-Net): training, segmenting one image, the Dice report of the
+held-out patients (who is held out: :func:`hccrad.plan.segmentation_holdout`)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,12 @@ from typing import Any
 import SimpleITK as sitk
 
 from hccrad import fileio, imageio
+from hccrad.deep import segmentation as unet
 from hccrad.errors import InputError
 from hccrad.fileio import PathLike
 from hccrad.preprocess import largest_component
 
 log = logging.getLogger(__name__)
-
-
-def segmentation_holdout(patient: str, seed: int, fraction: float) -> bool:
-    """Whether a patient with masks is held out of U-Net training (for the Dice report).
-
-    A stable per-patient draw (``hccrad.habitats.derive_seed``), so adding patients never moves
-    another patient between training and hold-out.
-    """
-    # lazy: imports pandas (hccrad.steps is imported by every job)
-    from hccrad.habitats import derive_seed
-
-    return derive_seed(seed, "segmentation-holdout", patient) / 2**32 < fraction
 
 
 def train_segmentation(
@@ -39,15 +28,13 @@ def train_segmentation(
     threads: int = 1,
 ) -> None:
     """Train the liver + tumor U-Net on ``{patient: {"image", "liver", "tumor"}}``."""
-    # lazy: imports torch (hccrad.steps is imported by every job)
-    from hccrad.deep.segmentation import SegCase, SegConfig, train_segmentation
 
-    config = SegConfig.from_dict({"seed": seed, "num_threads": threads, **overrides})
+    config = unet.SegConfig.from_dict({"seed": seed, "num_threads": threads, **overrides})
     items = [
-        SegCase(patient=p, image=c["image"], liver=c["liver"], tumor=c["tumor"])
+        unet.SegCase(patient=p, image=c["image"], liver=c["liver"], tumor=c["tumor"])
         for p, c in sorted(cases.items())
     ]
-    metrics = train_segmentation(config, items, out_dir)
+    metrics = unet.train_segmentation(config, items, out_dir)
     log.info("U-Net trained on %d patients: %s", len(items), metrics.get("best_epoch"))
 
 
@@ -65,11 +52,9 @@ def segment_patient(
     ``checkpoint``: the U-Net's ``checkpoint.pt`` or a model loaded once for many images
     (:func:`hccrad.deep.segmentation.load_model`).
     """
-    # lazy: imports torch (hccrad.steps is imported by every job)
-    from hccrad.deep.segmentation import segment
 
     img = imageio.read_image(image, patient=patient, phase=phase)
-    result = segment(checkpoint, img, name=f"{patient} {phase}")
+    result = unet.segment(checkpoint, img, name=f"{patient} {phase}")
     imageio.write_image(result.liver, dst_liver)
     imageio.write_image(result.tumor, dst_tumor)
     for message in result.warnings:
@@ -94,16 +79,12 @@ def evaluate_segmentation(
     """
     import pandas as pd
 
-    # lazy: imports torch (hccrad.steps is imported by every job)
-    from hccrad.deep.segmentation import dice, load_model
-
     if checkpoint is not None:
-
         if dst_predictions is None:
             raise ValueError("segmenting the held-out patients needs dst_predictions")
         out = Path(dst_predictions)
         out.mkdir(parents=True, exist_ok=True)
-        model = load_model(checkpoint) if cases else None
+        model = unet.load_model(checkpoint) if cases else None
         segmented: dict[str, dict[str, PathLike]] = {}
         for patient, c in sorted(cases.items()):
             pred_liver = out / f"{patient}_liver.nii.gz"
@@ -136,9 +117,9 @@ def evaluate_segmentation(
         rows.append(
             {
                 "patient": patient,
-                "dice_liver": dice(pred_liver, liver, labels=[1])[1],
-                "dice_tumor": dice(pred_tumor, tumor, labels=[1])[1],
-                "dice_index_tumor": dice(pred_index, largest_component(tumor), labels=[1])[1],
+                "dice_liver": unet.dice(pred_liver, liver, labels=[1])[1],
+                "dice_tumor": unet.dice(pred_tumor, tumor, labels=[1])[1],
+                "dice_index_tumor": unet.dice(pred_index, largest_component(tumor), labels=[1])[1],
             }
         )
     table = pd.DataFrame(rows, columns=["patient", "dice_liver", "dice_tumor", "dice_index_tumor"])

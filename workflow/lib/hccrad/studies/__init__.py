@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from hccrad.config import DEFAULT_STUDY_FILES, SEED_STUDIES  # the config key `studies`
 from hccrad.studies.files import study_dir, study_inputs, study_outputs
 from hccrad.studies.loading import (
     ESTIMATOR_PACKAGES,
@@ -39,11 +40,9 @@ from hccrad.studies.loading import (
     load_study,
 )
 from hccrad.studies.spec import (
-    DEFAULT_STUDY_FILES,
     DERIVED_OPS,
     EVAL_SPLITS,
     MODEL_KINDS,
-    SEED_STUDIES,
     SOURCES,
     BlockSpec,
     DeepModelSpec,

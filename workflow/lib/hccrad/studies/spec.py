@@ -14,10 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: The five seed studies (``config/studies/{name}.yaml``), in MISSION.md order.
-SEED_STUDIES = ("habitat_grade", "mvi_biregional", "er_fusion", "mil_er", "proliferative_tace")
-#: Study files the workflow runs when the config has no ``studies`` key.
-DEFAULT_STUDY_FILES = tuple(f"config/studies/{name}.yaml" for name in SEED_STUDIES)
 #: Evaluated splits, in report order (``unlabeled`` patients are never evaluated).
 EVAL_SPLITS = ("train", "validation", "external", "temporal")
 #: Names of the derived-column operations.

@@ -1,0 +1,360 @@
+"""The cohort plan: who gets what, decided once from the settings, the cohort and the studies.
+
+Every "which patients / which files" question the workflow's rules ask is answered here, so
+that it is unit-tested without Snakemake and `hccrad validate` can print it.
+``workflow/rules/common.smk`` builds one :class:`CohortPlan` at parse time and its input
+functions are one-liners over it.
+
+Conventions (docs/methods.md): a phase's mask of a kind is its own when the sheet gives one, else
+the reference phase's (every phase shares the reference grid after registration); the U-Net
+predicts the liver and tumor masks that neither gives; a patient gets a deep-learning input when
+it has the input's modality, every phase of it and a tumor on its first phase; habitats need the
+configured modality, every habitat phase and a tumor on the first habitat phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from hccrad import paths
+from hccrad.config import DeepInputSpec, Settings
+from hccrad.habitats import derive_seed
+from hccrad.sheets import Cohort
+from hccrad.steps.keys import deep_key
+from hccrad.studies import StudySpec, study_dir, study_inputs, study_outputs
+
+#: Mask kinds the U-Net predicts where the sheet gives none.
+PREDICTED_KINDS = ("tumor", "liver")
+#: Mask kinds a sheet may give per phase.
+MASK_KINDS = ("tumor", "liver", "reader2")
+
+
+def segmentation_holdout(patient: str, seed: int, fraction: float) -> bool:
+    """Whether a patient with masks is held out of U-Net training (for the Dice report).
+
+    A stable per-patient draw (:func:`hccrad.habitats.derive_seed`), so adding patients never
+    moves another patient between training and hold-out.
+    """
+    return derive_seed(seed, "segmentation-holdout", patient) / 2**32 < fraction
+
+
+@dataclass(frozen=True)
+class SegmentationSets:
+    """The U-Net's patients: trained on, held out (Dice), and predicted (masks missing)."""
+
+    train: tuple[str, ...]
+    held_out: tuple[str, ...]
+    predict: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeepModelInput:
+    """The input a study's deep model reads: the spec and phase (None: one stacked tensor)."""
+
+    spec: DeepInputSpec
+    phase: str | None
+
+    @property
+    def key(self) -> str:
+        """Manifest key of the tensor (:func:`hccrad.steps.keys.deep_key`)."""
+        return deep_key(self.spec.name, self.phase)
+
+
+class CohortPlan:
+    """Answers every "who gets what" question of one run (cached: built once per process).
+
+    Args:
+        settings: The validated settings.
+        cohort: The checked cohort sheet.
+        studies: The loaded studies by name, in config order.
+        clinical: Path of the clinical table (an input of every study).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        cohort: Cohort,
+        studies: Mapping[str, StudySpec],
+        clinical: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cohort = cohort
+        self.studies = dict(studies)
+        self.clinical = str(settings.clinical if clinical is None else clinical)
+        self._mask_source: dict[tuple[str, str, str], str | None] = {}
+
+    # ---- per patient --------------------------------------------------------------------------
+
+    def reference_phase(self, patient: str) -> str:
+        """The reference phase of the patient's modality (the registration target)."""
+        return self.settings.modality(self.cohort.modality(patient)).reference_phase
+
+    def mask_source_phase(self, patient: str, phase: str, kind: str) -> str | None:
+        """Phase whose given mask of ``kind`` stands for ``phase`` after registration, or None:
+        the phase's own when the sheet gives one, else the reference phase's."""
+        key = (patient, phase, kind)
+        if key not in self._mask_source:
+            source = None
+            if self.cohort.record(patient, phase).mask(kind) is not None:
+                source = phase
+            else:
+                ref = self.reference_phase(patient)
+                if self.cohort.record(patient, ref).mask(kind) is not None:
+                    source = ref
+            self._mask_source[key] = source
+        return self._mask_source[key]
+
+    def predicts_mask(self, patient: str, kind: str) -> bool:
+        """Whether the U-Net's mask of ``kind`` stands in for a missing given one (all phases)."""
+        if not self.settings.segmentation.enabled or kind not in PREDICTED_KINDS:
+            return False
+        return self.mask_source_phase(patient, self.reference_phase(patient), kind) is None
+
+    def predicted_kinds(self, patient: str) -> tuple[str, ...]:
+        """The mask kinds the U-Net predicts for the patient (empty for most patients)."""
+        return tuple(k for k in PREDICTED_KINDS if self.predicts_mask(patient, k))
+
+    def has_tumor(self, patient: str, phase: str) -> bool:
+        """Whether a tumor mask (given, carried or predicted) stands for ``phase``."""
+        return self.mask_source_phase(
+            patient, phase, "tumor"
+        ) is not None or self.predicts_mask(patient, "tumor")
+
+    def raw_inputs(self, patient: str) -> dict[str, str]:
+        """Raw image (``image_{phase}``) and given masks (``{kind}_{phase}``) of every phase, as
+        the sheet lists them."""
+        inputs = {}
+        for ph in self.cohort.phases(patient):
+            rec = self.cohort.record(patient, ph)
+            inputs[f"image_{ph}"] = str(rec.image)
+            for kind in MASK_KINDS:
+                mask = rec.mask(kind)
+                if mask is not None:
+                    inputs[f"{kind}_{ph}"] = str(mask)
+        return inputs
+
+    # ---- patient sets -------------------------------------------------------------------------
+
+    @cached_property
+    def segmented_patients(self) -> tuple[str, ...]:
+        """Patients for whom the U-Net predicts a mask the sheet does not give."""
+        return tuple(p for p in self.cohort.patients if self.predicted_kinds(p))
+
+    @cached_property
+    def segmentation(self) -> SegmentationSets:
+        """The U-Net's training, held-out and to-predict patients. Given masks of both kinds on
+        the reference phase (own or carried) make a patient usable for training or hold-out; a
+        stable per-patient draw (:func:`segmentation_holdout`) holds some out."""
+        seg = self.settings.segmentation
+        if not seg.enabled:
+            return SegmentationSets((), (), ())
+        masked = [
+            p
+            for p in self.cohort.patients
+            if all(
+                self.mask_source_phase(p, self.reference_phase(p), k) for k in PREDICTED_KINDS
+            )
+        ]
+        held = tuple(
+            p for p in masked if segmentation_holdout(p, self.settings.seed, seg.holdout_fraction)
+        )
+        train = tuple(p for p in masked if p not in held)
+        return SegmentationSets(train, held, self.segmented_patients)
+
+    @cached_property
+    def radiomics_patients(self) -> tuple[str, ...]:
+        """Patients with a tumor mask on some phase (own, the reference phase's or predicted)."""
+        return tuple(
+            p
+            for p in self.cohort.patients
+            if any(self.has_tumor(p, ph) for ph in self.cohort.phases(p))
+        )
+
+    @cached_property
+    def reader2_patients(self) -> tuple[str, ...]:
+        """Patients with both readers' tumor masks on some phase (own or the reference
+        phase's)."""
+        return tuple(
+            p
+            for p in self.cohort.patients
+            if any(
+                self.has_tumor(p, ph) and self.mask_source_phase(p, ph, "reader2") is not None
+                for ph in self.cohort.phases(p)
+            )
+        )
+
+    @cached_property
+    def habitat_patients(self) -> tuple[str, ...]:
+        """Patients whose habitats are computed: configured modality, every habitat phase
+        acquired, and a tumor mask for the first habitat phase."""
+        hab = self.settings.habitats
+        if not hab.enabled:
+            return ()
+        return tuple(
+            p
+            for p in self.cohort.patients
+            if self.cohort.modality(p) in hab.modalities
+            and all(ph in self.cohort.phases(p) for ph in hab.phases)
+            and self.has_tumor(p, hab.phases[0])
+        )
+
+    # ---- deep-learning inputs -----------------------------------------------------------------
+
+    def _gets_deep_input(self, patient: str, spec: DeepInputSpec) -> bool:
+        return (
+            self.cohort.modality(patient) in spec.modalities
+            and all(ph in self.cohort.phases(patient) for ph in spec.phases)
+            and self.has_tumor(patient, spec.phases[0])
+        )
+
+    def patient_deep_inputs(self, patient: str) -> list[DeepInputSpec]:
+        """The per-region deep inputs the patient's normalisation job builds."""
+        return [
+            spec
+            for spec in self.settings.deep.active_inputs.values()
+            if not spec.per_subregion and self._gets_deep_input(patient, spec)
+        ]
+
+    def habitat_deep_inputs(self, patient: str) -> list[DeepInputSpec]:
+        """The per-subregion (``region: habitats``) deep inputs assign_habitats builds."""
+        return [
+            spec
+            for spec in self.settings.deep.active_inputs.values()
+            if spec.per_subregion and self._gets_deep_input(patient, spec)
+        ]
+
+    def deep_input_patients(self, spec: DeepInputSpec) -> list[str]:
+        """Patients that get input ``spec``."""
+        if spec.per_subregion:
+            habitat = set(self.habitat_patients)
+            return [
+                p
+                for p in self.cohort.patients
+                if p in habitat and self._gets_deep_input(p, spec)
+            ]
+        return [p for p in self.cohort.patients if self._gets_deep_input(p, spec)]
+
+    # ---- studies ------------------------------------------------------------------------------
+
+    def study_patients(self, study: str) -> dict[str, str]:
+        """``{patient: modality}`` of the cohort patients of the study's modality."""
+        modality = self.studies[study].modality
+        return {p: modality for p in self.cohort.patients if self.cohort.modality(p) == modality}
+
+    def study_tables(self, study: str) -> dict[str, str]:
+        """The tables a study reads (:func:`hccrad.studies.study_inputs`)."""
+        return study_inputs(self.studies[study], self.clinical)
+
+    @cached_property
+    def skipped_studies(self) -> dict[str, str]:
+        """``{study: why it cannot run on this cohort}`` for the configured studies that can't."""
+        skipped = {}
+        for study, spec in self.studies.items():
+            needs = self.study_tables(study)
+            if not self.study_patients(study):
+                skipped[study] = f"no {spec.modality} patient in the cohort"
+            elif "habitats" in needs and not self.habitat_patients:
+                skipped[study] = "it needs habitat features and no patient gets habitats"
+            elif "reader_icc" in needs and not self.reader2_patients:
+                skipped[study] = (
+                    "its ICC filter needs second-reader masks and the cohort has none"
+                )
+        return skipped
+
+    @property
+    def runnable_studies(self) -> list[str]:
+        """The configured studies that run on this cohort, in config order."""
+        return [s for s in self.studies if s not in self.skipped_studies]
+
+    def study_outputs(self, study: str) -> dict[str, str]:
+        """The files ``run_study_{study}`` writes, by output name, under the study folder."""
+        folder = study_dir(study)
+        return {k: f"{folder}/{name}" for k, name in study_outputs(self.studies[study]).items()}
+
+    def deep_model_spec(self, study: str, model: str) -> dict[str, Any]:
+        """The configured mapping of a study's deep model (the training job's ``spec``)."""
+        spec = self.studies[study].deep_models.get(model)
+        if spec is None:
+            raise ValueError(f"study {study}: no deep model {model!r}")
+        return spec.raw
+
+    def deep_models(self, study: str) -> list[str]:
+        """The study's deep models, in config order."""
+        return list(self.studies[study].deep_models)
+
+    def deep_model_input(self, study: str, model: str) -> DeepModelInput:
+        """The input a study's deep model reads."""
+        spec = self.studies[study].deep_models.get(model)
+        if spec is None:
+            raise ValueError(f"study {study}: no deep model {model!r}")
+        inp = self.settings.deep.active_inputs.get(spec.input)
+        where = f"study {study}, deep model {model}"
+        if inp is None:
+            raise ValueError(f"{where}: input {spec.input!r} is not in deep.inputs")
+        if inp.per_subregion and spec.mil:
+            raise ValueError(
+                f"{where}: MIL features need a per-region input, not the per-subregion "
+                f"{spec.input!r}"
+            )
+        return DeepModelInput(inp, (spec.phase or inp.phases[0]) if inp.per_phase else None)
+
+    def deep_model_patients(self, study: str, model: str) -> list[str]:
+        """The study's patients that have the model's input."""
+        inp = self.deep_model_input(study, model).spec
+        modality = self.studies[study].modality
+        return [p for p in self.deep_input_patients(inp) if self.cohort.modality(p) == modality]
+
+    def trained_deep_models(self) -> list[tuple[str, str]]:
+        """``(study, model)`` of every deep model of a runnable study that has patients."""
+        return [
+            (study, model)
+            for study in self.runnable_studies
+            for model in self.deep_models(study)
+            if self.deep_model_patients(study, model)
+        ]
+
+    # ---- per-patient files --------------------------------------------------------------------
+
+    def patient_file(self, patient: str, stage: str, name: str) -> str:
+        """``results/{center}/{patient}/{stage}/{name}`` of a patient."""
+        return paths.patient_path(stage, name, center=self.cohort.center(patient), patient=patient)
+
+    def predicted_mask(self, patient: str, kind: str) -> str:
+        """The U-Net's mask of ``kind`` on the patient's reference phase."""
+        return paths.image_path(
+            "segment",
+            f"{kind}.nii.gz",
+            center=self.cohort.center(patient),
+            patient=patient,
+            phase=self.reference_phase(patient),
+        )
+
+    # ---- summary ------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """Patients per stage and the skipped studies, for `hccrad validate`."""
+        seg = self.segmentation
+        patients = self.cohort.patients
+        return {
+            "patients": len(patients),
+            "images": sum(len(self.cohort.phases(p)) for p in patients),
+            "preprocessed in one job": len(patients) - len(self.segmented_patients),
+            "segmented by the U-Net": len(seg.predict),
+            "U-Net training / held out": f"{len(seg.train)} / {len(seg.held_out)}",
+            "radiomics": len(self.radiomics_patients),
+            "second reader (ICC)": len(self.reader2_patients),
+            "habitats": len(self.habitat_patients),
+            "deep inputs": {
+                name: len(self.deep_input_patients(spec))
+                for name, spec in self.settings.deep.active_inputs.items()
+            },
+            "studies": {s: len(self.study_patients(s)) for s in self.runnable_studies},
+            "deep models": {
+                f"{s}/{m}": len(self.deep_model_patients(s, m))
+                for s, m in self.trained_deep_models()
+            },
+            "skipped studies": dict(self.skipped_studies),
+        }
