@@ -263,3 +263,24 @@ def test_no_module_over_800_lines_and_no_function_over_80() -> None:
             if n > 80:
                 long_functions.append(f"{module}.{fn.name}: {n} lines")
     assert not long_modules and not long_functions, "\n".join(long_modules + long_functions)
+
+
+def test_steps_and_studies_load_their_modules_on_first_use() -> None:
+    """hccrad.steps imports none of its stage modules until a name is used; hccrad.studies
+    imports its specs without scikit-learn (docs/architecture.md)."""
+    code = (
+        "import sys\n"
+        "from hccrad import steps, studies\n"
+        "before = sorted(m for m in sys.modules if m.startswith('hccrad.steps.'))\n"
+        "light = 'sklearn' not in sys.modules\n"
+        "f = steps.assign_habitats\n"
+        "print(before, light, f.__module__, 'hccrad.steps.deep_models' in sys.modules)\n"
+        "print(studies.run_study.__module__, 'sklearn' in sys.modules)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert res.stdout.splitlines() == [
+        "[] True hccrad.steps.habitats False",
+        "hccrad.studies.run True",
+    ]

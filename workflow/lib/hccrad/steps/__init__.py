@@ -22,8 +22,7 @@ torch, scikit-learn or the habitat code) while ``steps.assign_habitats`` keeps w
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hccrad.lazy import lazy_attributes
 
 #: Public name -> the module of this package that defines it.
 _LAZY = {
@@ -66,17 +65,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The names of :data:`_LAZY`, imported from their module on first use."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)

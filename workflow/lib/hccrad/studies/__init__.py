@@ -28,10 +28,10 @@ estimator check) with :mod:`~.checks` (cross-checks), :mod:`~.files` (inputs and
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hccrad.config import DEFAULT_STUDY_FILES, SEED_STUDIES  # the config key `studies`
+from hccrad.lazy import lazy_attributes
 from hccrad.studies.files import study_dir, study_inputs, study_outputs
 from hccrad.studies.loading import (
     ESTIMATOR_PACKAGES,
@@ -93,13 +93,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The names of :data:`_LAZY`, imported from their module on first use."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
