@@ -24,11 +24,13 @@ $(DEMO)/cohort.tsv: | $(STAMP)
 
 demo-data: $(DEMO)/cohort.tsv
 
-## make demo: install, write the synthetic demo cohort, run the whole workflow on it, then
-## build the HTML report (results/report.html; the text summary is results/summary.md)
+## make demo: install, write the synthetic demo cohort, run the whole workflow on it with the demo
+## overlay (config/demo.yaml: CPU-sized models, listed in the summary and the report), then build
+## the HTML report (results/report.html; the text summary is results/summary.md)
+DEMO_OVERLAY := --config overlay=config/demo.yaml
 demo: $(STAMP) $(DEMO)/cohort.tsv
-	$(BIN)/snakemake --profile config/profiles/local --cores $(CORES)
-	$(BIN)/snakemake --profile config/profiles/local --report results/report.html
+	$(BIN)/snakemake --profile config/profiles/local --cores $(CORES) $(DEMO_OVERLAY)
+	$(BIN)/snakemake --profile config/profiles/local --report results/report.html $(DEMO_OVERLAY)
 
 ## make test: install, then lint and run the test suite. As root (CI) it also starts the local
 ## single-node SLURM cluster and runs the `slurm` tests in the same session, where they compare
@@ -60,7 +62,7 @@ slurm-down:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	$(BIN)/snakemake --lint --config cohort=tests/data/sheets/cohort.tsv clinical=tests/data/sheets/clinical.tsv
+	$(BIN)/snakemake --lint --config cohort=tests/data/sheets/cohort.tsv clinical=tests/data/sheets/clinical.tsv overlay=config/demo.yaml
 
 clean-results:
 	rm -rf results .snakemake

@@ -14,6 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+#: The demo overlay (CPU-sized networks, inputs and radiomics): every workflow test runs with it.
+DEMO_OVERLAY = ROOT / "config" / "demo.yaml"
 
 
 def shared_data(name: str) -> Path:
@@ -37,6 +39,7 @@ def snakemake_command(workdir: Path, cohort: Path, clinical: Path, *args: str) -
         "--config",
         f"cohort={cohort}",
         f"clinical={clinical}",
+        f"overlay={DEMO_OVERLAY}",
         *args,
     ]
 

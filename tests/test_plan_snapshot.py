@@ -2,9 +2,11 @@
 outputs, params as Snakemake records them, threads, resources) fails this test until the snapshot
 is renewed on purpose.
 
-Two cohorts: the demo cohort (`hccrad synth --seed 42`, as `make demo` writes it) and a generated
-2,000-patient x 3-phase MR sheet (tests/bench/bench_dryrun.py). The plan is dumped by
-tests/plan_dump.py in a fresh process; temporary folders are written as ``<cohort>``.
+Two cohorts: the demo cohort (`hccrad synth --seed 42`, as `make demo` writes it, with the demo
+overlay config/demo.yaml as `make demo` runs it) and a generated 2,000-patient x 3-phase MR sheet
+(tests/bench/bench_dryrun.py; full scale, no overlay). The plan is dumped by tests/plan_dump.py in
+a fresh process; temporary folders are written as ``<cohort>``. Without the overlay the demo
+cohort plans the papers' full-scale models.
 
 To renew after an intended change, run
 ``UPDATE_PLAN_SNAPSHOT=1 .venv/bin/python -m pytest tests/test_plan_snapshot.py`` and commit
@@ -33,8 +35,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bench_dryrun import write_sheets  # noqa: E402 (tests/bench is not a package)
 from plan_dump import plan_digest  # noqa: E402 (tests/ is not a package)
 
+DEMO_OVERLAY = ROOT / "config" / "demo.yaml"
 
-def dump_plan(work: Path, cohort: Path, clinical: Path, alias: Path) -> list[dict]:
+
+def dump_plan(
+    work: Path, cohort: Path, clinical: Path, alias: Path, overlay: Path | None = None
+) -> list[dict]:
     out = work / "plan.json"
     cmd = [
         sys.executable,
@@ -44,6 +50,7 @@ def dump_plan(work: Path, cohort: Path, clinical: Path, alias: Path) -> list[dic
         "--config",
         f"cohort={cohort}",
         f"clinical={clinical}",
+        *([f"overlay={overlay}"] if overlay else []),
         "--out",
         str(out),
         "--alias",
@@ -78,11 +85,72 @@ def check(name: str, jobs: list[dict]) -> None:
     )
 
 
-def test_the_demo_cohort_plan_is_unchanged(tmp_path: Path) -> None:
-    cohort = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def demo_cohort(tmp_path_factory) -> Path:
+    cohort = tmp_path_factory.mktemp("demo") / "cohort"
     write_cohort(cohort, seed=42)
-    jobs = dump_plan(tmp_path, cohort / "cohort.tsv", cohort / "clinical.tsv", cohort)
+    return cohort
+
+
+def test_the_demo_cohort_plan_is_unchanged(demo_cohort: Path, tmp_path: Path) -> None:
+    sheets = (demo_cohort / "cohort.tsv", demo_cohort / "clinical.tsv")
+    jobs = dump_plan(tmp_path, *sheets, demo_cohort, DEMO_OVERLAY)
     check("demo", jobs)
+
+
+def _train_params(jobs: list[dict]) -> dict[str, dict]:
+    """{study/model: the training job's spec} (params as Snakemake records them: reprs)."""
+    import ast
+
+    return {
+        f"{j['wildcards']['study']}/{j['wildcards']['model']}": ast.literal_eval(
+            j["params"]["spec"]
+        )
+        for j in jobs
+        if j["rule"] == "train_deep_model"
+    }
+
+
+def test_without_the_overlay_the_demo_plans_the_full_scale_models(
+    demo_cohort: Path, tmp_path: Path
+) -> None:
+    from hccrad.deep.train_config import STUDY_PRESETS
+
+    sheets = (demo_cohort / "cohort.tsv", demo_cohort / "clinical.tsv")
+    full = dump_plan(tmp_path / "full", *sheets, demo_cohort)
+    demo = dump_plan(tmp_path / "demo", *sheets, demo_cohort, DEMO_OVERLAY)
+    assert [j["rule"] for j in full] == [j["rule"] for j in demo]  # the same jobs
+    full_train, demo_train = _train_params(full), _train_params(demo)
+    assert set(full_train) == set(demo_train) and full_train
+    for name, spec in full_train.items():
+        # the paper's preset, untouched: no demo training overrides
+        assert "train" not in spec, name
+        assert spec["preset"] in STUDY_PRESETS
+        assert demo_train[name]["train"]["epochs"] == 4  # the demo's CPU-sized training
+    sizes = {
+        j["wildcards"]["patient"]: ast_sizes(j["params"]["deep_inputs"])
+        for j in full
+        if j["rule"] == "preprocess_patient"
+    }
+    seen = {name: size for per in sizes.values() for name, size in per.items()}
+    assert seen == {
+        "habitat_slices": 224,
+        "mvi_tumor_cube": 64,
+        "mvi_ring_cube": 64,
+        "er_stack": 256,
+        "mil_slices": 224,
+    }
+    summary = next(j for j in demo if j["rule"] == "summarize_results")
+    assert "scaled" in summary["output"] and "'reason'" in summary["params"]["overlay"]
+    assert summary["params"]["overlay"].count("'key':") > 20  # every changed value listed
+    full_summary = next(j for j in full if j["rule"] == "summarize_results")
+    assert "scaled" not in full_summary["output"] and full_summary["params"]["overlay"] == "None"
+
+
+def ast_sizes(deep_inputs: str) -> dict[str, int]:
+    import ast
+
+    return {name: spec["size"] for name, spec in ast.literal_eval(deep_inputs).items()}
 
 
 @pytest.mark.parametrize("patients", [2000])

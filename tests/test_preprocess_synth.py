@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import ROOT
+from conftest import DEMO_OVERLAY, ROOT
 from hccrad.config import load_settings
 from hccrad.preprocess import n4_correct, register_rigid, resample_to_spacing
 from hccrad.synth import generate_patient, true_relative_transform
 
-SETTINGS = load_settings(ROOT / "config" / "config.yaml")
+SETTINGS = load_settings(ROOT / "config" / "config.yaml", overlay=str(DEMO_OVERLAY))
 
 
 @pytest.fixture(scope="module", params=[("MR", 0), ("CT", 1)], ids=["MR", "CT"])

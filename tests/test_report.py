@@ -240,14 +240,18 @@ def test_performance_matrix_primary_first_with_ci(result):
     assert row["internal validation (n=20, 9 cases)"] == "0.81 (0.71\u20130.91)"
     assert row["training (n=40, 20 cases)"] == "0.93 (0.83\u20131.00)"
     assert row["temporal test (n=5, 0 cases)"] == report.DASH
-    assert set(table.iloc[3, 1:]) == {report.DASH}  # the failed model
+    # the failed model says so in every cell, never a result
+    assert set(table.iloc[3, 1:]) == {"NOT FITTED: singular matrix"}
 
 
-def test_classification_table_of_the_primary_model(result):
+def test_classification_table_of_every_model(result):
     table = report.classification_table(result)
-    assert list(table["split"]) == [report.split_label(s) for s in SPLITS]
-    first = table.iloc[0].to_dict()
+    assert list(dict.fromkeys(table["model"])) == ["rad_clin", "rad", "clinical", "fusion"]
+    primary = table[table["model"] == "rad_clin"]
+    assert list(primary["split"]) == [report.split_label(s) for s in SPLITS]
+    first = primary.iloc[0].to_dict()
     assert first == {
+        "model": "rad_clin",
         "split": "training",
         "n": 40,
         "cases": 20,
@@ -266,6 +270,8 @@ def test_key_comparison_is_the_primary_models_pair(result):
     assert report.key_comparison(comp, "rad_clin") == ("rad_clin", "clinical")
     assert report.key_comparison(comp, "other") == ("rad", "clinical")  # else the first pair
     assert report.key_comparison(comp.iloc[:0], "rad_clin") is None
+    # the study's configured key comparison comes first
+    assert report.key_comparison(comp, "rad_clin", ["rad", "clinical"]) == ("rad", "clinical")
     rows = report.comparison_rows(comp, ("rad_clin", "clinical"))
     assert len(rows) == 4
     external = rows[rows["split"] == "external test"].iloc[0]
@@ -301,7 +307,8 @@ def test_study_markdown(result):
     assert "| internal validation | 39 | 0.81 | 0.70 | 0.012 | 0.30 (0.040) | 0.20 (< 0.001) |" in (
         text
     )
-    assert "| training | 40 |" not in text
+    assert not any(line.startswith("| training | 40 |") for line in text.splitlines())
+    assert "| fusion | external test | 30 | 12 |" in text  # every model's metrics
     assert "log-rank P = 0.030" in text
     assert "model fusion: failed (singular matrix)" in text
     assert "`roc_train.png`" in text
@@ -317,6 +324,62 @@ def test_study_html_marks_the_key_comparison(result):
     assert all("rad_clin vs clinical" in r for r in key_rows[1:])
     assert "<td>0.81 (0.71\u20130.91)</td>" in page
     assert "model fusion: failed (singular matrix)" in page
+
+
+PUBLISHED = {
+    "source": "A et al. 2025, Table 2",
+    "cohorts": {"train": {"n": 400, "positives": 100}, "external": {"n": 80, "positives": 30}},
+    "models": {
+        "rad_clin": {"paper_name": "nomogram", "auc": {"train": [0.91, 0.88, 0.94],
+                                                      "external": [0.84, None, None]}},
+        "fusion": {"auc": {"external": [0.8, 0.7, 0.9]}},
+        "rad": None,
+    },
+    "missing_models": {"deep_3d": {"auc": {"external": [0.7, 0.6, 0.8]}}},
+}  # fmt: skip
+
+
+def test_paper_next_to_this_run(tmp_path):
+    files = write_study(tmp_path / "demo")
+    meta = json.loads(files["metrics"].read_text())
+    meta["published"] = PUBLISHED
+    meta["key_comparison"] = {
+        "pair": ["rad_clin", "clinical"],
+        "claim": "nomogram > clinical",
+        "p": 0.01,
+        "split": "external",
+    }
+    meta["deviations"] = [{"step": "splits", "paper": "one center", "ours": "three", "reason": "r"}]
+    files["metrics"].write_text(json.dumps(meta))
+    res = report.load_study_result(
+        "demo", files["performance"], files["comparisons"], files["metrics"]
+    )
+    table = report.paper_vs_run(res)
+    rows = table.set_index(["model", "split"])
+    nomogram = rows.loc[("rad_clin (nomogram)", "training")]
+    assert nomogram["paper n"] == "400 (100 cases)"
+    assert nomogram["paper AUC (95 % CI)"] == "0.910 (0.880\u20130.940)"
+    assert nomogram["this run n"] == "40 (20 cases)"
+    assert nomogram["this run AUC (95 % CI)"] == "0.930 (0.830\u20131.000)"
+    assert rows.loc[("rad_clin (nomogram)", "external test"), "paper AUC (95 % CI)"] == "0.840"
+    # a model this run could not fit: said so, never a number; a model the study lacks
+    assert rows.loc[("fusion", "external test"), "this run AUC (95 % CI)"] == (
+        "NOT FITTED: singular matrix"
+    )
+    assert rows.loc[("deep_3d", "external test"), "this run AUC (95 % CI)"] == "not in this study"
+    assert not any(m.startswith("rad ") or m == "rad" for m, _ in rows.index)  # null: no row
+    text = report.study_markdown(res)
+    assert "Paper vs this run (A et al. 2025, Table 2):" in text
+    assert (
+        "Key comparison `rad_clin` vs `clinical`. Paper: nomogram > clinical (P = 0.01, "
+        "external). This run: internal validation 0.81 vs 0.70, DeLong P = 0.012;" in text
+    )
+    assert "| splits | one center | three | r |" in text
+    assert "**fusion could not be fitted: it has no result.**" in text
+    page = report.study_html(res)
+    bad = re.findall(r'<tr class="bad">(.*?)</tr>', page)
+    # the AUC row and both of its paper rows (training, external test)
+    assert len(bad) == 3 and all("NOT FITTED" in r for r in bad)
 
 
 def test_study_without_results_or_comparisons(tmp_path):
@@ -454,6 +517,10 @@ def test_report_has_a_category_per_study_and_qc(cohort_dir, tmp_path):
     run = run_snakemake(tmp_path, *args, cohort=cohort, clinical=clinical, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = (tmp_path / "results/summary.md").read_text()
+    # the demo overlay (conftest) is listed: every value it changed, the full-scale one beside it
+    assert "## Scaled for this run (" in summary and "Not the papers' settings." in summary
+    assert "| config | deep.inputs.er_stack.size | 64 | 256 |" in summary
+    assert (tmp_path / "results/cohort/report/scaled.html").exists()
     studies = load_studies([ROOT / f for f in DEFAULT_STUDY_FILES])
     for name in studies:  # the tiny cohort has both modalities, readers and habitats
         assert f"## {name}: A demo study" in summary

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from conftest import ROOT, job_counts, run_snakemake, write_sheets
+from conftest import DEMO_OVERLAY, ROOT, job_counts, run_snakemake, write_sheets
 
 pytestmark = pytest.mark.workflow
 
@@ -33,7 +33,7 @@ def expected_jobs(sheet: pd.DataFrame) -> dict[str, int]:
     """Jobs the workflow must schedule for the patients of ``sheet`` (per-patient rules only)."""
     from hccrad.config import load_settings
 
-    settings = load_settings(ROOT / "config" / "config.yaml")
+    settings = load_settings(ROOT / "config" / "config.yaml", overlay=str(DEMO_OVERLAY))
     counts: dict[str, int] = dict.fromkeys(SEGMENTED, 0)
     counts.update(preprocess_patient=0, extract_radiomics=0, segment_patient=0)
     counts.update(cluster_habitats=0, assign_habitats=0)
@@ -105,7 +105,7 @@ def cohort_jobs(sheet: pd.DataFrame) -> dict[str, int]:
     """Cohort-level jobs of a run over ``sheet`` (all of them rerun when patients are added)."""
     from hccrad.config import load_settings
 
-    settings = load_settings(ROOT / "config" / "config.yaml")
+    settings = load_settings(ROOT / "config" / "config.yaml", overlay=str(DEMO_OVERLAY))
     jobs = {
         "summarize_preprocessing": 1,
         "aggregate_radiomics": 1,
@@ -210,7 +210,7 @@ def test_habitat_outputs(first_run):
     """Voxel maps, per-patient clusters for every k, the k choice and consistent subregions."""
     from hccrad.config import load_settings
 
-    settings = load_settings(ROOT / "config" / "config.yaml")
+    settings = load_settings(ROOT / "config" / "config.yaml", overlay=str(DEMO_OVERLAY))
     sheet = pd.read_csv(first_run / "sheets/cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
     patients = [
         (rows["center"].iloc[0], p)
@@ -262,7 +262,7 @@ def test_deep_inputs(first_run):
     from hccrad.config import load_settings
     from hccrad.deep.inputs import DeepInput
 
-    settings = load_settings(ROOT / "config" / "config.yaml")
+    settings = load_settings(ROOT / "config" / "config.yaml", overlay=str(DEMO_OVERLAY))
     sheet = pd.read_csv(first_run / "sheets/cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
     n = n_sub = 0
     k = int(
@@ -317,7 +317,7 @@ def test_segmentation_outputs(first_run):
     """The U-Net is trained on the patients with masks and scored on the held-out ones."""
     from hccrad.config import load_settings
 
-    settings = load_settings(ROOT / "config" / "config.yaml")
+    settings = load_settings(ROOT / "config" / "config.yaml", overlay=str(DEMO_OVERLAY))
     sheet = pd.read_csv(first_run / "sheets/cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
     roles = {p: segmentation_role(rows, settings) for p, rows in sheet.groupby("patient")}
     held = sorted(p for p, r in roles.items() if r == "held")
@@ -351,7 +351,8 @@ def test_deep_models_and_studies(first_run):
     sheet = pd.read_csv(first_run / "sheets/cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
     from hccrad.config import load_settings
 
-    for name in runnable_studies(sheet, load_settings(ROOT / "config" / "config.yaml")):
+    settings = load_settings(ROOT / "config" / "config.yaml", overlay=str(DEMO_OVERLAY))
+    for name in runnable_studies(sheet, settings):
         folder = first_run / "results/cohort/studies" / name
         assert (folder / "performance.parquet").exists() and (folder / "metrics.json").exists()
         splits = pd.read_parquet(folder / "splits.parquet")

@@ -42,6 +42,7 @@ def workflow_file(path):
 # the study models and package versions stay the same (markers in .snakemake/hccrad).
 STUDIES = hccrad_studies.load_studies(
     [workflow_file(str(f)) for f in SETTINGS.studies],
+    overlay=SETTINGS.overlay,
     check_estimators=workflow.is_main_process,
     estimator_cache=os.path.join(".snakemake", "hccrad"),
 )
@@ -458,6 +459,13 @@ def summarize_results_outputs():
             category="Preprocessing QC",
             subcategory="Segmentation",
         )
+    if SETTINGS.overlay is not None:
+        outputs["scaled"] = report(
+            paths.cohort_path("report", "scaled.html"),
+            caption=caption("scaled"),
+            category="Scaled for this run",
+            subcategory="Overlay",
+        )
     for study in PLAN.runnable_studies:
         outputs[f"study_{study}"] = report(
             paths.cohort_path("report", f"{study}.html"),
@@ -469,10 +477,12 @@ def summarize_results_outputs():
 
 
 def summarize_results_params():
-    """Studies in report order with their figures, and the skipped ones with the reason."""
+    """Studies in report order with their figures, the skipped ones with the reason, and the
+    values the configuration overlay changed (None without one)."""
     return {
         "studies": {s: study_figures(s) for s in PLAN.runnable_studies},
         "skipped": dict(PLAN.skipped_studies),
+        "overlay": PLAN.overlay_summary(),
     }
 
 

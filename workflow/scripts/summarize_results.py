@@ -9,4 +9,5 @@ with job_logging(snakemake.log[0]):
         dict(snakemake.output.items()),
         studies=snakemake.params.studies,
         skipped=snakemake.params.skipped,
+        overlay=snakemake.params.overlay,
     )

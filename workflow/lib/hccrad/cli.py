@@ -48,7 +48,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, cohort=args.cohort, clinical=args.clinical)
+    settings = load_settings(
+        args.config, cohort=args.cohort, clinical=args.clinical, overlay=args.overlay
+    )
     cohort = load_cohort(settings, check_files=not args.no_file_check)
     by_center: dict[str, int] = {}
     for p in cohort.patients:
@@ -57,7 +59,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     log.info("ok: %d patients, %d images (%s)", len(cohort.patients), len(cohort.records), centers)
     for patient, reasons in cohort.excluded.items():
         log.warning("excluded %s: %s", patient, "; ".join(reasons))
-    studies = load_studies([project_file(f) for f in settings.studies], check_estimators=False)
+    studies = load_studies(
+        [project_file(f) for f in settings.studies], settings.overlay, check_estimators=False
+    )
     print(format_plan(CohortPlan(settings, cohort, studies).summary()))
     return 0
 
@@ -175,6 +179,9 @@ def _add_validate(sub: Any) -> None:
     p.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     p.add_argument("--cohort", help="cohort sheet (overrides the config's)")
     p.add_argument("--clinical", help="clinical table (overrides the config's)")
+    p.add_argument(
+        "--overlay", help="a configuration overlay, e.g. config/demo.yaml (overrides the config's)"
+    )
     p.add_argument("--no-file-check", action="store_true", help="do not check that files exist")
     p.set_defaults(func=_cmd_validate)
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from hccrad.errors import ConfigError
+from hccrad.overlay import Change, Overlay, changes, deep_merge, parse_overlay
 
 #: Center names that would collide with the workflow's own folders under ``results/``.
 RESERVED_NAMES = frozenset({"cohort", "logs", "benchmarks", "qc"})
@@ -407,6 +408,10 @@ class Settings:
     #: Study files (config key ``studies``; :data:`DEFAULT_STUDY_FILES` when not given).
     studies: tuple[str, ...] = DEFAULT_STUDY_FILES
     audit: Audit = Audit()
+    #: The overlay applied to this run (config key ``overlay``), or None.
+    overlay: Overlay | None = None
+    #: The configuration values the overlay changed (full scale -> this run).
+    overlay_changes: tuple[Change, ...] = ()
 
     def modality(self, name: str) -> Modality:
         """Settings of modality ``name``; ConfigError when the config does not define it."""
@@ -454,8 +459,33 @@ def _triple(values: list[float]) -> tuple[float, float, float]:
     return (x, y, z)
 
 
+def read_overlay(path: str | Path) -> Overlay:
+    """Read an overlay file (:mod:`hccrad.overlay`); ConfigError when it is missing or invalid."""
+    p = Path(project_file(path))
+    if not p.is_file():
+        raise ConfigError(f"config key overlay: file {path} not found")
+    try:
+        data = read_yaml(p.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"overlay {path} is not valid YAML: {err}") from err
+    return parse_overlay(path, data)  # named as given (the summary shows it)
+
+
+def apply_overlay(config: Mapping[str, Any]) -> tuple[dict[str, Any], Overlay | None, tuple]:
+    """``config`` with its overlay's ``config`` part merged over it, the overlay, and the values
+    it changed (against the full-scale configuration with its defaults filled in)."""
+    path = config.get("overlay")
+    if not path:
+        return dict(config), None, ()
+    overlay = read_overlay(path)
+    full_scale = validate_config({k: v for k, v in config.items() if k != "overlay"})
+    merged = deep_merge(config, overlay.config)
+    return merged, overlay, changes("config", full_scale, overlay.config)
+
+
 def settings_from_config(config: Mapping[str, Any]) -> Settings:
-    """Validate ``config`` and turn it into :class:`Settings`."""
+    """Validate ``config`` (with its overlay applied) and turn it into :class:`Settings`."""
+    config, overlay, overlay_changes = apply_overlay(config)
     c = validate_config(config)
     modalities = {}
     for name, m in c["modalities"].items():
@@ -518,6 +548,8 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
             truth=c["audit"]["truth"],
             fail_on_identifiers=bool(c["audit"]["fail_on_identifiers"]),
         ),
+        overlay=overlay,
+        overlay_changes=overlay_changes,
     )
 
 

@@ -332,6 +332,23 @@ class CohortPlan:
             phase=self.reference_phase(patient),
         )
 
+    # ---- overlay ------------------------------------------------------------------------------
+
+    def overlay_summary(self) -> dict[str, Any] | None:
+        """The run's configuration overlay as plain data (``path``, ``reason``, ``changes``: one
+        row per changed value, the configuration's first, then each study's), or None."""
+        overlay = self.settings.overlay
+        if overlay is None:
+            return None
+        changes = [*self.settings.overlay_changes]
+        for spec in self.studies.values():
+            changes += spec.overlay_changes
+        return {
+            "path": overlay.path,
+            "reason": overlay.reason,
+            "changes": [c.as_row() for c in changes],
+        }
+
     # ---- summary ------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hccrad.errors import ConfigError
-from hccrad.studies.spec import StudySpec
+from hccrad.studies.spec import EVAL_SPLITS, StudySpec
 
 #: Keys each block source takes (besides ``source`` and ``description``).
 _BLOCK_KEYS = {
@@ -123,11 +123,32 @@ def _check_references(spec: StudySpec, bad: Report) -> None:
                 bad(f"comparisons[{i}]", f"unknown model {m!r}")
         if a == b:
             bad(f"comparisons[{i}]", "compares a model with itself")
+    if spec.key_comparison and tuple(spec.key_comparison["pair"]) not in spec.comparisons:
+        bad("key_comparison.pair", f"{spec.key_comparison['pair']} is not one of comparisons")
+    _check_published(spec, bad)
     if spec.survival is not None:
         if spec.survival.model not in spec.models:
             bad("survival.model", f"unknown model {spec.survival.model!r}")
         if spec.label in spec.survival.covariates:
             bad("survival.covariates", f"holds the label {spec.label!r}")
+
+
+def _check_published(spec: StudySpec, bad: Report) -> None:
+    """``published`` names this study's models and splits; a model the study lacks goes under
+    ``missing_models``."""
+    pub = spec.published
+    for split in pub.get("cohorts", {}):
+        if split not in EVAL_SPLITS:
+            bad(f"published.cohorts.{split}", f"not a split ({', '.join(EVAL_SPLITS)})")
+    for name, model in pub.get("models", {}).items():
+        if name not in spec.models:
+            bad(f"published.models.{name}", "not a model of this study (missing_models?)")
+        for split in (model or {}).get("auc", {}):
+            if split not in EVAL_SPLITS:
+                bad(f"published.models.{name}.auc.{split}", "not a split")
+    for name in pub.get("missing_models", {}):
+        if name in spec.models:
+            bad(f"published.missing_models.{name}", "is a model of this study (models)")
 
 
 def _check_derived(spec: StudySpec, bad: Report) -> None:

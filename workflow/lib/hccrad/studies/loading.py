@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,8 +17,9 @@ import yaml
 
 from hccrad.config import load_schema, read_yaml
 from hccrad.errors import ConfigError
+from hccrad.overlay import Overlay, changes, deep_merge
 from hccrad.studies.checks import cross_check
-from hccrad.studies.spec import StudySpec, deep_merge, spec_from_dict
+from hccrad.studies.spec import StudySpec, spec_from_dict
 
 #: Distributions whose versions decide whether a pipeline builds (:func:`estimator_check_digest`).
 ESTIMATOR_PACKAGES = ("hccrad", "scikit-learn", "imbalanced-learn", "xgboost", "numpy", "scipy")
@@ -57,6 +59,7 @@ def load_study(
     *,
     check_estimators: bool = True,
     estimator_cache: str | os.PathLike[str] | None = None,
+    override: Mapping[str, Any] | None = None,
 ) -> StudySpec:
     """Load, merge and validate one study file.
 
@@ -69,6 +72,8 @@ def load_study(
         estimator_cache: A folder remembering passed estimator checks (one empty file per
             digest of the study's pipeline models and the versions of the packages that build
             them, :func:`estimator_check_digest`): a check that passed before is not repeated.
+        override: An overlay's delta for this study (:mod:`hccrad.overlay`), merged last; the
+            values it changes are kept in ``StudySpec.overlay_changes``.
 
     Raises:
         ConfigError: Naming the study file and the offending key.
@@ -79,10 +84,12 @@ def load_study(
     dpath = Path(defaults) if defaults is not None else p.parent / "defaults.yaml"
     base = _read_yaml(dpath, "study defaults") if (defaults is not None or dpath.is_file()) else {}
     merged = deep_merge(base, delta)
+    overlay_changes = changes(p.stem, merged, override or {})
+    merged = deep_merge(merged, override or {})
     errors = _schema_errors(merged)
     if errors:
         raise ConfigError(f"{where} (merged with {dpath}): invalid\n  " + "\n  ".join(errors))
-    spec = spec_from_dict(p, merged)
+    spec = dataclasses.replace(spec_from_dict(p, merged), overlay_changes=overlay_changes)
     cross_check(spec, where)
     if check_estimators:
         marker = None
@@ -143,11 +150,16 @@ def _check_estimators(spec: StudySpec, where: str) -> None:
             raise ConfigError(f"{where}: key models.{name}: {err}") from err
 
 
-def load_studies(files: Sequence[str | os.PathLike[str]], **kwargs: Any) -> dict[str, StudySpec]:
-    """Load several study files; names (file stems) must be unique."""
+def load_studies(
+    files: Sequence[str | os.PathLike[str]], overlay: Overlay | None = None, **kwargs: Any
+) -> dict[str, StudySpec]:
+    """Load several study files (with ``overlay``'s delta for each, when given); names (file
+    stems) must be unique. An overlay's delta for a study that is not configured is unused
+    (a configuration may run a subset of the studies)."""
     out: dict[str, StudySpec] = {}
     for f in files:
-        spec = load_study(f, **kwargs)
+        override = overlay.study(Path(f).stem) if overlay is not None else None
+        spec = load_study(f, override=override, **kwargs)
         if spec.name in out:
             raise ConfigError(f"study {f}: name {spec.name!r} also used by {out[spec.name].path}")
         out[spec.name] = spec

@@ -479,6 +479,12 @@ def _summaries(
         "figure_split": fig_split,
         "survival": survival_info,
         "notes": run.notes,
+        # the paper next to this run (hccrad.report): its key comparison, what it reports,
+        # where this study differs from it, and what a configuration overlay scaled down
+        "key_comparison": {**spec.key_comparison, "pair": list(spec.key_pair or [])},
+        "published": spec.published,
+        "deviations": list(spec.deviations),
+        "overlay_changes": [c.as_row() for c in spec.overlay_changes],
     }
     write_json(metrics, run.files["metrics"])
     return metrics

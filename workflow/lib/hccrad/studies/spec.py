@@ -8,11 +8,12 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hccrad.overlay import Change, deep_merge
 
 #: Evaluated splits, in report order (``unlabeled`` patients are never evaluated).
 EVAL_SPLITS = ("train", "validation", "external", "temporal")
@@ -165,6 +166,26 @@ class StudySpec:
     survival: SurvivalSpec | None
     raw: dict[str, Any]
     deep_models: dict[str, DeepModelSpec] = field(default_factory=dict)
+    #: The values a configuration overlay changed in this study (full scale -> this run).
+    overlay_changes: tuple[Change, ...] = ()
+    #: The paper's key comparison: ``pair`` (ours) and its claim (``key_comparison`` key).
+    key_comparison: dict[str, Any] = field(default_factory=dict)
+    #: What the paper reports (``published`` key), shown next to this run's results.
+    published: dict[str, Any] = field(default_factory=dict)
+    #: Where this study differs from the paper, with the reason (``deviations`` key).
+    deviations: tuple[dict[str, str], ...] = ()
+
+    @property
+    def key_pair(self) -> tuple[str, str] | None:
+        """The key comparison's ``(model, reference)``: the configured one, else the first
+        comparison of the primary model, else the first comparison, else None."""
+        if self.key_comparison:
+            a, b = self.key_comparison["pair"]
+            return (a, b)
+        for pair in self.comparisons:
+            if pair[0] == self.primary:
+                return pair
+        return self.comparisons[0] if self.comparisons else None
 
     @property
     def used_blocks(self) -> list[str]:
@@ -216,17 +237,6 @@ _SECTION_DEFAULTS: dict[str, Any] = {
         "cox_scope": "held_out",
     },
 }
-
-
-def deep_merge(base: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
-    """``delta`` merged over ``base``: mappings merge recursively, any other value replaces."""
-    out = copy.deepcopy(dict(base))
-    for key, value in delta.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _t(values: Any) -> tuple:
@@ -355,4 +365,7 @@ def spec_from_dict(path: Path, d: dict[str, Any]) -> StudySpec:
         survival=_survival_spec(d["survival"], primary),
         raw=d,
         deep_models=_deep_model_specs(d.get("deep_models", {})),
+        key_comparison=dict(d.get("key_comparison", {})),
+        published=dict(d.get("published", {})),
+        deviations=tuple(dict(x) for x in d.get("deviations", [])),
     )

@@ -1,0 +1,262 @@
+"""One study's results in the summary and the report: AUC with CI per split, classification
+metrics at the training cut-off, comparisons (the key comparison first), survival, notes.
+
+The **key comparison** of a study is its configured ``key_comparison`` (``metrics.json``), else
+the first pair of its ``comparisons`` whose new model is the primary model, else its first pair.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hccrad.report.format import (
+    DASH,
+    _cases,
+    _missing,
+    fmt_auc,
+    fmt_num,
+    fmt_p,
+    split_label,
+)
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class StudyResult:
+    """What the summary says about one study (from its output folder)."""
+
+    name: str
+    folder: str
+    metrics: dict[str, Any]
+    performance: pd.DataFrame
+    comparisons: pd.DataFrame
+    figures: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return str(self.metrics.get("title") or self.name)
+
+    @property
+    def primary(self) -> str:
+        return str(self.metrics.get("primary", ""))
+
+    @property
+    def key_pair(self) -> tuple[str, str] | None:
+        """The key comparison (:func:`key_comparison`)."""
+        configured = (self.metrics.get("key_comparison") or {}).get("pair")
+        return key_comparison(self.comparisons, self.primary, configured)
+
+    @property
+    def splits(self) -> list[str]:
+        """Evaluated splits in the study's order (as in the performance table)."""
+        return list(dict.fromkeys(self.performance["split"]))
+
+    @property
+    def models(self) -> list[str]:
+        """Models in the study's order, the primary first."""
+        models = list(dict.fromkeys(self.performance["model"]))
+        if self.primary in models:
+            models.remove(self.primary)
+            models.insert(0, self.primary)
+        return models
+
+
+def load_study_result(
+    name: str,
+    performance: PathLike,
+    comparisons: PathLike,
+    metrics: PathLike,
+    *,
+    figures: Sequence[str] = (),
+) -> StudyResult:
+    """Read one study's tables; ``folder`` is the folder of ``metrics``."""
+    with open(metrics) as fh:
+        meta = json.load(fh)
+    return StudyResult(
+        name=name,
+        folder=str(Path(metrics).parent),
+        metrics=meta,
+        performance=pd.read_parquet(performance),
+        comparisons=pd.read_parquet(comparisons),
+        figures=list(figures),
+    )
+
+
+def performance_matrix(result: StudyResult) -> pd.DataFrame:
+    """AUC with 95 % CI: one row per model (primary first, marked), one column per split.
+
+    Column headers are ``{split} (n={n}, {cases} cases)`` with the patient counts of the
+    primary model (all models of a study are evaluated on the same patients).
+    """
+    perf = result.performance.set_index(["model", "split"])
+    headers = {}
+    for split in result.splits:
+        headers[split] = split_label(split)
+        key = (result.models[0], split)
+        if key in perf.index and not _missing(perf.loc[key, "n"]):
+            n, cases = int(perf.loc[key, "n"]), int(perf.loc[key, "n_pos"])
+            headers[split] = f"{split_label(split)} (n={n}, {_cases(cases)})"
+    rows = []
+    for model in result.models:
+        label = f"{model} (primary)" if model == result.primary else model
+        row = {"model": label}
+        status = unfit(result, model)
+        for split in result.splits:
+            if status:
+                row[headers[split]] = status
+            elif (model, split) in perf.index:
+                r = perf.loc[(model, split)]
+                row[headers[split]] = fmt_auc(r["auc"], r["auc_lower"], r["auc_upper"])
+            else:
+                row[headers[split]] = DASH
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", *headers.values()])
+
+
+def unfit(result: StudyResult, model: str) -> str:
+    """``""`` for a fitted model, else ``NOT FITTED: why`` (never shown as a result)."""
+    info = (result.metrics.get("models") or {}).get(model)
+    if info is None or info.get("status") in (None, "fitted"):
+        return ""
+    return f"NOT FITTED: {info.get('note') or info.get('status')}"
+
+
+def classification_table(result: StudyResult) -> pd.DataFrame:
+    """Every model (primary first) per split at its training Youden cut-off: n, cases,
+    cut-off, accuracy, sensitivity, specificity, PPV, NPV."""
+    perf = result.performance.set_index(["model", "split"])
+    metrics = (("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
+               ("specificity", "specificity"), ("ppv", "PPV"), ("npv", "NPV"))  # fmt: skip
+    rows = []
+    for model in result.models:
+        for split in result.splits:
+            if (model, split) not in perf.index:
+                continue
+            r = perf.loc[(model, split)]
+            rows.append(
+                {
+                    "model": model,
+                    "split": split_label(split),
+                    "n": int(r["n"]),
+                    "cases": int(r["n_pos"]),
+                    "cut-off": fmt_num(r.get("cutoff"), 3),
+                    **{name: fmt_num(r.get(col), 2) for col, name in metrics},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def comparison_pairs(comparisons: pd.DataFrame) -> list[tuple[str, str]]:
+    """The study's ``[model, reference]`` pairs in their configured order."""
+    pairs = zip(comparisons["model"], comparisons["reference"], strict=True)
+    return list(dict.fromkeys((str(a), str(b)) for a, b in pairs))
+
+
+def key_comparison(
+    comparisons: pd.DataFrame, primary: str, configured: Sequence[str] | None = None
+) -> tuple[str, str] | None:
+    """The paper's comparison: the ``configured`` pair (the study's ``key_comparison``), else
+    the first pair whose new model is ``primary``, else the first pair; None when the study
+    compares nothing."""
+    if configured is not None and len(configured) == 2:
+        return (str(configured[0]), str(configured[1]))
+    pairs = comparison_pairs(comparisons)
+    for pair in pairs:
+        if pair[0] == primary:
+            return pair
+    return pairs[0] if pairs else None
+
+
+def comparison_rows(comparisons: pd.DataFrame, pair: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Formatted comparisons (all pairs, or ``pair``): per split the two AUCs, DeLong P,
+    categorical and continuous NRI with their P."""
+    comp = comparisons
+    if pair is not None:
+        comp = comp[(comp["model"] == pair[0]) & (comp["reference"] == pair[1])]
+    rows = []
+    for _, r in comp.iterrows():
+        rows.append(
+            {
+                "comparison": f"{r['model']} vs {r['reference']}",
+                "split": split_label(r["split"]),
+                "n": int(r["n"]),
+                "AUC model": fmt_num(r.get("auc_model")),
+                "AUC reference": fmt_num(r.get("auc_reference")),
+                "DeLong P": fmt_p(r.get("delong_p")),
+                "NRI categorical (P)": _nri(r, "nri_categorical"),
+                "NRI continuous (P)": _nri(r, "nri_continuous"),
+                "note": str(r.get("note") or ""),
+            }
+        )
+    cols = [
+        "comparison",
+        "split",
+        "n",
+        "AUC model",
+        "AUC reference",
+        "DeLong P",
+        "NRI categorical (P)",
+        "NRI continuous (P)",
+        "note",
+    ]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _nri(row: pd.Series, prefix: str) -> str:
+    value = row.get(prefix)
+    if _missing(value):
+        return DASH
+    return f"{fmt_num(value)} ({fmt_p(row.get(f'{prefix}_p'))})"
+
+
+def survival_lines(result: StudyResult) -> list[str]:
+    """One sentence per survival endpoint: model, training cut-point, log-rank P and group
+    sizes on the KM scope."""
+    lines = []
+    for endpoint, info in (result.metrics.get("survival") or {}).items():
+        model = info.get("model", "")
+        if info.get("cutpoint") is None:
+            lines.append(f"{endpoint}: not analysed ({info.get('note') or 'no cut-point'})")
+            continue
+        scope = info.get("km_scope", "held_out")
+        group = (info.get("groups") or {}).get(scope, {})
+        where = "held-out patients" if scope == "held_out" else f"{scope} patients"
+        lines.append(
+            f"{endpoint}: {model} score high vs low (training cut-point "
+            f"{fmt_num(info['cutpoint'], 3)}), log-rank P = {fmt_p(group.get('logrank_p'))} "
+            f"on {where} (high {group.get('n_high', DASH)}, low {group.get('n_low', DASH)})"
+        )
+    return lines
+
+
+def study_notes(result: StudyResult) -> list[str]:
+    """The study's notes and those of models that failed."""
+    notes = [str(n) for n in result.metrics.get("notes", [])]
+    for model, info in (result.metrics.get("models") or {}).items():
+        if info.get("status") != "fitted":
+            notes.append(f"model {model}: {info.get('status')} ({info.get('note') or 'no note'})")
+    return notes
+
+
+def study_overview(result: StudyResult) -> str:
+    """One sentence: modality, label, patients analysed per split, primary model."""
+    m = result.metrics
+    sizes = m.get("splits") or {}
+    parts = []
+    for split in result.splits:
+        s = sizes.get(split, {})
+        parts.append(f"{split_label(split)} {s.get('n_analysed', DASH)} ({_cases(s.get('n_pos'))})")
+    per_split = f" ({'; '.join(parts)})" if parts else ""
+    return (
+        f"{m.get('modality', '')} patients, label {m.get('label', '')}; "
+        f"{m.get('n_analysed', DASH)} of {m.get('n_patients', DASH)} patients analysed"
+        f"{per_split}. Primary model: {result.primary}."
+    )
