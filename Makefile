@@ -59,10 +59,11 @@ slurm-up:
 slurm-down:
 	bash tests/slurm/stop_local_slurm.sh
 
-lint: $(STAMP)
+## make lint: ruff, snakefmt and Snakemake's linter (on the demo cohort, which it writes if needed)
+lint: $(STAMP) $(DEMO)/cohort.tsv
 	$(BIN)/ruff check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	$(BIN)/snakemake --lint --config cohort=tests/data/sheets/cohort.tsv clinical=tests/data/sheets/clinical.tsv overlay=config/demo.yaml
+	$(BIN)/snakemake --lint $(DEMO_OVERLAY)
 
 clean-results:
 	rm -rf results .snakemake

@@ -169,6 +169,7 @@ def first_run(ab_run):
 def test_lint_is_clean(cohort_dir, tmp_path):
     cohort, clinical = write_sheets(cohort_dir, tmp_path / "sheets")
     res = run_snakemake(tmp_path, "--lint", cohort=cohort, clinical=clinical)
+    assert res.returncode == 0, res.stdout + res.stderr  # a workflow that fails to parse too
     assert "Lints for" not in res.stdout + res.stderr, res.stdout + res.stderr
 
 
