@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -19,10 +20,14 @@ DEMO_OVERLAY = ROOT / "config" / "demo.yaml"
 
 
 def shared_data(name: str) -> Path:
-    """A folder of ``../shared/data``; skips the test with a reason when it is absent."""
+    """A folder of ``../shared/data``; skips the test with a reason when it is absent, and
+    fails it in CI (``CI=true``), where the folder is always there."""
     path = SHARED_DATA / name
     if not path.exists():
-        pytest.skip(f"real test data {path} not present (only in the project's shared folder)")
+        why = f"real test data {path} not present (only in the project's shared folder)"
+        if os.environ.get("CI") == "true":  # CI has the shared folder: its absence is a failure
+            pytest.fail(why)
+        pytest.skip(why)
     return path
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import shared_data
 from hccrad.errors import InputError
 from hccrad.icc import KINDS, feature_icc, icc, icc_anova
 
@@ -54,9 +55,7 @@ def test_shrout_fleiss_hard_coded():
 
 
 def test_shrout_fleiss_shared_csv():
-    path = SHARED_DATA / "stats" / "shrout_fleiss_1979.csv"
-    if not path.exists():
-        pytest.skip(f"real test data {path} not present (only in the project's shared folder)")
+    path = shared_data("stats") / "shrout_fleiss_1979.csv"
     table = pd.read_csv(path, index_col="target")
     assert table.shape == (6, 4)
     np.testing.assert_array_equal(table.to_numpy(dtype=float), SF_TABLE)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import shared_data
 from hccrad.imageio import read_image, read_mask
 from hccrad.preprocess import (
     RegistrationError,
@@ -452,9 +453,7 @@ def test_mask_stats_box_and_empty():
 
 
 def test_real_liver_ring_smoke():
-    folder = DATA / "liver_lits64"
-    if not folder.is_dir():
-        pytest.skip(f"real test data not found at {folder}")
+    folder = shared_data("liver_lits64")
     ct = read_image(folder / "ct.nii.gz")
     liver = read_mask(folder / "labels.nii.gz", ct, kind="liver")  # liver incl. lesion
     tumor = read_mask(folder / "labels.nii.gz", ct, kind="tumor", label=2)

@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
+from conftest import shared_data
 from hccrad import radiomics as rad
 from hccrad.errors import InputError
 
@@ -28,9 +29,7 @@ SHAPE_RTOL = 1e-3
 
 
 def _pyrad_data() -> Path:
-    if not (PYRAD / "baseline").is_dir():
-        pytest.skip(f"real test data {PYRAD} not present (only in the project's shared folder)")
-    return PYRAD
+    return shared_data("pyradiomics")
 
 
 def _baseline(cls: str, case: str) -> tuple[dict, dict, dict[str, float]]:
