@@ -462,7 +462,7 @@ def test_planted_signal_table(tmp_path):
     # comparator on held-out: positives 0.4, 0.7, 0.3, 0.8 vs negatives 0.6, 0.2, 0.4, 0.9
     assert row["auc_comparator"] == pytest.approx(8.5 / 16)
     assert bool(row["as_expected"]) and not row["null_cohort"]
-    assert "habitat fusion" in row["expected"] and "necrotic" in row["planted_effect"]
+    assert row["expected"] == "fusion beats whole" and "necrotic" in row["planted_effect"]
     val = table.set_index("scope").loc["validation"]
     assert val["auc_primary"] == 1.0 and val["auc_comparator"] == 0.75
     assert val["auc_difference"] == pytest.approx(0.25)

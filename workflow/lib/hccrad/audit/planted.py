@@ -76,12 +76,15 @@ PLANTED: dict[str, Planted] = {
 }
 
 #: What each seed study should find on the planted cohort (docs/studies.md).
-EXPECTED: dict[str, str] = {
-    "habitat_grade": "habitat fusion beats the whole-tumor model",
-    "mvi_biregional": "bi-regional radiomics at least as good as one region; clinical near chance",
-    "er_fusion": "radiomics-clinical fusion (RC) beats the clinical model",
-    "mil_er": "MIL beats slice-free radiomics, which beats clinical",
-    "proliferative_tace": "nomogram (rad-score + AFP) at least as good as rad-score and AFP alone",
+EXPECTED: dict[tuple[str, str], str] = {
+    ("habitat_fusion", "whole_tumor"): "habitat fusion beats the whole-tumor model",
+    ("deep_habitat_25d", "deep_whole_25d"): "the subregion networks beat the whole-tumor network",
+    ("biregional", "intratumoral"): "bi-regional radiomics at least as good as one region",
+    ("cr_dlr", "biregional"): "handcrafted + deep features at least as good as handcrafted alone",
+    ("rc", "clinical"): "radiomics-clinical fusion (RC) beats the clinical model",
+    ("dlrcr", "clinical"): "deep + radiomics + clinical fusion beats the clinical model",
+    ("mil", "radiomics"): "MIL beats slice-free radiomics",
+    ("rad_afp", "radscore"): "nomogram (rad-score + AFP) at least as good as the rad-score alone",
 }
 
 COLUMNS = [
@@ -140,7 +143,14 @@ def _is_null_cohort(truth: pd.DataFrame) -> bool:
     return "null" in truth and bool((pd.to_numeric(truth["null"], errors="coerce") == 1).any())
 
 
-def _comparator(comparisons: pd.DataFrame, primary: str) -> str | None:
+def _comparator(metrics: dict, comparisons: pd.DataFrame, primary: str) -> str | None:
+    """The primary model's comparator: the reference of the study's key comparison when it
+    tests the primary model, else of the first comparison of the primary model."""
+    pair = (metrics.get("key_comparison") or {}).get("pair") or []
+    if len(pair) == 2 and pair[0] == primary:
+        return str(pair[1])
+    if not len(comparisons):
+        return None
     pairs = list(dict.fromkeys(zip(comparisons["model"], comparisons["reference"], strict=True)))
     for model, ref in pairs:
         if model == primary:
@@ -238,7 +248,7 @@ def _study_rows(folder: Path, truth: pd.DataFrame) -> list[dict[str, object]]:
     comparisons = pd.read_parquet(folder / "comparisons.parquet")
     performance = pd.read_parquet(folder / "performance.parquet")
     predictions = pd.read_parquet(folder / "predictions.parquet")
-    comparator = _comparator(comparisons, primary) if len(comparisons) else None
+    comparator = _comparator(metrics, comparisons, primary)
     held = predictions[predictions["split"].isin(HELD_OUT_SPLITS)]
     oracle_true, oracle_held = _oracle_aucs(truth, label, planted, modality, held)
     base = {
@@ -247,7 +257,9 @@ def _study_rows(folder: Path, truth: pd.DataFrame) -> list[dict[str, object]]:
         "modality": modality,
         "null_cohort": _is_null_cohort(truth),
         "planted_effect": planted.effect,
-        "expected": EXPECTED.get(study, f"{primary} beats {comparator}" if comparator else ""),
+        "expected": EXPECTED.get(
+            (primary, comparator or ""), f"{primary} beats {comparator}" if comparator else ""
+        ),
         "latent": planted.latent or "",
         "oracle_auc_true": oracle_true,
         "oracle_auc_held_out": oracle_held,
