@@ -53,12 +53,18 @@ def test_study_deltas_are_merged_last_and_listed() -> None:
     assert full[whole].deep_models["whole_25d"].train == {}
     assert demo[whole].deep_models["whole_25d"].train["network"] == "resnet10"
     assert demo[whole].deep_models["whole_25d"].raw["train"]["epochs"] == 4
-    listed = {c.key for c in demo[whole].overlay_changes}
-    assert "deep_models.whole_25d.train.network" in listed
-    assert all(c.where == whole and c.full_scale == UNSET for c in demo[whole].overlay_changes)
-    assert demo["proliferative_tace"].overlay_changes == ()
-    # the models, blocks and splits are the same
-    assert demo[whole].models == full[whole].models and demo[whole].splits == full[whole].splits
+    changes = {c.key: c for c in demo[whole].overlay_changes}
+    assert all(c.where == whole for c in changes.values())
+    train = changes["deep_models.whole_25d.train.network"]
+    assert (train.full_scale, train.value) == (UNSET, "resnet10")  # the preset's ResNet-18
+    centers = changes["splits.primary_centers"]  # the paper's one center, the demo's two
+    assert (centers.full_scale, centers.value) == (["A"], ["A", "B"])
+    assert demo[whole].splits.primary_centers == ("A", "B")
+    assert full[whole].splits.primary_centers == ("A",)
+    # keys the overlay does not name keep the study file's values
+    assert demo[whole].primary == full[whole].primary == "deep_habitat_25d"
+    assert demo[whole].models["whole_tumor"] == full[whole].models["whole_tumor"]
+    assert demo[whole].published == full[whole].published
     text = scaled_markdown(
         [c.as_row() for c in (*settings.overlay_changes, *demo[whole].overlay_changes)],
         "config/demo.yaml",

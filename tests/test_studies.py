@@ -206,17 +206,19 @@ def test_seed_studies_load_and_declare_outputs():
     assert list(specs) == list(studies.SEED_STUDIES)
     assert {s.modality for s in specs.values()} == {"MR", "CT"}
     hg = specs["habitat_grade"]
-    assert hg.label == "grade_pd" and hg.primary == "habitat_fusion"
+    # the paper's primary: the subregions' 2.5D deep features, fused; its key comparison first
+    assert hg.label == "grade_pd" and hg.primary == "deep_habitat_25d"
     assert hg.comparisons == (
+        ("deep_habitat_25d", "deep_whole_25d"),
         ("habitat_fusion", "whole_tumor"),
         ("deep_whole_25d", "whole_tumor"),
-        ("deep_habitat_25d", "deep_whole_25d"),
     )
+    assert hg.key_pair == ("deep_habitat_25d", "deep_whole_25d")
     assert hg.raw["deep_models"]["whole_25d"]["input"] == "habitat_slices"
     assert hg.raw["deep_models"]["habitat_25d"]["input"] == "habitat_subregion_slices"
     # the chain name resolves to its steps; defaults are merged under the study
     assert [s["step"] for s in hg.models["whole_tumor"].selection] == ["correlation", "lasso"]
-    assert hg.splits.primary_centers == ("A", "B") and hg.splits.temporal_cutoff == "2019-01-01"
+    assert hg.splits.primary_centers == ("A",) and hg.splits.temporal_cutoff == "2022-08-01"
     assert "afp_gt_200" in hg.derived
     out = study_outputs(hg)
     assert {"km_os.png", "km_rfs.png", "cox.parquet", "shap_beeswarm.png"} <= set(out.values())
@@ -242,7 +244,7 @@ def test_deep_models_are_typed_in_config_order():
     assert hg.deep_models["habitat_25d"].gradcam == 2
     assert specs["mvi_biregional"].deep_models["tumor_3d"].phase == "AP"
     mil = specs["mil_er"].deep_models["mil_slices"]
-    assert mil.mil is True and mil.raw["mil_bins"] == 10
+    assert mil.mil is True and mil.raw["mil_bins"] == 13  # the paper's 13 likelihood bins
     assert specs["proliferative_tace"].deep_models == {}
 
 
@@ -743,6 +745,19 @@ def without_deep_models(folder: Path) -> list[Path]:
         raw["comparisons"] = [c for c in raw.get("comparisons", []) if not set(c) & gone]
         if raw["primary"] in gone:
             raw["primary"] = next(iter(raw["models"]))
+        for key in ("explain", "nomogram"):
+            if raw.get(key) in gone:
+                raw.pop(key)
+        if set(raw.get("key_comparison", {}).get("pair", [])) & gone:
+            raw.pop("key_comparison")
+        published = raw.get("published", {})
+        for m in gone & set(published.get("models", {})):  # reported by the paper, not built here
+            model = published["models"].pop(m)
+            if model:
+                published.setdefault("missing_models", {})[m] = model
+        survival = raw.get("survival") or {}
+        if survival.get("model") in gone:
+            survival.pop("model")
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
         out.append(folder / f"{name}.yaml")
     return out

@@ -27,6 +27,9 @@ rule study_splits:
     params:
         seed=SETTINGS.seed,
         patients=lambda wildcards: PLAN.study_patients(wildcards.study),
+        # the configuration overlay's delta for this study (config/demo.yaml): its values
+        # replace the study file's, so changing them reruns the study
+        override=lambda wildcards: PLAN.study_override(wildcards.study),
     script:
         "../scripts/study_splits.py"
 
@@ -56,6 +59,7 @@ for _study in STUDIES:
         params:
             seed=SETTINGS.seed,
             patients=PLAN.study_patients(_study),
+            override=PLAN.study_override(_study),
             out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
         script:
             "../scripts/run_study.py"

@@ -16,5 +16,6 @@ with job_logging(snakemake.log[0]):
         snakemake.params.out_dir,
         seed=snakemake.params.seed,
         patients=snakemake.params.patients,
+        override=snakemake.params.override,
         threads=snakemake.threads,
     )

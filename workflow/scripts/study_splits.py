@@ -10,4 +10,5 @@ with job_logging(snakemake.log[0]):
         snakemake.output.splits,
         seed=snakemake.params.seed,
         patients=snakemake.params.patients,
+        override=snakemake.params.override,
     )

@@ -244,6 +244,12 @@ class CohortPlan:
         modality = self.studies[study].modality
         return {p: modality for p in self.cohort.patients if self.cohort.modality(p) == modality}
 
+    def study_override(self, study: str) -> dict[str, Any]:
+        """The configuration overlay's delta for a study (empty without one): a param of the
+        study's jobs, which load the study file with it."""
+        overlay = self.settings.overlay
+        return overlay.study(study) if overlay is not None else {}
+
     def study_tables(self, study: str) -> dict[str, str]:
         """The tables a study reads (:func:`hccrad.studies.study_inputs`)."""
         return study_inputs(self.studies[study], self.clinical)

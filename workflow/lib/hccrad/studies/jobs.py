@@ -42,9 +42,11 @@ def write_splits_job(
     *,
     seed: int,
     patients: Mapping[str, str] | None = None,
+    override: Mapping[str, Any] | None = None,
 ) -> None:
-    """Rule ``study_splits``: the study's ``splits.parquet`` from the clinical table alone."""
-    spec = load_study(study_file, check_estimators=False)
+    """Rule ``study_splits``: the study's ``splits.parquet`` from the clinical table alone
+    (``override``: the configuration overlay's delta for this study, :mod:`hccrad.overlay`)."""
+    spec = load_study(study_file, check_estimators=False, override=override)
     table = study_clinical(spec, read_clinical_table(clinical), patients)
     s = study_splits(spec, table, int(spec.seed if spec.seed is not None else seed))
     write_parquet(s, dst)
@@ -60,9 +62,11 @@ def run_study_job(
     seed: int,
     patients: Mapping[str, str] | None = None,
     threads: int = 1,
+    override: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Rule ``run_study``: load the spec and tables, run the study with the rule's splits."""
-    spec = load_study(study_file, check_estimators=False)
+    """Rule ``run_study``: load the spec (with the overlay's ``override``) and tables, run the
+    study with the rule's splits."""
+    spec = load_study(study_file, check_estimators=False, override=override)
     tables = load_tables(inputs)
     with threadpool_limits(limits=max(1, int(threads))):
         return run_study(

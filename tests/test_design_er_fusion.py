@@ -1,0 +1,231 @@
+"""er_fusion is Zhao et al. 2024 (Front. Oncol. 14:1446386) at full scale: every step of the
+paper's Methods with the paper's parameters, the published numbers, a reason for every
+deviation, and the demo overlay's delta still validating. Fails when the configuration drifts
+from the paper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hccrad.config import load_settings
+from hccrad.deep.train_config import STUDY_PRESETS, TrainConfig
+from hccrad.studies import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "config" / "studies" / "er_fusion.yaml"
+DEMO = ROOT / "config" / "demo.yaml"
+
+RADIOMICS = ["rad_lr", "rad_svm", "rad_knn", "rad_xgb", "rad_mlp"]
+CLASSIFIERS = {
+    "rad_lr": "logistic",
+    "rad_svm": "svm",
+    "rad_knn": "knn",
+    "rad_xgb": "xgboost",
+    "rad_mlp": "mlp",
+}
+#: Table 1 cut-offs of the CR variables.
+CUTOFFS = {
+    "afp_gt_400": ("afp", "gt", 400),
+    "ast_gt_40": ("ast", "gt", 40),
+    "alt_gt_50": ("alt", "gt", 50),
+    "ggt_gt_60": ("ggt", "gt", 60),
+    "tbil_gt_19": ("tbil", "gt", 19),
+    "alb_lt_40": ("alb", "lt", 40),
+    "large_tumor": ("tumor_size_mm", "gt", 50),
+}
+#: Deep learning model construction: SGD, lr 1e-4, decay 1e-4, momentum 0.9, 200 iterations,
+#: batch 64, early stopping, class-weighted cross-entropy, 2.5D slices.
+DL_TRAIN = {
+    "input_kind": "slices25d",
+    "optimizer": "sgd",
+    "lr": 1e-4,
+    "weight_decay": 1e-4,
+    "momentum": 0.9,
+    "epochs": 200,
+    "batch_size": 64,
+    "class_weighted": True,
+    "pretrained": None,
+}
+NETWORKS = {"er_25d": "resnet10", "er_25d_r18": "resnet18", "er_25d_r34": "resnet34"}
+DEEP_BLOCK = {"dl": "er_25d", "dl_r18": "er_25d_r18", "dl_r34": "er_25d_r34"}
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_study(STUDY, check_estimators=True)
+
+
+def demo_delta() -> dict:
+    """This study's delta of the demo overlay (config/demo.yaml, studies: er_fusion)."""
+    return (yaml.safe_load(DEMO.read_text()).get("studies") or {}).get("er_fusion", {})
+
+
+def test_cohort_label_and_split(spec):
+    assert spec.modality == "MR" and spec.label == "early_recurrence"
+    # one center, random 8:2, no temporal set
+    assert spec.splits.primary_centers == ("A",)
+    assert spec.splits.validation_fraction == pytest.approx(0.2)
+    assert spec.splits.temporal_cutoff is None
+    assert spec.splits.names == ("train", "validation", "external")
+
+
+def test_radiomics_block_and_selection_chain(spec):
+    block = spec.blocks["radiomics"]
+    assert block.source == "radiomics"
+    assert block.phases == ("AP", "PVP", "DP") and block.regions == ("tumor",)
+    chain = [
+        {"step": "icc", "threshold": 0.9},
+        {"step": "univariate", "alpha": 0.05, "test": "auto"},
+        {"step": "lasso", "cv": 5, "Cs": 100},
+    ]
+    assert spec.raw["chains"]["icc_test_lasso"] == chain
+    for name in RADIOMICS:
+        m = spec.models[name]
+        assert m.kind == "pipeline" and m.blocks == ("radiomics",)
+        assert list(m.selection) == chain and m.uses_icc
+        assert m.classifier == CLASSIFIERS[name]
+        assert m.grid is None and m.smote is False  # no tuning, no resampling published
+    # hyperparameters not published: the libraries' own defaults
+    assert spec.models["rad_xgb"].params == {
+        "n_estimators": 100,
+        "max_depth": 6,
+        "learning_rate": 0.3,
+    }
+    assert spec.models["rad_mlp"].params == {"hidden_layer_sizes": [100], "alpha": 1e-4}
+    assert spec.models["rad_lr"].params == spec.models["rad_svm"].params == {}
+    assert spec.models["rad_knn"].params == {}
+
+
+def test_clinical_radiological_model(spec):
+    for name, (column, op, value) in CUTOFFS.items():
+        assert spec.derived[name] == {"column": column, "op": op, "value": value}, name
+    cr = spec.models["clinical"]
+    assert cr.kind == "clinical" and cr.alpha == pytest.approx(0.05)
+    assert set(cr.candidates) == {
+        "male", "age", "hbv", "hcv", "afp_gt_400", "alt_gt_50", "ast_gt_40", "ggt_gt_60",
+        "tbil_gt_19", "alb_lt_40", "child_pugh_b", "large_tumor", "multiple_tumors",
+        "cirrhosis",
+    }  # fmt: skip
+    assert len(cr.candidates) == 14 and not cr.scores
+
+
+def test_fusion_models(spec):
+    rc, dlrcr = spec.models["rc"], spec.models["dlrcr"]
+    for m in (rc, dlrcr):
+        assert m.kind == "clinical" and m.alpha == 1.0  # AST and diameter always enter
+        assert m.candidates == ("ast_gt_40", "large_tumor")
+    assert rc.scores == ("rad_lr",)
+    assert dlrcr.scores == ("rad_lr", "dl")
+    assert spec.stacking == "crossfit"
+    for name in ("bclc", "cnlc"):
+        assert spec.blocks[name].columns == (f"{name}_stage",)
+        assert spec.models[name].blocks == (name,) and spec.models[name].classifier == "logistic"
+
+
+def test_dl_models_are_the_networks_outputs(spec):
+    for model, deep in DEEP_BLOCK.items():
+        m = spec.models[model]
+        assert m.kind == "pipeline" and m.classifier == "logistic" and not m.selection
+        (block,) = m.blocks
+        b = spec.blocks[block]
+        assert b.source == "table" and b.columns == ("prob",)
+        assert b.path == f"results/cohort/studies/er_fusion/deep/{deep}/predictions.parquet"
+
+
+def test_deep_models_resolve_to_the_papers_training(spec):
+    assert list(spec.deep_models) == list(NETWORKS)
+    for name, network in NETWORKS.items():
+        d = spec.deep_models[name]
+        assert d.input == "er_stack" and d.preset == "recurrence_25d"
+        assert d.preset in STUDY_PRESETS
+        cfg = TrainConfig.preset(d.preset, **d.train)
+        for key, value in {**DL_TRAIN, "network": network}.items():
+            assert getattr(cfg, key) == value, (name, key)
+        assert cfg.patience is not None  # early stopping
+        assert cfg.augment and cfg.intensity_prob == 0.0  # no intensity augmentation
+    assert spec.deep_models["er_25d"].gradcam > 0  # activation maps of the ResNet-10
+
+
+def test_deep_input_is_three_largest_slices_of_three_phases():
+    inp = load_settings(ROOT / "config" / "config.yaml").deep_inputs["er_stack"]
+    assert inp.size == 256 and inp.k == 3
+    assert tuple(inp.phases) == ("AP", "PVP", "DP") and inp.region == "tumor"
+
+
+def test_primary_comparisons_and_key_comparison(spec):
+    assert spec.primary == "dlrcr"
+    assert spec.key_pair == ("dlrcr", "clinical")
+    assert spec.comparisons[0] == ("dlrcr", "clinical")
+    key = spec.key_comparison
+    assert key["direction"] == "greater" and key["split"] == "validation"
+    assert key["p"] == pytest.approx(0.232)
+    paper_pairs = {
+        ("rc", "clinical"),
+        ("dlrcr", "rc"),
+        ("dlrcr", "dl"),
+        ("dlrcr", "rad_lr"),
+        ("dl", "rad_lr"),
+        ("dlrcr", "bclc"),
+        ("dlrcr", "cnlc"),
+        ("dl", "dl_r18"),
+        ("dl", "dl_r34"),
+    }
+    assert paper_pairs <= set(spec.comparisons)
+    # no SHAP, no nomogram, no survival analysis in the paper; scanner subgroups
+    assert spec.explain is None and spec.nomogram is None and spec.survival is None
+    assert spec.evaluation["by"] == ["field_strength"]
+
+
+def test_published_numbers(spec):
+    pub = spec.published
+    assert pub["cohorts"]["train"] == {"n": 132, "positives": 78}
+    assert pub["cohorts"]["validation"] == {"n": 33, "positives": 18}
+    models = pub["models"]
+    assert set(models) <= set(spec.models)
+    assert set(models) == {*RADIOMICS, "clinical", "dl", "dl_r18", "dl_r34", "rc", "dlrcr",
+                           "bclc", "cnlc"}  # fmt: skip
+    assert models["dlrcr"]["auc"]["validation"] == [0.844, 0.702, 0.987]
+    assert models["dlrcr"]["auc"]["train"] == [0.917, None, None]  # printed CI unusable
+    assert models["clinical"]["auc"]["validation"] == [0.752, 0.593, 0.911]
+    assert models["rad_lr"]["auc"]["train"] == [0.839, 0.772, 0.906]
+    assert models["dl"]["sensitivity"] == {"train": 0.861, "validation": 0.824}
+    assert models["rc"]["auc"]["validation"][0] == 0.811
+    assert models["rad_lr"]["features"] == {
+        "extracted": 3111,
+        "icc_kept": 2739,
+        "univariate_kept": 961,
+        "lasso_kept": 34,
+    }
+    assert models["clinical"]["multivariable"]["ast_gt_40"]["or"] == 2.49
+    assert set(pub["missing_models"]) == {"erasl_pre", "nlr", "plr", "lmr"}
+    assert not set(pub["missing_models"]) & set(spec.models)
+    key = [c for c in pub["comparisons"] if c.get("pair") == ["dlrcr", "clinical"]]
+    assert key == [{"pair": ["dlrcr", "clinical"], "train": "<0.001", "validation": 0.232}]
+
+
+def test_every_deviation_has_a_reason(spec):
+    assert len(spec.deviations) >= 10
+    for d in spec.deviations:
+        assert set(d) == {"step", "paper", "ours", "reason"}
+        assert all(isinstance(v, str) and v.strip() for v in d.values()), d
+    steps = {d["step"] for d in spec.deviations}
+    for step in ("DLRCR model", "RCR model", "CR model", "DL architecture", "radiomics features",
+                 "clinical comparators"):  # fmt: skip
+        assert step in steps
+
+
+def test_the_demo_delta_validates_and_keeps_the_design(spec):
+    demo = load_study(STUDY, check_estimators=True, override=demo_delta())
+    assert set(demo.models) == set(spec.models) and set(demo.deep_models) == set(spec.deep_models)
+    assert demo.splits == spec.splits and demo.primary == spec.primary
+    assert demo.comparisons == spec.comparisons and demo.key_pair == spec.key_pair
+    assert demo.overlay_changes  # scaled values are listed
+    for name, d in demo.deep_models.items():
+        cfg = TrainConfig.preset(d.preset, **d.train)
+        assert cfg.network == NETWORKS[name] and cfg.epochs <= 4
+    for m in RADIOMICS:
+        steps = [s["step"] for s in demo.models[m].selection]
+        assert steps == ["icc", "univariate", "lasso"]
