@@ -284,3 +284,12 @@ def test_steps_and_studies_load_their_modules_on_first_use() -> None:
         "[] True hccrad.steps.habitats False",
         "hccrad.studies.run True",
     ]
+
+
+def test_job_scripts_read_their_params_not_the_config() -> None:
+    """A job uses exactly the values that trigger its rerun: its rule's params and files, never
+    the raw workflow configuration."""
+    scripts = sorted((LIB.parents[0] / "scripts").glob("*.py"))
+    assert scripts
+    readers = [p.name for p in scripts if "snakemake.config" in p.read_text()]
+    assert not readers, readers

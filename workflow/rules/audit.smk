@@ -30,6 +30,8 @@ rule audit:
         mem_mb=4000,
         runtime=30,
     params:
+        # the run's configuration, recorded in the manifest (a change reruns the audit)
+        config=dict(config),
         study_dirs=audit_study_dirs(),
         project_dir=workflow.basedir,
     script:

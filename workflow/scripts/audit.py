@@ -8,7 +8,7 @@ from hccrad.runlog import job_logging
 with job_logging(snakemake.log[0], threads=snakemake.threads):
     run_audit_job(
         out_dir=os.path.dirname(snakemake.output.summary),
-        config=snakemake.config,
+        config=snakemake.params.config,
         cohort=snakemake.input.cohort,
         clinical=snakemake.input.clinical,
         features=snakemake.input.features,
