@@ -218,6 +218,11 @@ def test_job_params_are_plain_data_and_read_back():
         job.modality("CT")
     # a registration job has no modality params
     assert PreprocessSettings.from_params(register_params(s)).modalities == {}
+    # a normalisation job (normalize_patient) gets the modality and ring params only
+    normalize = {k: v for k, v in params.items() if k not in register_params(s)}
+    job = PreprocessSettings.from_params(normalize)
+    assert job.modality("MR").normalization == mod.normalization
+    assert (job.ring_distance_mm, job.spacing, job.seed) == (s.ring_distance_mm, None, None)
 
 
 def test_habitat_inputs_without_habitats_are_allowed():

@@ -327,15 +327,17 @@ class PreprocessSettings:
     Attribute names are those of :class:`Settings`, so the preprocessing functions take either.
     """
 
-    spacing: tuple[float, float, float]
-    n4_shrink_factor: int
-    n4_iterations: tuple[int, ...]
-    n4_convergence_threshold: float
-    n4_spline_distance_mm: float
-    registration_method: str
-    registration_refine: bool
-    seed: int
-    keep_intermediates: bool
+    # registration (register_patient, preprocess_patient; None in a normalize_patient job)
+    spacing: tuple[float, float, float] | None = None
+    n4_shrink_factor: int | None = None
+    n4_iterations: tuple[int, ...] | None = None
+    n4_convergence_threshold: float | None = None
+    n4_spline_distance_mm: float | None = None
+    registration_method: str | None = None
+    registration_refine: bool | None = None
+    seed: int | None = None
+    keep_intermediates: bool | None = None
+    # normalisation (normalize_patient, preprocess_patient)
     ring_distance_mm: float = 10.0
     ring_clip_to_liver: bool = True
     modalities: dict[str, Modality] = field(default_factory=dict)
@@ -350,33 +352,39 @@ class PreprocessSettings:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PreprocessSettings:
         """Settings from the ``params`` of ``preprocess_patient``, ``register_patient`` or
-        ``normalize_patient`` (keys of :func:`preprocess_params`; the ring and modality keys
-        only where the job normalises)."""
-        shrink, iterations, threshold, spline = params["n4_settings"]
-        ring = params.get("ring", (10.0, True))
-        modalities = {}
-        if "normalization" in params:
-            modalities[params["modality"]] = Modality(
-                name=params["modality"],
-                phases=tuple(params["phases"]),
-                reference_phase=params["reference"],
-                n4=bool(params.get("n4", False)),
-                normalization=Normalization.from_param(params["normalization"]),
+        ``normalize_patient``: the registration keys of :func:`register_params` where the job
+        registers, the ring and modality keys where it normalises (each job gets only what it
+        uses; the other fields stay None)."""
+        out: dict[str, Any] = {}
+        if "n4_settings" in params:
+            shrink, iterations, threshold, spline = params["n4_settings"]
+            out.update(
+                spacing=_triple(params["spacing"]),
+                n4_shrink_factor=int(shrink),
+                n4_iterations=tuple(iterations),
+                n4_convergence_threshold=float(threshold),
+                n4_spline_distance_mm=float(spline),
+                registration_method=params["method"],
+                registration_refine=bool(params["refine"]),
+                seed=int(params["seed"]),
+                keep_intermediates=bool(params["keep_intermediates"]),
             )
-        return cls(
-            spacing=_triple(params["spacing"]),
-            n4_shrink_factor=int(shrink),
-            n4_iterations=tuple(iterations),
-            n4_convergence_threshold=float(threshold),
-            n4_spline_distance_mm=float(spline),
-            registration_method=params["method"],
-            registration_refine=bool(params["refine"]),
-            seed=int(params["seed"]),
-            keep_intermediates=bool(params["keep_intermediates"]),
-            ring_distance_mm=float(ring[0]),
-            ring_clip_to_liver=bool(ring[1]),
-            modalities=modalities,
-        )
+        if "normalization" in params:
+            ring = params["ring"]
+            out.update(
+                ring_distance_mm=float(ring[0]),
+                ring_clip_to_liver=bool(ring[1]),
+                modalities={
+                    params["modality"]: Modality(
+                        name=params["modality"],
+                        phases=tuple(params["phases"]),
+                        reference_phase=params["reference"],
+                        n4=bool(params.get("n4", False)),
+                        normalization=Normalization.from_param(params["normalization"]),
+                    )
+                },
+            )
+        return cls(**out)
 
 
 @dataclass(frozen=True)
