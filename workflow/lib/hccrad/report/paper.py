@@ -89,6 +89,7 @@ def key_comparison_line(result: StudyResult) -> str:
         paper += f" (P = {key['p']}" + (f", {key['split']}" if key.get("split") else "") + ")"
     comp = result.comparisons
     rows = comp[(comp["model"] == a) & (comp["reference"] == b) & comp["split"].isin(HELD_OUT)]
+    rows = rows[rows["n"] > 0]  # a split this study does not have (e.g. no external test)
     parts = [
         f"{split_label(r['split'])} {fmt_num(r.get('auc_model'))} vs "
         f"{fmt_num(r.get('auc_reference'))}, DeLong P = {fmt_p(r.get('delong_p'))}"
