@@ -15,9 +15,7 @@ import pandas as pd
 
 from hccrad.report.format import DASH, HELD_OUT, _missing, fmt_auc, fmt_num, fmt_p, split_label
 from hccrad.report.studies import StudyResult, unfit
-
-#: Split order of the paper-vs-run table.
-SPLIT_ORDER = ("train", "validation", "external", "temporal")
+from hccrad.studies.spec import EVAL_SPLITS  # the studies' split names, in report order
 
 
 def _n(n: Any, positives: Any) -> str:
@@ -56,7 +54,7 @@ def paper_vs_run(result: StudyResult) -> pd.DataFrame | None:
     for model, info in [*models.items(), *missing.items()]:
         aucs = info.get("auc") or {}
         name = model + (f" ({info['paper_name']})" if info.get("paper_name") else "")
-        for split in [s for s in SPLIT_ORDER if s in aucs or s in cohorts]:
+        for split in [s for s in EVAL_SPLITS if s in aucs or s in cohorts]:
             cohort = cohorts.get(split) or {}
             if model in missing:
                 run_n, run_auc = DASH, "not in this study"
