@@ -42,8 +42,10 @@ def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mdensenet, "load_state_dict_from_url", _boom)
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize(
+    ("name", "dims"),
+    [(n, d) for n in NETWORKS for d in (2, 3) if not (n == "r3d_18" and d == 2)],  # r3d_18: 3-D
+)
 def test_every_network_builds_with_output_and_feature_size(name: str, dims: int) -> None:
     torch.manual_seed(0)
     model = build_network(name, spatial_dims=dims, in_channels=2, num_classes=3).eval()
@@ -226,3 +228,183 @@ def test_unreadable_file_raises_config_error(tmp_path: Path) -> None:
     model = build_network("resnet10", spatial_dims=2, in_channels=1, num_classes=2)
     with pytest.raises(ConfigError, match=re.escape(str(path))):
         load_pretrained(model, path)
+
+
+# --------------------------------------------------------------------------- published layouts
+# Key lists written from the upstream sources (not from our networks): torchvision's
+# models/resnet.py (ImageNet ResNet-18/34), MedicalNet's models/resnet.py (3-D, "module."
+# prefixes, a conv_seg head) and torchvision's models/video/resnet.py (r3d_18).
+
+_STAGES = (64, 128, 256, 512)
+
+
+def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}.{k}": (c,) for k in ("weight", "bias", "running_mean", "running_var")} | {
+        f"{prefix}.num_batches_tracked": ()
+    }
+
+
+def _resnet_keys(dims: int, layers: list[int], shortcut: str, block: str) -> dict:
+    """torchvision (2-D) / MedicalNet (3-D) ResNet: conv1, bn1, layerN.M.{conv,bn}K, downsample."""
+    k3, k1 = (3,) * dims, (1,) * dims
+    keys = {"conv1.weight": (64, 3 if dims == 2 else 1, *(7,) * dims), **_bn("bn1", 64)}
+    c_in = 64
+    for i, (planes, n) in enumerate(zip(_STAGES, layers, strict=True)):
+        c_out = planes * (4 if block == "bottleneck" else 1)
+        for j in range(n):
+            p, cin = f"layer{i + 1}.{j}.", c_in if j == 0 else c_out
+            if block == "bottleneck":
+                convs = [(planes, cin, k1), (planes, planes, k3), (c_out, planes, k1)]
+            else:
+                convs = [(planes, cin, k3), (planes, planes, k3)]
+            for m, (a, b, k) in enumerate(convs, start=1):
+                keys[f"{p}conv{m}.weight"] = (a, b, *k)
+                keys |= _bn(f"{p}bn{m}", a)
+            if j == 0 and (i > 0 or c_in != c_out) and shortcut == "B":
+                keys[f"{p}downsample.0.weight"] = (c_out, c_in, *k1)
+                keys |= _bn(f"{p}downsample.1", c_out)
+        c_in = c_out
+    return keys
+
+
+def _r3d18_keys() -> dict:
+    """torchvision VideoResNet(BasicBlock, [Conv3DSimple] * 4, [2, 2, 2, 2], BasicStem)."""
+    keys = {"stem.0.weight": (64, 3, 3, 7, 7), **_bn("stem.1", 64)}
+    c_in = 64
+    for i, c in enumerate(_STAGES):
+        for j in range(2):
+            p, cin = f"layer{i + 1}.{j}.", c_in if j == 0 else c
+            keys[f"{p}conv1.0.weight"] = (c, cin, 3, 3, 3)
+            keys |= _bn(f"{p}conv1.1", c)
+            keys[f"{p}conv2.0.weight"] = (c, c, 3, 3, 3)
+            keys |= _bn(f"{p}conv2.1", c)
+            if j == 0 and i > 0:
+                keys[f"{p}downsample.0.weight"] = (c, c_in, 1, 1, 1)
+                keys |= _bn(f"{p}downsample.1", c)
+        c_in = c
+    return keys | {"fc.weight": (400, 512), "fc.bias": (400,)}
+
+
+def _fill(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        k: torch.tensor(7) if k.endswith("num_batches_tracked") else torch.rand(s, generator=g)
+        for k, s in shapes.items()
+    }
+
+
+def _assert_loaded(model: nn.Module, src: dict[str, torch.Tensor], stem: str) -> None:
+    """Every body tensor equals the file's; the stem is the file's summed over its channels."""
+    own = model.state_dict()
+    body = [k for k in src if not k.startswith(("fc.", "conv_seg.", stem))]
+    body = [k for k in body if not k.endswith("num_batches_tracked")]
+    assert body and all(torch.equal(own[k], src[k]) for k in body)
+    assert torch.allclose(own[stem], src[stem].sum(dim=1, keepdim=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "layers"), [("resnet18", [2, 2, 2, 2]), ("resnet34", [3, 4, 6, 3])]
+)
+def test_torchvision_imagenet_resnet_loads_into_the_2d_resnet(
+    tmp_path: Path, name: str, layers: list[int]
+) -> None:
+    shapes = _resnet_keys(2, layers, "B", "basic") | {"fc.weight": (1000, 512), "fc.bias": (1000,)}
+    src = _fill(shapes, seed=3)
+    path = tmp_path / f"{name}-imagenet.pth"
+    torch.save(src, path)  # torchvision's file: a plain state dict
+    model = build_network(name, spatial_dims=2, in_channels=1, num_classes=2)
+    assert set(model.state_dict()) == set(shapes)  # the same names (torchvision-like MONAI)
+    report = load_pretrained(model, path)
+    assert report["adapted"] == ["conv1.weight"] and {"fc.weight", "fc.bias"} <= set(
+        report["ignored"]
+    )
+    _assert_loaded(model, src, "conv1.weight")
+    assert model.fc.weight.shape == (2, 512)  # the head is replaced, not loaded
+    # the same file into the 2.5-D wrapper's shared backbone
+    wrapped = MultiBranch25D(
+        build_network(name, spatial_dims=2, in_channels=1, num_classes=2), 5, 2
+    )
+    load_pretrained(wrapped, path)
+    _assert_loaded(wrapped.backbone, src, "conv1.weight")
+
+
+@pytest.mark.parametrize(
+    ("name", "layers", "shortcut", "block"),
+    [("resnet10", [1, 1, 1, 1], "B", "basic"), ("resnet18", [2, 2, 2, 2], "A", "basic")],
+)
+def test_medicalnet_checkpoint_loads_into_the_3d_resnet(
+    tmp_path: Path, name: str, layers: list[int], shortcut: str, block: str
+) -> None:
+    shapes = _resnet_keys(3, layers, shortcut, block)
+    shapes |= {"conv_seg.0.weight": (512, 32, 2, 2, 2), "conv_seg.0.bias": (32,)}
+    shapes |= _bn("conv_seg.1", 32) | {"conv_seg.3.weight": (32, 32, 3, 3, 3)}
+    src = _fill(shapes, seed=4)
+    path = tmp_path / f"{name}_23dataset.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.items()}}, path)
+    model = build_network(name, spatial_dims=3, in_channels=1, num_classes=2)
+    report = load_pretrained(model, path)
+    assert report["adapted"] == [] and "conv_seg.0.weight" in report["ignored"]
+    own = model.state_dict()
+    body = [k for k in src if not k.startswith("conv_seg.") and "num_batches" not in k]
+    assert all(torch.equal(own[k], src[k]) for k in body)  # single-channel conv1 included
+
+
+def test_medicalnet_resnet50_layout_matches_the_3d_resnet50() -> None:
+    shapes = _resnet_keys(3, [3, 4, 6, 3], "B", "bottleneck")
+    model = build_network("resnet50", spatial_dims=3, in_channels=1, num_classes=2)
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    assert own == shapes
+
+
+def test_torchvision_r3d_18_loads_into_r3d_18(tmp_path: Path) -> None:
+    shapes = _r3d18_keys()
+    model = build_network("r3d_18", spatial_dims=3, in_channels=1, num_classes=2)
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert own == shapes | {
+        "stem.0.weight": (64, 1, 3, 7, 7),
+        "fc.weight": (2, 512),
+        "fc.bias": (2,),
+    }
+    src = _fill(shapes, seed=5)
+    path = tmp_path / "r3d_18-b3b3357e.pth"
+    torch.save(src, path)
+    report = load_pretrained(model, path)
+    assert report["adapted"] == ["stem.0.weight"]
+    _assert_loaded(model, src, "stem.0.weight")
+    model.eval()
+    with torch.no_grad():
+        x = torch.randn(2, 1, 8, 16, 16)
+        assert model(x).shape == (2, 2) and features(model, x).shape == (2, 512)
+    wrapped = VolumeClassifier(
+        build_network("r3d_18", spatial_dims=3, in_channels=1, num_classes=2), 2
+    )
+    load_pretrained(wrapped, path)
+    _assert_loaded(wrapped.backbone, src, "stem.0.weight")
+    with pytest.raises(ConfigError, match="3-D"):
+        build_network("r3d_18", spatial_dims=2, in_channels=1, num_classes=2)
+
+
+def test_a_file_of_another_layout_lists_missing_unexpected_and_misshaped_keys(
+    tmp_path: Path,
+) -> None:
+    src = _fill(_r3d18_keys(), seed=6)
+    path = tmp_path / "r3d_18.pth"
+    torch.save(src, path)
+    model = build_network("resnet18", spatial_dims=3, in_channels=1, num_classes=2)
+    with pytest.raises(ConfigError) as err:
+        load_pretrained(model, path, config_key="train.pretrained")
+    msg = str(err.value)
+    assert msg.startswith(f"train.pretrained: pretrained weights file {path} does not fit")
+    assert "missing keys [bn1.bias" in msg and "unexpected keys [layer1.0.conv1.0.weight" in msg
+    src["layer4.1.conv2.0.weight"] = torch.zeros(512, 512, 1, 1, 1)
+    torch.save(src, path)
+    r3d = build_network("r3d_18", spatial_dims=3, in_channels=1, num_classes=2)
+    with pytest.raises(ConfigError, match=r"shape mismatches \[layer4\.1\.conv2\.0\.weight: file"):
+        load_pretrained(r3d, path)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"train.pretrained: pretrained weights file {tmp_path / 'x.pth'} not found"
+        ),
+    ):
+        load_pretrained(r3d, tmp_path / "x.pth", config_key="train.pretrained")

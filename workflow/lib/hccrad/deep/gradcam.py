@@ -3,7 +3,8 @@
 **Target layers** (:func:`target_layer`) — the last convolutional block, whose output is the
 last spatial feature map before global pooling:
 
-* MONAI ResNet (10…101): ``layer4`` (the output of the last residual stage, after its ReLU);
+* MONAI ResNet (10…101) and ``r3d_18``: ``layer4`` (the output of the last residual stage,
+  after its ReLU);
 * MONAI DenseNet-121: ``class_layers.relu`` (the ReLU after ``features.norm5`` that follows the
   last dense block; MONAI switches its ``inplace`` off for the backward hook);
 * wrappers (:class:`~hccrad.deep.nets.SliceClassifier`, ``VolumeClassifier``,
@@ -38,6 +39,7 @@ from torch import nn
 from hccrad.deep.nets import (
     BackboneClassifier,
     MultiBranch25D,
+    VideoResNet3D,
     input_kind_of,
     num_outputs,
 )
@@ -49,7 +51,7 @@ def target_layer(model: nn.Module) -> str:
     """Name of the Grad-CAM target layer of ``model`` (see the module docstring)."""
     if isinstance(model, (BackboneClassifier, MultiBranch25D)):
         return "backbone." + target_layer(model.backbone)
-    if isinstance(model, mnets.ResNet):
+    if isinstance(model, (mnets.ResNet, VideoResNet3D)):
         return "layer4"
     if isinstance(model, mnets.DenseNet):
         return "class_layers.relu"

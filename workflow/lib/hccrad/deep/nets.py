@@ -1,4 +1,5 @@
-"""Networks (MONAI, no torchvision): ResNet-10..101 and DenseNet-121, 2-D and 3-D, plus wrappers.
+"""Networks (MONAI, no torchvision): ResNet-10..101 and DenseNet-121, 2-D and 3-D, the video
+ResNet ``r3d_18`` (3-D only), plus wrappers.
 
 * :func:`build_network` — a bare MONAI network with its classifier head (``fc`` for ResNet,
   ``class_layers.out`` for DenseNet). MONAI's ``pretrained`` download flags are never set; weights
@@ -15,8 +16,14 @@
 in torchvision's ImageNet ResNets and MedicalNet. 3-D ResNets use MedicalNet's shortcut type and
 down-sampling bias per depth (MONAI's ``resnet_params``: A for ResNet-18/34, B otherwise) so that
 MedicalNet checkpoints load; 2-D ResNets use shortcut B without bias (torchvision's layout), so
-ImageNet state dicts converted from torchvision load key for key. Feature sizes: 512 (ResNet-10,
-18, 34), 2048 (ResNet-50, 101), 1024 (DenseNet-121).
+ImageNet state dicts converted from torchvision load key for key. ``r3d_18``
+(:class:`VideoResNet3D`) has the key layout of torchvision's Kinetics-400 ``r3d_18`` (``stem.0``,
+``layerN.M.conv1.0``, ``downsample``), so those weights load from a local file. Feature sizes: 512
+(ResNet-10, 18, 34, r3d_18), 2048 (ResNet-50, 101), 1024 (DenseNet-121).
+
+**Pretrained layouts** (:func:`load_pretrained`): torchvision ImageNet ResNet-18/34 state dicts
+into the 2-D ResNets; MedicalNet checkpoints (``{"state_dict": …}``, ``module.`` prefixes, a
+``conv_seg`` head) into the 3-D ResNets; torchvision Kinetics ``r3d_18`` into ``r3d_18``.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ NETWORKS: tuple[str, ...] = (
     "resnet50",
     "resnet101",
     "densenet121",
+    "r3d_18",
 )
 #: Penultimate feature size of each network.
 FEATURE_SIZES: dict[str, int] = {
@@ -53,11 +61,12 @@ FEATURE_SIZES: dict[str, int] = {
     "resnet50": 2048,
     "resnet101": 2048,
     "densenet121": 1024,
+    "r3d_18": 512,
 }
 #: Keys of a weights file that belong to a classifier / segmentation head and are never loaded.
 HEAD_PREFIXES: tuple[str, ...] = ("fc.", "class_layers.out.", "classifier.", "conv_seg.", "head.")
 #: The first convolution, whose input channels may be adapted (see :func:`load_pretrained`).
-STEM_KEYS: tuple[str, ...] = ("conv1.weight", "features.conv0.weight")
+STEM_KEYS: tuple[str, ...] = ("conv1.weight", "features.conv0.weight", "stem.0.weight")
 
 _RESNETS = {
     "resnet10": mnets.resnet10,
@@ -66,6 +75,82 @@ _RESNETS = {
     "resnet50": mnets.resnet50,
     "resnet101": mnets.resnet101,
 }
+
+
+# --------------------------------------------------------------------------- r3d_18
+
+
+def _conv_bn(
+    c_in: int,
+    c_out: int,
+    kernel: int | tuple[int, int, int],
+    stride: int | tuple[int, int, int] = 1,
+    padding: int | tuple[int, int, int] = 0,
+    relu: bool = True,
+) -> nn.Sequential:
+    """``Conv3d`` (no bias) → ``BatchNorm3d`` (→ ``ReLU``): keys ``0.weight`` and ``1.*``."""
+    layers: list[nn.Module] = [
+        nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm3d(c_out),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class _VideoBlock(nn.Module):
+    """Basic residual block of the video ResNet: ``conv1`` (conv-bn-relu), ``conv2`` (conv-bn),
+    an optional ``downsample`` (1³ conv-bn) on the shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn(c_in, c_out, 3, stride, 1)
+        self.conv2 = _conv_bn(c_out, c_out, 3, 1, 1, relu=False)
+        self.downsample = (
+            _conv_bn(c_in, c_out, 1, stride, relu=False) if stride != 1 or c_in != c_out else None
+        )
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual sum, then ReLU."""
+        short = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.conv2(self.conv1(x)) + short)
+
+
+class VideoResNet3D(nn.Module):
+    """R3D-18 (Tran et al. 2018) with the parameter names of torchvision's ``r3d_18``.
+
+    Stem: 3x7x7 convolution, stride 1x2x2 (no max-pool); four stages of two basic blocks
+    (64, 128, 256, 512 channels; stride 2 from the second stage on, in every axis); global average
+    pool and ``fc``. Input ``(B, C, D, H, W)`` — torchvision's ``(B, 3, T, H, W)`` with depth as
+    time. Written here (torchvision is not a dependency) so that Kinetics-400 weights saved from
+    torchvision load key for key (:func:`load_pretrained`; the stem adapted to ``C`` channels).
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 400) -> None:
+        super().__init__()
+        self.stem = _conv_bn(in_channels, 64, (3, 7, 7), (1, 2, 2), (1, 3, 3))
+        stages, c_in = [], 64
+        for i, c_out in enumerate((64, 128, 256, 512)):
+            stride = 1 if i == 0 else 2
+            stages.append(
+                nn.Sequential(_VideoBlock(c_in, c_out, stride), _VideoBlock(c_out, c_out, 1))
+            )
+            c_in = c_out
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(512, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)``."""
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 def build_network(
@@ -102,8 +187,12 @@ def build_network(
         if pretrained:
             raise ConfigError("MONAI's own pretrained download is never used; pass a local file")
         pretrained = None
-    if name == "densenet121":
-        model: nn.Module = mnets.DenseNet121(
+    if name == "r3d_18":
+        if spatial_dims != 3:
+            raise ConfigError("r3d_18 is a 3-D network (spatial_dims 3)")
+        model: nn.Module = VideoResNet3D(in_channels, num_classes, **kwargs)
+    elif name == "densenet121":
+        model = mnets.DenseNet121(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
             out_channels=num_classes,
@@ -138,7 +227,7 @@ def head_name(model: nn.Module) -> str:
     """The final linear layer: ``fc`` (ResNet), ``class_layers.out`` (DenseNet) or ``head``."""
     if isinstance(model, (BackboneClassifier, MultiBranch25D, FusionHead)):
         return "head"
-    if isinstance(model, mnets.ResNet):
+    if isinstance(model, (mnets.ResNet, VideoResNet3D)):
         return "fc"
     if isinstance(model, mnets.DenseNet):
         return "class_layers.out"
@@ -344,14 +433,15 @@ def _map_key(key: str) -> str:
     return key
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: Path, config_key: str) -> dict[str, torch.Tensor]:
+    """The file's tensors, keys mapped by :func:`_map_key`; errors name ``config_key``."""
     if not path.is_file():
-        raise ConfigError(f"pretrained weights file {path} not found")
+        raise ConfigError(f"{config_key}: pretrained weights file {path} not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConfigError(
-            f"pretrained weights file {path} is not a PyTorch state dict: {exc}"
+            f"{config_key}: pretrained weights file {path} is not a PyTorch state dict: {exc}"
         ) from exc
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
@@ -359,10 +449,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping):
-        raise ConfigError(f"pretrained weights file {path} holds no state dict")
+        raise ConfigError(f"{config_key}: pretrained weights file {path} holds no state dict")
     sd = {_map_key(str(k)): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not sd:
-        raise ConfigError(f"pretrained weights file {path} holds no tensors")
+        raise ConfigError(f"{config_key}: pretrained weights file {path} holds no tensors")
     return sd
 
 
@@ -429,6 +519,7 @@ def load_pretrained(
     *,
     strict_shapes: bool = True,
     adapt_in_channels: bool = True,
+    config_key: str = "pretrained",
 ) -> dict[str, Any]:
     """Load local pretrained weights into ``model`` (its backbone for the wrappers), head excluded.
 
@@ -447,6 +538,7 @@ def load_pretrained(
         strict_shapes: Raise on any missing / unexpected key or shape mismatch; ``False`` loads
             what fits and logs the rest.
         adapt_in_channels: See above.
+        config_key: The setting that named the file (leads every error message).
 
     Returns:
         ``{"file", "loaded", "ignored", "adapted", "skipped"}`` (key lists; counts for loaded).
@@ -456,7 +548,7 @@ def load_pretrained(
             the file name and the mismatching keys and shapes.
     """
     path = Path(path)
-    src = _read_state_dict(path)
+    src = _read_state_dict(path, config_key)
     target = _load_target(model)
     own = target.state_dict()
     own_keys = {k for k in own if not _is_head(k) and not k.endswith("num_batches_tracked")}
@@ -475,7 +567,8 @@ def load_pretrained(
         problems.append(f"shape mismatches [{_fmt(mismatched)}]")
     if problems and (strict_shapes or not fitting):
         raise ConfigError(
-            f"pretrained weights file {path} does not fit {type(target).__name__}: "
+            f"{config_key}: pretrained weights file {path} does not fit "
+            f"{type(target).__name__}: "
             + "; ".join(problems)
         )
     if problems:
