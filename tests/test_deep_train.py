@@ -11,18 +11,19 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from hccrad.deep import train as train_module
+from hccrad.deep.dataset import augmentations
 from hccrad.deep.device import resolve_device
 from hccrad.deep.extract import extract_features
 from hccrad.deep.nets import MultiBranch25D
 from hccrad.deep.train import (
     NpzDataset,
     TrainConfig,
-    _augmentations,
     class_weights,
     load_model,
     predict,
     train,
 )
+from hccrad.deep.train_config import resolve_pretrained
 from hccrad.errors import ConfigError, InputError
 
 torch.set_num_threads(1)
@@ -213,7 +214,7 @@ def test_augmentation_is_seeded_and_optional(tmp_path: Path) -> None:
     cfg = TrainConfig(flip_prob=0.5, rot90_prob=0.5, intensity_prob=1.0)
     draws = []
     for _ in range(2):
-        ds = NpzDataset(paths, [1, 0], "slices25d", transform=_augmentations(cfg, (8, 8), 5))
+        ds = NpzDataset(paths, [1, 0], "slices25d", transform=augmentations(cfg, (8, 8), 5))
         draws.append([ds[0]["x"].numpy() for _ in range(4)])
     assert all(np.array_equal(a, b) for a, b in zip(*draws, strict=True))
     assert all(d.shape == raw.shape and not np.array_equal(d, raw) for d in draws[0])
@@ -221,7 +222,7 @@ def test_augmentation_is_seeded_and_optional(tmp_path: Path) -> None:
     same = tmp_path / "same.npz"
     img = np.random.default_rng(0).normal(size=(1, 1, 8, 8)).astype(np.float32)
     np.savez(same, x=np.repeat(img, 3, axis=0), kind=np.array("slices"))
-    ds = NpzDataset([same], [0], "slices25d", transform=_augmentations(cfg, (8, 8), 6))
+    ds = NpzDataset([same], [0], "slices25d", transform=augmentations(cfg, (8, 8), 6))
     for _ in range(4):
         x = ds[0]["x"].numpy()
         assert np.array_equal(x[0], x[1]) and np.array_equal(x[0], x[2])
@@ -262,3 +263,97 @@ def test_short_training_runs_on_cuda(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["device"].startswith("cuda")
     pred = predict(tmp_path / "out" / "checkpoint.pt", paths, device="cuda")
     assert len(pred) == 16
+
+
+# --------------------------------------------------------------------------- issue 16
+
+
+def test_affine_augmentation_is_seeded_and_in_plane(tmp_path: Path) -> None:
+    # slice d of the volume is the constant d + 1: an in-plane rotation / zoom keeps every slice
+    # constant in its interior; a transform mixing the depth axis would not
+    depth, side = 4, 16
+    vol = np.broadcast_to(
+        np.arange(1, depth + 1, dtype=np.float32)[:, None, None], (depth, side, side)
+    )
+    path = tmp_path / "v.npz"
+    np.savez(path, x=vol[None].copy(), kind=np.array("volume"))
+    off = {"flip_prob": 0.0, "rot90_prob": 0.0, "intensity_prob": 0.0, "affine_prob": 1.0}
+    cfg = TrainConfig(input_kind="volume", rotate_range=90.0, zoom_range=0.3, **off)
+    assert cfg.affine and not TrainConfig(**off).affine
+    runs = []
+    for _ in range(2):
+        ds = NpzDataset([path], [0], "volume", transform=augmentations(cfg, (depth, side, side), 3))
+        runs.append([ds[0]["x"].numpy() for _ in range(3)])
+    assert all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))  # seeded
+    for x in runs[0]:
+        assert x.shape == (1, depth, side, side) and not np.array_equal(x, vol[None])
+        centre = x[0, :, side // 2 - 2 : side // 2 + 2, side // 2 - 2 : side // 2 + 2]
+        assert np.allclose(centre, np.arange(1, depth + 1)[:, None, None], atol=1e-4)
+    # translation only: a bright dot moves by at most translate_range x side, mass kept
+    img = np.zeros((1, 1, 32, 32), dtype=np.float32)
+    img[0, 0, 14:18, 14:18] = 1.0
+    dot = tmp_path / "dot.npz"
+    np.savez(dot, x=img, kind=np.array("slices"))
+    cfg = TrainConfig(input_kind="slice", translate_range=0.25, **off)
+    ds = NpzDataset([dot], [0], "slice", transform=augmentations(cfg, (32, 32), 4))
+    shifts = []
+    for _ in range(6):
+        x = ds[0]["x"].numpy()[0]
+        assert x.sum() == pytest.approx(16.0, abs=0.05)
+        ys, xs = np.nonzero(x > 0.5)
+        if len(ys):
+            shifts.append((ys.mean() - 15.5, xs.mean() - 15.5))
+    assert shifts and all(abs(a) <= 8.5 and abs(b) <= 8.5 for a, b in shifts)
+    assert any(abs(a) > 1 or abs(b) > 1 for a, b in shifts)
+
+
+def test_freeze_backbone_trains_the_head_only_from_pretrained_weights(tmp_path: Path) -> None:
+    labels = [i % 2 for i in range(8)]
+    paths = make_inputs(tmp_path / "in", labels, kind="slices25d", size=16, seed=11)
+    torch.manual_seed(5)
+    src = train_module.build_network("resnet10", spatial_dims=2, in_channels=1, num_classes=2)
+    for m in src.modules():  # non-trivial BatchNorm statistics, which must not move either
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    (tmp_path / "weights").mkdir()
+    torch.save(src.state_dict(), tmp_path / "weights" / "r10.pth")
+    cfg = _cfg(input_kind="slices25d", epochs=2, val_fraction=0.0, patience=None,
+               pretrained="weights/r10.pth", freeze_backbone=True)  # fmt: skip
+    init = train_module.build_model(cfg, 1, 3, load_weights=False).head.weight.detach().clone()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)  # the path is relative to the project (the working directory)
+        train(cfg, paths, labels, tmp_path / "out")
+    ckpt = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
+    sd = ckpt["state_dict"]
+    for k, v in src.state_dict().items():
+        if not k.startswith("fc."):
+            assert torch.equal(sd[f"backbone.{k}"], v), k
+    assert not torch.equal(sd["head.weight"], init)  # the head trained
+    model, _ = load_model(tmp_path / "out" / "checkpoint.pt")
+    assert all(p.requires_grad for p in model.parameters())  # rebuilt: Grad-CAM needs gradients
+
+
+def test_missing_pretrained_file_names_the_key_and_path(tmp_path: Path) -> None:
+    labels = [0, 1, 0, 1]
+    paths = make_inputs(tmp_path, labels, kind="volume", size=8, seed=12)
+    cfg = _cfg(input_kind="volume", epochs=1, val_fraction=0.0, pretrained="weights/nope.pth")
+    with pytest.raises(ConfigError, match=r"train\.pretrained: .*weights/nope\.pth not found"):
+        train(cfg, paths, labels, tmp_path / "o")
+    assert resolve_pretrained(str(paths[0])) == Path(paths[0])
+
+
+def test_presets_follow_the_papers() -> None:
+    h = TrainConfig.preset("habitat_25d")  # paper 000: 200 epochs, weights fixed at the end
+    assert (h.epochs, h.lr, h.batch_size) == (200, 1e-3, 32)
+    assert h.val_fraction == 0.0 and h.patience is None and not h.class_weighted
+    h3 = TrainConfig.preset("habitat_3d")  # flips on x, y, z only
+    assert h3.network == "resnet50" and h3.lr == 1e-2 and h3.flip_prob > 0
+    assert h3.rot90_prob == 0.0 and h3.intensity_prob == 0.0 and not h3.affine
+    er = TrainConfig.preset("recurrence_25d")  # paper 002: rotation, scaling, flips, shifts
+    assert (er.rotate_range, er.zoom_range, er.translate_range) == (15.0, 0.1, 0.1)
+    assert er.affine and er.flip_prob > 0 and er.rot90_prob == 0.0
+    assert TrainConfig.preset("mvi_3d").network == "r3d_18"
+    for bad in ({"rotate_range": -1.0}, {"zoom_range": 1.0}, {"affine_prob": 2.0}):
+        with pytest.raises(ConfigError):
+            TrainConfig(**bad)

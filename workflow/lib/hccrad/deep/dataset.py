@@ -5,6 +5,7 @@ See the tensor contract in :mod:`hccrad.deep` and the input kinds in :mod:`hccra
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose
+from monai.transforms import Compose, RandAffined, RandFlipd, RandRotate90d, RandScaleIntensityd
 from torch.utils.data import Dataset
 
-from hccrad.deep.train_config import INPUT_KINDS
+from hccrad.deep.train_config import INPUT_KINDS, TrainConfig
 from hccrad.errors import ConfigError, InputError
 
 
@@ -29,6 +30,41 @@ def npz_shape(path: Path) -> tuple[int, ...]:
         else:
             shape, _, _ = np.lib.format.read_array_header_2_0(f)
     return tuple(shape)
+
+
+def augmentations(cfg: TrainConfig, spatial_shape: Sequence[int], seed: int) -> Compose:
+    """The training transforms of ``x``, seeded with ``seed``.
+
+    Flips on every spatial axis (``flip_prob`` each); in-plane rot90 (``rot90_prob``, square
+    planes only); a random affine (:attr:`TrainConfig.affine`, ``affine_prob``): rotation by
+    ``U(-r, r)`` degrees in the axial plane, zoom ``1 + U(-z, z)`` per in-plane axis and shift
+    ``U(-t, t)`` times the in-plane side, bilinear, zeros outside; random intensity scaling.
+    """
+    nd = len(spatial_shape)
+    ts: list[Any] = [
+        RandFlipd(keys="x", prob=cfg.flip_prob, spatial_axis=axis) for axis in range(nd)
+    ]
+    plane = (nd - 2, nd - 1)
+    if spatial_shape[plane[0]] == spatial_shape[plane[1]]:
+        ts.append(RandRotate90d(keys="x", prob=cfg.rot90_prob, max_k=3, spatial_axes=plane))
+    if cfg.affine:
+        lead = [0.0] * (nd - 2)  # no zoom or shift along the depth of a volume
+        ts.append(
+            RandAffined(
+                keys="x",
+                prob=cfg.affine_prob,
+                # 3-D: the first angle turns the (H, W) plane of a (D, H, W) volume
+                rotate_range=(math.radians(cfg.rotate_range),) + (0.0,) * (2 * nd - 4),
+                scale_range=lead + [cfg.zoom_range] * 2,
+                translate_range=lead + [cfg.translate_range * n for n in spatial_shape[-2:]],
+                mode="bilinear",
+                padding_mode="zeros",
+            )
+        )
+    ts.append(RandScaleIntensityd(keys="x", factors=cfg.intensity_factor, prob=cfg.intensity_prob))
+    compose = Compose(ts)
+    compose.set_random_state(seed=seed)
+    return compose
 
 
 def read_input(path: str | Path, input_kind: str) -> tuple[np.ndarray, np.ndarray | None]:

@@ -53,14 +53,13 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data.utils import worker_init_fn
-from monai.transforms import Compose, RandFlipd, RandRotate90d, RandScaleIntensityd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from hccrad.deep.curves import plot_curves, plot_subregion_curves
-from hccrad.deep.dataset import NpzDataset, npz_shape, read_input
+from hccrad.deep.dataset import NpzDataset, augmentations, npz_shape, read_input
 from hccrad.deep.device import resolve_device
 from hccrad.deep.nets import (
     MultiBranch25D,
@@ -68,9 +67,16 @@ from hccrad.deep.nets import (
     VolumeClassifier,
     build_network,
     input_kind_of,
+    load_pretrained,
     num_outputs,
 )
-from hccrad.deep.train_config import INPUT_KINDS, STUDY_PRESETS, TrainConfig
+from hccrad.deep.train_config import (
+    INPUT_KINDS,
+    PRETRAINED_KEY,
+    STUDY_PRESETS,
+    TrainConfig,
+    resolve_pretrained,
+)
 from hccrad.errors import InputError
 from hccrad.fileio import save_torch, write_json
 
@@ -84,6 +90,7 @@ __all__ = [
     "auc_score",
     "build_model",
     "class_weights",
+    "freeze_backbone",
     "load_model",
     "model_from_checkpoint",
     "plot_curves",
@@ -105,43 +112,42 @@ CHECKPOINT_FORMAT = "hccrad-deep-checkpoint/1"
 SUBREGION_FORMAT = "hccrad-deep-subregions/1"
 
 
-# --------------------------------------------------------------------------- augmentation
-
-
-def _augmentations(cfg: TrainConfig, spatial_shape: Sequence[int], seed: int) -> Compose:
-    """Flips on every spatial axis, in-plane rot90 (square planes), random intensity scaling."""
-    nd = len(spatial_shape)
-    ts: list[Any] = [
-        RandFlipd(keys="x", prob=cfg.flip_prob, spatial_axis=axis) for axis in range(nd)
-    ]
-    plane = (nd - 2, nd - 1)
-    if spatial_shape[plane[0]] == spatial_shape[plane[1]]:
-        ts.append(RandRotate90d(keys="x", prob=cfg.rot90_prob, max_k=3, spatial_axes=plane))
-    ts.append(RandScaleIntensityd(keys="x", factors=cfg.intensity_factor, prob=cfg.intensity_prob))
-    compose = Compose(ts)
-    compose.set_random_state(seed=seed)
-    return compose
-
-
 # --------------------------------------------------------------------------- models
 
 
 def build_model(
     cfg: TrainConfig, in_channels: int, n_instances: int = 1, *, load_weights: bool = True
 ) -> nn.Module:
-    """The model for ``cfg.input_kind`` (pretrained backbone weights when ``load_weights``)."""
+    """The model for ``cfg.input_kind``. With ``load_weights`` (training) the backbone gets the
+    local ``cfg.pretrained`` weights (:func:`resolve_pretrained`) and ``cfg.freeze_backbone``
+    stops its gradients (:func:`freeze_backbone`); a model rebuilt from a checkpoint
+    (``load_weights=False``) keeps them, which Grad-CAM needs."""
     backbone = build_network(
         cfg.network,
         spatial_dims=int(cfg.spatial_dims or INPUT_KINDS[cfg.input_kind][1]),
         in_channels=in_channels,
         num_classes=cfg.num_classes,
-        pretrained=cfg.pretrained if load_weights else None,
     )
+    model: nn.Module
     if cfg.input_kind == "slices25d":
-        return MultiBranch25D(backbone, n_instances, cfg.num_classes)
-    if cfg.input_kind == "slice":
-        return SliceClassifier(backbone, cfg.num_classes)
-    return VolumeClassifier(backbone, cfg.num_classes)
+        model = MultiBranch25D(backbone, n_instances, cfg.num_classes)
+    elif cfg.input_kind == "slice":
+        model = SliceClassifier(backbone, cfg.num_classes)
+    else:
+        model = VolumeClassifier(backbone, cfg.num_classes)
+    if load_weights and cfg.pretrained:
+        path = resolve_pretrained(cfg.pretrained)
+        load_pretrained(model, path, config_key=PRETRAINED_KEY)
+    if load_weights and cfg.freeze_backbone:
+        freeze_backbone(model)
+    return model
+
+
+def freeze_backbone(model: nn.Module) -> None:
+    """No gradients for the backbone of a wrapper (only ``head`` trains); see :func:`_train_epoch`
+    for its BatchNorm statistics."""
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
 
 
 def class_weights(labels: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
@@ -338,7 +344,7 @@ def _datasets(
 ) -> tuple[NpzDataset, NpzDataset | None]:
     """Training (augmented) and validation datasets; every input must have ``layout.shape``."""
     tr_idx, va_idx = split
-    aug = _augmentations(cfg, layout.spatial, cfg.seed) if cfg.augment else None
+    aug = augmentations(cfg, layout.spatial, cfg.seed) if cfg.augment else None
     ds_kw = {"skip_padding": cfg.skip_padding, "cache": cfg.cache_inputs}
     ds_tr = NpzDataset(
         [paths[i] for i in tr_idx], y[tr_idx], cfg.input_kind, transform=aug, **ds_kw
@@ -364,14 +370,15 @@ def _datasets(
 def _optimizer(
     cfg: TrainConfig, model: nn.Module
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR | None]:
-    """Adam or SGD on the model's parameters, and the StepLR schedule when configured."""
+    """Adam or SGD on the trainable parameters, and the StepLR schedule when configured."""
+    params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(
-            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay
         )
     else:
         opt = torch.optim.SGD(
-            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
     sched = (
         torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
@@ -399,8 +406,15 @@ def _train_epoch(
     device: torch.device,
     kind: str,
 ) -> tuple[float, int]:
-    """One pass over the training batches: mean training loss and the images fitted."""
+    """One pass over the training batches: mean training loss and the images fitted.
+
+    A frozen backbone (no parameter needs a gradient) stays in eval mode, so that its BatchNorm
+    running statistics do not move either.
+    """
     model.train()
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None and not any(p.requires_grad for p in backbone.parameters()):
+        backbone.eval()
     total, n, n_images = 0.0, 0, 0
     for batch in loader:
         x = batch["x"].to(device, non_blocking=True)
@@ -637,8 +651,6 @@ def train(
     plot_curves(fit.history, fit.best_epoch, out / "curves.png")
     write_json(cfg.to_dict(), out / "config.json")
     return metrics
-
-
 
 
 # --------------------------------------------------------------------------- prediction

@@ -1,15 +1,21 @@
 """Settings of the deep models' training: :class:`TrainConfig` and the studies' presets.
 
 :data:`INPUT_KINDS` names the input kinds a model can take (see :mod:`hccrad.deep.train`).
+:func:`resolve_pretrained` finds the local weights file a config names (``pretrained``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
+from hccrad.config import project_file
 from hccrad.errors import ConfigError
+
+#: How errors name the setting of the weights file (a study's ``deep_models.<model>.train``).
+PRETRAINED_KEY = "train.pretrained"
 
 #: Input kind → (the ``kind`` stored in the ``.npz``, spatial dims of the backbone).
 INPUT_KINDS: dict[str, tuple[str, int]] = {
@@ -21,7 +27,10 @@ INPUT_KINDS: dict[str, tuple[str, int]] = {
 #: The studies' published settings (MISSION.md) as :class:`TrainConfig` overrides. Values the
 #: papers do not give (epochs where absent, the optimizer of the 3-D habitat model) are marked.
 STUDY_PRESETS: dict[str, dict[str, Any]] = {
-    # Study 1, 2.5D: five weight-sharing ResNet18 branches, lr 1e-3, 200 epochs, batch 32.
+    # Study 1, 2.5D: five weight-sharing ResNet18 branches, cross-entropy, lr 1e-3, 200 epochs,
+    # batch 32; "the network parameters were fixed after training was completed": the last
+    # epoch's weights, no validation fold, early stopping or class weighting. Optimizer and
+    # augmentation kinds are not published (Adam; the default flips, rot90, intensity).
     "habitat_25d": {
         "network": "resnet18",
         "input_kind": "slices25d",
@@ -29,8 +38,12 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1e-3,
         "epochs": 200,
         "batch_size": 32,
+        "class_weighted": False,
+        "val_fraction": 0.0,
+        "patience": None,
     },
-    # Study 1, 3D: 96³ cubes, 3D ResNet50, lr 1e-2, flips on x/y/z (SGD: not published).
+    # Study 1, 3D: 96³ cubes, 3D ResNet50, lr 1e-2, 200 epochs, "inversion" (flips) on x/y/z only;
+    # trained to the end like the 2.5D model (SGD and batch 32: not published).
     "habitat_3d": {
         "network": "resnet50",
         "input_kind": "volume",
@@ -38,11 +51,16 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1e-2,
         "epochs": 200,
         "batch_size": 32,
+        "class_weighted": False,
+        "val_fraction": 0.0,
+        "patience": None,
+        "rot90_prob": 0.0,
+        "intensity_prob": 0.0,
     },
-    # Study 2: 3D ResNet-18 on 64³ crops, Adam lr 1e-4, x0.1 every 5 epochs, batch 32, 50-100
-    # epochs (the paper's range; its upper end here).
+    # Study 2: torchvision's 3D ResNet-18 (r3d_18) on 64³ crops, Adam lr 1e-4, x0.1 every 5
+    # epochs, batch 32, 50-100 epochs (the paper's range; its upper end here).
     "mvi_3d": {
-        "network": "resnet18",
+        "network": "r3d_18",
         "input_kind": "volume",
         "optimizer": "adam",
         "lr": 1e-4,
@@ -53,6 +71,9 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
     },
     # Study 3: 3 largest slices per phase (phases as branches, slices as channels), SGD lr 1e-4,
     # momentum 0.9, weight decay 1e-4, 200 iterations, batch 64; class-weighted cross-entropy.
+    # Augmentation "rotation, scaling, flipping, and shifting" (ranges not published; ours:
+    # +-15 degrees, zoom +-10 %, shift +-10 % of the side, each sample with probability 0.5; no
+    # rot90 or intensity scaling).
     # The paper's network is a ResNet-18 cut to two stages (not in MONAI: ResNet-10 here; the
     # study file names the networks it trains).
     "recurrence_25d": {
@@ -66,6 +87,12 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "class_weighted": True,
         "patience": 10,
+        "rotate_range": 15.0,
+        "zoom_range": 0.1,
+        "translate_range": 0.1,
+        "affine_prob": 0.5,
+        "rot90_prob": 0.0,
+        "intensity_prob": 0.0,
     },
     # Study 4: slice-level ResNet18 (or resnet101 / densenet121) on the 11 MIL slices.
     "mil_slice": {
@@ -106,6 +133,12 @@ class TrainConfig:
     rot90_prob: float = 0.5  # in-plane, square slices only
     intensity_prob: float = 0.5
     intensity_factor: float = 0.1  # x * (1 + U(-f, f))
+    # random affine (one draw per sample, in-plane for 3-D; 0 switches a part off)
+    rotate_range: float = 0.0  # degrees: angle ~ U(-r, r)
+    zoom_range: float = 0.0  # scale ~ 1 + U(-z, z)
+    translate_range: float = 0.0  # fraction of the in-plane side: shift ~ U(-t, t) * side
+    affine_prob: float = 0.5
+    freeze_backbone: bool = False  # train the head only (backbone weights, BN stats fixed)
     skip_padding: bool = True  # slice inputs: drop z == -1 instances from training
     cache_inputs: bool = True  # keep loaded arrays in memory
     seed: int = 0
@@ -142,6 +175,10 @@ class TrainConfig:
             (self.patience is None or self.patience >= 1, "patience must be >= 1 or null"),
             (self.lr_step_size is None or self.lr_step_size >= 1, "lr_step_size must be >= 1"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
+            (0 <= self.rotate_range <= 180, "rotate_range must be in [0, 180] degrees"),
+            (0 <= self.zoom_range < 1, "zoom_range must be in [0, 1)"),
+            (0 <= self.translate_range < 1, "translate_range must be in [0, 1)"),
+            (0 <= self.affine_prob <= 1, "affine_prob must be in [0, 1]"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -168,3 +205,27 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
         return asdict(self)
+
+    @property
+    def affine(self) -> bool:
+        """Whether a random affine (rotation, zoom or translation) is configured."""
+        return self.affine_prob > 0 and (
+            self.rotate_range > 0 or self.zoom_range > 0 or self.translate_range > 0
+        )
+
+
+def resolve_pretrained(path: str | Path, key: str = PRETRAINED_KEY) -> Path:
+    """The weights file a config names: absolute, relative to the working directory (the
+    project, where the workflow runs) or else to this checkout (:func:`hccrad.config.project_file`).
+
+    Raises:
+        ConfigError: No such file; the message names the config key and the path.
+    """
+    found = Path(project_file(path))
+    if not found.is_file():
+        where = "" if str(found) == str(path) else f" (nor {found})"
+        raise ConfigError(
+            f"{key}: pretrained weights file {path} not found{where}; nothing is downloaded, "
+            "put the file in the project or set the key to null"
+        )
+    return found
