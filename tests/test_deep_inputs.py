@@ -208,3 +208,41 @@ def test_subregion_inputs_follow_each_habitat_on_the_image_grid(tmp_path):
     # masked to the habitat: the centre slice holds the image value 50 / scale inside it only
     centre = h2.x[2, 0]
     assert centre.max() == pytest.approx(5.0) and (centre == 0).any()
+
+
+def test_intensity_window_clips_and_scales_before_padding(tmp_path):
+    from hccrad import steps
+    from hccrad.config import DeepInputSpec
+    from hccrad.deep.inputs import apply_window
+
+    np.testing.assert_allclose(
+        apply_window(np.array([-9.0, -2.0, 0.0, 1.0, 2.0, 9.0]), (-2, 2)),
+        [0.0, 0.0, 0.5, 0.75, 1.0, 1.0],
+    )
+    for bad in ((1.0, 1.0), (2.0, -2.0), (0.0,), (0.0, float("nan"))):
+        with pytest.raises(ValueError, match="lo < hi"):
+            apply_window(np.zeros(3), bad)
+    # planes 1000 z + 1 (z 0..29), scale 1000 -> z + 0.001; window [10, 20] -> (z - 10) / 10
+    ref = volume((30, 40, 40))
+    m = ellipsoid((30, 40, 40), (15, 20, 20), (6, 5, 5))  # cube z 6..24, inside the volume
+    out = build_cube(ref, as_mask(m, ref), size=32, margin_mm=3.0, scale=1000.0, window=(10, 20))
+    planes = out.x[0, :, 16, 16]
+    assert planes.min() == 0.0 and planes.max() == 1.0 and np.all(np.diff(planes) >= 0)
+    assert ((planes > 0) & (planes < 1)).any()
+    # offset 20 lies outside the volume: its padding keeps pad_value (not windowed)
+    sl = build_slices(ref, as_mask(m, ref), offsets=[0, 20], size=8, scale=1000.0,
+                      window=(10, 20), pad_value=-1.0)  # fmt: skip
+    assert sl.z[1] == -1 and np.all(sl.x[1] == -1.0) and np.all(sl.x[0] == pytest.approx(0.5001))
+    # the config key reaches the builder through the step (DeepInputSpec.window)
+    spec = DeepInputSpec.from_param(
+        {"name": "c", "builder": "cube", "modalities": ["MR"], "phases": ["AP"],
+         "region": "tumor", "size": 8, "window": [10, 20]}
+    )  # fmt: skip
+    assert spec.window == (10.0, 20.0) and spec.as_param()["window"] == (10.0, 20.0)
+    image, mask = tmp_path / "img.nii.gz", tmp_path / "mask.nii.gz"
+    sitk.WriteImage(ref, str(image))
+    sitk.WriteImage(as_mask(m, ref), str(mask))
+    steps.build_deep_input({"AP": image}, mask, tmp_path / "c.npz", spec=spec, scale=1000.0,
+                           patient="P1")  # fmt: skip
+    got = DeepInput.load(tmp_path / "c.npz")
+    assert got.meta["window"] == [10.0, 20.0] and got.x.min() == 0.0 and got.x.max() == 1.0

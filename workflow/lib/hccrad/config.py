@@ -210,6 +210,7 @@ class DeepInputSpec:
     k: int = 3
     margin_mm: float = 10.0
     mask_to_region: bool = False
+    window: tuple[float, float] | None = None  # intensity clip [lo, hi] -> [0, 1]
 
     @property
     def per_phase(self) -> bool:
@@ -234,6 +235,8 @@ class DeepInputSpec:
         d["phases"] = tuple(d["phases"])
         if d.get("offsets") is not None:
             d["offsets"] = tuple(d["offsets"])
+        if d.get("window") is not None:
+            d["window"] = (float(d["window"][0]), float(d["window"][1]))
         return cls(**d)
 
 

@@ -23,8 +23,11 @@ such instances, see :mod:`hccrad.deep.mil`). Offsets outside the *region* but in
 real slices (peritumoral context), as in the study.
 
 **Intensities.** ``x = image / scale`` (e.g. ``scale=100`` turns the MR "z x 100" normalisation
-back into standard deviations; CT windowed to [0, 1] uses 1); with ``mask_to_region`` voxels
-outside the region become ``pad_value``. Resizing is linear (``scipy.ndimage.zoom``, order 1).
+back into standard deviations; CT windowed to [0, 1] uses 1). An intensity ``window`` ``(lo, hi)``
+(in those units) then clips to ``[lo, hi]`` and maps it linearly to ``[0, 1]`` (as MONAI's
+``ScaleIntensityRanged`` with ``clip``), before padding, so that ``pad_value`` keeps its meaning;
+with ``mask_to_region`` voxels outside the region become ``pad_value``. Resizing is linear
+(``scipy.ndimage.zoom``, order 1).
 """
 
 from __future__ import annotations
@@ -179,10 +182,29 @@ def _planar_box(region: np.ndarray, margin: Sequence[int]) -> tuple[np.ndarray, 
     return square_box([ys.min(), xs.min()], [ys.max() + 1, xs.max() + 1], margin[1:])
 
 
+def apply_window(img: np.ndarray, window: Sequence[float]) -> np.ndarray:
+    """Clip to ``[lo, hi]`` and map that range linearly to ``[0, 1]`` (float32).
+
+    Raises:
+        ValueError: Unless ``window`` is two finite numbers with ``lo < hi``.
+    """
+    if len(window) != 2 or not np.all(np.isfinite(window)) or not window[0] < window[1]:
+        raise ValueError(f"an intensity window is [lo, hi] with lo < hi, got {list(window)}")
+    lo, hi = (np.float32(v) for v in window)
+    return ((np.clip(img, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
 def _prepare(
-    image: sitk.Image, mask: sitk.Image, scale: float, mask_to_region: bool, pad_value: float
+    image: sitk.Image,
+    mask: sitk.Image,
+    scale: float,
+    mask_to_region: bool,
+    pad_value: float,
+    window: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     img = to_array(image).astype(np.float32) / np.float32(scale)
+    if window is not None:
+        img = apply_window(img, window)
     region = to_array(mask) != 0
     if img.shape != region.shape:
         raise ValueError(f"image {img.shape} and mask {region.shape} differ in size")
@@ -204,6 +226,7 @@ def build_slices(
     scale: float = 1.0,
     mask_to_region: bool = False,
     pad_value: float = 0.0,
+    window: Sequence[float] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> DeepInput:
     """Axial slices around the region's largest cross-section (see the module docstring).
@@ -218,6 +241,7 @@ def build_slices(
         scale: Intensity divisor.
         mask_to_region: Blank voxels outside the region.
         pad_value: Fill value outside the image / region.
+        window: Intensity window ``(lo, hi)`` applied after ``scale``; ``None``: none.
         meta: Extra provenance stored with the tensor.
 
     Returns:
@@ -225,7 +249,7 @@ def build_slices(
     """
     if offsets is None:
         offsets = list(range(-neighbours, neighbours + 1))
-    img, region = _prepare(image, mask, scale, mask_to_region, pad_value)
+    img, region = _prepare(image, mask, scale, mask_to_region, pad_value, window)
     centre = largest_slice(region)
     z = slice_indices(centre, offsets, img.shape[0])
     margin = _margin_vox(margin_mm, image.GetSpacing())
@@ -255,6 +279,7 @@ def build_multiphase(
     scale: float = 1.0,
     mask_to_region: bool = False,
     pad_value: float = 0.0,
+    window: Sequence[float] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> DeepInput:
     """The ``k`` consecutive largest slices of every phase (registered to one grid).
@@ -270,7 +295,7 @@ def build_multiphase(
     start, stop = _planar_box(region, margin)
     stack = []
     for phase in phases:
-        img, _ = _prepare(images[phase], mask, scale, mask_to_region, pad_value)
+        img, _ = _prepare(images[phase], mask, scale, mask_to_region, pad_value, window)
         planes = [resize(crop(img[zi], start, stop, pad_value), size, 2) for zi in zs]
         stack.append(np.stack(planes))
     info = {**(meta or {}), "phases": phases, "box_yx": [start.tolist(), stop.tolist()]}
@@ -288,6 +313,7 @@ def build_cube(
     scale: float = 1.0,
     mask_to_region: bool = False,
     pad_value: float = 0.0,
+    window: Sequence[float] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> DeepInput:
     """A cube around the region's 3-D bounding box (plus margin), resized to ``size³``.
@@ -297,7 +323,7 @@ def build_cube(
     Returns:
         ``x`` of shape ``(1, size, size, size)``.
     """
-    img, region = _prepare(image, mask, scale, mask_to_region, pad_value)
+    img, region = _prepare(image, mask, scale, mask_to_region, pad_value, window)
     idx = np.nonzero(region)
     lo = [int(i.min()) for i in idx]
     hi = [int(i.max()) + 1 for i in idx]

@@ -72,6 +72,7 @@ def _build_deep_tensor(
         "input": spec.name,
         "region": spec.region,
         "phases": phases,
+        **({"window": list(spec.window)} if spec.window is not None else {}),
         **(meta or {}),
     }
     common = {
@@ -79,6 +80,7 @@ def _build_deep_tensor(
         "margin_mm": spec.margin_mm,
         "scale": scale,
         "mask_to_region": spec.mask_to_region,
+        "window": spec.window,
         "meta": meta,
     }
     if spec.builder == "slices":
