@@ -87,6 +87,10 @@ def test_deep_models_are_the_papers_25d_resnet18(spec):
         assert resolved["epochs"] == 200 and resolved["batch_size"] == 32
         cfg = TrainConfig.preset(dm.preset, **dm.train)
         assert cfg.num_classes == 2 and cfg.spatial_dims == 2
+        # plain cross-entropy, weights fixed after the 200 epochs: no inner validation fold,
+        # early stopping or class weights
+        assert cfg.val_fraction == 0.0 and cfg.patience is None and cfg.class_weighted is False
+        assert cfg.pretrained is None  # no ImageNet weights file (deviation)
         assert dm.gradcam >= 1  # Grad-CAM of the whole-tumor and the fusion model (Fig. 4)
     # the deep features feed the two models through their feature tables
     assert spec.blocks[FUSION].path.endswith("deep/habitat_25d/features.parquet")
