@@ -73,10 +73,10 @@ def test_habitats_and_inputs_follow_the_paper(config):
 
 
 def test_deep_models_are_the_papers_25d_resnet18(spec):
-    assert list(spec.deep_models) == ["whole_25d", "habitat_25d"]
+    assert list(spec.deep_models) == ["whole_25d", "habitat_25d", "habitat_3d"]
     assert spec.deep_models["whole_25d"].input == "habitat_slices"
     assert spec.deep_models["habitat_25d"].input == "habitat_subregion_slices"
-    for dm in spec.deep_models.values():
+    for dm in (spec.deep_models["whole_25d"], spec.deep_models["habitat_25d"]):
         assert dm.preset == "habitat_25d"
         resolved = {**STUDY_PRESETS[dm.preset], **dm.train}
         # ImageNet ResNet18 (weights: a deviation), five shared-weight branches (slices25d),
@@ -95,6 +95,26 @@ def test_deep_models_are_the_papers_25d_resnet18(spec):
     # the deep features feed the two models through their feature tables
     assert spec.blocks[FUSION].path.endswith("deep/habitat_25d/features.parquet")
     assert spec.blocks[WHOLE].path.endswith("deep/whole_25d/features.parquet")
+
+
+def test_3d_arm_is_the_papers_resnet50_per_subregion(spec):
+    from hccrad.config import load_settings
+
+    dm = spec.deep_models["habitat_3d"]
+    assert (dm.input, dm.preset, dm.train) == ("habitat_subregion_cubes", "habitat_3d", {})
+    cfg = TrainConfig.preset(dm.preset, **dm.train)
+    # 3D ResNet50, lr 0.01, 200 epochs, flips on x, y and z only, trained to the end
+    assert (cfg.network, cfg.input_kind, cfg.lr, cfg.epochs) == ("resnet50", "volume", 1e-2, 200)
+    assert cfg.flip_prob > 0 and cfg.rot90_prob == 0 and cfg.intensity_prob == 0
+    assert not cfg.affine and cfg.val_fraction == 0.0 and cfg.patience is None
+    cube = load_settings(ROOT / "config" / "config.yaml").deep_inputs["habitat_subregion_cubes"]
+    assert (cube.builder, cube.region, cube.size, cube.phases) == ("cube", "habitats", 96, ("PVP",))
+    assert cube.per_subregion and cube.mask_to_region
+    # the demo: a 3D ResNet-10 on 32^3 cubes for a few epochs
+    demo = yaml.safe_load(DEMO.read_text())
+    assert demo["config"]["deep"]["inputs"]["habitat_subregion_cubes"] == {"size": 32}
+    small = TrainConfig.preset(dm.preset, **demo_delta()["deep_models"]["habitat_3d"]["train"])
+    assert small.network == "resnet10" and small.epochs <= 4
 
 
 def test_selection_chain_and_classifier(spec):
