@@ -568,8 +568,7 @@ def load_pretrained(
     if problems and (strict_shapes or not fitting):
         raise ConfigError(
             f"{config_key}: pretrained weights file {path} does not fit "
-            f"{type(target).__name__}: "
-            + "; ".join(problems)
+            f"{type(target).__name__}: " + "; ".join(problems)
         )
     if problems:
         log.warning(
