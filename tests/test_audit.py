@@ -667,3 +667,66 @@ def test_leftover_temporary_files_are_bookkeeping(tmp_path):
     assert len(names) == 1 and is_bookkeeping(f"A/P1/AP/register/{names[0]}")
     assert is_bookkeeping("A/P1/.table.parquet.k2j4.tmp")
     assert not is_bookkeeping("A/P1/AP/register/image.nii.gz")
+
+
+def _planted_table(tmp_path, primary, *, null=0):
+    labels = [0, 1, 0, 1, 1, 0, 1, 0, 0, 1]
+    splits = ["train", "train"] + ["validation"] * 4 + ["external"] * 4
+    comparator = [0.5, 0.5, 0.6, 0.4, 0.7, 0.2, 0.3, 0.4, 0.9, 0.8]
+    _study(
+        tmp_path / "habitat_grade",
+        primary_scores=primary,
+        comparator_scores=comparator,
+        labels=labels,
+        splits=splits,
+    )
+    truth = pd.DataFrame(
+        {
+            "patient": [f"p{i}" for i in range(10)],
+            "modality": ["MR"] * 10,
+            "aggressiveness": [-1, 1, -2, 2, 3, -3, 4, -4, -5, 5],
+            "grade_pd_true": labels,
+            "null": null,
+        }
+    )
+    truth.to_csv(tmp_path / "truth.tsv", sep="\t", index=False)
+    return planted.planted_signal_table([tmp_path / "habitat_grade"], tmp_path / "truth.tsv")
+
+
+def test_planted_signal_verdict_recovered(tmp_path):
+    from hccrad.stats import auc_ci
+
+    primary = [0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.8, 0.3, 0.2, 0.7]
+    table = _planted_table(tmp_path, primary)
+    pooled = table.set_index("scope").loc["held_out"]
+    # the pooled CI is DeLong's on the 8 held-out patients (p2..p9)
+    labels, scores = [0, 1, 1, 0, 1, 0, 0, 1], primary[2:]
+    assert (pooled["auc_primary_lower"], pooled["auc_primary_upper"]) == pytest.approx(
+        auc_ci(np.array(labels), np.array(scores))[1:]
+    )
+    (verdict,) = planted.verdicts(table)
+    assert verdict.recovered is True and verdict.failures == ()
+    assert "planted effect recovered" in verdict.line and "fusion AUC 1.00" in verdict.line
+
+
+def test_planted_signal_verdict_names_each_failure(tmp_path):
+    # held-out scores that invert the labels: far below the oracle, CI below 0.5, and the
+    # comparator beats the primary
+    primary = [0.1, 0.9, 0.8, 0.2, 0.1, 0.9, 0.2, 0.7, 0.8, 0.3]
+    (verdict,) = planted.verdicts(_planted_table(tmp_path, primary))
+    assert verdict.recovered is False
+    assert len(verdict.failures) == 3, verdict.failures
+    assert "NOT RECOVERED" in verdict.line
+    assert "below the oracle 1.00" in verdict.line and "not above 0.5" in verdict.line
+    assert "key comparison against whole" in verdict.line
+
+
+def test_planted_signal_verdict_on_the_null_cohort(tmp_path):
+    # permuted labels: a model that separates them anyway is flagged, not praised
+    primary = [0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.8, 0.3, 0.2, 0.7]
+    (verdict,) = planted.verdicts(_planted_table(tmp_path, primary, null=1))
+    assert verdict.null_cohort and verdict.recovered is False
+    assert "NOT AT CHANCE" in verdict.line
+    noise = [0.5, 0.5, 0.6, 0.4, 0.5, 0.5, 0.45, 0.55, 0.4, 0.6]
+    (verdict,) = planted.verdicts(_planted_table(tmp_path / "n", noise, null=1))
+    assert verdict.recovered is True and "at chance" in verdict.line

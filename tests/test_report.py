@@ -551,3 +551,31 @@ def test_report_has_a_category_per_study_and_qc(cohort_dir, tmp_path):
     patient = sheet["patient"].iloc[0]
     assert f"Preprocessing QC of patient <strong>{patient}</strong>" in page
     assert "ROC curves of every model of study <strong>habitat_grade</strong>" in page
+
+
+def test_planted_signal_section_and_page():
+    from hccrad.audit.planted import Verdict
+
+    verdicts = [
+        Verdict("habitat_grade", False, True, (), "habitat_grade: planted effect recovered: x"),
+        Verdict("mil_er", False, False, ("CI",), "mil_er: planted effect NOT RECOVERED: y"),
+        Verdict("er_fusion", False, None, (), "er_fusion: no planted latent"),
+    ]
+    text = report.planted_markdown(verdicts)
+    assert text.splitlines()[:3] == [
+        "## Planted signal (synthetic cohort)",
+        "",
+        "1 of 2 studies recovered the effect the generator planted.",
+    ]
+    assert "- habitat_grade: planted effect recovered: x" in text
+    assert "- **mil_er: planted effect NOT RECOVERED: y**" in text
+    page = report.planted_html(verdicts)
+    assert re.findall(r'<p class="warn">(.*?)</p>', page) == [
+        "mil_er: planted effect NOT RECOVERED: y"
+    ]
+    null = [Verdict("mil_er", True, True, (), "mil_er (null cohort): at chance")]
+    assert "Null cohort (labels permuted): 1 of 1 studies stay at chance." in (
+        report.planted_markdown(null)
+    )
+    summary = report.summary_markdown(preprocess_summary(), [], planted=verdicts)
+    assert "## Planted signal (synthetic cohort)" in summary

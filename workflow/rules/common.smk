@@ -438,6 +438,10 @@ def get_summarize_results_inputs(wildcards):
         for name in ("performance", "comparisons", "metrics"):
             ext = "json" if name == "metrics" else "parquet"
             inputs[f"{name}_{study}"] = study_path(study, f"{name}.{ext}")
+        if AUDIT_TRUTH is not None:
+            inputs[f"predictions_{study}"] = study_path(study, "predictions.parquet")
+    if AUDIT_TRUTH is not None:
+        inputs["truth"] = str(AUDIT_TRUTH)
     return inputs
 
 
@@ -465,6 +469,13 @@ def summarize_results_outputs():
             caption=caption("scaled"),
             category="Scaled for this run",
             subcategory="Overlay",
+        )
+    if AUDIT_TRUTH is not None:
+        outputs["planted"] = report(
+            paths.cohort_path("report", "planted_signal.html"),
+            caption=caption("planted_signal"),
+            category="Planted signal",
+            subcategory="Synthetic cohort",
         )
     for study in PLAN.runnable_studies:
         outputs[f"study_{study}"] = report(

@@ -103,6 +103,8 @@ COLUMNS = [
     "n",
     "n_pos",
     "auc_primary",
+    "auc_primary_lower",
+    "auc_primary_upper",
     "auc_comparator",
     "auc_difference",
     "as_expected",
@@ -180,11 +182,26 @@ def _pooled_auc(held: pd.DataFrame, model: str | None) -> float:
     return auc(sub["label"].to_numpy(dtype=float), sub["score"].to_numpy(dtype=float))
 
 
+def _pooled_ci(held: pd.DataFrame, model: str) -> tuple[float, float]:
+    """DeLong 95 % CI of ``model``'s AUC on the held-out patients pooled; NaN when undefined."""
+    from hccrad.stats.roc import auc_ci  # scipy-only statistics
+
+    sub = held[held["model"] == model]
+    y = pd.to_numeric(sub["label"], errors="coerce").to_numpy(dtype=float)
+    s = sub["score"].to_numpy(dtype=float)
+    keep = ~(np.isnan(y) | np.isnan(s))
+    y, s = y[keep], s[keep]
+    if not ((y == 1).sum() >= 2 and (y == 0).sum() >= 2):
+        return float("nan"), float("nan")
+    _, lower, upper = auc_ci(y, s)
+    return lower, upper
+
+
 def _held_out_aucs(
     held: pd.DataFrame, primary: str, comparator: str | None
-) -> tuple[str, int, int, float, float]:
-    """``("held_out", n, n_pos, auc_primary, auc_comparator)`` on the held-out patients pooled
-    (``predictions.parquet``)."""
+) -> tuple[str, int, int, float, float, tuple[float, float]]:
+    """``("held_out", n, n_pos, auc_primary, auc_comparator, primary's CI)`` on the held-out
+    patients pooled (``predictions.parquet``)."""
     first = held[held["model"] == primary].drop_duplicates("patient")
     labels = pd.to_numeric(first["label"], errors="coerce")
     return (
@@ -193,6 +210,7 @@ def _held_out_aucs(
         int((labels == 1).sum()),
         _pooled_auc(held, primary),
         _pooled_auc(held, comparator),
+        _pooled_ci(held, primary),
     )
 
 
@@ -221,7 +239,14 @@ def _split_aucs(
 
 
 def _scope_row(
-    base: dict[str, object], note: str, scope: str, n: int, n_pos: int, a: float, b: float
+    base: dict[str, object],
+    note: str,
+    scope: str,
+    n: int,
+    n_pos: int,
+    a: float,
+    b: float,
+    ci: tuple[float, float] = (np.nan, np.nan),
 ) -> dict[str, object]:
     """One row of the table: the study's ``base`` columns and the AUCs of one scope."""
     defined = np.isfinite(a) and np.isfinite(b)
@@ -231,6 +256,8 @@ def _scope_row(
         "n": n,
         "n_pos": n_pos,
         "auc_primary": a,
+        "auc_primary_lower": ci[0],
+        "auc_primary_upper": ci[1],
         "auc_comparator": b,
         "auc_difference": a - b if defined else np.nan,
         "as_expected": bool(a > b) if defined else None,
@@ -302,3 +329,91 @@ def planted_signal_table(
     table = pd.DataFrame(rows, columns=COLUMNS)
     log.info("planted signal: %d studies, %d rows", table["study"].nunique(), len(table))
     return table
+
+
+#: The recovery criteria: the primary model's pooled held-out AUC no more than this below the
+#: oracle AUC of the generating latent on the same patients.
+RECOVERY_MARGIN = 0.10
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one study recovered its planted effect (or, on the null cohort, stayed at chance).
+
+    Attributes:
+        study: the study.
+        null_cohort: the labels were permuted (``hccrad synth --null``).
+        recovered: every criterion held (planted cohort) / the CI includes 0.5 (null cohort);
+            None when the table cannot tell (no latent for the label, no held-out patients).
+        failures: the criteria that failed, in words.
+        line: one sentence for the summary and the report.
+    """
+
+    study: str
+    null_cohort: bool
+    recovered: bool | None
+    failures: tuple[str, ...]
+    line: str
+
+
+def _is_true(x: object) -> bool:
+    """True for a true boolean cell (None and NaN, which pandas may hold for "undefined", are
+    not)."""
+    return x is not None and not (isinstance(x, float) and np.isnan(x)) and bool(x)
+
+
+def _fmt(x: object) -> str:
+    return "n/a" if x is None or not np.isfinite(float(x)) else f"{float(x):.2f}"
+
+
+def _planted_failures(pooled: pd.Series, splits: pd.DataFrame) -> list[str]:
+    """The recovery criteria (issue: primary within 0.10 of the oracle, CI above 0.5, the key
+    comparison in the planted direction, both classes in every held-out split) that fail."""
+    fails = []
+    a, oracle = float(pooled["auc_primary"]), float(pooled["oracle_auc_held_out"])
+    if not a >= oracle - RECOVERY_MARGIN:
+        fails.append(
+            f"AUC {_fmt(a)} more than {RECOVERY_MARGIN:.2f} below the oracle {_fmt(oracle)}"
+        )
+    if not float(pooled["auc_primary_lower"]) > 0.5:
+        fails.append(f"95 % CI lower bound {_fmt(pooled['auc_primary_lower'])} not above 0.5")
+    if pooled["comparator"] and not _is_true(pooled["as_expected"]):
+        fails.append(
+            f"key comparison against {pooled['comparator']} not in the planted direction "
+            f"({_fmt(a)} vs {_fmt(pooled['auc_comparator'])})"
+        )
+    one_class = splits[(splits["n_pos"] <= 0) | (splits["n_pos"] >= splits["n"])]
+    if len(one_class):
+        fails.append("split(s) with one class: " + ", ".join(one_class["scope"]))
+    return fails
+
+
+def _verdict(study: str, rows: pd.DataFrame) -> Verdict:
+    """The verdict of one study's rows of the planted-signal table."""
+    pooled_rows = rows[rows["scope"] == "held_out"]
+    null = bool(rows["null_cohort"].iloc[0])
+    if pooled_rows.empty or not rows["latent"].iloc[0] or int(pooled_rows["n"].iloc[0]) == 0:
+        return Verdict(study, null, None, (), f"{study}: no planted latent or no held-out patient")
+    pooled = pooled_rows.iloc[0]
+    auc_text = (
+        f"{pooled['primary']} AUC {_fmt(pooled['auc_primary'])} "
+        f"(95 % CI {_fmt(pooled['auc_primary_lower'])}-{_fmt(pooled['auc_primary_upper'])}) "
+        f"on {int(pooled['n'])} held-out patients"
+    )
+    if null:
+        at_chance = bool(pooled["auc_primary_lower"] <= 0.5 <= pooled["auc_primary_upper"])
+        fails = () if at_chance else ("the CI excludes 0.5 on permuted labels",)
+        word = "at chance, as it should be" if at_chance else "NOT AT CHANCE on permuted labels"
+        return Verdict(study, null, at_chance, fails, f"{study} (null cohort): {auc_text}: {word}")
+    fails = tuple(_planted_failures(pooled, rows[rows["scope"] != "held_out"]))
+    oracle = f"oracle {_fmt(pooled['oracle_auc_held_out'])}"
+    if fails:
+        line = f"{study}: planted effect NOT RECOVERED: {auc_text}, {oracle}; " + "; ".join(fails)
+    else:
+        line = f"{study}: planted effect recovered: {auc_text}, {oracle}; {pooled['expected']}"
+    return Verdict(study, null, not fails, fails, line)
+
+
+def verdicts(table: pd.DataFrame) -> list[Verdict]:
+    """One :class:`Verdict` per study of a :func:`planted_signal_table`."""
+    return [_verdict(str(study), rows) for study, rows in table.groupby("study", sort=False)]

@@ -47,6 +47,7 @@ from hccrad.report.format import (
 )
 from hccrad.report.pages import study_html, study_markdown
 from hccrad.report.paper import deviations_table, key_comparison_line, paper_vs_run
+from hccrad.report.planted import Verdict, planted_html, planted_markdown, planted_verdicts
 from hccrad.report.scaled import SCALED_COLUMNS, scaled_html, scaled_markdown, scaled_table
 from hccrad.report.studies import (
     StudyResult,
@@ -90,6 +91,9 @@ __all__ = [
     "markdown_table",
     "paper_vs_run",
     "performance_matrix",
+    "planted_html",
+    "planted_markdown",
+    "planted_verdicts",
     "preprocessing_html",
     "qc_table",
     "registration_flags",
@@ -115,9 +119,11 @@ def summary_markdown(
     dice: pd.DataFrame | None = None,
     report: str = "results/report.html",
     scaled: str = "",
+    planted: Sequence[Verdict] = (),
 ) -> str:
-    """The whole ``summary.md``: cohort, what an overlay scaled (``scaled``, Markdown),
-    segmentation Dice, every study, skipped studies."""
+    """The whole ``summary.md``: cohort, what an overlay scaled (``scaled``, Markdown), the
+    planted-signal verdicts of a synthetic cohort (``planted``), segmentation Dice, every study,
+    skipped studies."""
     cohort = cohort_table(summary)
     total = cohort.iloc[-1]
     lines = [
@@ -131,6 +137,8 @@ def summary_markdown(
     ]
     if scaled:
         lines += [scaled, ""]
+    if planted:
+        lines += [planted_markdown(planted), ""]
     if dice is not None and "mean" in dice.index:
         mean = dice.loc["mean"]
         parts = ", ".join(f"{c.removeprefix('dice_')} {fmt_num(v, 3)}" for c, v in mean.items())
@@ -160,10 +168,12 @@ def summarize_results_job(
     """Rule summarize_results: read the results, write the summary and the report tables.
 
     Args:
-        inputs: ``preprocess`` (summary parquet), optional ``dice``, and per study
-            ``performance_{study}``, ``comparisons_{study}``, ``metrics_{study}``.
+        inputs: ``preprocess`` (summary parquet), optional ``dice``, per study
+            ``performance_{study}``, ``comparisons_{study}``, ``metrics_{study}``, and on a
+            synthetic cohort ``truth`` (truth.tsv) and ``predictions_{study}``.
         outputs: ``summary`` (Markdown), ``preprocessing`` (HTML), ``dice`` (HTML, when the
-            input is given), ``study_{study}`` (HTML) per study.
+            input is given), ``study_{study}`` (HTML) per study, ``planted`` (HTML) on a
+            synthetic cohort.
         studies: The studies in report order, each with the paths of its figures.
         skipped: Configured studies not run on this cohort, with the reason.
         report: Where the Snakemake report is written (named in the summary).
@@ -178,6 +188,9 @@ def summarize_results_job(
         scaled = scaled_markdown(*args)
     summary = pd.read_parquet(inputs["preprocess"])
     dice = pd.read_parquet(inputs["dice"]) if "dice" in inputs else None
+    planted = planted_verdicts(inputs, studies)
+    if planted:
+        write_text(planted_html(planted), outputs["planted"])
     results = [
         load_study_result(
             name,
@@ -194,7 +207,7 @@ def summarize_results_job(
     if dice is not None:
         write_text(dice_html(dice), outputs["dice"])
     text = summary_markdown(
-        summary, results, skipped=skipped, dice=dice, report=report, scaled=scaled
+        summary, results, skipped=skipped, dice=dice, report=report, scaled=scaled, planted=planted
     )
     write_text(text, outputs["summary"])
     log.info("summary of %d studies written to %s", len(results), outputs["summary"])
