@@ -292,3 +292,27 @@ def test_performance_rates_carry_wilson_cis(runs):
     assert (r["sensitivity_lower"], r["sensitivity_upper"]) == pytest.approx((lo, hi))
     lo, hi = proportion_confint(int(r["tn"]), int(r["tn"] + r["fp"]), method="wilson")
     assert (r["specificity_lower"], r["specificity_upper"]) == pytest.approx((lo, hi))
+
+
+def test_report_shows_outcome_cohorts_score_tests_and_rate_cis(runs):
+    from hccrad import report
+
+    _, _, out = runs
+    o = out["pooled"]
+    result = report.load_study_result(
+        "outcome", o / "performance.parquet", o / "comparisons.parquet", o / "metrics.json"
+    )
+    lines = report.survival_lines(result)
+    cut = _json(o, "cutpoint.json")["pfs"]["outcome_cohorts"]["unlabelled"]
+    assert any(
+        line.startswith("pfs, outcome cohort unlabelled (n = 45, 45 unlabelled): cut-point ")
+        and f"high {cut['n_high']} vs low {cut['n_low']}" in line
+        for line in lines
+    )
+    train = [line for line in lines if line.startswith("score by class, training:")]
+    assert len(train) == 1 and "rank-sum P " in train[0]
+    perf = pd.read_parquet(o / "performance.parquet").set_index("split").loc["validation"]
+    table = report.classification_table(result).set_index("split")
+    lo, hi = perf["sensitivity_lower"], perf["sensitivity_upper"]
+    expected = f"{perf['sensitivity']:.2f} ({lo:.2f}\u2013{hi:.2f})"
+    assert table.loc["internal validation", "sensitivity"] == expected

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hccrad.errors import InputError
+from hccrad.fileio import write_png
 from hccrad.stats import cutpoint_groups, logrank, optimal_cutpoint
 from hccrad.stats.figures import plot_km
 from hccrad.stats.roc import rank_sum_test
@@ -436,8 +437,6 @@ def _km_panels(spec: StudySpec, ep: str, frames: Mapping[str, pd.DataFrame], png
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from hccrad.fileio import write_png
 
     fig, axes = plt.subplots(1, len(drawable), figsize=(6.4 * len(drawable), 5.6), squeeze=False)
     with tempfile.TemporaryDirectory() as tmp:
