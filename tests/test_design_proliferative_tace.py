@@ -19,6 +19,7 @@ from hccrad.config import load_settings
 from hccrad.stats.models import build_pipeline
 from hccrad.studies import load_study
 from hccrad.studies.splits import study_splits
+from hccrad.studies.survival import OutcomeCohort, outcome_members, survival_options
 from hccrad.synth.cohort import clinical_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,34 @@ def test_baseline_and_survival(spec) -> None:
     assert {"tumor_size_mm", "tumor_number"} <= set(sv.covariates)
     assert sv.screen_p is None
     assert sv.km_scope == "held_out" and sv.cox_scope == "held_out"
+    opts = survival_options(spec)
+    # outcomes cohort 1 (same center) and 2 (other hospitals), labelled or not
+    assert opts.cohorts == (
+        OutcomeCohort("outcomes_cohort_1", ("A",), ("validation", "unlabeled"), "any"),
+        OutcomeCohort("outcomes_cohort_2", ("B", "C"), (), "any"),
+    )
+    # one surv_cutpoint value for the outcome cohorts: maxstat on them pooled
+    assert (opts.cut_rule, opts.cut_scope) == ("maxstat", "pooled")
+    # "multivariable Cox regression (stepwise model)": R step()'s defaults
+    assert opts.stepwise is not None
+    assert (opts.stepwise["direction"], opts.stepwise["criterion"]) == ("both", "aic")
+    # mRECIST responders vs non-responders (Wilcoxon rank-sum); score by class
+    assert opts.response == {"column": "tace_response", "test": "rank_sum", "responders": [1]}
+    assert opts.score_by_class
+
+
+def test_outcome_cohorts_never_hold_training_patients(spec) -> None:
+    rows, _ = clinical_tables(seed=42, n_patients=360, modality="CT")
+    table = pd.DataFrame(rows).set_index("patient")
+    table.loc[table.index[::7], "proliferative"] = None  # some labels missing
+    split = study_splits(spec, table, seed=42).set_index("patient")["split"]
+    members = outcome_members(spec, table, split)
+    one, two = members["outcomes_cohort_1"], members["outcomes_cohort_2"]
+    assert set(split[one]) == {"validation", "unlabeled"} and set(table.loc[one, "center"]) == {"A"}
+    assert set(table.loc[two, "center"]) == {"B", "C"} and "train" not in set(split[two])
+    # every non-training patient of B and C, with or without a label
+    others = table.index[table["center"].isin(["B", "C"])]
+    assert set(two) == set(others) and table.loc[two, "proliferative"].isna().any()
 
 
 def test_published_numbers(spec) -> None:
@@ -178,7 +207,11 @@ def test_every_deviation_has_a_reason(spec) -> None:
     steps = {d["step"] for d in spec.deviations}
     assert {"outcome cohorts (cTACE)", "reproducibility (ICC)", "radiomics features"} <= steps
     todo = {d["step"] for d in spec.deviations if d["reason"].startswith("not implemented yet")}
-    assert {"reproducibility (ICC)", "Cox covariates", "Cox selection", "TACE response"} <= todo
+    assert {"reproducibility (ICC)", "Cox covariates"} <= todo
+    # implemented: the score by response and by class match the paper (no deviation left);
+    # outcome cohorts, stepwise Cox and the rates' CIs differ only where the paper is silent
+    assert not {"TACE response", "score by class"} & steps
+    assert not {"outcome cohorts (cTACE)", "Cox selection", "cut-offs and rates"} & todo
 
 
 def test_the_demo_delta_only_shrinks_what_48_patients_cannot_afford(spec) -> None:
@@ -201,7 +234,14 @@ def test_the_demo_delta_only_shrinks_what_48_patients_cannot_afford(spec) -> Non
         "chains.icc_pearson_lasso",
         "models.rad_afp.candidates",
         "models.rad_afp.alpha",
+        "survival.outcome_cohorts.outcomes_cohort_1.centers",
+        "survival.outcome_cohorts.outcomes_cohort_1.splits",
+        "survival.outcome_cohorts.outcomes_cohort_2.centers",
     }
+    # the demo's outcome cohorts: the development set's held-out patients and center C
+    cohorts = survival_options(demo).cohorts
+    assert [c.centers for c in cohorts] == [("A", "B"), ("C",)]
+    assert survival_options(demo).stepwise == survival_options(spec).stepwise
     # the demo cohort (hccrad synth --seed 42: 48 CT patients): each split holds both classes
     rows, _ = clinical_tables(seed=42, n_patients=48, modality="CT")
     table = pd.DataFrame(rows)

@@ -20,6 +20,9 @@ from hccrad.stats.roc import (
     delong_test,
     net_benefit,
     nri,
+    proportion_ci,
+    rank_sum_test,
+    rate_cis,
     roc_curve,
     youden_cutoff,
 )
@@ -364,3 +367,80 @@ def test_calibration_of_in_sample_logistic_predictions_is_perfect():
     assert res.slope == pytest.approx(1.0, abs=1e-6)
     assert res.intercept == pytest.approx(0.0, abs=1e-6)
     assert res.recalibration_intercept == pytest.approx(0.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- rate CIs, rank-sum
+
+
+def test_proportion_ci_closed_forms_and_statsmodels():
+    from statsmodels.stats.proportion import proportion_confint
+
+    z = stats.norm.ppf(0.975)
+    # Wilson for 8 / 10 written out
+    p, n = 0.8, 10
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z / (1 + z**2 / n) * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+    assert proportion_ci(8, 10) == pytest.approx((centre - half, centre + half), abs=1e-12)
+    for k, n in [(0, 7), (3, 7), (7, 7), (45, 126), (1, 1)]:
+        assert proportion_ci(k, n) == pytest.approx(
+            proportion_confint(k, n, alpha=0.05, method="wilson"), abs=1e-10
+        )
+        assert proportion_ci(k, n, method="clopper_pearson") == pytest.approx(
+            proportion_confint(k, n, alpha=0.05, method="beta"), abs=1e-10
+        )
+    # Clopper-Pearson at the edges: [0, 1 - (a/2)^(1/n)] and [(a/2)^(1/n), 1]
+    assert proportion_ci(0, 10, 0.9, "clopper_pearson") == pytest.approx((0, 1 - 0.05**0.1))
+    assert proportion_ci(10, 10, 0.9, "clopper_pearson") == pytest.approx((0.05**0.1, 1))
+    assert all(math.isnan(v) for v in proportion_ci(0, 0))
+    with pytest.raises(InputError):
+        proportion_ci(3, 2)
+    with pytest.raises(InputError):
+        proportion_ci(1, 2, method="wald")
+
+
+def test_rate_cis_use_each_rates_denominator():
+    y = np.array([1] * 8 + [0] * 12)
+    s = np.r_[np.linspace(0.6, 0.9, 8), np.linspace(0.1, 0.7, 12)]
+    m = classification_metrics(y, s, 0.65)
+    ci = rate_cis(m)
+    assert (ci["sensitivity_lower"], ci["sensitivity_upper"]) == proportion_ci(m["tp"], 8)
+    assert (ci["specificity_lower"], ci["specificity_upper"]) == proportion_ci(m["tn"], 12)
+    n_pos = m["tp"] + m["fp"]
+    assert (ci["ppv_lower"], ci["ppv_upper"]) == proportion_ci(m["tp"], n_pos)
+    assert (ci["npv_lower"], ci["npv_upper"]) == proportion_ci(m["tn"], 20 - n_pos)
+    assert (ci["accuracy_lower"], ci["accuracy_upper"]) == proportion_ci(m["tp"] + m["tn"], 20)
+    for rate in ("accuracy", "sensitivity", "specificity", "ppv", "npv"):
+        assert ci[f"{rate}_lower"] <= m[rate] <= ci[f"{rate}_upper"]
+
+
+def test_rank_sum_exact_by_enumeration():
+    from itertools import combinations
+
+    cases = np.array([3.1, 4.5, 6.0])
+    controls = np.array([1.0, 2.2, 3.5, 0.4])
+    y = np.r_[np.ones(3), np.zeros(4)]
+    r = rank_sum_test(y, np.r_[cases, controls])
+    u = sum((c > d) for c in cases for d in controls)  # no ties
+    assert r.u == u == 11 and r.auc == pytest.approx(11 / 12)
+    # exact two-sided P: 2 min(P(U <= u), P(U >= u)) over all C(7, 3) rank sets
+    us = [sum(i - k for k, i in enumerate(sorted(c))) for c in combinations(range(7), 3)]
+    us = np.array(us)
+    p = min(1.0, 2 * min(np.mean(us <= u), np.mean(us >= u)))
+    assert r.method == "exact" and r.p == pytest.approx(p, abs=1e-12)
+    assert (r.median_pos, r.median_neg) == (4.5, pytest.approx(1.6))
+
+
+def test_rank_sum_ties_normal_approximation_written_out():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0])
+    s = np.array([2, 3, 3, 5, 1, 2, 2, 3, 4], dtype=float)
+    r = rank_sum_test(y, s)
+    n1, n0, n = 4, 5, 9
+    ranks = stats.rankdata(s)
+    u = ranks[y == 1].sum() - n1 * (n1 + 1) / 2
+    _, counts = np.unique(s, return_counts=True)
+    var = n1 * n0 / 12 * ((n + 1) - (counts**3 - counts).sum() / (n * (n - 1)))
+    mu = n1 * n0 / 2
+    z = (abs(u - mu) - 0.5) / math.sqrt(var)  # continuity correction towards the mean
+    assert r.method == "normal"
+    assert r.u == pytest.approx(u)
+    assert r.p == pytest.approx(2 * stats.norm.sf(z), abs=1e-12)

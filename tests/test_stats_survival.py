@@ -17,7 +17,9 @@ from hccrad.stats.survival import (
     logrank,
     logrank_scores,
     multivariable_cox,
+    null_log_likelihood,
     optimal_cutpoint,
+    stepwise_cox,
     survival_at,
     univariable_cox,
 )
@@ -250,3 +252,94 @@ def test_univariable_and_multivariable_cox(stats_dir):
     holed = df.copy()
     holed.loc[:9, "age"] = np.nan
     assert cox(holed, "week", "arrest", ["age"]).n == 422
+
+
+# --------------------------------------------------------------------------- stepwise Cox
+
+ROSSI_COVS = ["fin", "age", "race", "wexp", "mar", "paro", "prio"]
+
+
+def _lifelines_aic(df: pd.DataFrame, covs: list[str]) -> float:
+    """Partial AIC of an independent lifelines fit (the null model from lifelines' own
+    ``_ll_null_``)."""
+    from lifelines import CoxPHFitter
+
+    if not covs:
+        one = CoxPHFitter().fit(df[["week", "arrest", "fin"]], "week", "arrest")
+        return -2 * one._ll_null_
+    return CoxPHFitter().fit(df[["week", "arrest", *covs]], "week", "arrest").AIC_partial_
+
+
+def _reference_step(df: pd.DataFrame, covs: list[str], direction: str) -> list[str]:
+    """R ``step()`` written out with lifelines: the single add/drop of lowest AIC until none
+    lowers it."""
+    current = [] if direction == "forward" else list(covs)
+    while True:
+        now = _lifelines_aic(df, current)
+        moves = []
+        if direction != "forward":
+            moves += [[c for c in current if c != d] for d in current]
+        if direction != "backward":
+            moves += [[c for c in covs if c in current or c == a] for a in covs if a not in current]
+        scored = [(_lifelines_aic(df, m), m) for m in moves]
+        if not scored or min(a for a, _ in scored) >= now - 1e-9:
+            return current
+        current = min(scored, key=lambda x: x[0])[1]
+
+
+def test_null_log_likelihood_closed_form_and_lifelines(stats_dir):
+    # no ties: -sum log(n at risk) over the events; times 1..4, events at 1, 3, 4
+    assert null_log_likelihood([1, 2, 3, 4], [1, 0, 1, 1]) == pytest.approx(
+        -(math.log(4) + math.log(2) + math.log(1))
+    )
+    # two tied events among 3 at risk (Efron): -(log 3 + log 2)
+    assert null_log_likelihood([5, 5, 6], [1, 1, 0]) == pytest.approx(-math.log(6))
+    from lifelines import CoxPHFitter
+
+    df = pd.read_csv(stats_dir / "rossi.csv")  # many tied weeks
+    ref = CoxPHFitter().fit(df[["week", "arrest", "age"]], "week", "arrest")._ll_null_
+    assert null_log_likelihood(df["week"], df["arrest"]) == pytest.approx(ref, abs=1e-8)
+
+
+@pytest.mark.parametrize("direction", ["both", "backward", "forward"])
+def test_stepwise_cox_aic_matches_lifelines_step(stats_dir, direction):
+    df = pd.read_csv(stats_dir / "rossi.csv")
+    res = stepwise_cox(df, "week", "arrest", ROSSI_COVS, direction=direction)
+    expected = _reference_step(df, ROSSI_COVS, direction)
+    assert res.selected == expected
+    assert 0 < len(expected) < len(ROSSI_COVS)  # the data make the selection non-trivial
+    from lifelines import CoxPHFitter
+
+    ref = CoxPHFitter().fit(df[["week", "arrest", *expected]], "week", "arrest")
+    tab = res.model.table.set_index("covariate")
+    for c in expected:
+        assert tab.loc[c, "coef"] == pytest.approx(ref.params_[c], abs=1e-6)
+        assert tab.loc[c, "p"] == pytest.approx(ref.summary.loc[c, "p"], rel=1e-5)
+    # the trace: AIC falls at every move, and ends at the final model's AIC
+    aics = res.steps["criterion"].to_numpy()
+    assert (np.diff(aics) < 0).all()
+    assert aics[-1] == pytest.approx(_lifelines_aic(df, expected), abs=1e-6)
+    assert res.n == 432
+
+
+def test_stepwise_cox_backward_by_p_and_a_planted_covariate():
+    from lifelines import CoxPHFitter
+
+    rng = np.random.default_rng(7)
+    n = 200
+    df = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(4)})
+    df["time"] = rng.exponential(np.exp(-1.0 * df["x0"] - 0.6 * df["x1"]))
+    df["event"] = (rng.random(n) < 0.8).astype(int)
+    covs = ["x0", "x1", "x2", "x3"]
+    res = stepwise_cox(df, "time", "event", covs, direction="backward", criterion="p", p_remove=0.1)
+    # reference: refit with lifelines, drop the largest Wald P above 0.1, repeat
+    current = list(covs)
+    while True:
+        p = CoxPHFitter().fit(df[["time", "event", *current]], "time", "event").summary["p"]
+        if p.max() <= 0.1:
+            break
+        current.remove(p.idxmax())
+    assert res.selected == current
+    assert {"x0", "x1"} <= set(res.selected)  # the planted effects stay
+    with pytest.raises(InputError):
+        stepwise_cox(df, "time", "event", covs, direction="sideways")

@@ -131,7 +131,8 @@ def unfit(result: StudyResult, model: str) -> str:
 
 def classification_table(result: StudyResult) -> pd.DataFrame:
     """Every model (primary first) per split at its training Youden cut-off: n, cases,
-    cut-off, accuracy, sensitivity, specificity, PPV, NPV."""
+    cut-off, accuracy, sensitivity, specificity, PPV, NPV (each with its 95 % CI when the
+    performance table has ``{rate}_lower/_upper``)."""
     perf = result.performance.set_index(["model", "split"])
     metrics = (("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
                ("specificity", "specificity"), ("ppv", "PPV"), ("npv", "NPV"))  # fmt: skip
@@ -148,10 +149,19 @@ def classification_table(result: StudyResult) -> pd.DataFrame:
                     "n": int(r["n"]),
                     "cases": int(r["n_pos"]),
                     "cut-off": fmt_num(r.get("cutoff"), 3),
-                    **{name: fmt_num(r.get(col), 2) for col, name in metrics},
+                    **{name: _rate(r, col) for col, name in metrics},
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _rate(row: pd.Series, col: str) -> str:
+    """A rate with two decimals and, when present, its CI: ``0.74 (0.61-0.84)``."""
+    value = fmt_num(row.get(col), 2)
+    lo, hi = row.get(f"{col}_lower"), row.get(f"{col}_upper")
+    if _missing(row.get(col)) or _missing(lo) or _missing(hi):
+        return value
+    return f"{value} ({fmt_num(lo, 2)}{DASH}{fmt_num(hi, 2)})"
 
 
 def comparison_pairs(comparisons: pd.DataFrame) -> list[tuple[str, str]]:
@@ -234,6 +244,57 @@ def survival_lines(result: StudyResult) -> list[str]:
             f"{fmt_num(info['cutpoint'], 3)}), log-rank P = {fmt_p(group.get('logrank_p'))} "
             f"on {where} (high {group.get('n_high', DASH)}, low {group.get('n_low', DASH)})"
         )
+        lines += _outcome_lines(endpoint, info.get("outcome_cohorts") or {})
+    return lines + score_test_lines(result)
+
+
+def _outcome_lines(endpoint: str, cohorts: dict[str, Any]) -> list[str]:
+    """One sentence per outcome cohort: size (unlabelled), cut-point rule, log-rank P,
+    response rate by group."""
+    lines = []
+    for name, c in cohorts.items():
+        head = f"{endpoint}, outcome cohort {name} (n = {c.get('n', DASH)}, "
+        head += f"{c.get('n_unlabelled', DASH)} unlabelled)"
+        if c.get("cutpoint") is None:
+            lines.append(f"{head}: not analysed ({c.get('note') or 'no cut-point'})")
+            continue
+        text = (
+            f"{head}: cut-point {fmt_num(c['cutpoint'], 3)} ({c.get('cut_rule', '')}), "
+            f"high {c.get('n_high', DASH)} vs low {c.get('n_low', DASH)}, "
+            f"log-rank P {_p_is(c.get('logrank_p'))}"
+        )
+        r = c.get("response")
+        if r:
+            text += (
+                f", responders high {r['responders_high']}/{r['n_high']} vs low "
+                f"{r['responders_low']}/{r['n_low']} (Fisher P {_p_is(r.get('fisher_p'))})"
+            )
+        lines.append(text)
+    return lines
+
+
+def _p_is(p: Any) -> str:
+    """``= 0.036`` or ``< 0.001``."""
+    text = fmt_p(p)
+    return text if text.startswith(("<", ">")) else f"= {text}"
+
+
+def score_test_lines(result: StudyResult) -> list[str]:
+    """One sentence per score test of ``metrics.json`` (score by class or by response)."""
+    lines = []
+    for t in result.metrics.get("score_tests") or []:
+        what = "by class" if t.get("test") == "class" else "by response"
+        where = split_label(t["cohort"]) if t.get("test") == "class" else t["cohort"]
+        if t.get("p") is None:
+            lines.append(f"score {what}, {where}: not tested ({t.get('note', '')})")
+        elif t.get("method") == "rank_sum":
+            lines.append(
+                f"score {what}, {where}: median {fmt_num(t['median_pos'], 3)} vs "
+                f"{fmt_num(t['median_neg'], 3)} ({t['groups']}, {t['n_pos']} vs {t['n_neg']}), "
+                f"rank-sum P {_p_is(t['p'])}"
+            )
+        else:
+            lines.append(f"score {what}, {where}: Kruskal-Wallis P {_p_is(t['p'])}")
     return lines
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "CalibrationResult",
     "DeLongResult",
     "NRIResult",
+    "RankSumResult",
     "auc",
     "auc_ci",
     "calibration",
@@ -36,6 +37,9 @@ __all__ = [
     "delong_test",
     "net_benefit",
     "nri",
+    "proportion_ci",
+    "rank_sum_test",
+    "rate_cis",
     "roc_curve",
     "youden_cutoff",
 ]
@@ -215,6 +219,112 @@ def classification_metrics(y_true: ArrayLike, score: ArrayLike, cutoff: float) -
         "tn": tn,
         "fn": fn,
     }
+
+
+#: The classification rates of :func:`classification_metrics` with their (successes, trials).
+RATE_COUNTS = {
+    "accuracy": (("tp", "tn"), ("tp", "tn", "fp", "fn")),
+    "sensitivity": (("tp",), ("tp", "fn")),
+    "specificity": (("tn",), ("tn", "fp")),
+    "ppv": (("tp",), ("tp", "fp")),
+    "npv": (("tn",), ("tn", "fn")),
+}
+
+
+def proportion_ci(
+    k: int, n: int, level: float = 0.95, method: str = "wilson"
+) -> tuple[float, float]:
+    """Confidence interval of a binomial proportion ``k / n``.
+
+    * ``wilson``: the score interval ``(p + z^2/2n +/- z sqrt(p(1-p)/n + z^2/4n^2)) /
+      (1 + z^2/n)`` (R ``prop.test(correct = FALSE)``, statsmodels ``method="wilson"``);
+    * ``clopper_pearson``: the exact interval ``[Beta_{a/2}(k, n-k+1), Beta_{1-a/2}(k+1, n-k)]``
+      (R ``binom.test``), 0 for ``k = 0`` and 1 for ``k = n``.
+
+    Returns ``(nan, nan)`` when ``n == 0``.
+    """
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    if not 0 <= k <= n:
+        raise InputError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return float("nan"), float("nan")
+    alpha = 1.0 - level
+    if method == "wilson":
+        z = stats.norm.ppf(1 - alpha / 2)
+        p = k / n
+        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+        half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+        return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    if method == "clopper_pearson":
+        lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+        hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+        return lo, hi
+    raise InputError(f"unknown proportion CI method {method!r} (wilson, clopper_pearson)")
+
+
+def rate_cis(
+    counts: dict[str, float], level: float = 0.95, method: str = "wilson"
+) -> dict[str, float]:
+    """``{rate}_lower, {rate}_upper`` of accuracy, sensitivity, specificity, PPV and NPV from
+    the confusion counts ``tp, fp, tn, fn`` (:func:`proportion_ci`; NaN for an empty
+    denominator)."""
+    out = {}
+    for rate, (num, den) in RATE_COUNTS.items():
+        k = int(sum(counts[c] for c in num))
+        n = int(sum(counts[c] for c in den))
+        out[f"{rate}_lower"], out[f"{rate}_upper"] = proportion_ci(k, n, level, method)
+    return out
+
+
+@dataclass(frozen=True)
+class RankSumResult:
+    """Wilcoxon rank-sum (Mann-Whitney) test of a score between cases and controls.
+
+    Attributes:
+        u: ``U`` of the cases, ``sum_{i,j} psi(X_i, Y_j)`` (ties 1/2) = ``AUC n1 n0``.
+        auc: ``U / (n1 n0)``.
+        p: Two-sided p-value.
+        method: ``exact`` or ``normal`` (with continuity and tie corrections).
+        n_pos, n_neg: Group sizes.
+        median_pos, median_neg: Group medians of the score.
+    """
+
+    u: float
+    auc: float
+    p: float
+    method: str
+    n_pos: int
+    n_neg: int
+    median_pos: float
+    median_neg: float
+
+
+def rank_sum_test(y_true: ArrayLike, score: ArrayLike) -> RankSumResult:
+    """Two-sided Wilcoxon rank-sum test of ``score`` between ``y = 1`` and ``y = 0``, as R's
+    ``wilcox.test(x, y)``: the exact null distribution when both groups have fewer than 50
+    subjects and there are no ties, else the normal approximation with continuity correction
+    and the tie-corrected variance."""
+    y = binary(y_true)
+    s = numeric(score, "score", y.size)
+    n1, n0 = both_classes(y)
+    a = delong_placements(y, s)[0]
+    u = a * n1 * n0
+    exact = n1 < 50 and n0 < 50 and np.unique(s).size == s.size
+    method = "exact" if exact else "asymptotic"
+    res = stats.mannwhitneyu(
+        s[y == 1], s[y == 0], alternative="two-sided", method=method, use_continuity=True
+    )
+    return RankSumResult(
+        u=float(u),
+        auc=float(a),
+        p=float(res.pvalue),
+        method="exact" if exact else "normal",
+        n_pos=n1,
+        n_neg=n0,
+        median_pos=float(np.median(s[y == 1])),
+        median_neg=float(np.median(s[y == 0])),
+    )
 
 
 # --------------------------------------------------------------------------- NRI

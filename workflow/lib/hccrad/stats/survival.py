@@ -23,13 +23,16 @@ __all__ = [
     "CoxResult",
     "CutpointResult",
     "LogRankResult",
+    "StepwiseResult",
     "cox",
     "cutpoint_groups",
     "kaplan_meier",
     "logrank",
     "logrank_scores",
     "multivariable_cox",
+    "null_log_likelihood",
     "optimal_cutpoint",
+    "stepwise_cox",
     "survival_at",
     "univariable_cox",
 ]
@@ -448,3 +451,140 @@ def multivariable_cox(
         if not covs:
             raise InputError(f"no covariate has univariable p < {screen_p}")
     return cox(df, duration_col, event_col, covs, level=level)
+
+
+# --------------------------------------------------------------------------- stepwise Cox
+
+
+def null_log_likelihood(time: ArrayLike, event: ArrayLike) -> float:
+    """Partial log-likelihood of the Cox model with no covariate (all ``beta = 0``), Efron ties:
+    ``-sum_t sum_{j=0}^{d_t - 1} log(n_t - j)`` over the distinct event times ``t`` with
+    ``n_t`` at risk and ``d_t`` events (Breslow's ``-sum_t d_t log n_t`` without ties)."""
+    t, e = survival_data(time, event)
+    total = 0.0
+    for tau in np.unique(t[e == 1]):
+        n_t = int(np.sum(t >= tau))
+        d_t = int(np.sum((t == tau) & (e == 1)))
+        total -= float(np.sum(np.log(n_t - np.arange(d_t))))
+    return total
+
+
+@dataclass(frozen=True, eq=False)
+class StepwiseResult:
+    """Stepwise Cox selection.
+
+    Attributes:
+        selected: Covariates of the final model, in the order of ``covariates``.
+        model: The final model (None when no covariate is kept).
+        steps: ``step, action, covariate, criterion`` (AIC, or the Wald P that decided), one
+            row per move, the start model as step 0.
+        n: Subjects used (the complete cases of *all* candidate covariates, so that every
+            model compared has the same patients, as R's ``step`` requires).
+    """
+
+    selected: list[str]
+    model: CoxResult | None
+    steps: pd.DataFrame
+    n: int
+
+
+def _aic(data: pd.DataFrame, covs: list[str], level: float) -> float:
+    """Partial AIC ``-2 logL + 2 k`` (R ``extractAIC`` of a ``coxph`` fit)."""
+    if not covs:
+        return -2 * null_log_likelihood(data["_time"], data["_event"])
+    return -2 * cox(data, "_time", "_event", covs, level).log_likelihood + 2 * len(covs)
+
+
+def _wald_p(data: pd.DataFrame, covs: list[str], level: float) -> dict[str, float]:
+    tab = cox(data, "_time", "_event", covs, level).table
+    return dict(zip(tab["covariate"], tab["p"], strict=True))
+
+
+def _aic_move(
+    data: pd.DataFrame, current: list[str], candidates: list[str], direction: str, level: float
+) -> tuple[str, str, float] | None:
+    """The move (``drop``/``add``, covariate, AIC) of lowest AIC among those ``direction``
+    allows, when it is lower than the current model's; else None."""
+    best = ("", "", _aic(data, current, level))
+    moves = []
+    if direction in ("backward", "both"):
+        moves += [("drop", c) for c in current]
+    if direction in ("forward", "both"):
+        moves += [("add", c) for c in candidates if c not in current]
+    for action, c in moves:
+        covs = [x for x in current if x != c] if action == "drop" else [*current, c]
+        value = _aic(data, [x for x in candidates if x in covs], level)
+        if value < best[2] - 1e-9:
+            best = (action, c, value)
+    return best if best[0] else None
+
+
+def _p_move(
+    data: pd.DataFrame,
+    current: list[str],
+    candidates: list[str],
+    direction: str,
+    p_enter: float,
+    p_remove: float,
+    level: float,
+) -> tuple[str, str, float] | None:
+    """Backward: drop the largest Wald P above ``p_remove``; forward: add the covariate of
+    smallest Wald P (in the enlarged model) below ``p_enter``; both: drop first, then add."""
+    if direction in ("backward", "both") and current:
+        ps = _wald_p(data, current, level)
+        worst = max(current, key=lambda c: ps[c])
+        if ps[worst] > p_remove:
+            return ("drop", worst, ps[worst])
+    if direction in ("forward", "both"):
+        trial = {c: _wald_p(data, [*current, c], level)[c] for c in candidates if c not in current}
+        if trial:
+            best = min(trial, key=lambda c: trial[c])
+            if trial[best] < p_enter:
+                return ("add", best, trial[best])
+    return None
+
+
+def stepwise_cox(
+    df: pd.DataFrame,
+    duration_col: str,
+    event_col: str,
+    covariates: Sequence[str],
+    direction: str = "both",
+    criterion: str = "aic",
+    p_enter: float = 0.05,
+    p_remove: float = 0.10,
+    level: float = 0.95,
+) -> StepwiseResult:
+    """Stepwise Cox model selection on the complete cases of all ``covariates``.
+
+    * ``criterion="aic"`` (R ``step(coxph(...), direction=...)``): start from the full model
+      (``backward``, ``both``; R's default is ``both`` from the full model) or the empty one
+      (``forward``), and take the single drop or add that lowers the partial AIC
+      (``-2 logL + 2 k``) most, until none does.
+    * ``criterion="p"``: the same starts, Wald P: drop the largest P above ``p_remove``, add
+      the smallest P below ``p_enter`` (``p_enter < p_remove`` keeps it from cycling).
+    """
+    covs = list(dict.fromkeys(covariates))
+    if not covs:
+        raise InputError("stepwise_cox needs at least one covariate")
+    if direction not in ("backward", "forward", "both") or criterion not in ("aic", "p"):
+        raise InputError(f"unknown stepwise direction/criterion {direction!r}/{criterion!r}")
+    data = _complete(df, [duration_col, event_col, *covs]).rename(
+        columns={duration_col: "_time", event_col: "_event"}
+    )
+    current = [] if direction == "forward" else list(covs)
+    start = _aic(data, current, level) if criterion == "aic" else float("nan")
+    rows = [{"step": 0, "action": "start", "covariate": ", ".join(current), "criterion": start}]
+    for step in range(1, 2 * len(covs) + 2):
+        if criterion == "aic":
+            move = _aic_move(data, current, covs, direction, level)
+        else:
+            move = _p_move(data, current, covs, direction, p_enter, p_remove, level)
+        if move is None:
+            break
+        action, c, value = move
+        current = [x for x in current if x != c] if action == "drop" else [*current, c]
+        current = [x for x in covs if x in current]
+        rows.append({"step": step, "action": action, "covariate": c, "criterion": value})
+    model = cox(data, "_time", "_event", current, level) if current else None
+    return StepwiseResult(current, model, pd.DataFrame(rows), len(data))

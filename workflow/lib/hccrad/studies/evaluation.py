@@ -20,6 +20,7 @@ from hccrad.stats import (
     net_benefit,
     nri,
 )
+from hccrad.stats.roc import RATE_COUNTS, rate_cis
 from hccrad.studies.spec import StudySpec
 
 
@@ -45,12 +46,16 @@ def performance_table(
     models: Sequence[str],
     level: float = 0.95,
     notes: Mapping[str, str] | None = None,
+    rate_ci: str = "wilson",
 ) -> pd.DataFrame:
     """One row per model x split: ``n, n_pos, auc, auc_lower, auc_upper`` (DeLong) and the
-    classification metrics at the model's **training** Youden cut-off (``cutoff``); ``note``
-    says why values are NaN (no patients, one class, a failed fit)."""
+    classification metrics at the model's **training** Youden cut-off (``cutoff``), each rate
+    with its ``level`` confidence interval (``{rate}_lower``, ``{rate}_upper``; ``rate_ci``:
+    ``wilson`` or ``clopper_pearson``, :func:`hccrad.stats.roc.proportion_ci`); ``note`` says
+    why values are NaN (no patients, one class, a failed fit)."""
     rows = []
     metric_cols = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "tp", "fp", "tn", "fn")
+    ci_cols = tuple(f"{r}_{b}" for r in RATE_COUNTS for b in ("lower", "upper"))
     for model in models:
         for split in splits:
             sub = predictions[(predictions["model"] == model) & (predictions["split"] == split)]
@@ -60,7 +65,7 @@ def performance_table(
             cut = float(cutoffs.get(model, np.nan))
             row: dict[str, Any] = {"model": model, "split": split, "n": len(sub), "n_pos": n1}
             row.update(auc=np.nan, auc_lower=np.nan, auc_upper=np.nan, cutoff=cut)
-            row.update(dict.fromkeys(metric_cols, np.nan))
+            row.update(dict.fromkeys((*metric_cols, *ci_cols), np.nan))
             note = (notes or {}).get(model, "")
             if not note:
                 note = degenerate(y) if len(sub) else "no patients"
@@ -68,12 +73,13 @@ def performance_table(
                     row["auc"], row["auc_lower"], row["auc_upper"] = auc_ci(y, s, level)
                 if len(sub) and np.isfinite(cut):
                     row.update(classification_metrics(y, s, cut))
+                    row.update(rate_cis(row, level, rate_ci))
                 elif len(sub):
                     note = note or "no training cut-off"
             row["note"] = note
             rows.append(row)
     cols = ["model", "split", "n", "n_pos", "auc", "auc_lower", "auc_upper", "cutoff"]
-    return pd.DataFrame(rows, columns=[*cols, *metric_cols, "note"])
+    return pd.DataFrame(rows, columns=[*cols, *metric_cols, *ci_cols, "note"])
 
 
 def _paired(predictions: pd.DataFrame, a: str, b: str, split: str) -> pd.DataFrame:

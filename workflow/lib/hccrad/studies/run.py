@@ -49,7 +49,7 @@ from hccrad.studies.fitting import (
 )
 from hccrad.studies.spec import EVAL_SPLITS, StudySpec
 from hccrad.studies.splits import study_splits
-from hccrad.studies.survival import survival_analysis
+from hccrad.studies.survival import outcome_members, score_tests, survival_analysis
 from hccrad.studies.tables import block_table, study_clinical
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,9 @@ class _Patients:
     data: StudyData
     study: pd.Index
     excluded: dict[str, str]  # labelled patients left out, with the reason
+    # outcome cohort -> its patients with features (scored by the fitted models, never fitted
+    # on; their rows are in ``data.X`` only so that the pipelines can predict them)
+    outcome: dict[str, pd.Index]
 
 
 @dataclass
@@ -194,15 +197,32 @@ def _patients(run: _Run, tables: Mapping[str, pd.DataFrame]) -> _Patients:
         if lacking:
             excluded[p] = f"no row in block(s) {', '.join(lacking)}"
     if excluded:
-        run.notes.append(
-            f"{len(excluded)} labelled patient(s) excluded: no features in some block"
-        )
+        run.notes.append(f"{len(excluded)} labelled patient(s) excluded: no features in some block")
     study = pd.Index([p for p in candidates if p not in excluded], name="patient")
+    outcome = _outcome_patients(run, blocks)
+    scored = study.append(pd.Index([p for ix in outcome.values() for p in ix])).unique()
     y = label.loc[study].astype(int)
-    X, cats, rad = _designs(spec, blocks, block_cats, study)
+    X, cats, rad = _designs(spec, blocks, block_cats, scored)
     icc = _icc_frame(tables.get("reader_icc"))
     data = StudyData(spec, run.seed, clinical.loc[study], y, X, cats, icc, rad)
-    return _Patients(data, study, excluded)
+    return _Patients(data, study, excluded, outcome)
+
+
+def _outcome_patients(run: _Run, blocks: Mapping[str, pd.DataFrame]) -> dict[str, pd.Index]:
+    """The outcome cohorts' patients (``survival.outcome_cohorts``, labelled or not, never a
+    training patient) with a row in every used block; a note counts those without."""
+    if run.spec.survival is None:
+        return {}
+    out = {}
+    for name, idx in outcome_members(run.spec, run.clinical, run.split).items():
+        ok = [p for p in idx if all(p in b.index for b in blocks.values())]
+        if len(ok) < len(idx):
+            run.notes.append(
+                f"outcome cohort {name}: {len(idx) - len(ok)} of {len(idx)} patient(s) "
+                "without features in some block"
+            )
+        out[name] = pd.Index(ok, name="patient")
+    return out
 
 
 def _designs(
@@ -387,7 +407,8 @@ def _figures(
     run: _Run, pts: _Patients, fits: _Fits, dca: pd.DataFrame
 ) -> tuple[str | None, dict[str, Any]]:
     """Figures: ROC, calibration and decision curves, SHAP, nomogram, and the survival
-    analysis. Returns the figure split and the ``cutpoint.json`` content."""
+    analysis. Returns the figure split and the survival summary (``cutpoint.json``'s content
+    under ``endpoints``, the score tests and the outcome cohorts)."""
     spec, files, ok = run.spec, run.files, fits.ok
     ev = spec.evaluation
     level = float(ev.get("ci_level", 0.95))
@@ -399,21 +420,51 @@ def _figures(
         draw_shap(spec, pts.data, fits.fitted, run.split, pts.study, files)
     if spec.nomogram:
         draw_nomogram(spec, fits.fitted, fits.failed, files)
-    survival_info: dict[str, Any] = {}
+    survival_info: dict[str, Any] = {"endpoints": {}, "score_tests": [], "outcome_cohorts": {}}
     if spec.survival is not None:
         survival_info = _survival(run, pts, fits)
     return fig_split, survival_info
 
 
+def _outcome_scores(run: _Run, pts: _Patients, fits: _Fits) -> pd.Series | None:
+    """The survival model's linear predictor for every outcome-cohort patient (None, with a
+    note, when the model cannot score patients outside the analysed ones)."""
+    sv = run.spec.survival
+    assert sv is not None
+    idx = pd.Index([p for ix in pts.outcome.values() for p in ix]).unique()
+    if not len(idx) or sv.model not in fits.fitted:
+        return None
+    try:
+        return pd.Series(fits.fitted[sv.model].predict(idx)[1], index=idx)
+    except KeyError:  # a clinical or fusion model predicts its analysed patients only
+        run.notes.append(f"outcome cohorts not scored: model {sv.model} is not a pipeline")
+        return None
+
+
 def _survival(run: _Run, pts: _Patients, fits: _Fits) -> dict[str, Any]:
     """``cox.parquet``, ``cutpoint.json`` and the KM figures (placeholders when the survival
-    model has no fit)."""
+    model has no fit); the score tests and outcome-cohort sizes for ``metrics.json``."""
     spec, files = run.spec, run.files
     sv = spec.survival
     assert sv is not None
+    tests: list[dict[str, Any]] = []
+    outcome = _outcome_scores(run, pts, fits)
+    sizes = {
+        name: {"n_members": len(idx), "n_scored": 0 if outcome is None else len(idx)}
+        for name, idx in pts.outcome.items()
+    }
     if sv.model in fits.fitted:
         lp = pd.Series(fits.scores[sv.model][1], index=pts.study)
-        cox_table, survival_info = survival_analysis(spec, run.clinical, run.split, lp, run.out)
+        cut = fits.cutoffs.get(sv.model)
+        youden = float(np.log(cut / (1 - cut))) if cut is not None and 0 < cut < 1 else None
+        members = pts.outcome if outcome is not None else {}
+        cox_table, survival_info = survival_analysis(
+            spec, run.clinical, run.split, lp, run.out, outcome_score=outcome, members=members,
+            youden=youden,
+        )
+        tests = score_tests(
+            spec, run.clinical, run.split, lp, pts.data.y, outcome_score=outcome, members=members
+        )
     else:
         note = f"model {sv.model} not fitted ({fits.failed.get(sv.model, '')})"
         cox_table = pd.DataFrame([{"endpoint": ep, "note": note} for ep in sv.endpoints])
@@ -424,7 +475,7 @@ def _survival(run: _Run, pts: _Patients, fits: _Fits) -> dict[str, Any]:
             placeholder(files[f"km_{ep}"], f"Kaplan-Meier: {ep}", note)
     write_parquet(cox_table, files["cox"])
     write_json(survival_info, files["cutpoint"])
-    return survival_info
+    return {"endpoints": survival_info, "score_tests": tests, "outcome_cohorts": sizes}
 
 
 # ---- stage 5: summaries ---------------------------------------------------------------------
@@ -477,7 +528,9 @@ def _summaries(
             orient="records"
         ),
         "figure_split": fig_split,
-        "survival": survival_info,
+        "survival": survival_info["endpoints"],
+        "score_tests": survival_info["score_tests"],
+        "outcome_cohorts": survival_info["outcome_cohorts"],
         "notes": run.notes,
         # the paper next to this run (hccrad.report): its key comparison, what it reports,
         # where this study differs from it, and what a configuration overlay scaled down
