@@ -341,6 +341,26 @@ def test_derived_columns_and_block_columns():
     np.testing.assert_array_equal(out["bclc_stage"], [0, 2, np.nan, 3])
     np.testing.assert_array_equal(out["late"], [0, 1, np.nan, 1])
 
+    # one source column, range cuts: between [low, high) and cut with labelled intervals
+    afp = pd.DataFrame({"afp": [5.0, 20.0, 399.9, 400.0, np.nan, 1e5]})
+    out = studies.derive_columns(
+        afp,
+        {
+            "afp_20_400": {"column": "afp", "op": "between", "value": [20, 400]},
+            "afp_band": {"column": "afp", "op": "cut", "bins": [0, 20, 400, 1e9]},
+            "afp_text": {
+                "column": "afp",
+                "op": "cut",
+                "bins": [20, 400],
+                "labels": ["mid"],
+            },
+        },
+    )
+    np.testing.assert_array_equal(out["afp_20_400"], [0, 1, 1, 0, np.nan, 0])
+    np.testing.assert_array_equal(out["afp_band"], [0, 1, 1, 2, np.nan, 2])
+    assert out["afp_text"].tolist()[1:3] == ["mid", "mid"]
+    assert out["afp_text"].isna().tolist() == [True, False, False, True, True, True]
+
     cols = [
         "AP_tumor_original_firstorder_Mean",
         "AP_ring_original_firstorder_Mean",
@@ -356,6 +376,54 @@ def test_derived_columns_and_block_columns():
     assert studies.select_block_columns(hab, ["habitat_k", "habitat1_fraction"]) == [
         "habitat1_fraction"
     ]
+
+
+def test_derived_columns_from_several_columns():
+    """any / all / sum over several columns, three-valued where a source is missing; a derived
+    column can use an earlier one."""
+    nan = np.nan
+    clin = pd.DataFrame(
+        {
+            "hbv": [1, 0, 0, 1, nan, nan, 0],
+            "hcv": [0, 0, 1, 1, 1, 0, nan],
+            "size_cm": [2.0, 3.5, 1.0, 6.0, 2.0, nan, 4.0],
+            "number": [1, 2, 1, 3, 1, 1, 2],
+        }
+    )
+    derived = {
+        "viral": {"columns": ["hbv", "hcv"], "op": "any"},
+        "both": {"columns": ["hbv", "hcv"], "op": "all"},
+        "burden": {"columns": ["size_cm", "number"], "op": "sum"},
+        "heavy": {"column": "burden", "op": "gt", "value": 5},
+    }
+    out = studies.derive_columns(clin, derived)
+    # any: 1 once a known value is 1, 0 only when both are known and 0, else missing
+    np.testing.assert_array_equal(out["viral"], [1, 0, 1, 1, 1, nan, nan])
+    # all: 0 once a known value is 0, 1 only when both are known and 1, else missing
+    np.testing.assert_array_equal(out["both"], [0, 0, 0, 1, nan, 0, 0])
+    np.testing.assert_array_equal(out["burden"], [3, 5.5, 2, 9, 3, nan, 6])
+    np.testing.assert_array_equal(out["heavy"], [0, 1, 0, 1, 0, nan, 1])
+    with pytest.raises(InputError, match="hdv"):
+        studies.derive_columns(clin, {"x": {"columns": ["hbv", "hdv"], "op": "any"}})
+
+
+@pytest.mark.parametrize(
+    ("derived", "message"),
+    [
+        ({"column": "hbv", "op": "any"}, "takes columns"),
+        ({"columns": ["hbv", "hcv"], "op": "gt", "value": 1}, "takes one column"),
+        ({"columns": ["hbv", "hcv"], "op": "sum", "value": 1}, "takes no value"),
+        ({"column": "afp", "op": "between", "value": [400, 20]}, "low < high"),
+        ({"column": "afp", "op": "cut", "bins": [400, 20]}, "bins must increase"),
+        ({"column": "afp", "op": "cut", "bins": [0, 20, 400], "labels": ["a"]}, "one label"),
+        ({"column": "afp", "op": "gt", "value": 1, "bins": [0, 1]}, "belong to op cut"),
+    ],
+)
+def test_invalid_derived_columns(tmp_path, derived, message):
+    spec = studies.deep_merge(yaml.safe_load(TINY_SPEC), {"derived": {"x": derived}})
+    path = write_spec(tmp_path, yaml.safe_dump(spec), name="broken")
+    with pytest.raises(ConfigError, match=message):
+        load_study(path, check_estimators=False)
 
 
 def test_table_encoder_learns_from_training_rows_only():

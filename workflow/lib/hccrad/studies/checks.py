@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hccrad.errors import ConfigError
-from hccrad.studies.spec import EVAL_SPLITS, StudySpec
+from hccrad.studies.spec import DERIVED_MULTI_OPS, EVAL_SPLITS, StudySpec
 
 #: Keys each block source takes (besides ``source`` and ``description``).
 _BLOCK_KEYS = {
@@ -153,12 +153,43 @@ def _check_published(spec: StudySpec, bad: Report) -> None:
 
 def _check_derived(spec: StudySpec, bad: Report) -> None:
     for name, dspec in spec.derived.items():
+        key = f"derived.{name}"
         if name == spec.label:
-            bad(f"derived.{name}", "a derived column cannot replace the label")
+            bad(key, "a derived column cannot replace the label")
         op, value = dspec["op"], dspec.get("value")
+        multi = op in DERIVED_MULTI_OPS
+        if multi != ("columns" in dspec):
+            bad(key, f"op {op} takes {'columns (several)' if multi else 'one column'}")
+        if multi and "value" in dspec:
+            bad(f"{key}.value", f"{op} takes no value")
+        if ("bins" in dspec or "labels" in dspec) and op != "cut":
+            bad(key, "bins and labels belong to op cut")
         if op in ("gt", "ge", "lt", "le") and not isinstance(value, int | float):
-            bad(f"derived.{name}.value", f"{op} needs a number")
+            bad(f"{key}.value", f"{op} needs a number")
         if op == "isin" and not isinstance(value, list):
-            bad(f"derived.{name}.value", "isin needs a list")
+            bad(f"{key}.value", "isin needs a list")
         if op == "map" and not isinstance(value, dict):
-            bad(f"derived.{name}.value", "map needs a mapping")
+            bad(f"{key}.value", "map needs a mapping")
+        if op == "between" and not (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int | float) for v in value)
+            and value[0] < value[1]
+        ):
+            bad(f"{key}.value", "between needs [low, high] numbers with low < high")
+        if op == "cut":
+            _check_cut(key, dspec, bad)
+
+
+def _check_cut(key: str, dspec: Mapping[str, Any], bad: Report) -> None:
+    bins = dspec.get("bins")
+    if not bins:
+        bad(f"{key}.bins", "cut needs bins (increasing edges)")
+        return
+    if any(b >= c for b, c in zip(bins, bins[1:], strict=False)):
+        bad(f"{key}.bins", "bins must increase")
+    labels = dspec.get("labels")
+    if labels is not None and len(labels) != len(bins) - 1:
+        bad(f"{key}.labels", f"one label per interval ({len(bins) - 1})")
+    if "value" in dspec:
+        bad(f"{key}.value", "cut takes bins and labels, no value")

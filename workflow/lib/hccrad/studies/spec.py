@@ -17,8 +17,12 @@ from hccrad.overlay import Change, deep_merge
 
 #: Evaluated splits, in report order (``unlabeled`` patients are never evaluated).
 EVAL_SPLITS = ("train", "validation", "external", "temporal")
-#: Names of the derived-column operations.
-DERIVED_OPS = ("gt", "ge", "lt", "le", "eq", "ne", "isin", "log", "log2", "log10", "map")
+#: Names of the derived-column operations on one source ``column``.
+DERIVED_OPS = (
+    "gt", "ge", "lt", "le", "eq", "ne", "isin", "log", "log2", "log10", "map", "between", "cut"
+)  # fmt: skip
+#: Names of the derived-column operations on several source ``columns``.
+DERIVED_MULTI_OPS = ("any", "all", "sum")
 SOURCES = ("radiomics", "habitats", "clinical", "table")
 MODEL_KINDS = ("pipeline", "clinical", "score_fusion")
 
