@@ -4,6 +4,7 @@ keys allowed per block source and model kind, leakage of the label into the feat
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from itertools import pairwise
 from typing import Any
 
 from hccrad.errors import ConfigError
@@ -186,7 +187,7 @@ def _check_cut(key: str, dspec: Mapping[str, Any], bad: Report) -> None:
     if not bins:
         bad(f"{key}.bins", "cut needs bins (increasing edges)")
         return
-    if any(b >= c for b, c in zip(bins, bins[1:], strict=False)):
+    if any(b >= c for b, c in pairwise(bins)):
         bad(f"{key}.bins", "bins must increase")
     labels = dspec.get("labels")
     if labels is not None and len(labels) != len(bins) - 1:
