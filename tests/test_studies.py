@@ -279,6 +279,13 @@ def test_study_file_is_a_delta_over_the_defaults(tmp_path):
         ({"blocks": {"rad": {"columns": ["x"]}}}, "blocks.rad", "not allowed"),
         ({"derived": {"x": {"column": "afp", "op": "gt", "value": "a"}}}, "derived.x", "number"),
         ({"blocks": {"t": {"source": "table"}}}, "key blocks.t", "path"),
+        ({"models": {"rad": {"keep": ["nope"]}}}, "models.rad.keep", "neither a block"),
+        ({"models": {"rad": {"head": {"lr": 0.1}, "params": {"C": 1}}}}, "rad.head", "params"),
+        ({"models": {"rad": {"pool": ["fusion"]}}}, "models.rad.pool", "pool takes"),
+        ({"models": {"rad": {"pool": ["rad_clin"]}}}, "models.rad.pool", "lacks"),
+        ({"models": {"rad_clin": {"pool": ["rad_clin"]}}}, "rad_clin.pool", "cycle"),
+        ({"models": {"clinical": {"keep": ["grade_pd"]}}}, "clinical.keep", "leakage"),
+        ({"models": {"clinical": {"multivariable": "forward"}}}, "multivariable", "forward"),
     ],
 )
 def test_invalid_study_names_file_and_key(tmp_path, edit, key, message):
@@ -571,6 +578,109 @@ def test_fitted_steps_see_training_patients_only(tmp_path, monkeypatch):
     assert max(len(rows) for rows in seen) == len(train & analysed)
 
 
+#: The tiny study with a fusion head (deep table block + selected radiomics + kept clinical
+#: columns), a kept clinical block, a pooled model and a pruned clinical model.
+FUSION_DELTA = {
+    "blocks": {"deep": {"source": "table", "path": "deep/features.parquet"}},
+    "models": {
+        "rad_keep": {"blocks": ["rad", "clin"], "selection": "uni_lasso", "keep": ["clin"]},
+        "head": {
+            "blocks": ["rad", "clin", "deep"],
+            "selection": "uni_lasso",
+            "keep": ["clin", "deep"],
+            "head": {"optimizer": "adam", "lr": 0.01, "epochs": 60, "patience": 10},
+        },
+        "pooled": {
+            "blocks": ["rad", "clin"],
+            "pool": ["rad", "clin_pruned"],
+            "keep": ["clin__ast"],
+            "classifier": "svm",
+            "params": {"kernel": "linear"},
+        },
+        "clin_pruned": {
+            "kind": "clinical",
+            "candidates": ["tumor_size_mm", "log10_afp", "alt"],
+            "keep": ["ast"],
+            "alpha": 0.5,
+            "multivariable": "backward_p",
+        },
+        "stacked": {"kind": "clinical", "candidates": ["ast"], "scores": ["pooled"], "alpha": 1},
+    },
+}
+
+
+def with_deep_table(tables: dict, seed: int) -> dict:
+    """A deep-feature table for the MR patients (one column follows the radiomics signal)."""
+    rad = tables["radiomics"]
+    mr = rad.index[rad.index.isin(tables["habitats"].index)]
+    rng = np.random.default_rng(seed)
+    deep = pd.DataFrame(rng.normal(size=(len(mr), 12)), index=mr,
+                        columns=[f"deep_{i}" for i in range(12)])  # fmt: skip
+    deep["deep_0"] += _z(rad.loc[mr, "AP_tumor_original_firstorder_Mean"])
+    return {**tables, "table_deep": deep}
+
+
+def test_fusion_head_kept_and_pooled_columns_see_training_patients_only(tmp_path, monkeypatch):
+    """Every fit of the fusion head, the selectors behind kept columns, the pooled models and
+    the pruned clinical model gets training rows only; kept columns always reach the
+    classifier; a pooled model's columns are its pool's selections (+ kept)."""
+    from hccrad.deep import fusion
+    from hccrad.stats import selection
+
+    seen: dict[str, list[set[str]]] = {}
+
+    def spy(cls, key):
+        orig = cls.fit
+
+        def fit(self, X, y=None, **kw):
+            seen.setdefault(key, []).append(set(map(str, X.index)))
+            return orig(self, X, y, **kw)
+
+        monkeypatch.setattr(cls, "fit", fit)
+
+    spy(fusion.FusionHeadClassifier, "head")
+    spy(selection.LassoSelector, "lasso")
+    spy(TableEncoder, "encoder")
+    orig_clinical = fitting.clinical_model
+
+    def clinical(df, *a, **kw):
+        seen.setdefault("clinical", []).append(set(map(str, df.index)))
+        return orig_clinical(df, *a, **kw)
+
+    monkeypatch.setattr(fitting, "clinical_model", clinical)
+    raw = studies.deep_merge(yaml.safe_load(TINY_SPEC), FUSION_DELTA)
+    spec = load_study(write_spec(tmp_path, yaml.safe_dump(raw)))
+    assert spec.models["head"].head["lr"] == 0.01 and spec.models["pooled"].pool
+    tables = with_deep_table(synthetic_tables(60, seed=5), seed=5)
+    metrics = run_study(spec, tables, tmp_path / "out", seed=3)
+    status = {k: (m["status"], m.get("note")) for k, m in metrics["models"].items()}
+    assert all(st == "fitted" for st, _ in status.values()), status
+    splits = _read(tmp_path / "out", "splits")
+    train = set(splits.loc[splits["split"] == "train", "patient"])
+    assert set(seen) == {"head", "lasso", "encoder", "clinical"}
+    for key, fits in seen.items():
+        assert fits and all(rows <= train for rows in fits), key
+    sel = json.loads((tmp_path / "out" / "selected_features.json").read_text())
+    clin_cols = {"clin__tumor_size_mm", "clin__ast"}
+    assert clin_cols <= set(sel["rad_keep"]["features"])
+    head = sel["head"]
+    assert clin_cols <= set(head["features"])
+    assert {f"deep__deep_{i}" for i in range(12)} <= set(head["features"])
+    assert 1 <= head["head"]["best_epoch"] <= head["head"]["epochs_run"] <= 60
+    pooled = sel["pooled"]
+    rad_or_clin = [f for f in pooled["features"] if f.startswith("rad__")]
+    assert set(rad_or_clin) == {f for f in pooled["pooled"] if f.startswith("rad__")}
+    assert "clin__ast" in pooled["features"]
+    assert "ast" in sel["clin_pruned"]["features"]  # kept, never pruned
+    assert set(sel["clin_pruned"]["features"]) <= set(sel["clin_pruned"]["entered"])
+    pred = _read(tmp_path / "out", "predictions")
+    assert np.isfinite(pred["score"]).all()
+    # the same seed gives the same head predictions
+    run_study(spec, tables, tmp_path / "again", seed=3)
+    again = _read(tmp_path / "again", "predictions")
+    pd.testing.assert_frame_equal(pred, again)
+
+
 def test_planted_signal_found_and_null_is_chance(tmp_path):
     """Planted: the radiomics model finds grade on validation. Null (labels permuted as by
     ``hccrad synth --null``): the held-out AUC averages near 0.5 over seeds."""
@@ -804,7 +914,9 @@ def without_deep_models(folder: Path) -> list[Path]:
             uses = {
                 m
                 for m, v in raw["models"].items()
-                if set(v.get("scores", [])) & gone or set(v.get("models", [])) & gone
+                if set(v.get("scores", [])) & gone
+                or set(v.get("models", [])) & gone
+                or set(v.get("pool", [])) & gone
             }
             if uses <= gone:
                 break

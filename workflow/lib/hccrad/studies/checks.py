@@ -19,8 +19,11 @@ _BLOCK_KEYS = {
 }
 #: Keys each model kind takes (besides ``kind`` and ``description``).
 _MODEL_KEYS = {
-    "pipeline": {"blocks", "selection", "classifier", "params", "grid", "cv", "smote", "output"},
-    "clinical": {"candidates", "categorical", "scores", "alpha"},
+    "pipeline": {
+        "blocks", "selection", "classifier", "params", "grid", "cv", "smote", "output",
+        "keep", "head", "pool",
+    },
+    "clinical": {"candidates", "categorical", "scores", "alpha", "keep", "multivariable"},
     "score_fusion": {"models", "method"},
 }
 
@@ -73,8 +76,9 @@ def _check_model(spec: StudySpec, name: str, raw: Mapping[str, Any], bad: Report
     elif m.kind == "clinical":
         if not (m.candidates or m.scores):
             bad(key, "a clinical model needs candidates and/or scores")
-        if spec.label in m.candidates:
-            bad(f"{key}.candidates", f"holds the label {spec.label!r} (leakage)")
+        for what, names in (("candidates", m.candidates), ("keep", m.keep)):
+            if spec.label in names:
+                bad(f"{key}.{what}", f"holds the label {spec.label!r} (leakage)")
     for dep in m.depends_on:
         what = "scores" if m.kind == "clinical" else "models"
         if dep not in spec.models:
@@ -95,6 +99,17 @@ def _check_pipeline(spec: StudySpec, name: str, bad: Report) -> None:
             bad(f"{key}.blocks", f"unknown block {b!r} (blocks: {sorted(spec.blocks)})")
     if m.output == "radscore" and not any(s["step"] == "lasso" for s in m.selection):
         bad(f"{key}.output", "radscore needs a lasso step in the selection chain")
+    if m.output == "radscore" and (m.keep or m.head is not None or m.pool):
+        bad(f"{key}.output", "radscore takes no keep, head or pool")
+    raw = spec.raw["models"][name]
+    if m.head is not None:
+        clash = sorted({"classifier", "params", "grid", "smote"} & set(raw))
+        if clash:
+            bad(f"{key}.head", f"replaces the classifier: {clash} not allowed with head")
+    for k in m.keep:
+        if k not in m.blocks and "__" not in k:
+            bad(f"{key}.keep", f"{k!r} is neither a block of the model nor a block__column")
+    _check_pool(spec, name, bad)
     for i, st in enumerate(m.selection):
         if st.get("step") == "icc":
             if "icc_table" in st:
@@ -103,6 +118,34 @@ def _check_pipeline(spec: StudySpec, name: str, bad: Report) -> None:
                 spec.blocks[b].source == "radiomics" for b in m.blocks if b in spec.blocks
             ):
                 bad(f"{key}.selection[{i}]", "an icc step needs a radiomics block")
+
+
+def _check_pool(spec: StudySpec, name: str, bad: Report) -> None:
+    """Pooled models are pipeline models on this model's blocks, or clinical models without
+    stacked scores."""
+    m = spec.models[name]
+    seen, todo = set(), list(m.pool)
+    while todo:  # pooled models' own pools, transitively
+        src = todo.pop()
+        if src == name:
+            bad(f"models.{name}.pool", "pools itself (a cycle)")
+            break
+        if src in spec.models and src not in seen:
+            seen.add(src)
+            todo.extend(spec.models[src].pool)
+    for src in m.pool:
+        key = f"models.{name}.pool"
+        other = spec.models.get(src)
+        if other is None or src == name:
+            bad(key, f"{src!r} is not another model of this study")
+        elif other.kind == "pipeline":
+            if set(other.blocks) - set(m.blocks):
+                bad(key, f"{src!r} uses blocks {sorted(set(other.blocks) - set(m.blocks))} "
+                         "this model lacks")  # fmt: skip
+            if other.output == "radscore":
+                bad(key, f"{src!r} is a radscore model")
+        elif other.kind != "clinical" or other.scores:
+            bad(key, f"{src!r}: pool takes pipeline models and clinical models without scores")
 
 
 def _check_references(spec: StudySpec, bad: Report) -> None:

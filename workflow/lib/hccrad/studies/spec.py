@@ -80,7 +80,16 @@ class BlockSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a study (``kind`` = ``pipeline``, ``clinical`` or ``score_fusion``)."""
+    """One model of a study (``kind`` = ``pipeline``, ``clinical`` or ``score_fusion``).
+
+    Pipeline options: ``keep`` (blocks of the model, or patterns on its ``{block}__{column}``
+    columns, that bypass the selection chain and always reach the classifier), ``head`` (the
+    :class:`~hccrad.deep.fusion.FusionHeadClassifier` settings replacing ``classifier``: the
+    model's ``table`` blocks are its deep input), ``pool`` (models whose selected features,
+    fitted on the same training patients, are this model's columns, with ``keep``). Clinical
+    options: ``keep`` (variables that always enter) and ``multivariable`` (pruning strategy of
+    :func:`~hccrad.stats.clinical.clinical_model`).
+    """
 
     name: str
     kind: str = "pipeline"
@@ -98,6 +107,10 @@ class ModelSpec:
     alpha: float = 0.05
     models: tuple[str, ...] = ()
     method: str = "logistic"
+    keep: tuple[str, ...] = ()
+    head: dict[str, Any] | None = None
+    pool: tuple[str, ...] = ()
+    multivariable: str = "all"
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -291,6 +304,10 @@ def _model_spec(name: str, m: Mapping[str, Any], chains: Mapping[str, Any]) -> M
         alpha=float(m.get("alpha", 0.05)),
         models=_t(m.get("models")),
         method=m.get("method", "logistic"),
+        keep=_t(m.get("keep")),
+        head=dict(m["head"]) if m.get("head") is not None else None,
+        pool=_t(m.get("pool")),
+        multivariable=m.get("multivariable", "all"),
     )
 
 
