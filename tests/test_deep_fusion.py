@@ -103,6 +103,13 @@ def test_without_early_stopping_trains_every_epoch(data):
     assert "val_loss" not in clf.history_[0]
 
 
+def test_too_few_rows_for_an_inner_split_train_every_epoch(data):
+    (X, y), _ = data
+    rows = np.r_[np.flatnonzero(y == 1)[:1], np.flatnonzero(y == 0)[:6]]
+    clf = FusionHeadClassifier(epochs=5, random_state=0).fit(X.iloc[rows], y[rows])
+    assert len(clf.val_rows_) == 0 and clf.n_epochs_ == 5
+
+
 def test_scikit_learn_contract(data):
     (X, y), _ = data
     clf = FusionHeadClassifier(deep=["deep__*"], epochs=3, lr=1e-2)

@@ -128,7 +128,14 @@ class FusionHeadClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = A.shape[1]
         rows = np.arange(len(yb))
         fit_rows, val_rows = rows, rows[:0]
-        if self.val_fraction > 0 and self.patience is not None:
+        n_val = int(np.ceil(self.val_fraction * len(yb)))
+        counts = np.bincount(yb, minlength=2)
+        if (
+            self.val_fraction > 0
+            and self.patience is not None
+            and counts.min() >= 2
+            and 2 <= n_val <= len(yb) - 2
+        ):  # else too few rows for a stratified inner split: every epoch, no early stopping
             fit_rows, val_rows = train_test_split(
                 rows, test_size=self.val_fraction, stratify=yb, random_state=self.random_state
             )

@@ -55,6 +55,9 @@ class StudyData:
     categorical: dict[str, list[str]]  # categorical fused columns per pipeline model
     icc: pd.DataFrame | None  # reader ICC table (index: feature)
     radiomics_cols: dict[str, dict[str, str]]  # model -> fused name -> radiomics name
+    #: Selected features per (model, training patients): fits are deterministic, so a pooled
+    #: model reuses its pool's selections on the same patients instead of refitting them.
+    selections: dict[tuple[str, tuple[str, ...]], list[str]] = field(default_factory=dict)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -207,14 +210,16 @@ def _pooled_features(data: StudyData, m: ModelSpec, train: pd.Index) -> list[str
     out: list[str] = []
     for src_name in m.pool:
         src = data.spec.models[src_name]
+        key = (src_name, tuple(map(str, train)))
+        if key not in data.selections:
+            data.selections[key] = list(fit_model(data, src, train, {}).info["features"])
         if src.kind == "pipeline":
-            found = list(_fit_pipeline(data, src, train).info["features"])
+            found = list(data.selections[key])
         else:
-            fitted = _fit_clinical(data, src, train, {})
             cols = [str(c) for c in data.X[m.name].columns]
             found = [
                 c
-                for v in fitted.info["features"]
+                for v in data.selections[key]
                 for c in cols
                 if c.split("__", 1)[-1] == v or c.split("__", 1)[-1].startswith(f"{v}[T.")
             ]
@@ -380,12 +385,16 @@ def _fit_fusion(
 def fit_model(
     data: StudyData, m: ModelSpec, train: pd.Index, stack: Mapping[str, pd.Series]
 ) -> Fitted:
-    """Fit one model on the ``train`` patients (``stack``: the scores it stacks on)."""
+    """Fit one model on the ``train`` patients (``stack``: the scores it stacks on); pipeline
+    and clinical selections are remembered for the models that pool them."""
+    if m.kind == "score_fusion":
+        return _fit_fusion(data, m, train, stack)
     if m.kind == "pipeline":
-        return _fit_pipeline(data, m, train)
-    if m.kind == "clinical":
-        return _fit_clinical(data, m, train, stack)
-    return _fit_fusion(data, m, train, stack)
+        fitted = _fit_pipeline(data, m, train)
+    else:
+        fitted = _fit_clinical(data, m, train, stack)
+    data.selections[(m.name, tuple(map(str, train)))] = list(fitted.info["features"])
+    return fitted
 
 
 def stack_scores(
