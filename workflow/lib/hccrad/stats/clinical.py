@@ -220,12 +220,7 @@ def clinical_model(
     candidates = [*candidates, *(k for k in keep if k not in candidates)]
     levels = {v: _learn_levels(df[v]) for v in candidates}
     uni, p_var = _univariable_fits(df, label, candidates, levels, level)
-    screened = [v for v in candidates if v not in keep]
-    if keep:
-        selected = [v for v in screened if np.isfinite(p_var[v]) and p_var[v] < alpha]
-        selected, fallback = [*selected, *keep], False
-    else:
-        selected, fallback = _select_candidates(candidates, p_var, alpha)
+    selected, fallback = _select_candidates(candidates, p_var, alpha, keep)
     uni["selected"] = uni["variable"].isin(selected)
     cols = ["variable", "term", "n", "events", "coef", "se", "OR", "ci_low", "ci_high", "p"]
     uni = uni.reindex(columns=[*cols, "p_variable", "selected", "note"])
@@ -355,13 +350,14 @@ def _univariable_fits(
 
 
 def _select_candidates(
-    candidates: Sequence[str], p_var: Mapping[str, float], alpha: float
+    candidates: Sequence[str], p_var: Mapping[str, float], alpha: float, keep: Sequence[str] = ()
 ) -> tuple[list[str], bool]:
-    """Candidates with variable P < ``alpha``, else the one with the smallest P (``True``:
-    that fallback was used)."""
-    selected = [v for v in candidates if np.isfinite(p_var[v]) and p_var[v] < alpha]
-    if selected:
-        return selected, False
+    """Candidates with variable P < ``alpha`` (then ``keep``), else the one with the smallest
+    P (``True``: that fallback was used; never with ``keep``)."""
+    screened = [v for v in candidates if v not in keep]
+    selected = [v for v in screened if np.isfinite(p_var[v]) and p_var[v] < alpha]
+    if selected or keep:
+        return [*selected, *keep], False
     finite = {v: p for v, p in p_var.items() if np.isfinite(p)}
     if not finite:
         raise ValueError("clinical_model: no candidate could be estimated")

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from hccrad.deep.fusion import FusionHeadClassifier
 from hccrad.errors import InputError
 from hccrad.stats.encoding import TableEncoder
 from hccrad.stats.models import (
@@ -161,9 +162,6 @@ def keep_patterns(spec: StudySpec, m: ModelSpec) -> list[str]:
 
 def _head(spec: StudySpec, m: ModelSpec, seed: int) -> Any:
     """The fusion head classifier of ``m``; its deep input: the model's ``table`` blocks."""
-    # torch: imported only for a model with a head
-    from hccrad.deep.fusion import FusionHeadClassifier
-
     deep = [f"{b}__*" for b in m.blocks if spec.blocks[b].source == "table"]
     return FusionHeadClassifier(deep=deep, random_state=seed, **(m.head or {}))
 
