@@ -102,23 +102,49 @@ def test_radiomics_block_and_selection_chain(spec):
 def test_clinical_radiological_model(spec):
     for name, (column, op, value) in CUTOFFS.items():
         assert spec.derived[name] == {"column": column, "op": op, "value": value}, name
+    # "history of hepatitis B or C": one variable
+    assert spec.derived["viral_hepatitis"] == {"columns": ["hbv", "hcv"], "op": "any"}
     cr = spec.models["clinical"]
     assert cr.kind == "clinical" and cr.alpha == pytest.approx(0.05)
+    # univariable P < 0.05, then the multivariable model pruned to its independent factors
+    assert cr.multivariable == "backward_p" and not cr.keep
     assert set(cr.candidates) == {
-        "male", "age", "hbv", "hcv", "afp_gt_400", "alt_gt_50", "ast_gt_40", "ggt_gt_60",
+        "male", "age", "viral_hepatitis", "afp_gt_400", "alt_gt_50", "ast_gt_40", "ggt_gt_60",
         "tbil_gt_19", "alb_lt_40", "child_pugh_b", "large_tumor", "multiple_tumors",
         "cirrhosis",
     }  # fmt: skip
-    assert len(cr.candidates) == 14 and not cr.scores
+    assert len(cr.candidates) == 13 and not cr.scores
 
 
 def test_fusion_models(spec):
-    rc, dlrcr = spec.models["rc"], spec.models["dlrcr"]
-    for m in (rc, dlrcr):
-        assert m.kind == "clinical" and m.alpha == 1.0  # AST and diameter always enter
-        assert m.candidates == ("ast_gt_40", "large_tumor")
-    assert rc.scores == ("rad_lr",)
-    assert dlrcr.scores == ("rad_lr", "dl")
+    chain = spec.models["rad_lr"].selection
+    assert spec.blocks["cr_factors"].columns == ("ast_gt_40", "large_tumor")
+    # RCR: the radiomics chain's features + AST and diameter (always kept), LR
+    rc = spec.models["rc"]
+    assert rc.kind == "pipeline" and rc.blocks == ("radiomics", "cr_factors")
+    assert rc.selection == chain and rc.keep == ("cr_factors",)
+    assert rc.classifier == "logistic" and rc.head is None
+    # DLRCR: the ResNet-10's deep features + selected radiomics + AST + diameter in one FC
+    # layer, trained with the network's recipe
+    dlrcr = spec.models["dlrcr"]
+    assert dlrcr.kind == "pipeline" and dlrcr.selection == chain
+    assert dlrcr.blocks == ("radiomics", "cr_factors", "deep_er_features")
+    assert dlrcr.keep == ("cr_factors", "deep_er_features")
+    deep = spec.blocks["deep_er_features"]
+    assert deep.source == "table"
+    assert deep.path == "results/cohort/studies/er_fusion/deep/er_25d/features.parquet"
+    assert dlrcr.head == {
+        "hidden": 0, "optimizer": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 1e-4,
+        "epochs": 200, "batch_size": 64, "patience": 20, "val_fraction": 0.2,
+        "class_weighted": True,
+    }  # fmt: skip
+    for key in ("optimizer", "lr", "momentum", "weight_decay", "epochs", "batch_size"):
+        assert dlrcr.head[key] == DL_TRAIN[key], key
+    # the score-level variant kept for comparison
+    stack = spec.models["dlrcr_stack"]
+    assert stack.kind == "clinical" and stack.alpha == 1.0
+    assert stack.candidates == ("ast_gt_40", "large_tumor") and stack.scores == ("rad_lr", "dl")
+    assert ("dlrcr", "dlrcr_stack") in spec.comparisons
     assert spec.stacking == "crossfit"
     for name in ("bclc", "cnlc"):
         assert spec.blocks[name].columns == (f"{name}_stage",)

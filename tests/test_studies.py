@@ -279,6 +279,13 @@ def test_study_file_is_a_delta_over_the_defaults(tmp_path):
         ({"blocks": {"rad": {"columns": ["x"]}}}, "blocks.rad", "not allowed"),
         ({"derived": {"x": {"column": "afp", "op": "gt", "value": "a"}}}, "derived.x", "number"),
         ({"blocks": {"t": {"source": "table"}}}, "key blocks.t", "path"),
+        ({"models": {"rad": {"keep": ["nope"]}}}, "models.rad.keep", "neither a block"),
+        ({"models": {"rad": {"head": {"lr": 0.1}, "params": {"C": 1}}}}, "rad.head", "params"),
+        ({"models": {"rad": {"pool": ["fusion"]}}}, "models.rad.pool", "pool takes"),
+        ({"models": {"rad": {"pool": ["rad_clin"]}}}, "models.rad.pool", "lacks"),
+        ({"models": {"rad_clin": {"pool": ["rad_clin"]}}}, "rad_clin.pool", "cycle"),
+        ({"models": {"clinical": {"keep": ["grade_pd"]}}}, "clinical.keep", "leakage"),
+        ({"models": {"clinical": {"multivariable": "forward"}}}, "multivariable", "forward"),
     ],
 )
 def test_invalid_study_names_file_and_key(tmp_path, edit, key, message):
@@ -341,6 +348,26 @@ def test_derived_columns_and_block_columns():
     np.testing.assert_array_equal(out["bclc_stage"], [0, 2, np.nan, 3])
     np.testing.assert_array_equal(out["late"], [0, 1, np.nan, 1])
 
+    # one source column, range cuts: between [low, high) and cut with labelled intervals
+    afp = pd.DataFrame({"afp": [5.0, 20.0, 399.9, 400.0, np.nan, 1e5]})
+    out = studies.derive_columns(
+        afp,
+        {
+            "afp_20_400": {"column": "afp", "op": "between", "value": [20, 400]},
+            "afp_band": {"column": "afp", "op": "cut", "bins": [0, 20, 400, 1e9]},
+            "afp_text": {
+                "column": "afp",
+                "op": "cut",
+                "bins": [20, 400],
+                "labels": ["mid"],
+            },
+        },
+    )
+    np.testing.assert_array_equal(out["afp_20_400"], [0, 1, 1, 0, np.nan, 0])
+    np.testing.assert_array_equal(out["afp_band"], [0, 1, 1, 2, np.nan, 2])
+    assert out["afp_text"].tolist()[1:3] == ["mid", "mid"]
+    assert out["afp_text"].isna().tolist() == [True, False, False, True, True, True]
+
     cols = [
         "AP_tumor_original_firstorder_Mean",
         "AP_ring_original_firstorder_Mean",
@@ -356,6 +383,54 @@ def test_derived_columns_and_block_columns():
     assert studies.select_block_columns(hab, ["habitat_k", "habitat1_fraction"]) == [
         "habitat1_fraction"
     ]
+
+
+def test_derived_columns_from_several_columns():
+    """any / all / sum over several columns, three-valued where a source is missing; a derived
+    column can use an earlier one."""
+    nan = np.nan
+    clin = pd.DataFrame(
+        {
+            "hbv": [1, 0, 0, 1, nan, nan, 0],
+            "hcv": [0, 0, 1, 1, 1, 0, nan],
+            "size_cm": [2.0, 3.5, 1.0, 6.0, 2.0, nan, 4.0],
+            "number": [1, 2, 1, 3, 1, 1, 2],
+        }
+    )
+    derived = {
+        "viral": {"columns": ["hbv", "hcv"], "op": "any"},
+        "both": {"columns": ["hbv", "hcv"], "op": "all"},
+        "burden": {"columns": ["size_cm", "number"], "op": "sum"},
+        "heavy": {"column": "burden", "op": "gt", "value": 5},
+    }
+    out = studies.derive_columns(clin, derived)
+    # any: 1 once a known value is 1, 0 only when both are known and 0, else missing
+    np.testing.assert_array_equal(out["viral"], [1, 0, 1, 1, 1, nan, nan])
+    # all: 0 once a known value is 0, 1 only when both are known and 1, else missing
+    np.testing.assert_array_equal(out["both"], [0, 0, 0, 1, nan, 0, 0])
+    np.testing.assert_array_equal(out["burden"], [3, 5.5, 2, 9, 3, nan, 6])
+    np.testing.assert_array_equal(out["heavy"], [0, 1, 0, 1, 0, nan, 1])
+    with pytest.raises(InputError, match="hdv"):
+        studies.derive_columns(clin, {"x": {"columns": ["hbv", "hdv"], "op": "any"}})
+
+
+@pytest.mark.parametrize(
+    ("derived", "message"),
+    [
+        ({"column": "hbv", "op": "any"}, "takes columns"),
+        ({"columns": ["hbv", "hcv"], "op": "gt", "value": 1}, "takes one column"),
+        ({"columns": ["hbv", "hcv"], "op": "sum", "value": 1}, "takes no value"),
+        ({"column": "afp", "op": "between", "value": [400, 20]}, "low < high"),
+        ({"column": "afp", "op": "cut", "bins": [400, 20]}, "bins must increase"),
+        ({"column": "afp", "op": "cut", "bins": [0, 20, 400], "labels": ["a"]}, "one label"),
+        ({"column": "afp", "op": "gt", "value": 1, "bins": [0, 1]}, "belong to op cut"),
+    ],
+)
+def test_invalid_derived_columns(tmp_path, derived, message):
+    spec = studies.deep_merge(yaml.safe_load(TINY_SPEC), {"derived": {"x": derived}})
+    path = write_spec(tmp_path, yaml.safe_dump(spec), name="broken")
+    with pytest.raises(ConfigError, match=message):
+        load_study(path, check_estimators=False)
 
 
 def test_table_encoder_learns_from_training_rows_only():
@@ -501,6 +576,109 @@ def test_fitted_steps_see_training_patients_only(tmp_path, monkeypatch):
     assert all(rows <= train for rows in seen)
     analysed = set(_read(tmp_path / "out", "predictions")["patient"])
     assert max(len(rows) for rows in seen) == len(train & analysed)
+
+
+#: The tiny study with a fusion head (deep table block + selected radiomics + kept clinical
+#: columns), a kept clinical block, a pooled model and a pruned clinical model.
+FUSION_DELTA = {
+    "blocks": {"deep": {"source": "table", "path": "deep/features.parquet"}},
+    "models": {
+        "rad_keep": {"blocks": ["rad", "clin"], "selection": "uni_lasso", "keep": ["clin"]},
+        "head": {
+            "blocks": ["rad", "clin", "deep"],
+            "selection": "uni_lasso",
+            "keep": ["clin", "deep"],
+            "head": {"optimizer": "adam", "lr": 0.01, "epochs": 60, "patience": 10},
+        },
+        "pooled": {
+            "blocks": ["rad", "clin"],
+            "pool": ["rad", "clin_pruned"],
+            "keep": ["clin__ast"],
+            "classifier": "svm",
+            "params": {"kernel": "linear"},
+        },
+        "clin_pruned": {
+            "kind": "clinical",
+            "candidates": ["tumor_size_mm", "log10_afp", "alt"],
+            "keep": ["ast"],
+            "alpha": 0.5,
+            "multivariable": "backward_p",
+        },
+        "stacked": {"kind": "clinical", "candidates": ["ast"], "scores": ["pooled"], "alpha": 1},
+    },
+}
+
+
+def with_deep_table(tables: dict, seed: int) -> dict:
+    """A deep-feature table for the MR patients (one column follows the radiomics signal)."""
+    rad = tables["radiomics"]
+    mr = rad.index[rad.index.isin(tables["habitats"].index)]
+    rng = np.random.default_rng(seed)
+    deep = pd.DataFrame(rng.normal(size=(len(mr), 12)), index=mr,
+                        columns=[f"deep_{i}" for i in range(12)])  # fmt: skip
+    deep["deep_0"] += _z(rad.loc[mr, "AP_tumor_original_firstorder_Mean"])
+    return {**tables, "table_deep": deep}
+
+
+def test_fusion_head_kept_and_pooled_columns_see_training_patients_only(tmp_path, monkeypatch):
+    """Every fit of the fusion head, the selectors behind kept columns, the pooled models and
+    the pruned clinical model gets training rows only; kept columns always reach the
+    classifier; a pooled model's columns are its pool's selections (+ kept)."""
+    from hccrad.deep import fusion
+    from hccrad.stats import selection
+
+    seen: dict[str, list[set[str]]] = {}
+
+    def spy(cls, key):
+        orig = cls.fit
+
+        def fit(self, X, y=None, **kw):
+            seen.setdefault(key, []).append(set(map(str, X.index)))
+            return orig(self, X, y, **kw)
+
+        monkeypatch.setattr(cls, "fit", fit)
+
+    spy(fusion.FusionHeadClassifier, "head")
+    spy(selection.LassoSelector, "lasso")
+    spy(TableEncoder, "encoder")
+    orig_clinical = fitting.clinical_model
+
+    def clinical(df, *a, **kw):
+        seen.setdefault("clinical", []).append(set(map(str, df.index)))
+        return orig_clinical(df, *a, **kw)
+
+    monkeypatch.setattr(fitting, "clinical_model", clinical)
+    raw = studies.deep_merge(yaml.safe_load(TINY_SPEC), FUSION_DELTA)
+    spec = load_study(write_spec(tmp_path, yaml.safe_dump(raw)))
+    assert spec.models["head"].head["lr"] == 0.01 and spec.models["pooled"].pool
+    tables = with_deep_table(synthetic_tables(60, seed=5), seed=5)
+    metrics = run_study(spec, tables, tmp_path / "out", seed=3)
+    status = {k: (m["status"], m.get("note")) for k, m in metrics["models"].items()}
+    assert all(st == "fitted" for st, _ in status.values()), status
+    splits = _read(tmp_path / "out", "splits")
+    train = set(splits.loc[splits["split"] == "train", "patient"])
+    assert set(seen) == {"head", "lasso", "encoder", "clinical"}
+    for key, fits in seen.items():
+        assert fits and all(rows <= train for rows in fits), key
+    sel = json.loads((tmp_path / "out" / "selected_features.json").read_text())
+    clin_cols = {"clin__tumor_size_mm", "clin__ast"}
+    assert clin_cols <= set(sel["rad_keep"]["features"])
+    head = sel["head"]
+    assert clin_cols <= set(head["features"])
+    assert {f"deep__deep_{i}" for i in range(12)} <= set(head["features"])
+    assert 1 <= head["head"]["best_epoch"] <= head["head"]["epochs_run"] <= 60
+    pooled = sel["pooled"]
+    rad_or_clin = [f for f in pooled["features"] if f.startswith("rad__")]
+    assert set(rad_or_clin) == {f for f in pooled["pooled"] if f.startswith("rad__")}
+    assert "clin__ast" in pooled["features"]
+    assert "ast" in sel["clin_pruned"]["features"]  # kept, never pruned
+    assert set(sel["clin_pruned"]["features"]) <= set(sel["clin_pruned"]["entered"])
+    pred = _read(tmp_path / "out", "predictions")
+    assert np.isfinite(pred["score"]).all()
+    # the same seed gives the same head predictions
+    run_study(spec, tables, tmp_path / "again", seed=3)
+    again = _read(tmp_path / "again", "predictions")
+    pd.testing.assert_frame_equal(pred, again)
 
 
 def test_planted_signal_found_and_null_is_chance(tmp_path):
@@ -736,7 +914,9 @@ def without_deep_models(folder: Path) -> list[Path]:
             uses = {
                 m
                 for m, v in raw["models"].items()
-                if set(v.get("scores", [])) & gone or set(v.get("models", [])) & gone
+                if set(v.get("scores", [])) & gone
+                or set(v.get("models", [])) & gone
+                or set(v.get("pool", [])) & gone
             }
             if uses <= gone:
                 break

@@ -1,7 +1,7 @@
 """Clinical logistic models (statsmodels ``Logit``) and their points nomograms.
 
 * :func:`clinical_model`: univariable logistic regressions, then one multivariable model of the
-  candidates with P < alpha.
+  candidates with P < alpha, optionally pruned (backward elimination by P or by AIC).
 * :func:`nomogram` / :func:`plot_nomogram`: points-based nomogram of a fitted logistic model.
 
 Re-exported by :mod:`hccrad.stats.models` and :mod:`hccrad.stats`.
@@ -133,6 +133,9 @@ class ClinicalModel:
         result: The fitted statsmodels ``LogitResults`` of the multivariable model.
         levels: ``{variable: levels (reference first) or None for numeric}``.
         fallback: ``True`` when no candidate had P < alpha and the best one was used.
+        entered: Variables of the first multivariable model (before any pruning).
+        pruning: One row per elimination step: ``step, removed, p, aic`` (the removed
+            variable's P in the model it left, and the AIC of the model without it).
     """
 
     label: str
@@ -142,6 +145,8 @@ class ClinicalModel:
     result: Any
     levels: dict[str, list[str] | None] = field(default_factory=dict)
     fallback: bool = False
+    entered: list[str] = field(default_factory=list)
+    pruning: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def design(self, df: pd.DataFrame) -> pd.DataFrame:
         """Model matrix of ``df`` (``const`` + encoded variables, the fit's column order)."""
@@ -158,12 +163,20 @@ class ClinicalModel:
         return out
 
 
+#: Multivariable strategies of :func:`clinical_model`.
+MULTIVARIABLE = ("all", "backward_p", "backward_aic")
+
+
 def clinical_model(
     df: pd.DataFrame,
     label: str,
     candidates: Sequence[str],
     alpha: float = 0.05,
     level: float = 0.95,
+    *,
+    multivariable: str = "all",
+    keep: Sequence[str] = (),
+    alpha_stay: float | None = None,
 ) -> ClinicalModel:
     """Univariable then multivariable logistic regression (statsmodels ``Logit``, Newton).
 
@@ -171,35 +184,55 @@ def clinical_model(
     candidate (OR = ``exp(coef)``, CI = ``exp(conf_int())`` (Wald), P = Wald P). A candidate is
     selected when its variable P < ``alpha``: the Wald P of its coefficient, or for a
     categorical variable with more than 2 levels the likelihood-ratio P of the univariable
-    model against the intercept-only one. The selected candidates enter one multivariable
-    model fitted on the complete cases. Categorical columns (object, string, category) are
-    dummy-coded with the first level (sorted text, or the category order) as reference; term
-    names follow the ``var[T.level]`` convention. A univariable fit that fails (perfect
-    separation, no convergence) is reported with NaN and a ``note`` and is not selected. If no
-    candidate passes, the one with the smallest variable P is used alone (``fallback=True``).
+    model against the intercept-only one. The selected candidates (and ``keep``) enter one
+    multivariable model fitted on the complete cases. Categorical columns (object, string,
+    category) are dummy-coded with the first level (sorted text, or the category order) as
+    reference; term names follow the ``var[T.level]`` convention. A univariable fit that fails
+    (perfect separation, no convergence) is reported with NaN and a ``note`` and is not
+    selected. If no candidate passes (and ``keep`` is empty), the one with the smallest
+    variable P is used alone (``fallback=True``).
+
+    ``multivariable`` prunes that model (``keep`` variables are never removed; every step refits
+    on the complete cases of the remaining variables):
+
+    * ``all``: no pruning;
+    * ``backward_p``: while some variable has multivariable P >= ``alpha_stay`` (default
+      ``alpha``; Wald, or the
+      likelihood-ratio P of dropping all its terms for a multi-level categorical one), remove
+      the one with the largest P (ties: the later candidate);
+    * ``backward_aic``: while removing a variable lowers the AIC, remove the one whose removal
+      gives the lowest AIC (R's ``step(direction = "backward")`` on a fixed sample: the complete
+      cases of the entered variables).
+
+    Pruning never removes the last variable.
 
     Raises:
-        ValueError: Missing columns, a label that is not binary, no usable candidate, or a
-            failed multivariable fit.
+        ValueError: Missing columns, a label that is not binary, no usable candidate, a failed
+            multivariable fit, or an unknown ``multivariable``.
     """
-    missing = [c for c in [label, *candidates] if c not in df.columns]
+    if multivariable not in MULTIVARIABLE:
+        raise ValueError(f"clinical_model: multivariable must be one of {MULTIVARIABLE}")
+    missing = [c for c in [label, *candidates, *keep] if c not in df.columns]
     if missing:
         raise ValueError(f"clinical_model: missing column(s) {missing}")
     if not candidates:
         raise ValueError("clinical_model: no candidate variable")
+    candidates = [*candidates, *(k for k in keep if k not in candidates)]
     levels = {v: _learn_levels(df[v]) for v in candidates}
     uni, p_var = _univariable_fits(df, label, candidates, levels, level)
-    selected, fallback = _select_candidates(candidates, p_var, alpha)
+    selected, fallback = _select_candidates(candidates, p_var, alpha, keep)
     uni["selected"] = uni["variable"].isin(selected)
     cols = ["variable", "term", "n", "events", "coef", "se", "OR", "ci_low", "ci_high", "p"]
     uni = uni.reindex(columns=[*cols, "p_variable", "selected", "note"])
 
-    sub = df[[label, *selected]].dropna()
-    X = _design(sub, {v: levels[v] for v in selected})
-    try:
-        res = _fit_logit(binary_labels(sub[label]), X)
-    except ValueError as err:
-        raise ValueError(f"clinical_model: multivariable model {selected}: {err}") from err
+    entered = list(selected)
+    sample = df[[label, *entered]].dropna()
+    if multivariable == "all":
+        res, steps = _multivariable_fit(df, label, selected, levels), []
+    else:
+        stay = alpha if alpha_stay is None else alpha_stay
+        selected, res, steps = _backward(sample, label, selected, levels, stay, keep, multivariable)
+        res = _multivariable_fit(df, label, selected, levels)  # the final model's own cases
     multi = _or_table(res, level)
     multi.insert(0, "variable", [_variable_of(t) for t in multi["term"]])
     return ClinicalModel(
@@ -210,7 +243,77 @@ def clinical_model(
         result=res,
         levels={v: levels[v] for v in candidates},
         fallback=fallback,
+        entered=entered,
+        pruning=pd.DataFrame(steps, columns=["step", "removed", "p", "aic"]),
     )
+
+
+def _multivariable_fit(
+    df: pd.DataFrame, label: str, variables: Sequence[str], levels: Mapping[str, Any]
+) -> Any:
+    """The logistic model of ``variables`` on their complete cases."""
+    sub = df[[label, *variables]].dropna()
+    X = _design(sub, {v: levels[v] for v in variables})
+    try:
+        return _fit_logit(binary_labels(sub[label]), X)
+    except ValueError as err:
+        raise ValueError(f"clinical_model: multivariable model {list(variables)}: {err}") from err
+
+
+def _variable_p(res: Any, sample: pd.DataFrame, label: str, var: str, levels: Any) -> float:
+    """Multivariable P of ``var``: Wald P of its single term, else the likelihood-ratio P of
+    the model without its terms (same sample)."""
+    terms = [t for t in res.params.index if t != "const" and _variable_of(t) == var]
+    if len(terms) == 1:
+        return float(res.pvalues[terms[0]])
+    from scipy.stats import chi2
+
+    rest = [v for v in levels if v != var]
+    y = binary_labels(sample[label])
+    reduced = _fit_logit(y, _design(sample, {v: levels[v] for v in rest}))
+    return float(chi2.sf(2 * (res.llf - reduced.llf), len(terms)))
+
+
+def _backward(
+    sample: pd.DataFrame,
+    label: str,
+    variables: Sequence[str],
+    levels: Mapping[str, Any],
+    alpha: float,
+    keep: Sequence[str],
+    how: str,
+) -> tuple[list[str], Any, list[tuple[int, str, float, float]]]:
+    """Backward elimination on ``sample`` (by P or AIC); the kept variables, the last fit and
+    the steps ``(step, removed, p, aic)``."""
+    current = list(variables)
+    y = binary_labels(sample[label])
+
+    def fit(vs: Sequence[str]) -> Any:
+        return _fit_logit(y, _design(sample, {v: levels[v] for v in vs}))
+
+    res = fit(current)
+    steps: list[tuple[int, str, float, float]] = []
+    while True:
+        removable = [v for v in current if v not in keep]
+        if not removable or len(current) == 1:  # the model keeps at least one variable
+            break
+        sub_levels = {v: levels[v] for v in current}
+        p = {v: _variable_p(res, sample, label, v, sub_levels) for v in removable}
+        if how == "backward_p":
+            worst = max(reversed(removable), key=lambda v: p[v])
+            if p[worst] < alpha:
+                break
+            drop, nxt = worst, fit([v for v in current if v != worst])
+        else:
+            fits = {v: fit([u for u in current if u != v]) for v in removable}
+            drop = min(reversed(removable), key=lambda v: fits[v].aic)
+            if not fits[drop].aic < res.aic:
+                break
+            nxt = fits[drop]
+        current.remove(drop)
+        res = nxt
+        steps.append((len(steps) + 1, drop, p[drop], float(res.aic)))
+    return current, res, steps
 
 
 def _univariable_fits(
@@ -247,13 +350,14 @@ def _univariable_fits(
 
 
 def _select_candidates(
-    candidates: Sequence[str], p_var: Mapping[str, float], alpha: float
+    candidates: Sequence[str], p_var: Mapping[str, float], alpha: float, keep: Sequence[str] = ()
 ) -> tuple[list[str], bool]:
-    """Candidates with variable P < ``alpha``, else the one with the smallest P (``True``:
-    that fallback was used)."""
-    selected = [v for v in candidates if np.isfinite(p_var[v]) and p_var[v] < alpha]
-    if selected:
-        return selected, False
+    """Candidates with variable P < ``alpha`` (then ``keep``), else the one with the smallest
+    P (``True``: that fallback was used; never with ``keep``)."""
+    screened = [v for v in candidates if v not in keep]
+    selected = [v for v in screened if np.isfinite(p_var[v]) and p_var[v] < alpha]
+    if selected or keep:
+        return [*selected, *keep], False
     finite = {v: p for v, p in p_var.items() if np.isfinite(p)}
     if not finite:
         raise ValueError("clinical_model: no candidate could be estimated")

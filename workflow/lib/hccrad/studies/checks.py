@@ -4,10 +4,11 @@ keys allowed per block source and model kind, leakage of the label into the feat
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from itertools import pairwise
 from typing import Any
 
 from hccrad.errors import ConfigError
-from hccrad.studies.spec import EVAL_SPLITS, StudySpec
+from hccrad.studies.spec import DERIVED_MULTI_OPS, EVAL_SPLITS, StudySpec
 
 #: Keys each block source takes (besides ``source`` and ``description``).
 _BLOCK_KEYS = {
@@ -18,8 +19,11 @@ _BLOCK_KEYS = {
 }
 #: Keys each model kind takes (besides ``kind`` and ``description``).
 _MODEL_KEYS = {
-    "pipeline": {"blocks", "selection", "classifier", "params", "grid", "cv", "smote", "output"},
-    "clinical": {"candidates", "categorical", "scores", "alpha"},
+    "pipeline": {
+        "blocks", "selection", "classifier", "params", "grid", "cv", "smote", "output",
+        "keep", "head", "pool",
+    },
+    "clinical": {"candidates", "categorical", "scores", "alpha", "keep", "multivariable"},
     "score_fusion": {"models", "method"},
 }
 
@@ -72,8 +76,9 @@ def _check_model(spec: StudySpec, name: str, raw: Mapping[str, Any], bad: Report
     elif m.kind == "clinical":
         if not (m.candidates or m.scores):
             bad(key, "a clinical model needs candidates and/or scores")
-        if spec.label in m.candidates:
-            bad(f"{key}.candidates", f"holds the label {spec.label!r} (leakage)")
+        for what, names in (("candidates", m.candidates), ("keep", m.keep)):
+            if spec.label in names:
+                bad(f"{key}.{what}", f"holds the label {spec.label!r} (leakage)")
     for dep in m.depends_on:
         what = "scores" if m.kind == "clinical" else "models"
         if dep not in spec.models:
@@ -94,6 +99,17 @@ def _check_pipeline(spec: StudySpec, name: str, bad: Report) -> None:
             bad(f"{key}.blocks", f"unknown block {b!r} (blocks: {sorted(spec.blocks)})")
     if m.output == "radscore" and not any(s["step"] == "lasso" for s in m.selection):
         bad(f"{key}.output", "radscore needs a lasso step in the selection chain")
+    if m.output == "radscore" and (m.keep or m.head is not None or m.pool):
+        bad(f"{key}.output", "radscore takes no keep, head or pool")
+    raw = spec.raw["models"][name]
+    if m.head is not None:
+        clash = sorted({"classifier", "params", "grid", "smote"} & set(raw))
+        if clash:
+            bad(f"{key}.head", f"replaces the classifier: {clash} not allowed with head")
+    for k in m.keep:
+        if k not in m.blocks and "__" not in k:
+            bad(f"{key}.keep", f"{k!r} is neither a block of the model nor a block__column")
+    _check_pool(spec, name, bad)
     for i, st in enumerate(m.selection):
         if st.get("step") == "icc":
             if "icc_table" in st:
@@ -102,6 +118,34 @@ def _check_pipeline(spec: StudySpec, name: str, bad: Report) -> None:
                 spec.blocks[b].source == "radiomics" for b in m.blocks if b in spec.blocks
             ):
                 bad(f"{key}.selection[{i}]", "an icc step needs a radiomics block")
+
+
+def _check_pool(spec: StudySpec, name: str, bad: Report) -> None:
+    """Pooled models are pipeline models on this model's blocks, or clinical models without
+    stacked scores."""
+    m = spec.models[name]
+    seen, todo = set(), list(m.pool)
+    while todo:  # pooled models' own pools, transitively
+        src = todo.pop()
+        if src == name:
+            bad(f"models.{name}.pool", "pools itself (a cycle)")
+            break
+        if src in spec.models and src not in seen:
+            seen.add(src)
+            todo.extend(spec.models[src].pool)
+    for src in m.pool:
+        key = f"models.{name}.pool"
+        other = spec.models.get(src)
+        if other is None or src == name:
+            bad(key, f"{src!r} is not another model of this study")
+        elif other.kind == "pipeline":
+            if set(other.blocks) - set(m.blocks):
+                bad(key, f"{src!r} uses blocks {sorted(set(other.blocks) - set(m.blocks))} "
+                         "this model lacks")  # fmt: skip
+            if other.output == "radscore":
+                bad(key, f"{src!r} is a radscore model")
+        elif other.kind != "clinical" or other.scores:
+            bad(key, f"{src!r}: pool takes pipeline models and clinical models without scores")
 
 
 def _check_references(spec: StudySpec, bad: Report) -> None:
@@ -153,12 +197,43 @@ def _check_published(spec: StudySpec, bad: Report) -> None:
 
 def _check_derived(spec: StudySpec, bad: Report) -> None:
     for name, dspec in spec.derived.items():
+        key = f"derived.{name}"
         if name == spec.label:
-            bad(f"derived.{name}", "a derived column cannot replace the label")
+            bad(key, "a derived column cannot replace the label")
         op, value = dspec["op"], dspec.get("value")
+        multi = op in DERIVED_MULTI_OPS
+        if multi != ("columns" in dspec):
+            bad(key, f"op {op} takes {'columns (several)' if multi else 'one column'}")
+        if multi and "value" in dspec:
+            bad(f"{key}.value", f"{op} takes no value")
+        if ("bins" in dspec or "labels" in dspec) and op != "cut":
+            bad(key, "bins and labels belong to op cut")
         if op in ("gt", "ge", "lt", "le") and not isinstance(value, int | float):
-            bad(f"derived.{name}.value", f"{op} needs a number")
+            bad(f"{key}.value", f"{op} needs a number")
         if op == "isin" and not isinstance(value, list):
-            bad(f"derived.{name}.value", "isin needs a list")
+            bad(f"{key}.value", "isin needs a list")
         if op == "map" and not isinstance(value, dict):
-            bad(f"derived.{name}.value", "map needs a mapping")
+            bad(f"{key}.value", "map needs a mapping")
+        if op == "between" and not (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int | float) for v in value)
+            and value[0] < value[1]
+        ):
+            bad(f"{key}.value", "between needs [low, high] numbers with low < high")
+        if op == "cut":
+            _check_cut(key, dspec, bad)
+
+
+def _check_cut(key: str, dspec: Mapping[str, Any], bad: Report) -> None:
+    bins = dspec.get("bins")
+    if not bins:
+        bad(f"{key}.bins", "cut needs bins (increasing edges)")
+        return
+    if any(b >= c for b, c in pairwise(bins)):
+        bad(f"{key}.bins", "bins must increase")
+    labels = dspec.get("labels")
+    if labels is not None and len(labels) != len(bins) - 1:
+        bad(f"{key}.labels", f"one label per interval ({len(bins) - 1})")
+    if "value" in dspec:
+        bad(f"{key}.value", "cut takes bins and labels, no value")

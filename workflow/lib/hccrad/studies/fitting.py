@@ -1,9 +1,11 @@
-"""Fitting a study's models on the training patients: ``pipeline`` (encoder, selection chain,
-classifier, optional grid search), ``clinical`` (uni- then multivariable logistic regression)
-and ``score_fusion``; the scores other models stack on (``stacking``)."""
+"""Fitting a study's models on the training patients: ``pipeline`` (encoder, [pooled columns],
+selection chain with kept columns bypassing it, classifier or fusion head, optional grid
+search), ``clinical`` (uni- then multivariable logistic regression, optionally pruned) and
+``score_fusion``; the scores other models stack on (``stacking``)."""
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,10 +13,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from hccrad.deep.fusion import FusionHeadClassifier
 from hccrad.errors import InputError
 from hccrad.stats.encoding import TableEncoder
 from hccrad.stats.models import (
@@ -53,6 +56,9 @@ class StudyData:
     categorical: dict[str, list[str]]  # categorical fused columns per pipeline model
     icc: pd.DataFrame | None  # reader ICC table (index: feature)
     radiomics_cols: dict[str, dict[str, str]]  # model -> fused name -> radiomics name
+    #: Selected features per (model, training patients): fits are deterministic, so a pooled
+    #: model reuses its pool's selections on the same patients instead of refitting them.
+    selections: dict[tuple[str, tuple[str, ...]], list[str]] = field(default_factory=dict)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -70,7 +76,99 @@ def min_class_count(y: pd.Series) -> int:
     return int(counts.min()) if len(counts) == 2 else 0
 
 
-def _pipeline(data: StudyData, m: ModelSpec, n_min: int) -> Any:
+def _matches(column: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(column, p) for p in patterns)
+
+
+def _frame(X: Any) -> pd.DataFrame:
+    return X if isinstance(X, pd.DataFrame) else pd.DataFrame(X).rename(columns=str)
+
+
+class KeepColumns(TransformerMixin, BaseEstimator):
+    """A selection step whose ``keep`` columns (``fnmatch`` patterns) bypass it: ``selector``
+    is fitted on the other columns, and the kept ones are appended to its output. Parameters
+    other than ``selector`` and ``keep`` go to ``selector`` (grid keys stay ``{step}__{arg}``).
+    """
+
+    def __init__(self, selector: Any, keep: Sequence[str] = ()) -> None:
+        self.selector = selector
+        self.keep = keep
+
+    def set_params(self, **params: Any) -> KeepColumns:
+        """Own parameters here, the others forwarded to ``selector``."""
+        own = {k: v for k, v in params.items() if k in ("selector", "keep") or "__" in k}
+        inner = {k: v for k, v in params.items() if k not in own}
+        super().set_params(**own)
+        if inner:
+            self.selector.set_params(**inner)
+        return self
+
+    def set_output(self, *, transform: str | None = None) -> KeepColumns:
+        """Forwarded to ``selector`` (the kept columns stay a DataFrame)."""
+        if hasattr(self.selector, "set_output"):
+            self.selector.set_output(transform=transform)
+        return self
+
+    def fit(self, X: Any, y: Any = None) -> KeepColumns:
+        """Fit ``selector`` on the columns not kept."""
+        X = _frame(X)
+        self.kept_ = [c for c in X.columns if _matches(str(c), self.keep)]
+        rest = X.drop(columns=self.kept_)
+        if rest.shape[1]:
+            self.selector.fit(rest, y)
+        return self
+
+    def transform(self, X: Any) -> pd.DataFrame:
+        """The selector's output for the other columns, then the kept columns."""
+        X = _frame(X)
+        rest = X.drop(columns=self.kept_)
+        if not rest.shape[1]:
+            return X[self.kept_]
+        out = _frame(self.selector.transform(rest))
+        out.index = X.index
+        return pd.concat([out, X[self.kept_]], axis=1)
+
+
+class ColumnPick(TransformerMixin, BaseEstimator):
+    """Keeps the named ``columns`` and those matching ``keep`` patterns (in input order)."""
+
+    def __init__(self, columns: Sequence[str] = (), keep: Sequence[str] = ()) -> None:
+        self.columns = columns
+        self.keep = keep
+
+    def fit(self, X: Any, y: Any = None) -> ColumnPick:
+        """Check that every named column is there."""
+        X = _frame(X)
+        absent = [c for c in self.columns if c not in X.columns]
+        if absent:
+            raise ValueError(f"pooled feature(s) {absent[:5]} not in the model's columns")
+        named = set(self.columns)
+        self.columns_ = [c for c in X.columns if c in named or _matches(str(c), self.keep)]
+        return self
+
+    def transform(self, X: Any) -> pd.DataFrame:
+        """The picked columns."""
+        return _frame(X)[self.columns_]
+
+    def set_output(self, *, transform: str | None = None) -> ColumnPick:
+        """A DataFrame in, a DataFrame out: nothing to configure."""
+        return self
+
+
+def keep_patterns(spec: StudySpec, m: ModelSpec) -> list[str]:
+    """``m.keep`` as patterns on the model's columns (a block name -> all its columns)."""
+    return [f"{k}__*" if k in m.blocks else k for k in m.keep]
+
+
+def _head(spec: StudySpec, m: ModelSpec, seed: int) -> Any:
+    """The fusion head classifier of ``m``; its deep input: the model's ``table`` blocks."""
+    deep = [f"{b}__*" for b in m.blocks if spec.blocks[b].source == "table"]
+    return FusionHeadClassifier(deep=deep, random_state=seed, **(m.head or {}))
+
+
+def _pipeline(
+    data: StudyData, m: ModelSpec, n_min: int, pooled: Sequence[str] | None = None
+) -> Any:
     steps = []
     for st in m.selection:
         st = dict(st)
@@ -90,8 +188,43 @@ def _pipeline(data: StudyData, m: ModelSpec, n_min: int) -> Any:
         kw.setdefault("k_neighbors", max(1, min(5, n_min // 2 - 1)))
         smote = kw
     pipe = build_pipeline(steps, m.classifier, m.params, data.seed, smote)
+    keep = keep_patterns(data.spec, m)
+    if keep:
+        pipe.steps[1 : 1 + len(steps)] = [
+            (name, KeepColumns(step, tuple(keep))) for name, step in pipe.steps[1 : 1 + len(steps)]
+        ]
+    if m.head is not None:
+        pipe.steps[-1] = ("classifier", _head(data.spec, m, data.seed))
+    if pooled is not None:
+        pipe.steps.insert(0, ("pool", ColumnPick(tuple(pooled), tuple(keep))))
     pipe.steps.insert(0, ("encode", TableEncoder(tuple(data.categorical[m.name]))))
+    pipe.set_output(transform="pandas")
     return pipe
+
+
+def _pooled_features(data: StudyData, m: ModelSpec, train: pd.Index) -> list[str]:
+    """The features the ``pool`` models select when fitted on ``train``, as this model's
+    columns (a clinical model's variable ``v``: ``{block}__v`` and its dummies)."""
+    out: list[str] = []
+    for src_name in m.pool:
+        src = data.spec.models[src_name]
+        key = (src_name, tuple(map(str, train)))
+        if key not in data.selections:
+            data.selections[key] = list(fit_model(data, src, train, {}).info["features"])
+        if src.kind == "pipeline":
+            found = list(data.selections[key])
+        else:
+            cols = [str(c) for c in data.X[m.name].columns]
+            found = [
+                c
+                for v in data.selections[key]
+                for c in cols
+                if c.split("__", 1)[-1] == v or c.split("__", 1)[-1].startswith(f"{v}[T.")
+            ]
+            if not found:
+                raise ValueError(f"pool {src_name}: no column of {m.name} holds its variables")
+        out.extend(f for f in found if f not in out)
+    return out
 
 
 def _walk(pipe: Any, X: pd.DataFrame) -> tuple[list[str], dict[str, int]]:
@@ -113,8 +246,9 @@ def _fit_pipeline(data: StudyData, m: ModelSpec, train: pd.Index) -> Fitted:
     X, y = data.X[m.name], data.y
     Xtr, ytr = X.loc[train], y.loc[train]
     n_min = min_class_count(ytr)
-    pipe = _pipeline(data, m, n_min)
-    info: dict[str, Any] = {}
+    pooled = _pooled_features(data, m, train) if m.pool else None
+    pipe = _pipeline(data, m, n_min, pooled)
+    info: dict[str, Any] = {"pooled": pooled} if pooled is not None else {}
     if m.grid:
         cv = min(m.cv, n_min)
         if cv >= 2:
@@ -130,7 +264,11 @@ def _fit_pipeline(data: StudyData, m: ModelSpec, train: pd.Index) -> Fitted:
         est = pipe.fit(Xtr, ytr)
     names, counts = _walk(est, Xtr)
     info.update(features=names, n_features=len(names), step_features=counts)
-    lasso = next((st for _, st in est.steps if isinstance(st, LassoSelector)), None)
+    head = est.steps[-1][1]
+    if m.head is not None:
+        info["head"] = {"best_epoch": head.best_epoch_, "epochs_run": head.n_epochs_}
+    selectors = [getattr(st, "selector", st) for _, st in est.steps]
+    lasso = next((st for st in selectors if isinstance(st, LassoSelector)), None)
     if lasso is not None:
         names_in = getattr(lasso, "feature_names_in_", None)
         if names_in is None:
@@ -180,18 +318,29 @@ def _impute_frame(df: pd.DataFrame, train: pd.Index, categorical: Sequence[str])
 def _fit_clinical(
     data: StudyData, m: ModelSpec, train: pd.Index, stack: Mapping[str, pd.Series]
 ) -> Fitted:
-    missing = [c for c in m.candidates if c not in data.clinical.columns]
+    keep = [k for k in m.keep if k not in m.candidates]
+    variables = [*m.candidates, *keep]
+    missing = [c for c in variables if c not in data.clinical.columns]
     if missing:
         raise InputError(f"study {data.spec.name}, model {m.name}: clinical column(s) {missing}")
-    df = data.clinical[list(m.candidates)].copy()
+    df = data.clinical[variables].copy()
     for dep in m.scores:
         df[f"{dep}_score"] = stack[dep]
     df = _impute_frame(df, train, m.categorical)
     fit_df = df.loc[train].assign(**{data.spec.label: data.y.loc[train].to_numpy()})
-    cm = clinical_model(fit_df, data.spec.label, list(df.columns), alpha=m.alpha)
+    cm = clinical_model(
+        fit_df,
+        data.spec.label,
+        [c for c in df.columns if c not in keep],
+        alpha=m.alpha,
+        multivariable=m.multivariable,
+        keep=list(m.keep),
+    )
     info = {
         "features": list(cm.selected),
         "n_features": len(cm.selected),
+        "entered": list(cm.entered),
+        "removed": [str(v) for v in cm.pruning.get("removed", [])],
         "fallback": bool(cm.fallback),
         "odds_ratios": dict(zip(cm.multivariable["term"], cm.multivariable["OR"], strict=True)),
     }
@@ -234,12 +383,16 @@ def _fit_fusion(
 def fit_model(
     data: StudyData, m: ModelSpec, train: pd.Index, stack: Mapping[str, pd.Series]
 ) -> Fitted:
-    """Fit one model on the ``train`` patients (``stack``: the scores it stacks on)."""
+    """Fit one model on the ``train`` patients (``stack``: the scores it stacks on); pipeline
+    and clinical selections are remembered for the models that pool them."""
+    if m.kind == "score_fusion":
+        return _fit_fusion(data, m, train, stack)
     if m.kind == "pipeline":
-        return _fit_pipeline(data, m, train)
-    if m.kind == "clinical":
-        return _fit_clinical(data, m, train, stack)
-    return _fit_fusion(data, m, train, stack)
+        fitted = _fit_pipeline(data, m, train)
+    else:
+        fitted = _fit_clinical(data, m, train, stack)
+    data.selections[(m.name, tuple(map(str, train)))] = list(fitted.info["features"])
+    return fitted
 
 
 def stack_scores(
@@ -267,7 +420,7 @@ def stack_scores(
     folds = StratifiedKFold(k, shuffle=True, random_state=data.seed)
     for fit_i, held_i in folds.split(np.zeros(len(train)), ytr.to_numpy()):
         fit_idx, held_idx = train[fit_i], train[held_i]
-        if m.kind == "pipeline":
+        if m.kind == "pipeline" and not m.pool:  # pooled: the pool is refitted per fold
             est = clone(fitted.estimator).fit(data.X[m.name].loc[fit_idx], ytr.loc[fit_idx])
             sub = Fitted(m.name, m.kind, lambda idx, e=est: _pipe_predict(data, m, e, idx), est)
         else:

@@ -17,8 +17,12 @@ from hccrad.overlay import Change, deep_merge
 
 #: Evaluated splits, in report order (``unlabeled`` patients are never evaluated).
 EVAL_SPLITS = ("train", "validation", "external", "temporal")
-#: Names of the derived-column operations.
-DERIVED_OPS = ("gt", "ge", "lt", "le", "eq", "ne", "isin", "log", "log2", "log10", "map")
+#: Names of the derived-column operations on one source ``column``.
+DERIVED_OPS = (
+    "gt", "ge", "lt", "le", "eq", "ne", "isin", "log", "log2", "log10", "map", "between", "cut"
+)  # fmt: skip
+#: Names of the derived-column operations on several source ``columns``.
+DERIVED_MULTI_OPS = ("any", "all", "sum")
 SOURCES = ("radiomics", "habitats", "clinical", "table")
 MODEL_KINDS = ("pipeline", "clinical", "score_fusion")
 
@@ -76,7 +80,16 @@ class BlockSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a study (``kind`` = ``pipeline``, ``clinical`` or ``score_fusion``)."""
+    """One model of a study (``kind`` = ``pipeline``, ``clinical`` or ``score_fusion``).
+
+    Pipeline options: ``keep`` (blocks of the model, or patterns on its ``{block}__{column}``
+    columns, that bypass the selection chain and always reach the classifier), ``head`` (the
+    :class:`~hccrad.deep.fusion.FusionHeadClassifier` settings replacing ``classifier``: the
+    model's ``table`` blocks are its deep input), ``pool`` (models whose selected features,
+    fitted on the same training patients, are this model's columns, with ``keep``). Clinical
+    options: ``keep`` (variables that always enter) and ``multivariable`` (pruning strategy of
+    :func:`~hccrad.stats.clinical.clinical_model`).
+    """
 
     name: str
     kind: str = "pipeline"
@@ -94,6 +107,10 @@ class ModelSpec:
     alpha: float = 0.05
     models: tuple[str, ...] = ()
     method: str = "logistic"
+    keep: tuple[str, ...] = ()
+    head: dict[str, Any] | None = None
+    pool: tuple[str, ...] = ()
+    multivariable: str = "all"
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -287,6 +304,10 @@ def _model_spec(name: str, m: Mapping[str, Any], chains: Mapping[str, Any]) -> M
         alpha=float(m.get("alpha", 0.05)),
         models=_t(m.get("models")),
         method=m.get("method", "logistic"),
+        keep=_t(m.get("keep")),
+        head=dict(m["head"]) if m.get("head") is not None else None,
+        pool=_t(m.get("pool")),
+        multivariable=m.get("multivariable", "all"),
     )
 
 

@@ -42,39 +42,86 @@ def read_clinical_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 def derive_columns(
     clinical: pd.DataFrame, derived: Mapping[str, Mapping[str, Any]]
 ) -> pd.DataFrame:
-    """Add the derived columns (each a function of one source column of the same row).
+    """Add the derived columns, in order (a derived column may use an earlier one).
 
-    ``gt/ge/lt/le/eq/ne`` -> 1.0/0.0; ``isin`` (a list) -> 1.0/0.0; ``log/log2/log10`` (values
-    <= 0 -> missing); ``map`` (a mapping; unmapped -> missing). A missing source stays missing.
+    One source ``column``: ``gt/ge/lt/le/eq/ne`` -> 1.0/0.0; ``isin`` (a list) -> 1.0/0.0;
+    ``log/log2/log10`` (values <= 0 -> missing); ``map`` (a mapping; unmapped -> missing);
+    ``between`` (``value: [low, high]``) -> 1.0 when ``low <= x < high``; ``cut`` (``bins``:
+    increasing edges, intervals closed on the left ``[b_i, b_{i+1})``; ``labels``: one per
+    interval, default 0, 1, ...) -> the interval's label, missing outside the edges (use
+    ``.inf`` for open ends). A missing source stays missing.
+
+    Several source ``columns`` (each read as a number): ``any`` / ``all`` -> 1.0 when any / all
+    of them are non-zero (``any``: 1.0 as soon as one known value is non-zero, 0.0 only when
+    all are known and zero; ``all``: 0.0 as soon as one known value is zero); ``sum`` -> their
+    sum (missing when one is missing).
     """
     out = clinical.copy()
     for name, d in derived.items():
-        col, op, value = d["column"], d["op"], d.get("value")
-        if col not in out.columns:
-            raise InputError(f"derived column {name!r}: source column {col!r} not in the table")
-        src = out[col]
-        miss = src.isna()
-        if op in ("gt", "ge", "lt", "le", "eq", "ne"):
-            if op in ("eq", "ne"):
-                cmp = src.astype(str) == str(value)
-                res = cmp if op == "eq" else ~cmp
-            else:
-                num = pd.to_numeric(src, errors="coerce")
-                res = getattr(num, op)(float(value))
-            vals = res.astype(float)
-        elif op == "isin":
-            vals = src.astype(str).isin([str(v) for v in value]).astype(float)
-        elif op in ("log", "log2", "log10"):
-            num = pd.to_numeric(src, errors="coerce")
-            vals = getattr(np, op)(num.where(num > 0))
-        elif op == "map":
-            vals = src.map(lambda v, m=value: m.get(v, m.get(str(v), np.nan)))
-            num = pd.to_numeric(vals, errors="coerce")
-            vals = num if num.notna().sum() == vals.notna().sum() else vals.astype(object)
-        else:  # pragma: no cover - the schema rejects other ops
-            raise ConfigError(f"derived column {name!r}: unknown op {op!r}")
-        out[name] = vals.where(~miss)
+        sources = list(d["columns"]) if "columns" in d else [d["column"]]
+        absent = [c for c in sources if c not in out.columns]
+        if absent:
+            raise InputError(f"derived column {name!r}: source column(s) {absent} not in the table")
+        if "columns" in d:
+            out[name] = _derive_many(out[sources], d["op"], name)
+        else:
+            out[name] = _derive_one(out[sources[0]], d, name)
     return out
+
+
+def _derive_one(src: pd.Series, d: Mapping[str, Any], name: str) -> pd.Series:
+    """One derived column from one source column (see :func:`derive_columns`)."""
+    op, value = d["op"], d.get("value")
+    miss = src.isna()
+    if op in ("gt", "ge", "lt", "le", "eq", "ne"):
+        if op in ("eq", "ne"):
+            cmp = src.astype(str) == str(value)
+            res = cmp if op == "eq" else ~cmp
+        else:
+            num = pd.to_numeric(src, errors="coerce")
+            res = getattr(num, op)(float(value))
+        vals = res.astype(float)
+    elif op == "isin":
+        vals = src.astype(str).isin([str(v) for v in value]).astype(float)
+    elif op in ("log", "log2", "log10"):
+        num = pd.to_numeric(src, errors="coerce")
+        vals = getattr(np, op)(num.where(num > 0))
+    elif op == "map":
+        vals = src.map(lambda v, m=value: m.get(v, m.get(str(v), np.nan)))
+        num = pd.to_numeric(vals, errors="coerce")
+        vals = num if num.notna().sum() == vals.notna().sum() else vals.astype(object)
+    elif op == "between":
+        num = pd.to_numeric(src, errors="coerce")
+        vals = ((num >= float(value[0])) & (num < float(value[1]))).astype(float)
+    elif op == "cut":
+        bins = [float(b) for b in d["bins"]]
+        labels = list(d.get("labels") or range(len(bins) - 1))
+        num = pd.to_numeric(src, errors="coerce").to_numpy(dtype=float)
+        idx = np.searchsorted(bins, num, side="right") - 1
+        inside = (idx >= 0) & (idx < len(bins) - 1) & np.isfinite(num)
+        picked = [labels[i] if ok else np.nan for i, ok in zip(idx, inside, strict=True)]
+        vals = pd.Series(picked, index=src.index)
+        num_vals = pd.to_numeric(vals, errors="coerce")
+        vals = num_vals if num_vals.notna().sum() == vals.notna().sum() else vals.astype(object)
+    else:  # pragma: no cover - the schema rejects other ops
+        raise ConfigError(f"derived column {name!r}: unknown op {op!r}")
+    return vals.where(~miss)
+
+
+def _derive_many(src: pd.DataFrame, op: str, name: str) -> pd.Series:
+    """One derived column from several source columns (``any``, ``all``, ``sum``)."""
+    num = src.apply(pd.to_numeric, errors="coerce")
+    if op == "sum":
+        return num.sum(axis=1, min_count=num.shape[1]).where(num.notna().all(axis=1))
+    if op not in ("any", "all"):  # pragma: no cover - the schema rejects other ops
+        raise ConfigError(f"derived column {name!r}: op {op!r} takes one column")
+    nonzero = (num != 0) & num.notna()
+    zero = num == 0
+    if op == "any":
+        vals = pd.Series(np.where(nonzero.any(axis=1), 1.0, np.nan), index=src.index)
+        return vals.where(vals.notna() | ~zero.all(axis=1), 0.0)
+    vals = pd.Series(np.where(zero.any(axis=1), 0.0, np.nan), index=src.index)
+    return vals.where(vals.notna() | ~nonzero.all(axis=1), 1.0)
 
 
 def study_clinical(
