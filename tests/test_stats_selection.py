@@ -471,6 +471,8 @@ def test_make_step():
     assert isinstance(pca, PCA) and pca.random_state == 4 and pca.n_components == 3
     _, gp = make_step({"step": "pca", "n_components": 200, "groups": "h(\\d+)_"}, seed=4)
     assert isinstance(gp, GroupedPCA) and gp.random_state == 4 and gp.n_components == 200
+    with pytest.raises(ValueError, match="pca groups"):
+        make_step({"step": "pca", "groups": "h(\\d+"})
     name, sc = make_step({"step": "scaler"})
     assert name == "scaler" and isinstance(sc, StandardScaler)
     _, lin = make_step({"step": "lasso", "kind": "linear", "cv": 10}, seed=2)

@@ -679,6 +679,11 @@ def make_step(spec: Mapping[str, Any], seed: int | None = 0) -> tuple[str, BaseE
         return name, StandardScaler(**kwargs)
     kwargs.setdefault("random_state", seed)
     if "groups" in kwargs:
+        if kwargs["groups"] is not None:
+            try:
+                re.compile(kwargs["groups"])
+            except (re.error, TypeError) as err:
+                raise ValueError(f"pca groups {kwargs['groups']!r}: {err}") from err
         return name, GroupedPCA(**kwargs)
     kwargs.setdefault("n_components", 0.95)
     return name, PCA(**kwargs)
