@@ -7,14 +7,19 @@ then the demo delta is checked to validate and to keep both classes in every dem
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.decomposition import PCA
 
 from hccrad.deep.train_config import STUDY_PRESETS, TrainConfig
+from hccrad.stats.selection import make_step
 from hccrad.studies import load_study
+from hccrad.studies.fitting import StudyData, fit_model
 from hccrad.studies.splits import study_splits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,9 +126,10 @@ def test_selection_chain_and_classifier(spec):
     for name in (FUSION, WHOLE):
         m = spec.models[name]
         assert m.kind == "pipeline" and m.blocks == (name,)
-        # (z-score = the pipeline's scaler) -> Spearman -> LASSO -> random forest
-        assert [s["step"] for s in m.selection] == ["correlation", "lasso"]
-        corr, lasso = m.selection
+        # PCA per network to 200 -> combined -> z-score -> Spearman -> LASSO -> random forest
+        assert [s["step"] for s in m.selection] == ["pca", "scaler", "correlation", "lasso"]
+        pca, _, corr, lasso = m.selection
+        assert pca["n_components"] == 200 and not pca.get("standardize", False)
         assert corr["method"] == "spearman" and corr["threshold"] == 0.9
         assert lasso["cv"] == 5
         assert m.classifier == "random_forest"
@@ -133,10 +139,64 @@ def test_selection_chain_and_classifier(spec):
         assert all(len(v) >= 2 for v in m.grid.values())
         assert not m.smote and m.output == "probability"
     assert spec.models[FUSION].selection == spec.models[WHOLE].selection
-    # the extras (ours) stay, labelled, with the same chain and classifier
+    # the extras (ours) stay, labelled, with the chain after the PCA and the same classifier
     for name in EXTRAS:
         assert "not in the paper" in spec.raw["models"][name]["description"]
         assert spec.models[name].classifier == "random_forest"
+        assert spec.models[name].selection == spec.models[FUSION].selection[2:]
+
+
+def test_the_pca_groups_are_the_networks(spec):
+    """One PCA per subregion network (and one for the whole-tumor network), 200 components
+    each at the paper's size (524 training patients)."""
+    groups = re.compile(spec.models[FUSION].selection[0]["groups"])
+    cols = [f"{FUSION}__h{i}_deep_{j}" for i in (1, 2, 3) for j in (0, 7, 2559)]
+    assert {groups.search(c).group(1) for c in cols} == {f"{FUSION}__h{i}" for i in (1, 2, 3)}
+    assert groups.search(f"{WHOLE}__deep_511").group(1) == WHOLE
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(524, 3 * 210)))
+    X.columns = [f"{FUSION}__h{i}_deep_{j}" for i in (1, 2, 3) for j in range(210)]
+    gp = make_step(spec.models[FUSION].selection[0], seed=42)[1].fit(X)
+    assert gp.n_components_ == {f"{FUSION}__h{i}": 200 for i in (1, 2, 3)} and gp.clipped_ == {}
+
+
+def test_the_fusion_model_fits_one_pca_per_subregion_on_training_patients(spec):
+    """The primary model's pipeline: PCA of each subregion's raw features, fitted on the
+    training patients only, before the z-score (demo grid: 1 point, 2 folds)."""
+    demo = load_study(STUDY, check_estimators=False, override=demo_delta())
+    m = demo.models[FUSION]
+    assert m.selection == spec.models[FUSION].selection
+    rng = np.random.default_rng(1)
+    patients = pd.Index([f"P{i:02d}" for i in range(40)], name="patient")
+    y = pd.Series(np.tile([0, 0, 1, 0], 10), index=patients)
+    X = pd.DataFrame(
+        {
+            f"{FUSION}__h{i}_deep_{j}": rng.gamma(1.0 + i, 1.0, 40) + 0.5 * y * (j < 3)
+            for i in (1, 2, 3)
+            for j in range(30)
+        },
+        index=patients,
+    )
+    data = StudyData(demo, 42, pd.DataFrame(index=patients), y, {FUSION: X}, {FUSION: []},
+                     None, {FUSION: {}})  # fmt: skip
+    train, held = patients[:28], patients[28:]
+    fitted = fit_model(data, m, train, {})
+    pipe = fitted.estimator
+    assert [n for n, _ in pipe.steps] == [
+        "encode", "pca", "scaler", "correlation", "lasso", "classifier",
+    ]  # fmt: skip
+    pca = pipe.named_steps["pca"]
+    out = pca.transform(X.loc[held])
+    for i in (1, 2, 3):
+        g = f"{FUSION}__h{i}"
+        cols = [c for c in X.columns if c.startswith(f"{g}_")]
+        # 28 training patients: 27 components carry variance (200 clipped)
+        ref = PCA(n_components=27, svd_solver="full").fit(X.loc[train, cols])
+        got = out[[f"{g}_pc{k}" for k in range(1, 28)]].to_numpy()
+        np.testing.assert_allclose(got, ref.transform(X.loc[held, cols]), atol=1e-8)
+    assert fitted.info["pca"]["clipped"] == {f"{FUSION}__h{i}": (200, 27) for i in (1, 2, 3)}
+    assert fitted.info["step_features"]["pca"] == 81
+    assert all(f.startswith(f"{FUSION}__h") and "_pc" in f for f in fitted.info["features"])
 
 
 def test_primary_key_comparison_and_comparisons(spec):
@@ -215,13 +275,14 @@ def test_every_deviation_has_a_reason(spec):
     steps = [d["step"] for d in devs]
     assert len(steps) == len(set(steps))
     # the steps the code cannot match yet are declared
-    for step in ("PCA per subregion", "3D models", "2.5D pretrained weights",
-                 "2.5D training recipe", "Cox covariates", "gene analysis"):  # fmt: skip
+    for step in ("3D models", "2.5D pretrained weights", "2.5D training recipe",
+                 "Cox covariates", "gene analysis", "Spearman and LASSO settings"):  # fmt: skip
         assert step in steps
     not_yet = {d["step"] for d in devs if "not implemented yet" in d["reason"]}
-    assert {"PCA per subregion", "3D models"} <= not_yet
-    # and no PCA slipped into the chain without its deviation being updated
-    assert all(s["step"] != "pca" for s in spec.models[FUSION].selection)
+    assert "3D models" in not_yet
+    # the per-subregion PCA is matched (the chain's first step): no deviation left for it
+    assert "PCA per subregion" not in steps
+    assert spec.models[FUSION].selection[0]["step"] == "pca"
 
 
 def test_demo_delta_validates_and_keeps_both_classes(spec):

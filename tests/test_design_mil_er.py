@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
+from sklearn.linear_model import LassoCV
+from sklearn.model_selection import StratifiedKFold
 
 from hccrad.config import load_settings
 from hccrad.deep.train_config import STUDY_PRESETS, TrainConfig
+from hccrad.stats.selection import make_step
 from hccrad.studies import load_study
 from hccrad.studies.splits import study_splits
 from hccrad.synth.cohort import clinical_tables
@@ -25,11 +30,12 @@ STUDY = ROOT / "config" / "studies" / "mil_er.yaml"
 CONFIG = ROOT / "config" / "config.yaml"
 
 #: The paper's MIL selection (Feature Selection): t / Mann-Whitney P < 0.05, |Pearson r| > 0.9
-#: removed, LASSO with lambda by 10-fold CV (Cs: the length of the path, ours).
+#: removed, Lasso regression with lambda by 10-fold CV (the linear Lasso; the path: LassoCV's
+#: default, ours).
 MIL_CHAIN = [
     {"step": "univariate", "alpha": 0.05, "test": "auto"},
     {"step": "correlation", "method": "pearson", "threshold": 0.9},
-    {"step": "lasso", "cv": 10, "Cs": 100},
+    {"step": "lasso", "kind": "linear", "cv": 10, "Cs": 100, "c_ratio": 1000},
 ]
 #: The paper's 2.5D slice offsets around the largest cross-section (11 slices).
 MIL_OFFSETS = (0, -1, 1, -2, 2, -4, 4, -7, 7, -9, 9)
@@ -93,6 +99,38 @@ def test_the_clinical_model_tests_then_fits_the_mil_classifier(spec) -> None:
     assert spec.derived["male"] == {"column": "sex", "op": "eq", "value": "M"}
     assert [dict(s) for s in c.selection] == [{"step": "univariate", "alpha": 0.05, "test": "auto"}]
     assert c.classifier == "extra_trees" and c.smote is True and c.cv == 5
+
+
+def test_the_clinical_test_is_chosen_by_data_type(spec) -> None:
+    """Shapiro-Wilk -> t / Mann-Whitney for continuous variables, chi2 for sex (P < 0.05)."""
+    rows, _ = clinical_tables(seed=42, n_patients=191, modality="CT")
+    df = pd.DataFrame(rows)
+    X = df[["age", "afp", "alb"]].assign(male=(df["sex"] == "M").astype(float))
+    y = df["early_recurrence"].to_numpy()
+    (step,) = spec.models["clinical"].selection
+    f = make_step(step, seed=42)[1].fit(X, y)
+    table = pd.crosstab(y, X["male"]).to_numpy()
+    assert f.tests_[3] == "chi2"  # no expected count < 5 in 191 patients
+    assert f.pvalues_[3] == pytest.approx(stats.chi2_contingency(table).pvalue, rel=1e-12)
+    for j, col in enumerate(("age", "afp", "alb")):
+        pos, neg = X[col][y == 1], X[col][y == 0]
+        normal = min(stats.shapiro(pos).pvalue, stats.shapiro(neg).pvalue) > 0.05
+        assert f.tests_[j] == ("ttest" if normal else "mannwhitney")
+        ref = stats.ttest_ind(pos, neg, equal_var=False) if normal else stats.mannwhitneyu(pos, neg)
+        assert f.pvalues_[j] == pytest.approx(ref.pvalue, rel=1e-12)
+    assert not f.fallback_ and f.support_.tolist() == (f.pvalues_ < 0.05).tolist()
+
+
+def test_the_lasso_is_lassocv_with_10_folds(spec) -> None:
+    """The configured LASSO step is scikit-learn's LassoCV (linear, lambda by 10-fold CV)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(133, 26))  # 133 training patients, 13 PLH + 13 BoW features
+    y = (X[:, 0] + 0.8 * rng.normal(size=133) > 0.3).astype(int)
+    las = make_step(MIL_CHAIN[-1], seed=42)[1].fit(X, y)
+    folds = list(StratifiedKFold(10, shuffle=True, random_state=42).split(X, y))
+    ref = LassoCV(cv=folds, max_iter=5000).fit(X, y.astype(float))  # 100 alphas, eps 1e-3
+    np.testing.assert_allclose(las.coef_, ref.coef_, atol=1e-10)
+    assert las.support_.tolist() == (ref.coef_ != 0).tolist()
 
 
 def test_primary_comparisons_and_key_comparison(spec) -> None:
@@ -175,7 +213,9 @@ def test_every_deviation_has_a_reason(spec) -> None:
     ):
         assert step in steps, step
     todo = [d["step"] for d in spec.deviations if d["reason"].startswith("not implemented yet")]
-    assert {"slice networks", "LASSO", "SHAP"} <= set(todo)
+    assert {"slice networks", "SHAP"} <= set(todo)
+    # matched now: the chi2 test of categorical clinical variables; the LASSO kind is decided
+    assert "clinical selection test" not in steps and "LASSO" not in todo
 
 
 def test_the_demo_delta_only_shrinks_sizes(spec) -> None:
@@ -187,7 +227,11 @@ def test_the_demo_delta_only_shrinks_sizes(spec) -> None:
     for name, m in spec.models.items():
         d = demo.models[name]
         assert (d.kind, d.blocks, d.classifier, d.smote, d.cv) == (
-            m.kind, m.blocks, m.classifier, m.smote, m.cv
+            m.kind,
+            m.blocks,
+            m.classifier,
+            m.smote,
+            m.cv,
         )
         assert [s["step"] for s in d.selection] == [s["step"] for s in m.selection]
         assert set(d.grid) == set(m.grid)

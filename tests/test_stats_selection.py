@@ -11,14 +11,15 @@ import pytest
 from scipy import stats
 from sklearn.base import clone
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LassoCV, LinearRegression, LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, cross_validate, train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from hccrad.stats.models import build_pipeline
 from hccrad.stats.selection import (
     CorrelationFilter,
+    GroupedPCA,
     ICCFilter,
     LassoSelector,
     RFESelector,
@@ -90,6 +91,64 @@ def test_univariate_auto_uses_shapiro_per_feature():
         stats.mannwhitneyu(pos, neg, alternative="two-sided").pvalue,
     )
     np.testing.assert_allclose(f.pvalues_, expect, rtol=1e-12)
+
+
+def binary_design(seed: int = 5) -> tuple[pd.DataFrame, np.ndarray]:
+    """A continuous column, a common 0/1 column (male), a rare 0/1 one (expected counts < 5)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], [46, 34])
+    X = pd.DataFrame(
+        {
+            "age": rng.normal(60, 10, 80) + 4 * y,
+            "male": (rng.random(80) < 0.35 + 0.3 * y).astype(float),
+            "rare": np.isin(np.arange(80), [3, 50, 60, 70, 79]).astype(float),  # 1 / 46 vs 4 / 34
+        }
+    )
+    return X, y
+
+
+def expected_counts(table: np.ndarray) -> np.ndarray:
+    return np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+
+
+def test_univariate_auto_tests_binary_columns_by_chi2_or_fisher():
+    X, y = binary_design()
+    f = UnivariateFilter(test="auto").fit(X, y)
+    male = pd.crosstab(y, X["male"]).to_numpy()
+    rare = pd.crosstab(y, X["rare"]).to_numpy()
+    assert (expected_counts(male) >= 5).all() and (expected_counts(rare) < 5).any()
+    assert f.tests_.tolist()[1:] == ["chi2", "fisher"]
+    # Pearson chi-squared with Yates' correction (2 x 2), as R chisq.test; Fisher's exact
+    p_male = stats.chi2_contingency(male, correction=True).pvalue
+    assert f.pvalues_[1] == pytest.approx(p_male, rel=1e-12)
+    assert f.pvalues_[2] == pytest.approx(stats.fisher_exact(rare).pvalue, rel=1e-12)
+    # the closed form of the corrected statistic on the same table
+    e = expected_counts(male)
+    chi2 = ((np.abs(male - e) - 0.5) ** 2 / e).sum()
+    assert f.pvalues_[1] == pytest.approx(stats.chi2.sf(chi2, 1), rel=1e-10)
+    # the continuous column keeps Shapiro-Wilk -> t / Mann-Whitney
+    pos, neg = X["age"][y == 1], X["age"][y == 0]
+    normal = min(stats.shapiro(pos).pvalue, stats.shapiro(neg).pvalue) > 0.05
+    p_age = (
+        stats.ttest_ind(pos, neg, equal_var=False).pvalue
+        if normal
+        else stats.mannwhitneyu(pos, neg, alternative="two-sided").pvalue
+    )
+    assert f.tests_[0] == ("ttest" if normal else "mannwhitney")
+    assert f.pvalues_[0] == pytest.approx(p_age, rel=1e-12)
+    # uncorrected on request; z-scored 0/1 columns (the pipeline's scaler first) give the same P
+    g = UnivariateFilter(test="auto", correction=False).fit(X, y)
+    assert g.pvalues_[1] == pytest.approx(stats.chi2_contingency(male, correction=False).pvalue)
+    z = StandardScaler().set_output(transform="pandas").fit_transform(X)
+    np.testing.assert_allclose(UnivariateFilter().fit(z, y).pvalues_, f.pvalues_, rtol=1e-9)
+
+
+def test_univariate_forced_tests_keep_binary_columns_continuous():
+    X, y = binary_design()
+    t = UnivariateFilter(test="ttest").fit(X, y)
+    assert set(t.tests_) == {"ttest"}
+    p = stats.ttest_ind(X["male"][y == 1], X["male"][y == 0], equal_var=False).pvalue
+    assert t.pvalues_[1] == pytest.approx(p, rel=1e-12)
 
 
 def test_univariate_fallback_keeps_k_best():
@@ -203,6 +262,61 @@ def test_lasso_degenerate_keeps_best_feature():
     np.testing.assert_allclose(las.intercept_, single.intercept_[0], rtol=1e-6)
 
 
+def test_lasso_linear_is_lassocv_on_the_0_1_label():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(120, 15))
+    y = (X[:, 0] - 0.8 * X[:, 1] + 0.7 * rng.normal(size=120) > 0).astype(int)
+    las = LassoSelector(kind="linear", cv=10, seed=4, Cs=100, c_ratio=1000).fit(X, y)
+    # scikit-learn's own LassoCV with its default path (100 alphas, eps 1e-3) on the same folds
+    folds = list(StratifiedKFold(10, shuffle=True, random_state=4).split(X, y))
+    ref = LassoCV(cv=folds, max_iter=5000).fit(X, y.astype(float))
+    assert las.C_ * ref.alpha_ == pytest.approx(1.0, rel=1e-9)
+    np.testing.assert_allclose(las.coef_, ref.coef_, atol=1e-10)
+    assert las.intercept_ == pytest.approx(ref.intercept_, abs=1e-10)
+    assert las.support_.tolist() == (ref.coef_ != 0).tolist() and las.support_[:2].all()
+    np.testing.assert_allclose(las.score(X), ref.predict(X), atol=1e-10)
+    # an explicit list of C = 1 / lambda
+    fixed = LassoSelector(kind="linear", cv=5, Cs=[1 / 0.05]).fit(X, y)
+    from sklearn.linear_model import Lasso
+
+    np.testing.assert_allclose(fixed.coef_, Lasso(alpha=0.05).fit(X, y).coef_, atol=1e-6)
+    with pytest.raises(ValueError, match="kind"):
+        LassoSelector(kind="ridge").fit(X, y)
+
+
+def test_lasso_linear_degenerate_keeps_best_feature():
+    X, y = planted(shift=1.0, seed=4)
+    las = LassoSelector(kind="linear", Cs=[1e-8], cv=3).fit(X, y)
+    assert las.fallback_
+    j = int(np.argmax(np.abs(univariate_auc(X.to_numpy(), y) - 0.5)))
+    assert np.flatnonzero(las.support_).tolist() == [j]
+    ols = LinearRegression().fit(X.iloc[:, [j]], y)
+    assert las.coef_[j] == pytest.approx(ols.coef_[0]) and las.intercept_ == pytest.approx(
+        ols.intercept_
+    )
+
+
+def test_lasso_logistic_scoring_option():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(100, 10))
+    y = (X[:, 0] + 0.5 * rng.normal(size=100) > 0).astype(int)
+    las = LassoSelector(cv=5, Cs=[0.01, 0.1, 1.0], scoring="neg_log_loss").fit(X, y)
+    from sklearn.linear_model import LogisticRegressionCV
+
+    ref = LogisticRegressionCV(
+        Cs=[0.01, 0.1, 1.0],
+        l1_ratios=(1.0,),
+        solver="liblinear",
+        cv=StratifiedKFold(5, shuffle=True, random_state=0),
+        scoring="neg_log_loss",
+        max_iter=5000,
+        random_state=0,
+        use_legacy_attributes=False,
+    ).fit(X, y)
+    assert las.C_ == ref.C_
+    np.testing.assert_allclose(las.coef_, ref.coef_.ravel(), atol=1e-12)
+
+
 def test_rfe_keeps_informative_features():
     rng = np.random.default_rng(6)
     X = rng.normal(size=(120, 12))
@@ -211,6 +325,105 @@ def test_rfe_keeps_informative_features():
     assert list(r.get_feature_names_out()) == ["f3", "f7"]
     assert sorted(r.ranking_.tolist())[:3] == [1, 1, 2]
     assert RFESelector(n_features=0.5).fit(X, y).support_.sum() == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# grouped PCA
+
+
+def subregion_features(n: int = 60, seed: int = 11) -> tuple[pd.DataFrame, np.ndarray]:
+    """Three subregions x 8 correlated deep features (``block__h{i}_deep_{j}``) + one other."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    cols = {}
+    for i in (1, 2, 3):
+        latent = rng.normal(size=(n, 2)) * [3.0, 1.0] + 0.5 * i * y[:, None]
+        mix = rng.normal(size=(2, 8))
+        block = latent @ mix + 0.3 * rng.normal(size=(n, 8)) + 10 * i
+        cols.update({f"deep_habitat_25d__h{i}_deep_{j}": block[:, j] for j in range(8)})
+    cols["age"] = rng.normal(60, 8, n)
+    return pd.DataFrame(cols), y
+
+
+GROUPS = r"^(.+?)_+deep_\d+$"
+
+
+def test_grouped_pca_equals_pca_of_each_group_alone():
+    X, _ = subregion_features()
+    A, B = X.iloc[:40], X.iloc[40:]
+    gp = GroupedPCA(n_components=3, groups=GROUPS).fit(A)
+    out = gp.transform(B)
+    assert list(gp.groups_) == [f"deep_habitat_25d__h{i}" for i in (1, 2, 3)]
+    assert list(out.columns) == [
+        f"deep_habitat_25d__h{i}_pc{m}" for i in (1, 2, 3) for m in (1, 2, 3)
+    ] + ["age"]
+    assert (out.index == B.index).all()
+    for i in (1, 2, 3):
+        cols = [c for c in X.columns if f"__h{i}_" in c]
+        ref = PCA(n_components=3, svd_solver="full").fit(A[cols])
+        got = out[[f"deep_habitat_25d__h{i}_pc{m}" for m in (1, 2, 3)]].to_numpy()
+        np.testing.assert_allclose(got, ref.transform(B[cols]), atol=1e-9)
+        # the first component of a group: its top eigenvector of the training covariance
+        w, v = np.linalg.eigh(np.cov(A[cols].to_numpy(), rowvar=False))
+        np.testing.assert_allclose(abs(got[:, 0]), abs((B[cols] - A[cols].mean()) @ v[:, -1]))
+        assert ref.explained_variance_[0] == pytest.approx(w[-1])
+    pd.testing.assert_series_equal(out["age"], B["age"])
+    # standardised within the group on request: StandardScaler -> PCA of that group alone
+    st = GroupedPCA(n_components=2, groups=GROUPS, standardize=True).fit(A).transform(B)
+    cols = [c for c in X.columns if "__h2_" in c]
+    ref = PCA(n_components=2, svd_solver="full").fit(StandardScaler().fit_transform(A[cols]))
+    np.testing.assert_allclose(
+        st[["deep_habitat_25d__h2_pc1", "deep_habitat_25d__h2_pc2"]].to_numpy(),
+        ref.transform(StandardScaler().fit(A[cols]).transform(B[cols])),
+        atol=1e-9,
+    )
+
+
+def test_grouped_pca_clips_components_to_the_training_rows():
+    X, _ = subregion_features()
+    gp = GroupedPCA(n_components=200, groups=GROUPS).fit(X.iloc[:6])
+    # 6 centred rows span 5 dimensions; each group has 8 columns
+    assert set(gp.n_components_.values()) == {5}
+    assert gp.clipped_ == {g: (200, 5) for g in gp.groups_}
+    assert gp.transform(X).shape == (60, 3 * 5 + 1)
+    wide = GroupedPCA(n_components=200, groups=GROUPS).fit(X)
+    assert set(wide.n_components_.values()) == {8} and len(wide.clipped_) == 3
+    one = GroupedPCA(n_components=2).fit(X.to_numpy())  # no groups: one PCA of every column
+    assert list(one.get_feature_names_out()) == ["pc1", "pc2"]
+    ref = PCA(n_components=2, svd_solver="full").fit(X.to_numpy())
+    np.testing.assert_allclose(one.transform(X.to_numpy()), ref.transform(X.to_numpy()))
+    with pytest.raises(ValueError, match="no column matches"):
+        GroupedPCA(groups="^nothing").fit(X)
+
+
+def test_grouped_pca_in_a_cv_fold_sees_only_the_training_rows():
+    X, y = subregion_features(n=80)
+    chain = [
+        {"step": "pca", "n_components": 3, "groups": GROUPS},
+        {"step": "scaler"},
+        {"step": "correlation", "method": "spearman", "threshold": 0.9},
+    ]
+    pipe = build_pipeline(chain, "logistic", seed=0)
+    # the paper's order: PCA of the raw features, then the z-score (no scaler first)
+    assert [n for n, _ in pipe.steps] == ["pca", "scaler", "correlation", "classifier"]
+    assert isinstance(pipe.named_steps["pca"], GroupedPCA)
+    folds = list(StratifiedKFold(4, shuffle=True, random_state=1).split(X, y))
+    # the held-out rows carry a huge offset: a PCA fitted on them would centre on it
+    X = X.copy()
+    for _, held in folds[:1]:
+        X.iloc[held, :-1] += 1e3
+    res = cross_validate(pipe, X, y, cv=folds[:1], return_estimator=True, scoring="roc_auc")
+    (train, held) = folds[0]
+    fitted = res["estimator"][0].named_steps["pca"]
+    for g, idx in fitted.groups_.items():
+        cols = X.columns[idx]
+        np.testing.assert_allclose(fitted.pcas_[g].mean_, X.iloc[train][cols].mean(), atol=1e-9)
+        ref = PCA(n_components=3, svd_solver="full").fit(X.iloc[train][cols])
+        np.testing.assert_allclose(
+            np.abs(fitted.pcas_[g].components_), np.abs(ref.components_), atol=1e-9
+        )
+    names = res["estimator"][0][:-1].get_feature_names_out()
+    assert all(n.startswith("deep_habitat_25d__h") or n == "age" for n in names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,6 +469,14 @@ def test_make_step():
     assert name == "lasso" and las.seed == 9
     _, pca = make_step({"step": "pca", "n_components": 3}, seed=4)
     assert isinstance(pca, PCA) and pca.random_state == 4 and pca.n_components == 3
+    _, gp = make_step({"step": "pca", "n_components": 200, "groups": "h(\\d+)_"}, seed=4)
+    assert isinstance(gp, GroupedPCA) and gp.random_state == 4 and gp.n_components == 200
+    with pytest.raises(ValueError, match="pca groups"):
+        make_step({"step": "pca", "groups": "h(\\d+"})
+    name, sc = make_step({"step": "scaler"})
+    assert name == "scaler" and isinstance(sc, StandardScaler)
+    _, lin = make_step({"step": "lasso", "kind": "linear", "cv": 10}, seed=2)
+    assert (lin.kind, lin.cv, lin.seed) == ("linear", 10, 2)
     with pytest.raises(ValueError, match="unknown selection step"):
         make_step({"step": "boruta"})
 

@@ -195,6 +195,9 @@ def build_pipeline(
 ) -> Pipeline:
     """``StandardScaler -> selection steps -> [SMOTE] -> classifier`` from a declarative spec.
 
+    A chain that names a ``{"step": "scaler"}`` gets its ``StandardScaler`` there instead of first
+    (e.g. a PCA of the raw features before the z-score).
+
     Args:
         selection: Steps in order, e.g. ``[{"step": "univariate", "alpha": 0.05},
             {"step": "correlation", "threshold": 0.9}, {"step": "lasso"}]`` (names and
@@ -209,7 +212,9 @@ def build_pipeline(
         Unfitted pipeline; step names are ``scaler``, the step names (``_2``, ``_3``... on
         repeats), ``smote`` and ``classifier`` (grid keys like ``classifier__C``).
     """
-    steps: list[tuple[str, Any]] = [("scaler", StandardScaler())]
+    steps: list[tuple[str, Any]] = []
+    if not any(spec.get("step") == "scaler" for spec in selection):
+        steps.append(("scaler", StandardScaler()))
     used: dict[str, int] = {}
     for spec in selection:
         name, step = make_step(spec, seed=seed)

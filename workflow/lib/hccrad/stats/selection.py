@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,18 +35,25 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.feature_selection import RFE, SelectorMixin
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.linear_model import (
+    LassoCV,
+    LinearRegression,
+    LogisticRegression,
+    LogisticRegressionCV,
+)
 from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC, l1_min_c
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 log = logging.getLogger(__name__)
 
 #: Names accepted by :func:`make_step` (``{"step": name, **kwargs}``).
-STEP_NAMES = ("icc", "univariate", "correlation", "lasso", "rfe", "pca")
+STEP_NAMES = ("icc", "univariate", "correlation", "lasso", "rfe", "pca", "scaler")
 
 
 def binary_labels(y: Any) -> np.ndarray:
@@ -197,8 +205,24 @@ class ICCFilter(_Selector):
         return self
 
 
+def _binary_columns(X: np.ndarray) -> np.ndarray:
+    """Columns with exactly two distinct values (0/1 codes, dummy-coded levels, scaled or not)."""
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    return (lo < hi) & (np.equal(X, lo) | np.equal(X, hi)).all(axis=0)
+
+
+def _categorical_p(x: np.ndarray, y: np.ndarray, correction: bool) -> tuple[float, str]:
+    """P of the 2 x 2 table label x level: Fisher's exact test when an expected count is < 5,
+    else Pearson's chi-squared (Yates-corrected when ``correction``)."""
+    level = x == x.max()
+    table = np.array([[np.sum(~level & (y == c)), np.sum(level & (y == c))] for c in (0, 1)])
+    if (stats.contingency.expected_freq(table) < 5).any():
+        return float(stats.fisher_exact(table).pvalue), "fisher"
+    return float(stats.chi2_contingency(table, correction=correction).pvalue), "chi2"
+
+
 def _pvalues(
-    X: np.ndarray, y: np.ndarray, test: str, normality_alpha: float
+    X: np.ndarray, y: np.ndarray, test: str, normality_alpha: float, correction: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     pos, neg = X[y == 1], X[y == 0]
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -216,7 +240,11 @@ def _pvalues(
             use_t = (sw_pos > normality_alpha) & (sw_neg > normality_alpha)
     p = np.where(use_t, p_t, p_u)
     p = np.where(np.isnan(p), 1.0, p)
-    return p, np.where(use_t, "ttest", "mannwhitney")
+    names = np.where(use_t, "ttest", "mannwhitney").astype(object)
+    if test == "auto":
+        for j in np.flatnonzero(_binary_columns(X)):
+            p[j], names[j] = _categorical_p(X[:, j], y, correction)
+    return p, names
 
 
 class UnivariateFilter(_Selector):
@@ -224,15 +252,20 @@ class UnivariateFilter(_Selector):
 
     Tests: ``"ttest"`` = Welch's t-test (:func:`scipy.stats.ttest_ind`, ``equal_var=False``);
     ``"mannwhitney"`` = Mann-Whitney U (:func:`scipy.stats.mannwhitneyu`, two-sided);
-    ``"auto"`` = per feature, Welch's t-test when Shapiro-Wilk does not reject normality
-    (P > ``normality_alpha``) in **both** classes, Mann-Whitney otherwise (always Mann-Whitney
-    with fewer than 3 patients in a class). An undefined P (constant feature) counts as 1. If no
-    feature passes, the ``k_fallback`` features with the smallest P are kept (ties: first
-    column), and ``fallback_`` is ``True``.
+    ``"auto"`` = per feature: a **binary** feature (exactly two distinct values in the fitted
+    rows: a 0/1 variable or one dummy-coded level of a categorical one) by the 2 x 2 label x
+    level table, Fisher's exact test (:func:`scipy.stats.fisher_exact`) when an expected count
+    is < 5, else Pearson's chi-squared (:func:`scipy.stats.chi2_contingency`, Yates' correction
+    when ``correction``, as R ``chisq.test`` and :mod:`hccrad.stats.baseline`); a continuous one
+    by Welch's t-test when Shapiro-Wilk does not reject normality (P > ``normality_alpha``) in
+    **both** classes, Mann-Whitney otherwise (always Mann-Whitney with fewer than 3 patients in
+    a class). An undefined P (constant feature) counts as 1. If no feature passes, the
+    ``k_fallback`` features with the smallest P are kept (ties: first column), and ``fallback_``
+    is ``True``.
 
     Attributes:
         pvalues_: P per input feature.
-        tests_: Test used per input feature.
+        tests_: Test used per input feature (``ttest``, ``mannwhitney``, ``chi2``, ``fisher``).
         support_: Boolean mask of kept features.
     """
 
@@ -242,18 +275,22 @@ class UnivariateFilter(_Selector):
         test: Literal["auto", "ttest", "mannwhitney"] = "auto",
         normality_alpha: float = 0.05,
         k_fallback: int = 1,
+        correction: bool = True,
     ) -> None:
         self.alpha = alpha
         self.test = test
         self.normality_alpha = normality_alpha
         self.k_fallback = k_fallback
+        self.correction = correction
 
     def fit(self, X: Any, y: Any) -> UnivariateFilter:
         """Compute one P per feature on ``(X, y)`` and keep P < alpha."""
         if self.test not in ("auto", "ttest", "mannwhitney"):
             raise ValueError(f"test must be 'auto', 'ttest' or 'mannwhitney', got {self.test!r}")
         Xa, yb = self._fit_input(X, y)
-        self.pvalues_, self.tests_ = _pvalues(Xa, yb, self.test, self.normality_alpha)
+        self.pvalues_, self.tests_ = _pvalues(
+            Xa, yb, self.test, self.normality_alpha, bool(self.correction)
+        )
         mask = self.pvalues_ < self.alpha
         self.fallback_ = not mask.any()
         if self.fallback_:
@@ -321,22 +358,32 @@ def _folds(y: np.ndarray, cv: int, seed: int | None) -> StratifiedKFold:
 
 
 class LassoSelector(_Selector):
-    """L1-penalised logistic regression with ``C`` chosen by stratified CV (AUC); keeps the
-    features with a non-zero coefficient.
+    """LASSO with the penalty chosen by stratified CV; keeps the features with a non-zero
+    coefficient.
 
-    ``LogisticRegressionCV(l1_ratios=(1.0,), solver=solver, scoring="roc_auc")`` on
-    ``StratifiedKFold(cv, shuffle=True, random_state=seed)``. An integer ``Cs`` gives a
-    glmnet-like path of ``Cs`` values log-spaced from ``c0 = l1_min_c(X, y)`` (the largest
-    penalty, where every coefficient is 0) to ``c_ratio * c0``; a list is used as is. Expects
-    standardised inputs (the
-    pipelines put a :class:`~sklearn.preprocessing.StandardScaler` first). The radiomics score
-    is the linear predictor :meth:`score` ``= X @ coef_ + intercept_``. If every coefficient is
-    zero, the feature with the largest ``|AUC - 0.5|`` is kept and ``coef_`` / ``intercept_``
-    come from an unpenalised logistic regression on that feature alone (``fallback_``).
+    ``kind="logistic"`` (default): L1-penalised logistic regression,
+    ``LogisticRegressionCV(l1_ratios=(1.0,), solver=solver, scoring=scoring)``, ``C`` maximising
+    the mean CV ``scoring`` (``"roc_auc"``; ``"neg_log_loss"`` = glmnet's binomial deviance). An
+    integer ``Cs`` gives a glmnet-like path of ``Cs`` values log-spaced from
+    ``c0 = l1_min_c(X, y)`` (the largest penalty, where every coefficient is 0) to
+    ``c_ratio * c0``; a list is used as is.
+
+    ``kind="linear"``: the least-squares Lasso of the 0/1 label
+    (:class:`sklearn.linear_model.LassoCV`), ``lambda`` minimising the mean CV squared error.
+    An integer ``Cs`` gives ``Cs`` values of ``lambda`` log-spaced from ``lambda_max =
+    max |X_c' (y - mean y)| / n`` (every coefficient 0) down to ``lambda_max / c_ratio``
+    (``Cs=100, c_ratio=1000`` is ``LassoCV``'s default path); a list gives ``C = 1 / lambda``.
+
+    Both use ``StratifiedKFold(cv, shuffle=True, random_state=seed)`` and expect standardised
+    inputs (the pipelines put a :class:`~sklearn.preprocessing.StandardScaler` first). The score
+    :meth:`score` ``= X @ coef_ + intercept_`` is the log-odds (logistic) or the fitted 0/1
+    regression value (linear). If every coefficient is zero, the feature with the largest
+    ``|AUC - 0.5|`` is kept and ``coef_`` / ``intercept_`` come from an unpenalised fit of the
+    same kind on that feature alone (``fallback_``).
 
     Attributes:
-        estimator_: The fitted ``LogisticRegressionCV``.
-        C_: The chosen inverse penalty.
+        estimator_: The fitted ``LogisticRegressionCV`` or ``LassoCV``.
+        C_: The chosen inverse penalty (``1 / lambda`` for ``linear``).
         coef_: Coefficient per input feature (0 for dropped ones).
         intercept_: Intercept.
         support_: Boolean mask of kept features.
@@ -350,6 +397,8 @@ class LassoSelector(_Selector):
         c_ratio: float = 100.0,
         solver: Literal["liblinear", "saga"] = "liblinear",
         max_iter: int = 5000,
+        kind: Literal["logistic", "linear"] = "logistic",
+        scoring: str = "roc_auc",
     ) -> None:
         self.cv = cv
         self.seed = seed
@@ -357,10 +406,10 @@ class LassoSelector(_Selector):
         self.c_ratio = c_ratio
         self.solver = solver
         self.max_iter = max_iter
+        self.kind = kind
+        self.scoring = scoring
 
-    def fit(self, X: Any, y: Any) -> LassoSelector:
-        """Fit the CV L1 path on ``(X, y)`` and keep the non-zero coefficients."""
-        Xa, yb = self._fit_input(X, y)
+    def _logistic(self, Xa: np.ndarray, yb: np.ndarray) -> tuple[Any, float]:
         if isinstance(self.Cs, int | np.integer):
             c_min = l1_min_c(Xa, yb, loss="log")
             Cs = c_min * np.logspace(0.0, np.log10(self.c_ratio), int(self.Cs))
@@ -371,30 +420,53 @@ class LassoSelector(_Selector):
             l1_ratios=(1.0,),
             solver=self.solver,
             cv=_folds(yb, self.cv, self.seed),
-            scoring="roc_auc",
+            scoring=self.scoring,
             max_iter=self.max_iter,
             random_state=self.seed,
             use_legacy_attributes=False,
-        )
-        est.fit(Xa, yb)
-        self.estimator_ = est
-        self.C_ = float(est.C_)
-        coef = est.coef_.ravel().astype(float)
-        intercept = float(est.intercept_.ravel()[0])
+        ).fit(Xa, yb)
+        return est, float(est.C_)
+
+    def _linear(self, Xa: np.ndarray, yb: np.ndarray) -> tuple[Any, float]:
+        if isinstance(self.Cs, int | np.integer):
+            yc = yb - yb.mean()
+            lam_max = float(np.abs((Xa - Xa.mean(axis=0)).T @ yc).max()) / len(yb)
+            lam_max = lam_max if lam_max > 0 else 1.0
+            alphas = lam_max * np.logspace(0.0, -np.log10(self.c_ratio), int(self.Cs))
+        else:
+            alphas = 1.0 / np.asarray(self.Cs, dtype=float)
+        folds = list(_folds(yb, self.cv, self.seed).split(Xa, yb))
+        est = LassoCV(alphas=alphas, cv=folds, max_iter=self.max_iter)
+        est.fit(Xa, yb.astype(float))
+        return est, 1.0 / float(est.alpha_)
+
+    def fit(self, X: Any, y: Any) -> LassoSelector:
+        """Fit the CV L1 path on ``(X, y)`` and keep the non-zero coefficients."""
+        if self.kind not in ("logistic", "linear"):
+            raise ValueError(f"kind must be 'logistic' or 'linear', got {self.kind!r}")
+        Xa, yb = self._fit_input(X, y)
+        fit = self._logistic if self.kind == "logistic" else self._linear
+        self.estimator_, self.C_ = fit(Xa, yb)
+        coef = np.ravel(self.estimator_.coef_).astype(float)
+        intercept = float(np.ravel(self.estimator_.intercept_)[0])
         association = np.abs(univariate_auc(Xa, yb) - 0.5)
-        self._set_support(coef != 0, association, f"L1, C={self.C_:.4g}")
+        self._set_support(coef != 0, association, f"L1 {self.kind}, C={self.C_:.4g}")
         if self.fallback_:
             j = int(np.flatnonzero(self.support_)[0])
-            single = LogisticRegression(C=np.inf, max_iter=self.max_iter).fit(Xa[:, [j]], yb)
+            if self.kind == "logistic":
+                single: Any = LogisticRegression(C=np.inf, max_iter=self.max_iter)
+            else:
+                single = LinearRegression()
+            single.fit(Xa[:, [j]], yb)
             coef = np.zeros_like(coef)
-            coef[j] = float(single.coef_[0, 0])
-            intercept = float(single.intercept_[0])
+            coef[j] = float(np.ravel(single.coef_)[0])
+            intercept = float(np.ravel(single.intercept_)[0])
         self.coef_ = coef
         self.intercept_ = intercept
         return self
 
     def score(self, X: Any, y: Any = None) -> np.ndarray:
-        """Radiomics score (linear predictor, log-odds) ``X @ coef_ + intercept_`` per row."""
+        """Score ``X @ coef_ + intercept_`` per row (log-odds for ``kind="logistic"``)."""
         check_is_fitted(self, "coef_")
         Xa = validate_data(self, X, reset=False, dtype=np.float64)
         return Xa @ self.coef_ + self.intercept_
@@ -441,6 +513,123 @@ class RFESelector(_Selector):
         return self
 
 
+def _column_groups(
+    names: Sequence[str], pattern: str | None
+) -> tuple[dict[str, list[int]], list[int]]:
+    """Column positions per group (in order of first appearance) and the unmatched positions."""
+    if pattern is None:
+        return {"": list(range(len(names)))}, []
+    regex = re.compile(pattern)
+    groups: dict[str, list[int]] = {}
+    rest: list[int] = []
+    for i, name in enumerate(names):
+        m = regex.search(str(name))
+        if m is None:
+            rest.append(i)
+        else:
+            groups.setdefault(m.group(1) if regex.groups else m.group(0), []).append(i)
+    return groups, rest
+
+
+class GroupedPCA(TransformerMixin, BaseEstimator):
+    """One PCA per column group, fitted on the rows passed to ``fit`` only (CV-safe in a
+    pipeline); the groups' components side by side, then the unmatched columns unchanged.
+
+    A column's group is the first capture group (else the whole match) of ``re.search(groups,
+    name)``; ``groups=None`` makes every column one group. Each group gets
+    ``PCA(n_components=k, svd_solver=svd_solver)`` (centred, not scaled; ``standardize`` z-scores
+    the group's columns first), with an integer ``k`` clipped to ``min(k, n_rows - 1,
+    n_columns)`` (at least 1): beyond ``n_rows - 1`` the components of centred data carry no
+    variance (the clip is logged and kept in ``clipped_``). A float ``k`` in (0, 1) is a variance
+    fraction (scikit-learn's). Output columns are ``{group}_pc{m}`` (``m`` from 1; ``pc{m}``
+    without groups), followed by the unmatched columns.
+
+    Attributes:
+        groups_: Input column positions per group.
+        passthrough_: Positions of the unmatched columns.
+        pcas_: Fitted ``PCA`` per group (after its ``StandardScaler`` when ``standardize``).
+        n_components_: Components kept per group.
+        clipped_: ``{group: (requested, kept)}`` for the groups whose ``k`` was clipped.
+    """
+
+    def __init__(
+        self,
+        n_components: int | float = 200,
+        groups: str | None = None,
+        standardize: bool = False,
+        svd_solver: str = "full",
+        random_state: int | None = 0,
+    ) -> None:
+        self.n_components = n_components
+        self.groups = groups
+        self.standardize = standardize
+        self.svd_solver = svd_solver
+        self.random_state = random_state
+
+    def _k(self, group: str, n_rows: int, n_cols: int) -> int | float:
+        k = self.n_components
+        if isinstance(k, float) and 0 < k < 1:
+            return k
+        kept = max(1, min(int(k), n_rows - 1, n_cols))
+        if kept != int(k):
+            self.clipped_[group] = (int(k), kept)
+            log.info("GroupedPCA: group %r keeps %d of %d components", group, kept, int(k))
+        return kept
+
+    def fit(self, X: Any, y: Any = None) -> GroupedPCA:
+        """Fit one PCA per group on ``X`` (``y`` is ignored)."""
+        Xa = validate_data(self, X, reset=True, dtype=np.float64)
+        names = getattr(self, "feature_names_in_", None)
+        names = [f"x{i}" for i in range(Xa.shape[1])] if names is None else list(names)
+        self.groups_, self.passthrough_ = _column_groups(names, self.groups)
+        if not self.groups_:
+            raise ValueError(f"GroupedPCA: no column matches {self.groups!r}")
+        self.clipped_: dict[str, tuple[int, int]] = {}
+        self.pcas_: dict[str, Any] = {}
+        for g, idx in self.groups_.items():
+            pca = PCA(
+                n_components=self._k(g, Xa.shape[0], len(idx)),
+                svd_solver=self.svd_solver,
+                random_state=self.random_state,
+            )
+            est = make_pipeline(StandardScaler(), pca) if self.standardize else pca
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)
+                self.pcas_[g] = est.fit(Xa[:, idx])
+        self.n_components_ = {g: int(_pca_of(e).n_components_) for g, e in self.pcas_.items()}
+        names_in = np.asarray(names, dtype=object)
+        self._names_out = np.asarray(
+            [
+                f"{g}_pc{m}" if g else f"pc{m}"
+                for g, k in self.n_components_.items()
+                for m in range(1, k + 1)
+            ]
+            + list(names_in[self.passthrough_]),
+            dtype=object,
+        )
+        return self
+
+    def transform(self, X: Any) -> Any:
+        """The groups' components then the unmatched columns (no refit); DataFrame in, out."""
+        check_is_fitted(self, "pcas_")
+        Xa = validate_data(self, X, reset=False, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            parts = [e.transform(Xa[:, self.groups_[g]]) for g, e in self.pcas_.items()]
+        out = np.hstack([*parts, Xa[:, self.passthrough_]])
+        if isinstance(X, pd.DataFrame):
+            return pd.DataFrame(out, index=X.index, columns=list(self._names_out))
+        return out
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """``{group}_pc{m}`` per kept component, then the unmatched input names."""
+        check_is_fitted(self, "pcas_")
+        return self._names_out.copy()
+
+
+def _pca_of(est: Any) -> PCA:
+    return est[-1] if hasattr(est, "steps") else est
+
+
 def _read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     p = Path(path)
     if p.suffix == ".parquet":
@@ -456,10 +645,13 @@ def make_step(spec: Mapping[str, Any], seed: int | None = 0) -> tuple[str, BaseE
     """Build one selection step from a declarative spec ``{"step": name, **kwargs}``.
 
     Names (:data:`STEP_NAMES`): ``icc`` (:class:`ICCFilter`; ``icc_table`` may be a path to a
-    CSV/TSV/parquet table), ``univariate``, ``correlation``, ``lasso``, ``rfe`` and ``pca``
-    (:class:`sklearn.decomposition.PCA`, default ``n_components=0.95`` of the variance). The
-    ``seed`` is passed to ``lasso``, ``rfe`` (``seed``) and ``pca`` (``random_state``) unless the
-    spec sets it.
+    CSV/TSV/parquet table), ``univariate``, ``correlation``, ``lasso``, ``rfe``, ``pca``
+    (:class:`sklearn.decomposition.PCA`, default ``n_components=0.95`` of the variance; with a
+    ``groups`` key one PCA per column group, :class:`GroupedPCA`) and ``scaler``
+    (:class:`~sklearn.preprocessing.StandardScaler`: the pipeline's z-score at this place in
+    the chain instead of first, :func:`hccrad.stats.models.build_pipeline`). The ``seed`` is
+    passed to ``lasso``, ``rfe`` (``seed``) and ``pca`` (``random_state``) unless the spec sets
+    it.
 
     Returns:
         ``(name, transformer)``.
@@ -483,14 +675,24 @@ def make_step(spec: Mapping[str, Any], seed: int | None = 0) -> tuple[str, BaseE
     if name == "rfe":
         kwargs.setdefault("seed", seed)
         return name, RFESelector(**kwargs)
-    kwargs.setdefault("n_components", 0.95)
+    if name == "scaler":
+        return name, StandardScaler(**kwargs)
     kwargs.setdefault("random_state", seed)
+    if "groups" in kwargs:
+        if kwargs["groups"] is not None:
+            try:
+                re.compile(kwargs["groups"])
+            except (re.error, TypeError) as err:
+                raise ValueError(f"pca groups {kwargs['groups']!r}: {err}") from err
+        return name, GroupedPCA(**kwargs)
+    kwargs.setdefault("n_components", 0.95)
     return name, PCA(**kwargs)
 
 
 __all__ = [
     "STEP_NAMES",
     "CorrelationFilter",
+    "GroupedPCA",
     "ICCFilter",
     "LassoSelector",
     "RFESelector",

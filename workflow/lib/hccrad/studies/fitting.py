@@ -27,7 +27,7 @@ from hccrad.stats.models import (
     radiomics_score,
     score_fusion,
 )
-from hccrad.stats.selection import LassoSelector
+from hccrad.stats.selection import GroupedPCA, LassoSelector
 from hccrad.studies.spec import ModelSpec, StudySpec
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,10 @@ def _fit_pipeline(data: StudyData, m: ModelSpec, train: pd.Index) -> Fitted:
             "intercept": lasso.intercept_,
             "coef": {str(names_in[i]): float(lasso.coef_[i]) for i in kept},
         }
+
+    pca = next((st for _, st in est.steps if isinstance(st, GroupedPCA)), None)
+    if pca is not None:  # components per group, and where the training rows clipped them
+        info["pca"] = {"n_components": dict(pca.n_components_), "clipped": dict(pca.clipped_)}
 
     def predict(idx: pd.Index, est: Any = est) -> tuple[np.ndarray, np.ndarray]:
         return _pipe_predict(data, m, est, idx)
