@@ -21,6 +21,7 @@ from hccrad.stats.selection import make_step
 from hccrad.studies import load_study
 from hccrad.studies.fitting import StudyData, fit_model
 from hccrad.studies.splits import study_splits
+from hccrad.studies.tables import derive_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "config" / "studies" / "habitat_grade.yaml"
@@ -211,15 +212,18 @@ def test_primary_key_comparison_and_comparisons(spec):
 
 
 def test_baseline_and_survival(spec):
-    # Table 1 variables (AFP 20-400: a deviation) by grade within each set
+    # Table 1 variables by grade within each set, AFP in the paper's three classes
     assert spec.baseline["variables"] == [
-        "age_ge_65", "sex", "cirrhosis", "afp_lt_20", "afp_gt_400", "afp",
-        "tumor_size_ge_50", "multiple_tumors",
+        "age_ge_65", "sex", "cirrhosis", "afp_class", "afp", "tumor_size_ge_50",
+        "multiple_tumors",
     ]  # fmt: skip
+    assert "afp_class" in spec.baseline["categorical"]
     assert spec.derived["age_ge_65"] == {"column": "age", "op": "ge", "value": 65}
     assert spec.derived["tumor_size_ge_50"] == {"column": "tumor_size_mm", "op": "ge", "value": 50}
-    assert spec.derived["afp_lt_20"] == {"column": "afp", "op": "lt", "value": 20}
-    assert spec.derived["afp_gt_400"] == {"column": "afp", "op": "gt", "value": 400}
+    afp = pd.DataFrame({"afp": [3.0, 19.9, 20.0, 399.0, 400.0, 5000.0, np.nan]})
+    derived = derive_columns(afp, {"afp_class": spec.derived["afp_class"]})
+    assert derived["afp_class"].tolist()[:6] == ["<20", "<20", "20-400", "20-400", ">400", ">400"]
+    assert pd.isna(derived["afp_class"].iloc[6])
     # KM + Cox of OS and RFS by the 2.5D fusion signature; Table 3 covariates we have
     sv = spec.survival
     assert sv is not None and sv.model == FUSION

@@ -35,7 +35,7 @@ CHAIN = [
     {"step": "lasso", "cv": 10, "Cs": 100, "c_ratio": 100},
 ]
 #: The clinical data of the radiomics-construction cohort (Study design), as our columns.
-CLINICAL_CANDIDATES = {"age", "male", "hbv", "hcv", "cirrhosis", "afp_gt_200", "bclc_b_or_c"}
+CLINICAL_CANDIDATES = {"age", "male", "viral_hepatitis", "cirrhosis", "afp_gt_200", "bclc_b_or_c"}
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +127,7 @@ def test_baseline_and_survival(spec) -> None:
     assert spec.baseline["variables"] == [
         "age",
         "sex",
-        "hbv",
-        "hcv",
+        "viral_hepatitis",
         "cirrhosis",
         "afp_gt_200",
         "tumor_size_mm",
@@ -137,6 +136,8 @@ def test_baseline_and_survival(spec) -> None:
         "mvi",
     ]
     assert spec.baseline["nonnormal"] == ["tumor_size_mm"]
+    # Table 1's "HBV or HCV infection" is one variable
+    assert spec.derived["viral_hepatitis"] == {"columns": ["hbv", "hcv"], "op": "any"}
     sv = spec.survival
     # PFS by the radiomics score's optimal cut-point (surv_cutpoint: minprop 0.1)
     assert sv.model == "radscore" and sv.endpoints["pfs"] == ("pfs_months", "pfs_event")
