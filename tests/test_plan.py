@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from hccrad.config import load_settings, project_file
+from hccrad.errors import ConfigError
 from hccrad.plan import CohortPlan, segmentation_holdout
 from hccrad.sheets import Cohort, ImageRecord
 from hccrad.studies import load_studies
@@ -178,3 +179,26 @@ def test_summary_counts(plan: CohortPlan) -> None:
     assert summary["habitats"] == 3
     assert summary["deep inputs"]["mil_slices"] == 1
     assert summary["skipped studies"] == {}
+
+
+def test_pretrained_weights_are_an_input_of_the_training(tmp_path: Path) -> None:
+    """A study model that starts from a weights file names it (its training job's input); a
+    missing file is a configuration error that names the study, the model and the path."""
+    plan = plan_of(RECORDS)
+    assert plan.deep_model_weights("mil_er", "mil_slices") is None  # random initialisation
+    weights = tmp_path / "imagenet_resnet18.pt"
+    weights.write_bytes(b"0")
+    specs = dict(STUDIES)
+    mil = specs["mil_er"]
+    raw = {**mil.deep_models["mil_slices"].raw}
+    raw["train"] = {**raw.get("train", {}), "pretrained": str(weights)}
+    models = {**mil.deep_models, "mil_slices": dataclasses.replace(mil.deep_models["mil_slices"],
+                                                                  raw=raw)}  # fmt: skip
+    specs["mil_er"] = dataclasses.replace(mil, deep_models=models)
+    assert plan_of(RECORDS, studies=specs).deep_model_weights("mil_er", "mil_slices") == str(
+        weights
+    )
+    raw["train"]["pretrained"] = str(tmp_path / "missing.pt")
+    with pytest.raises(ConfigError, match=r"study mil_er: deep_models\.mil_slices\.train\."
+                       r"pretrained: pretrained weights file .*missing\.pt not found"):  # fmt: skip
+        plan_of(RECORDS, studies=specs).deep_model_weights("mil_er", "mil_slices")

@@ -330,6 +330,9 @@ def get_train_deep_inputs(wildcards):
     }
     inputs["splits"] = study_path(wildcards.study, "splits.parquet")
     inputs["clinical"] = str(SETTINGS.clinical)
+    weights = PLAN.deep_model_weights(wildcards.study, wildcards.model)
+    if weights is not None:
+        inputs["pretrained"] = weights
     return inputs
 
 

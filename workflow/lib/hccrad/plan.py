@@ -21,6 +21,7 @@ from typing import Any
 
 from hccrad import paths
 from hccrad.config import DeepInputSpec, Settings
+from hccrad.deep.train_config import PRETRAINED_KEY, STUDY_PRESETS, resolve_pretrained
 from hccrad.habitats import derive_seed
 from hccrad.sheets import Cohort
 from hccrad.steps.keys import deep_key
@@ -286,6 +287,20 @@ class CohortPlan:
         if spec is None:
             raise ValueError(f"study {study}: no deep model {model!r}")
         return spec.raw
+
+    def deep_model_weights(self, study: str, model: str) -> str | None:
+        """The local pretrained-weights file a study's deep model starts from (an input of its
+        training job, so that replacing the file retrains), None for random initialisation.
+
+        Raises:
+            ConfigError: the configured file does not exist (named with the study and model).
+        """
+        spec = self.deep_model_spec(study, model)
+        train = {**STUDY_PRESETS.get(spec.get("preset", ""), {}), **spec.get("train", {})}
+        if not train.get("pretrained"):
+            return None
+        key = f"study {study}: deep_models.{model}.{PRETRAINED_KEY}"
+        return str(resolve_pretrained(train["pretrained"], key))
 
     def deep_models(self, study: str) -> list[str]:
         """The study's deep models, in config order."""

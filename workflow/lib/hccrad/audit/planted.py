@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from hccrad.audit._io import PathLike
+from hccrad.stats.roc import auc_ci
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,6 @@ def _pooled_auc(held: pd.DataFrame, model: str | None) -> float:
 
 def _pooled_ci(held: pd.DataFrame, model: str) -> tuple[float, float]:
     """DeLong 95 % CI of ``model``'s AUC on the held-out patients pooled; NaN when undefined."""
-    from hccrad.stats.roc import auc_ci  # scipy-only statistics
-
     sub = held[held["model"] == model]
     y = pd.to_numeric(sub["label"], errors="coerce").to_numpy(dtype=float)
     s = sub["score"].to_numpy(dtype=float)
