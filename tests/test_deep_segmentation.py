@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -15,12 +16,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from conftest import ROOT
 from hccrad.deep.segmentation import (
     CHECKPOINT_FORMAT,
     EmptySegmentationWarning,
     PreparedCase,
     SegCase,
     SegConfig,
+    build_net,
     dice,
     evaluate,
     load_model,
@@ -30,6 +33,7 @@ from hccrad.deep.segmentation import (
     segment,
     train_segmentation,
 )
+from hccrad.deep.segmentation.config import cpus_per_gpu, requested_gpus
 from hccrad.errors import ConfigError, InputError
 from hccrad.synth import generate_patient
 
@@ -407,3 +411,146 @@ def test_evaluation_step_segments_the_held_out_patients_itself(trained, synth_ca
         assert dice.loc[patient, "dice_liver"] == pytest.approx(value, abs=1e-6)
         pred = sitk.ReadImage(str(tmp_path / "heldout" / f"{patient}_liver.nii.gz"))
         assert pred.GetSize() == sitk.ReadImage(str(cases[patient]["image"])).GetSize()
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU routing and checkpoints trained on CUDA
+
+
+def _save_as_from_cuda(obj: dict, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``torch.save`` as on a GPU node: every tensor's storage is recorded on ``cuda:0``
+    (loading it without ``map_location`` on a machine without CUDA fails)."""
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(obj, path)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(path, weights_only=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks loading where CUDA is absent")
+def test_unet_trained_on_cuda_loads_and_segments_on_a_cpu_node(tmp_path, monkeypatch):
+    cfg = SegConfig(**{**TINY, "device": "cuda"})
+    torch.manual_seed(0)
+    net = build_net(cfg)
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "config": cfg.to_dict(),
+        "epoch": 3,
+        "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
+    }
+    _save_as_from_cuda(ckpt, tmp_path / "checkpoint.pt", monkeypatch)
+    with pytest.raises(ConfigError, match="CUDA"):  # an explicit CUDA request still fails
+        load_model(tmp_path / "checkpoint.pt", device="cuda")
+    model = load_model(tmp_path / "checkpoint.pt")
+    assert model.device.type == "cpu" and model.config.device == "cuda" and model.epoch == 3
+    for key, value in net.state_dict().items():
+        assert torch.equal(model.net.state_dict()[key], value), key
+    case = _tiny_cases(cfg)[0]
+    x = torch.from_numpy(case.x[None, None])
+    with torch.no_grad():
+        np.testing.assert_array_equal(model.net(x).numpy(), net.eval()(x).numpy())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks loading where CUDA is absent")
+def test_study_model_trained_on_cuda_loads_on_a_cpu_node(tmp_path, monkeypatch):
+    """hccrad.deep.train.load_model / resolve_model (what deep_model_outputs uses) on a
+    checkpoint as train() writes it on a GPU node, its config saying device cuda."""
+    from hccrad.deep import train as deep_train
+    from hccrad.deep.train_config import TrainConfig
+
+    cfg = TrainConfig(network="resnet10", input_kind="slices25d", device="cuda", seed=0)
+    torch.manual_seed(0)
+    net = deep_train.build_model(cfg, 3, 1, load_weights=False).eval()
+    ckpt = {
+        "format": deep_train.CHECKPOINT_FORMAT,
+        "config": cfg.to_dict(),
+        "in_channels": 3,
+        "n_instances": 1,
+        "input_shape": [1, 3, 32, 32],
+        "best_epoch": 1,
+        "state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()},
+    }
+    _save_as_from_cuda(ckpt, tmp_path / "checkpoint.pt", monkeypatch)
+    x = torch.randn(2, 1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = net(x)
+    model, loaded_cfg = deep_train.load_model(tmp_path / "checkpoint.pt")
+    assert loaded_cfg.device == "cuda" and next(model.parameters()).device.type == "cpu"
+    auto, kind = deep_train.resolve_model(tmp_path / "checkpoint.pt", "auto")
+    assert kind == "slices25d" and next(auto.parameters()).device.type == "cpu"
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, rtol=0, atol=0)
+        torch.testing.assert_close(auto(x), want, rtol=0, atol=0)
+
+
+def test_requested_gpus_follow_the_segmentation_device():
+    assert requested_gpus({"device": "cpu"}, cluster_gpus=4) == 0
+    assert requested_gpus({"device": "cuda"}, cluster_gpus=0) == 1
+    assert requested_gpus({"device": "cuda:2"}, cluster_gpus=0) == 3
+    assert requested_gpus({}, cluster_gpus=2) == 1  # auto: one device when the cluster has GPUs
+    assert requested_gpus({"device": "auto"}, cluster_gpus=0) == 0
+    with pytest.raises(ConfigError, match="device"):
+        requested_gpus({"device": "tpu"}, cluster_gpus=1)
+    assert [cpus_per_gpu(t, g) for t, g in ((4, 1), (4, 2), (3, 2), (1, 2), (4, 0))] == [
+        4,
+        2,
+        2,
+        1,
+        0,
+    ]
+
+
+def _dry_run_resources(work: Path, cohort_dir: Path, extra: dict) -> dict[str, str]:
+    """{rule: its resources line} of a dry run of the U-Net and one deep model's training on
+    the tiny cohort, config.yaml + ``extra`` (no overlay: the full-scale threads)."""
+    import yaml
+
+    from conftest import SNAKEMAKE, write_sheets
+
+    cohort, clinical = write_sheets(cohort_dir, work / "sheets")
+    (work / "extra.yaml").write_text(yaml.safe_dump(extra))
+    targets = [
+        "results/cohort/segmentation/checkpoint.pt",
+        "results/cohort/studies/er_fusion/deep/er_25d/checkpoint.pt",
+    ]
+    cmd = [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work)]
+    cmd += ["--configfile", str(ROOT / "config" / "config.yaml"), str(work / "extra.yaml")]
+    cmd += ["--config", f"cohort={cohort}", f"clinical={clinical}", "-n", *targets]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    blocks = re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", res.stdout, re.M | re.S)
+    return {
+        rule: re.search(r"resources: (.*)", body).group(1)
+        for rule, body in blocks
+        if rule in ("train_segmentation", "train_deep_model")
+    }
+
+
+@pytest.mark.workflow
+def test_training_jobs_request_gpus_as_configured(cohort_dir, tmp_path):
+    """The parsed workflow: with GPUs the training jobs ask for them and for their threads
+    per GPU (--gpus, --cpus-per-gpu on SLURM); on a CPU-only cluster for none."""
+
+    def resources(line: str) -> tuple[int, int]:
+        found = dict(kv.split("=", 1) for kv in line.split(", "))
+        return int(found["gpu"]), int(found["cpus_per_gpu"])
+
+    gpu = _dry_run_resources(
+        tmp_path / "gpu", cohort_dir, {"deep": {"train_gpus": 2}, "segmentation": {"train": {}}}
+    )
+    assert resources(gpu["train_segmentation"]) == (1, 2)  # auto: 1 GPU, 2 threads
+    assert resources(gpu["train_deep_model"]) == (2, 1)  # 2 GPUs, 2 threads
+    cpu = _dry_run_resources(
+        tmp_path / "cpu",
+        cohort_dir,
+        {"deep": {"train_gpus": 0}, "segmentation": {"train": {"device": "auto"}}},
+    )
+    assert resources(cpu["train_segmentation"]) == (0, 0)
+    assert resources(cpu["train_deep_model"]) == (0, 0)
+    cuda = _dry_run_resources(
+        tmp_path / "cuda",
+        cohort_dir,
+        {"deep": {"train_gpus": 0}, "segmentation": {"train": {"device": "cuda"}}},
+    )
+    assert resources(cuda["train_segmentation"]) == (1, 2)  # the U-Net asks for its GPU
+    assert resources(cuda["train_deep_model"]) == (0, 0)

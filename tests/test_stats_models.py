@@ -13,11 +13,13 @@ from sklearn.metrics import roc_auc_score
 from hccrad.stats.models import (
     CLASSIFIERS,
     ClinicalModel,
+    PlattSVC,
     build_pipeline,
     clinical_model,
     fuse_blocks,
     grid_search,
     nomogram,
+    platt_sigmoid,
     plot_nomogram,
     radiomics_score,
     score_fusion,
@@ -108,6 +110,69 @@ def test_grid_search_picks_the_right_kernel():
     np.testing.assert_array_equal(
         again.cv_results_["mean_test_score"], gs.cv_results_["mean_test_score"]
     )
+
+
+def noise_cohort(seed: int = 0, n: int = 30, p: int = 5):
+    """Labels independent of the features: cross-validation anti-learns on such a cohort."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, p)), np.array([0, 1] * (n // 2))
+
+
+def sklearn_platt(X, y, folds):
+    """scikit-learn's out-of-fold Platt scaling of a linear SVC (what PlattSVC replaced)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    cal = CalibratedClassifierCV(SVC(kernel="linear"), method="sigmoid", cv=folds, ensemble=False)
+    return cal.fit(X, y)
+
+
+def test_platt_svc_out_of_fold_slope_cannot_invert_the_probabilities():
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.svm import SVC
+
+    X, y = noise_cohort()
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    # unconstrained, the out-of-fold sigmoid's slope flips (sklearn: P = 1/(1+exp(A f + B)),
+    # A > 0 is a probability decreasing in f) and the training AUC is inverted
+    ref = sklearn_platt(X, y, folds)
+    A = ref.calibrated_classifiers_[0].calibrators[0].a_
+    f_ref = ref.calibrated_classifiers_[0].estimator.decision_function(X)
+    auc_f = roc_auc_score(y, f_ref)
+    assert A > 0.5  # flipped
+    assert auc_f == pytest.approx(0.707, abs=0.01)
+    assert roc_auc_score(y, ref.predict_proba(X)[:, 1]) == pytest.approx(1 - auc_f)
+    # platt_sigmoid without the bound is the same fit (a = -A)
+    oof = cross_val_predict(SVC(kernel="linear"), X, y, cv=folds, method="decision_function")
+    a_free, _ = platt_sigmoid(oof, y, min_slope=-np.inf)
+    assert a_free == pytest.approx(-A, rel=1e-4)
+    assert platt_sigmoid(oof, y)[0] == 0.0  # the bound a >= 0 is active
+    # ours falls back to the in-sample sigmoid: same SVC, same ranking, AUC of the decision
+    model = PlattSVC(kernel="linear", random_state=0).fit(X, y)
+    assert model.calibration_ == "in_sample" and model.slope_ > 0.5
+    f = model.decision_function(X)
+    np.testing.assert_allclose(f, f_ref, atol=1e-8)
+    p = model.predict_proba(X)[:, 1]
+    assert roc_auc_score(y, p) == roc_auc_score(y, f) == pytest.approx(auc_f)
+    # probabilities strictly increasing in the decision function, also on new patients
+    grid = np.linspace(-3, 3, 201)[:, None] * np.ones((1, X.shape[1]))
+    order = np.argsort(model.decision_function(grid))
+    assert (np.diff(model.predict_proba(grid)[order, 1]) > 0).all()
+    assert (np.diff(p[np.argsort(f)]) > 0).all()
+
+
+def test_platt_svc_matches_sklearn_platt_when_the_slope_is_positive():
+    from sklearn.model_selection import StratifiedKFold
+
+    X, y = toy()
+    X = X.to_numpy()
+    model = PlattSVC(kernel="linear", random_state=0).fit(X, y)
+    assert model.calibration_ == "out_of_fold" and model.slope_ > 0
+    ref = sklearn_platt(X, y, StratifiedKFold(5, shuffle=True, random_state=0))
+    np.testing.assert_allclose(model.predict_proba(X), ref.predict_proba(X), atol=1e-4)
+    assert roc_auc_score(y, model.predict_proba(X)[:, 1]) > 0.9
+    with pytest.raises(ValueError, match="at least 2 patients"):
+        PlattSVC().fit(X[:5], [0, 0, 0, 0, 1])
 
 
 def test_radiomics_score():

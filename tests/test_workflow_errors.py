@@ -1,8 +1,17 @@
 """Bad input: a clear error naming patient, phase and file, no partial output, and with
-``--keep-going`` the rest of the cohort completes. One test per case."""
+``--keep-going`` the rest of the cohort completes. One test per case.
+
+No partial output: a patient's preprocessing job writes its per-phase files as it goes
+(``n4/bias.nii.gz`` of every MR phase, then per phase ``register/image.nii.gz``,
+``transform.tfm``, ``registration.json`` and the carried masks) and lists them in its manifest
+only at the end; when it fails, every file it wrote is removed (:class:`hccrad.manifest.
+OutputSet`, which logs each removal). The tests check, from the job's log, which files the job
+had written before it failed, that these are the ones the failure point implies, and that none
+of them (nor any other file of the patient) is left."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -71,8 +80,11 @@ def broken_run(cohort_dir, tmp_path_factory):
     ct_nifti = sheet[(sheet.modality == "CT") & sheet.image.str.endswith(".nii.gz")]
     with_mask = ct_nifti[ct_nifti.tumor_mask != ""].drop_duplicates("patient")
     mr = sheet[(sheet.modality == "MR") & (sheet.tumor_mask != "")].drop_duplicates("patient")
+    # the unreadable image is a patient's last phase: the phases before it (the reference
+    # first) have been converted and bias-corrected when the job fails
+    unreadable = sheet[sheet.patient == mr.iloc[0].patient].iloc[-1]
     cases = {
-        "unreadable": mr.iloc[0],
+        "unreadable": unreadable,
         "geometry": with_mask.iloc[0],
         "empty": mr.iloc[1],
     }
@@ -118,6 +130,36 @@ def _partial_files(work: Path) -> list[Path]:
     return [p for p in (work / "results").rglob("*") if ".tmp" in p.name]
 
 
+def _removed_after_failure(work: Path, case) -> set[str]:
+    """Files the patient's failed job had written and removed ({phase}/{stage}/{name}), from
+    its log (the job is preprocess_patient, or register_patient for a segmented patient)."""
+    logs = [
+        work / "results/logs" / rule / case.center / f"{case.patient}.log"
+        for rule in ("preprocess_patient", "register_patient")
+    ]
+    text = "\n".join(p.read_text() for p in logs if p.exists())
+    assert text, f"no preprocessing log of {case.patient}"
+    folder = work / "results" / case.center / case.patient
+    found = re.findall(r"removed (\S+) \(the job failed\)", text)
+    removed = {work / p for p in found}  # relative to the working directory, or absolute
+    assert all(p.is_relative_to(folder) for p in removed), removed
+    assert not any(p.exists() for p in removed)
+    return {p.relative_to(folder).as_posix() for p in removed}
+
+
+def _files_left(work: Path, case) -> list[Path]:
+    folder = work / "results" / case.center / case.patient
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _phases(work: Path, patient: str) -> list[str]:
+    sheet = pd.read_csv(work / "sheets/cohort.tsv", sep="\t", dtype=str)
+    return list(sheet.loc[sheet.patient == patient, "phase"])
+
+
+REGISTER_FILES = ("register/image.nii.gz", "register/transform.tfm", "register/registration.json")
+
+
 def test_keep_going_completes_the_rest(broken_run):
     work, cases, res = broken_run
     assert res.returncode != 0  # some jobs failed ...
@@ -132,8 +174,12 @@ def test_unreadable_image(broken_run):
     text = _log_text(work)
     assert f"patient {u.patient}, phase {u.phase}, file " in text
     assert "unreadable.nii.gz" in text
-    assert not (work / f"results/{u.center}/{u.patient}/{u.phase}/convert/image.nii.gz").exists()
-    assert not (work / f"results/{u.center}/{u.patient}/qc/qc.json").exists()
+    # converting its last phase failed: the bias fields of the phases before it were written
+    # (the reference phase's first), then removed; nothing of the patient is left
+    before = [ph for ph in _phases(work, u.patient) if ph != u.phase]
+    removed = _removed_after_failure(work, u)
+    assert removed == {f"{ph}/n4/bias.nii.gz" for ph in before}, removed
+    assert _files_left(work, u) == []
 
 
 def test_mask_geometry_mismatch(broken_run):
@@ -142,7 +188,13 @@ def test_mask_geometry_mismatch(broken_run):
     text = _log_text(work)
     assert f"patient {g.patient}, phase {g.phase}, file {work / 'bad/geometry.nii.gz'}" in text
     assert "size" in text
-    assert not (work / f"results/{g.center}/{g.patient}/{g.phase}/register/tumor.nii.gz").exists()
+    # the phase was registered (image, transform, similarity written) before its tumor mask,
+    # carried next, failed the geometry check; CT: no bias field
+    removed = _removed_after_failure(work, g)
+    assert {f"{g.phase}/{name}" for name in REGISTER_FILES} <= removed, removed
+    assert f"{g.phase}/register/tumor.nii.gz" not in removed  # the failing step wrote nothing
+    assert not any("/n4/" in p for p in removed)
+    assert _files_left(work, g) == []
 
 
 def test_empty_mask(broken_run):
@@ -151,4 +203,9 @@ def test_empty_mask(broken_run):
     text = _log_text(work)
     assert f"patient {e.patient}, phase {e.phase}, file {work / 'bad/empty.nii.gz'}" in text
     assert "empty" in text
-    assert not (work / f"results/{e.center}/{e.patient}/{e.phase}/register/tumor.nii.gz").exists()
+    # every MR phase was bias-corrected, the phase registered, then its empty tumor mask failed
+    removed = _removed_after_failure(work, e)
+    bias = {f"{ph}/n4/bias.nii.gz" for ph in _phases(work, e.patient)}
+    assert bias | {f"{e.phase}/{name}" for name in REGISTER_FILES} <= removed, removed
+    assert f"{e.phase}/register/tumor.nii.gz" not in removed
+    assert _files_left(work, e) == []

@@ -17,6 +17,7 @@ from hccrad import studies as hccrad_studies
 from hccrad.audit.planted import find_truth
 from hccrad.audit.run import AUDIT_OUTPUTS
 from hccrad.config import project_file, register_params, settings_from_config
+from hccrad.deep.segmentation.config import cpus_per_gpu, requested_gpus
 from hccrad.plan import PREDICTED_KINDS, CohortPlan
 from hccrad.sheets import load_cohort
 from hccrad.snakemake_speedups import (
@@ -66,6 +67,13 @@ STATS_ENV = "../../envs/stats.yaml"
 # GPUs a deep training job asks for (resources: gpu); 0 on CPU-only clusters.
 DEEP_TRAIN_GPUS = SETTINGS.deep.train_gpus
 DEEP_THREADS = SETTINGS.deep.threads
+# CPUs per GPU of a GPU job (resources: cpus_per_gpu, the SLURM plugin's --cpus-per-gpu): its
+# threads over its GPUs; 0 without a GPU (the plugin then asks for `threads` CPUs per task).
+DEEP_TRAIN_CPUS_PER_GPU = cpus_per_gpu(DEEP_THREADS, DEEP_TRAIN_GPUS)
+# The U-Net training job asks for a GPU when segmentation.train.device does (cuda, cuda:N), or
+# when it is auto (the default) and deep.train_gpus > 0; none with device cpu.
+SEGMENTATION_GPUS = requested_gpus(SEGMENTATION.train, DEEP_TRAIN_GPUS)
+SEGMENTATION_CPUS_PER_GPU = cpus_per_gpu(SEGMENTATION.threads, SEGMENTATION_GPUS)
 # Jobs on the cohort's longest chain (the U-Net, then the patients it segments; the studies'
 # deep models and fits) go before per-patient jobs that are ready at the same time: the chain
 # starts as soon as its inputs exist instead of after every other patient's radiomics and

@@ -31,6 +31,7 @@ rule train_deep_model:
         mem_mb=8000,
         runtime=240,
         gpu=DEEP_TRAIN_GPUS,
+        cpus_per_gpu=DEEP_TRAIN_CPUS_PER_GPU,
     params:
         # listed so that changing the model's definition retrains it
         spec=lambda w: PLAN.deep_model_spec(w.study, w.model),

@@ -21,7 +21,8 @@ rule train_segmentation:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=0,
+        gpu=SEGMENTATION_GPUS,
+        cpus_per_gpu=SEGMENTATION_CPUS_PER_GPU,
     params:
         # listed so that changing them retrains
         train=SEGMENTATION.train,

@@ -23,9 +23,8 @@ import numpy as np
 import pandas as pd
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline
-from scipy.special import logit
+from scipy.special import expit, logit
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -59,6 +58,7 @@ __all__ = [
     "grid_search",
     "make_classifier",
     "nomogram",
+    "platt_sigmoid",
     "plot_nomogram",
     "radiomics_score",
     "score_fusion",
@@ -75,14 +75,56 @@ CLASSIFIERS = ("logistic", "svm", "knn", "random_forest", "extra_trees", "xgboos
 # --------------------------------------------------------------------------------------------
 
 
-class PlattSVC(ClassifierMixin, BaseEstimator):
-    """SVC with Platt-scaled probabilities (replaces the deprecated ``SVC(probability=True)``).
+def platt_sigmoid(f: Any, y: Any, min_slope: float = 0.0) -> tuple[float, float]:
+    """Platt's sigmoid ``P(y=1 | f) = 1 / (1 + exp(-(a f + b)))`` with the slope ``a >= min_slope``.
 
-    ``CalibratedClassifierCV(SVC(...), method="sigmoid", ensemble=False)`` on
-    ``StratifiedKFold(cv, shuffle=True, random_state)``: a sigmoid
-    ``P(y=1) = 1 / (1 + exp(A f + B))`` is fitted to out-of-fold SVC decision values ``f``, and
-    the SVC is refitted on all the data. Grid-search keys are the plain SVC ones
-    (``classifier__C``, ``classifier__gamma``...).
+    Maximum likelihood on Platt's smoothed targets (``(N+ + 1) / (N+ + 2)`` for positives,
+    ``1 / (N- + 2)`` for negatives), L-BFGS-B with ``a`` bounded below; decision values larger
+    than 30 in magnitude are rescaled first (as scikit-learn's ``_sigmoid_calibration``). Note
+    the sign: scikit-learn's calibrator stores ``A = -a``.
+    """
+    from scipy.optimize import minimize
+
+    f = np.asarray(f, dtype=float).ravel()
+    yb = binary_labels(y)
+    scale = max(float(np.abs(f).max(initial=0.0)), 30.0) / 30.0
+    F = f / scale
+    n_pos = float(yb.sum())
+    n_neg = yb.size - n_pos
+    t = np.where(yb == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+    def loss_grad(ab: np.ndarray) -> tuple[float, np.ndarray]:
+        z = ab[0] * F + ab[1]
+        loss = float(np.sum(np.logaddexp(0.0, z) - t * z))
+        r = expit(z) - t
+        return loss, np.array([r @ F, r.sum()])
+
+    start = np.array([max(1.0, min_slope * scale), np.log((n_pos + 1.0) / (n_neg + 1.0))])
+    res = minimize(
+        loss_grad,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(min_slope * scale, None), (None, None)],
+    )
+    return float(res.x[0]) / scale, float(res.x[1])
+
+
+class PlattSVC(ClassifierMixin, BaseEstimator):
+    """SVC with Platt-scaled probabilities that cannot invert the decision function.
+
+    Replaces ``SVC(probability=True)`` and ``CalibratedClassifierCV(method="sigmoid")``: the
+    SVC's decision values ``f`` are taken out of fold on ``StratifiedKFold(cv, shuffle=True,
+    random_state)`` and Platt's sigmoid ``P(y=1) = 1 / (1 + exp(-(a f + b)))`` is fitted to them
+    with the slope constrained to ``a >= 0`` (:func:`platt_sigmoid`); the SVC is refitted on all
+    the data. Unconstrained, a small cohort whose out-of-fold decision values rank the classes
+    backwards (no signal, anti-learning of cross-validation) gets a negative slope, and the
+    probabilities rank the training patients in the reverse of the SVC (a training AUC of 0.00).
+    When the constrained slope is 0 (``calibration_ == "in_sample"``), the sigmoid is fitted to
+    the refitted SVC's own training decision values instead, slope at least ``1e-6 / max|f|``:
+    the probabilities are then over-confident, but always strictly increasing in the decision
+    function, so every AUC of the probabilities is that of ``decision_function``. Grid-search
+    keys are the plain SVC ones (``classifier__C``, ``classifier__gamma``...).
     """
 
     def __init__(
@@ -104,7 +146,9 @@ class PlattSVC(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: Any, y: Any) -> PlattSVC:
-        """Fit the SVC and its sigmoid calibration."""
+        """Fit the SVC and its slope-constrained sigmoid calibration."""
+        from sklearn.model_selection import cross_val_predict
+
         self.classes_ = np.unique(np.asarray(y))
         yb = binary_labels(y)
         n_min = int(np.bincount(yb).min())
@@ -118,18 +162,26 @@ class PlattSVC(ClassifierMixin, BaseEstimator):
             class_weight=self.class_weight,
         )
         folds = StratifiedKFold(min(self.cv, n_min), shuffle=True, random_state=self.random_state)
-        self.calibrated_ = CalibratedClassifierCV(
-            svc, method="sigmoid", cv=folds, ensemble=False
-        ).fit(X, y)
-        if hasattr(self.calibrated_, "feature_names_in_"):
-            self.feature_names_in_ = self.calibrated_.feature_names_in_
-        self.n_features_in_ = self.calibrated_.n_features_in_
+        oof = cross_val_predict(svc, X, yb, cv=folds, method="decision_function")
+        self.svc_ = svc.fit(X, yb)
+        self.slope_, self.intercept_ = platt_sigmoid(oof, yb)
+        self.calibration_ = "out_of_fold"
+        if self.slope_ <= 0.0:
+            f = self.svc_.decision_function(X)
+            floor = 1e-6 / max(float(np.abs(f).max(initial=0.0)), 1e-12)
+            self.slope_, self.intercept_ = platt_sigmoid(f, yb, min_slope=floor)
+            self.calibration_ = "in_sample"
+        if hasattr(self.svc_, "feature_names_in_"):
+            self.feature_names_in_ = self.svc_.feature_names_in_
+        self.n_features_in_ = self.svc_.n_features_in_
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Platt-scaled class probabilities (columns in ``classes_`` order)."""
-        check_is_fitted(self, "calibrated_")
-        return self.calibrated_.predict_proba(X)
+        check_is_fitted(self, "svc_")
+        z = self.slope_ * self.decision_function(X) + self.intercept_
+        p = expit(z)
+        return np.column_stack([1.0 - p, p])
 
     def predict(self, X: Any) -> np.ndarray:
         """Class with the larger calibrated probability."""
@@ -137,8 +189,8 @@ class PlattSVC(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Decision value of the SVC refitted on all the training data."""
-        check_is_fitted(self, "calibrated_")
-        return self.calibrated_.calibrated_classifiers_[0].estimator.decision_function(X)
+        check_is_fitted(self, "svc_")
+        return self.svc_.decision_function(X)
 
 
 def make_classifier(name: str, params: Mapping[str, Any] | None = None, seed: int = 0) -> Any:

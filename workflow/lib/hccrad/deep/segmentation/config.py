@@ -141,3 +141,30 @@ class SegConfig:
         }
         values.update(overrides)
         return cls(**values)
+
+
+def requested_gpus(train: Mapping[str, Any], cluster_gpus: int) -> int:
+    """GPUs the U-Net training job requests (``resources: gpu``) for the config's ``train``.
+
+    ``device: cpu`` requests none; ``cuda`` one and ``cuda:N`` N + 1 (a job sees only its
+    allocated GPUs, numbered from 0); ``auto`` (the default) follows ``deep.train_gpus``
+    (``cluster_gpus``: 0 on a CPU-only cluster), at most one: the training uses one device.
+    """
+    device = str(train.get("device", SegConfig.device))
+    if device == "cpu":
+        return 0
+    if device == "auto":
+        return min(1, max(0, int(cluster_gpus)))
+    if device == "cuda":
+        return 1
+    index = device.partition(":")[2]
+    if device.startswith("cuda:") and index.isdigit():
+        return int(index) + 1
+    raise ConfigError(f"segmentation.train.device {device!r} is not auto, cpu or cuda[:N]")
+
+
+def cpus_per_gpu(threads: int, gpus: int) -> int:
+    """CPUs per GPU of a GPU job (``resources: cpus_per_gpu``): its threads spread over its
+    GPUs, rounded up; 0 when it requests no GPU (the SLURM plugin then asks for ``threads``
+    CPUs per task)."""
+    return -(-max(1, int(threads)) // int(gpus)) if gpus > 0 else 0

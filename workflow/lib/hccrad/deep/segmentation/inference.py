@@ -51,7 +51,10 @@ def load_model(
 
     Args:
         checkpoint: file path, the loaded dictionary, or an already loaded model (returned as is).
-        device: override of the checkpoint config's device (``"auto"``, ``"cpu"``, ``"cuda"``).
+        device: the device to run on (``"auto"``, ``"cpu"``, ``"cuda"``); None: the
+            checkpoint config's device, except that a CUDA device (where the model trained)
+            becomes the CPU on a machine without CUDA: a GPU-trained U-Net segments on CPU
+            nodes. The tensors are always read onto the CPU first.
     """
     from hccrad.deep.device import resolve_device  # imports torch: keeps this package light
 
@@ -69,6 +72,9 @@ def load_model(
     if data.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"not a {CHECKPOINT_FORMAT} checkpoint (format {data.get('format')!r})")
     config = SegConfig.from_dict(data["config"])
+    if device is None and config.device.startswith("cuda") and not torch.cuda.is_available():
+        log.info("U-Net trained on %s; no CUDA here: running on the CPU", config.device)
+        device = "cpu"
     dev = resolve_device(device or config.device)
     net = build_net(config)
     net.load_state_dict(data["state_dict"])
