@@ -18,12 +18,14 @@ from hccrad.stats.roc import (
     classification_metrics,
     delong_placements,
     delong_test,
+    delong_unpaired_test,
     net_benefit,
     nri,
     proportion_ci,
     rank_sum_test,
     rate_cis,
     roc_curve,
+    unpaired_auc_test,
     youden_cutoff,
 )
 
@@ -32,6 +34,13 @@ ASAH_AUC_WFNS = 0.823678861788618
 ASAH_VAR_WFNS = 0.00146991470882363
 ASAH_Z = 2.20898359144091
 ASAH_P = 0.0271757822291882
+# pROC's tests/testthat/test-roc.test.R, "unpaired roc.test statistic and p are as expected":
+# roc.test(r.a, r.b, paired = FALSE) on aSAH (D and p of DeLong's unpaired test)
+ASAH_UNPAIRED = {
+    ("wfns", "s100b"): (1.43490640926908, 0.152825378808796),
+    ("wfns", "ndka"): (3.10125096778969, 0.00220950791756457),
+    ("ndka", "s100b"): (-1.55995743389685, 0.120192832430845),
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +87,22 @@ def test_asah_ci_is_delong_normal_interval(asah):
     assert (round(lo, 4), round(hi, 4)) == (0.7485, 0.8988)
 
 
+@pytest.mark.parametrize("pair", list(ASAH_UNPAIRED))
+def test_asah_unpaired_delong_matches_proc(asah, pair):
+    y = asah["outcome"] == "Poor"
+    a, b = pair
+    d, p = ASAH_UNPAIRED[pair]
+    res = delong_unpaired_test(y, asah[a], y, asah[b])
+    assert res.z == pytest.approx(d, abs=1e-9)
+    assert res.p == pytest.approx(p, rel=1e-9)
+    assert res.n_a == res.n_b == 113
+    # each AUC's variance is the one-sample DeLong variance; reversed order flips the sign only
+    if a == "wfns":
+        assert res.var_a == pytest.approx(ASAH_VAR_WFNS, abs=1e-12)
+    rev = delong_unpaired_test(y, asah[b], y, asah[a])
+    assert (rev.z, rev.p, rev.df) == pytest.approx((-res.z, res.p, res.df), rel=1e-12)
+
+
 # --------------------------------------------------------------------------- brute force DeLong
 
 
@@ -112,6 +137,73 @@ def test_delong_against_explicit_placement_values(seed):
     _, v10, v01 = delong_placements(y, a)
     np.testing.assert_allclose(v10, v10a, atol=1e-12)
     np.testing.assert_allclose(v01, v01a, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_unpaired_delong_against_explicit_placement_values(seed):
+    """Two independent tied samples of different sizes: AUCs and variances by double loops,
+    ``z = (A1 - A2) / sqrt(V1 + V2)``, the Welch-Satterthwaite df and the t tail probability
+    as a regularized incomplete beta ``I_{df/(df+z^2)}(df/2, 1/2)``."""
+    from scipy import special
+
+    rng = np.random.default_rng(seed)
+    ya, a, _ = _tied_sample(rng, 9, 13)
+    yb, b, _ = _tied_sample(rng, 16, 7)
+    b = b + 1.0  # shift: a different AUC
+
+    def brute(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+        xs, ys = s[y == 1], s[y == 0]
+        psi = np.array([[_psi(xi, yj) for yj in ys] for xi in xs])
+        v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+        var = (
+            np.sum((v10 - psi.mean()) ** 2) / (xs.size - 1) / xs.size
+            + np.sum((v01 - psi.mean()) ** 2) / (ys.size - 1) / ys.size
+        )
+        return psi.mean(), var
+
+    auc_a, var_a = brute(ya, a)
+    auc_b, var_b = brute(yb, b)
+    z = (auc_a - auc_b) / math.sqrt(var_a + var_b)
+    df = (var_a + var_b) ** 2 / (var_a**2 / (22 - 1) + var_b**2 / (23 - 1))
+    p = special.betainc(df / 2, 0.5, df / (df + z * z))
+    res = delong_unpaired_test(ya, a, yb, b)
+    assert (res.auc_a, res.auc_b) == pytest.approx((auc_a, auc_b), abs=1e-12)
+    assert (res.var_a, res.var_b) == pytest.approx((var_a, var_b), abs=1e-12)
+    assert res.z == pytest.approx(z, abs=1e-9) and abs(res.z) > 0.1
+    assert res.df == pytest.approx(df, rel=1e-9)
+    assert res.p == pytest.approx(p, rel=1e-9)
+    assert res.p_normal == pytest.approx(math.erfc(abs(z) / math.sqrt(2)), rel=1e-9)
+    assert (res.n_a, res.n_b) == (22, 23)
+
+
+def test_unpaired_delong_closed_form():
+    """Sample a: cases {1, 3}, controls {0, 2}: AUC 3/4, placements V10 = (1/2, 1),
+    V01 = (1, 1/2), Var = 1/8. Sample b separates perfectly: AUC 1, Var 0. So
+    ``z = -1/4 / sqrt(1/8) = -1/sqrt(2)``, ``df = 3`` and, with Student's t(3) CDF
+    ``F(t) = 1/2 + (t/sqrt3 / (1 + t^2/3) + atan(t/sqrt3)) / pi``,
+    ``p = 1 - 2/pi (x/sqrt3 / (1 + x^2/3) + atan(x/sqrt3))`` at ``x = 1/sqrt2``."""
+    res = delong_unpaired_test([1, 1, 0, 0], [1, 3, 0, 2], [1, 1, 0, 0], [5, 6, 1, 2])
+    assert (res.auc_a, res.var_a, res.auc_b, res.var_b) == pytest.approx((0.75, 0.125, 1, 0))
+    x = 1 / math.sqrt(2)
+    assert res.z == pytest.approx(-x, abs=1e-12)
+    assert res.df == pytest.approx(3.0, abs=1e-12)
+    u = x / math.sqrt(3)
+    p = 1 - 2 / math.pi * (u / (1 + x * x / 3) + math.atan(u))
+    assert res.p == pytest.approx(p, abs=1e-12)
+    assert p == pytest.approx(0.5304778, abs=1e-7)
+    assert res.p_normal == pytest.approx(math.erfc(0.5), abs=1e-12)
+
+
+def test_unpaired_auc_test_zero_variance_and_small_samples():
+    same = unpaired_auc_test(1.0, 0.0, 10, 1.0, 0.0, 12)
+    assert (same.z, same.p, same.p_normal) == (0.0, 1.0, 1.0) and math.isnan(same.df)
+    apart = unpaired_auc_test(1.0, 0.0, 10, 0.0, 0.0, 12)
+    assert apart.z == math.inf and apart.p == 0.0
+    # one variance 0: df = (n - 1) of the other sample
+    one = unpaired_auc_test(0.8, 0.01, 30, 0.6, 0.0, 5)
+    assert one.df == pytest.approx(29.0) and one.z == pytest.approx(2.0)
+    with pytest.raises(InputError):
+        unpaired_auc_test(0.8, 0.01, 1, 0.6, 0.01, 5)
 
 
 def test_auc_is_mann_whitney_u():

@@ -14,15 +14,18 @@ from hccrad.stats.roc import (
     CalibrationResult,
     DeLongResult,
     NRIResult,
+    UnpairedDeLongResult,
     auc,
     auc_ci,
     calibration,
     classification_metrics,
     delong_placements,
     delong_test,
+    delong_unpaired_test,
     net_benefit,
     nri,
     roc_curve,
+    unpaired_auc_test,
     youden_cutoff,
 )
 from hccrad.stats.survival import (
@@ -47,6 +50,7 @@ __all__ = [
     "DeLongResult",
     "LogRankResult",
     "NRIResult",
+    "UnpairedDeLongResult",
     "auc",
     "auc_ci",
     "baseline_table",
@@ -56,6 +60,7 @@ __all__ = [
     "cutpoint_groups",
     "delong_placements",
     "delong_test",
+    "delong_unpaired_test",
     "icc",
     "kaplan_meier",
     "logrank",
@@ -67,6 +72,7 @@ __all__ = [
     "roc_curve",
     "survival_at",
     "univariable_cox",
+    "unpaired_auc_test",
     "youden_cutoff",
 ]
 

@@ -29,18 +29,21 @@ __all__ = [
     "DeLongResult",
     "NRIResult",
     "RankSumResult",
+    "UnpairedDeLongResult",
     "auc",
     "auc_ci",
     "calibration",
     "classification_metrics",
     "delong_placements",
     "delong_test",
+    "delong_unpaired_test",
     "net_benefit",
     "nri",
     "proportion_ci",
     "rank_sum_test",
     "rate_cis",
     "roc_curve",
+    "unpaired_auc_test",
     "youden_cutoff",
 ]
 
@@ -144,6 +147,76 @@ def delong_test(y_true: ArrayLike, score_a: ArrayLike, score_b: ArrayLike) -> De
         z = (a_auc - b_auc) / math.sqrt(var_diff)
         p = float(2.0 * stats.norm.sf(abs(z)))
     return DeLongResult(a_auc, b_auc, var_a, var_b, cov, float(z), p)
+
+
+@dataclass(frozen=True)
+class UnpairedDeLongResult:
+    """Unpaired DeLong test of two AUCs from independent samples (different subjects).
+
+    Attributes:
+        auc_a, auc_b: The two AUCs.
+        var_a, var_b: Their DeLong variances (:func:`auc_ci`'s).
+        z: ``(auc_a - auc_b) / sqrt(var_a + var_b)`` (pROC's ``D``).
+        df: Welch-Satterthwaite degrees of freedom
+            ``(var_a + var_b)^2 / (var_a^2 / (N_a - 1) + var_b^2 / (N_b - 1))``, ``N`` = subjects.
+        p: Two-sided ``2 P(T_df > |z|)`` (pROC ``roc.test(paired = FALSE)``).
+        p_normal: Two-sided ``2 Phi(-|z|)`` (the large-sample normal reference).
+        n_a, n_b: Subjects in each sample.
+    """
+
+    auc_a: float
+    auc_b: float
+    var_a: float
+    var_b: float
+    z: float
+    df: float
+    p: float
+    p_normal: float
+    n_a: int
+    n_b: int
+
+
+def unpaired_auc_test(
+    auc_a: float, var_a: float, n_a: int, auc_b: float, var_b: float, n_b: int
+) -> UnpairedDeLongResult:
+    """Two-sided test of two independent AUCs from their variances and sample sizes (``n``:
+    subjects, cases and controls together), pROC's ``delong.unpaired.test`` formulas.
+
+    ``z = (auc_a - auc_b) / sqrt(var_a + var_b)``; ``p`` refers ``z`` to Student's t with the
+    Welch-Satterthwaite ``df = (var_a + var_b)^2 / (var_a^2 / (n_a - 1) + var_b^2 / (n_b - 1))``,
+    ``p_normal`` to the standard normal. When both variances are 0: ``z = 0, p = 1`` for equal
+    AUCs, else ``z = +/-inf, p = 0``.
+    """
+    if n_a < 2 or n_b < 2:
+        raise InputError(f"each sample needs at least 2 subjects, got {n_a} and {n_b}")
+    var = var_a + var_b
+    if var <= 0.0:
+        z = 0.0 if auc_a == auc_b else math.copysign(math.inf, auc_a - auc_b)
+        df, p, p_norm = math.nan, float(z == 0.0), float(z == 0.0)
+    else:
+        z = (auc_a - auc_b) / math.sqrt(var)
+        df = var**2 / (var_a**2 / (n_a - 1) + var_b**2 / (n_b - 1))
+        p = float(2.0 * stats.t.sf(abs(z), df))
+        p_norm = float(2.0 * stats.norm.sf(abs(z)))
+    return UnpairedDeLongResult(
+        float(auc_a), float(auc_b), float(var_a), float(var_b), float(z), float(df), p, p_norm,
+        int(n_a), int(n_b),
+    )  # fmt: skip
+
+
+def delong_unpaired_test(
+    y_a: ArrayLike, score_a: ArrayLike, y_b: ArrayLike, score_b: ArrayLike
+) -> UnpairedDeLongResult:
+    """Two-sided DeLong test of ``AUC_a = AUC_b`` for two independent samples (e.g. training
+    vs validation patients, 1.5 T vs 3.0 T), as pROC's ``roc.test(method = "delong",
+    paired = FALSE)``: :func:`unpaired_auc_test` of each sample's AUC and DeLong variance
+    (:func:`auc_ci`'s); there is no covariance term."""
+    a_auc, a10, a01 = delong_placements(y_a, score_a)
+    b_auc, b10, b01 = delong_placements(y_b, score_b)
+    return unpaired_auc_test(
+        a_auc, _delong_var(a10, a01), a10.size + a01.size,
+        b_auc, _delong_var(b10, b01), b10.size + b01.size,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- ROC and cut-offs

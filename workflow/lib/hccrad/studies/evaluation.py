@@ -1,5 +1,7 @@
-"""Evaluation of a study's predictions: performance per split at the training cut-off, paired
-comparisons (DeLong, NRI), calibration, decision curves, AUC by group and baseline tables."""
+"""Evaluation of a study's predictions: performance per split at the training cut-off with the
+unpaired DeLong test against the training AUC, paired comparisons (DeLong, NRI), calibration,
+decision curves, AUC by subgroup per split (unpaired DeLong between subgroups) and baseline
+tables."""
 
 from __future__ import annotations
 
@@ -17,11 +19,15 @@ from hccrad.stats import (
     calibration,
     classification_metrics,
     delong_test,
+    delong_unpaired_test,
     net_benefit,
     nri,
 )
 from hccrad.stats.roc import RATE_COUNTS, rate_cis
 from hccrad.studies.spec import StudySpec
+
+#: The split whose AUC the held-out splits are tested against (``train_delong_*``).
+TRAIN = "train"
 
 
 def _classes(y: np.ndarray) -> tuple[int, int]:
@@ -52,7 +58,9 @@ def performance_table(
     classification metrics at the model's **training** Youden cut-off (``cutoff``), each rate
     with its ``level`` confidence interval (``{rate}_lower``, ``{rate}_upper``; ``rate_ci``:
     ``wilson`` or ``clopper_pearson``, :func:`hccrad.stats.roc.proportion_ci`); ``note`` says
-    why values are NaN (no patients, one class, a failed fit)."""
+    why values are NaN (no patients, one class, a failed fit). ``train_delong_z`` and
+    ``train_delong_p``: the unpaired DeLong test of the split's AUC against the model's
+    training AUC (the overfitting test; NaN on the training split itself)."""
     rows = []
     metric_cols = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "tp", "fp", "tn", "fn")
     ci_cols = tuple(f"{r}_{b}" for r in RATE_COUNTS for b in ("lower", "upper"))
@@ -76,10 +84,25 @@ def performance_table(
                     row.update(rate_cis(row, level, rate_ci))
                 elif len(sub):
                     note = note or "no training cut-off"
+            row["train_delong_z"], row["train_delong_p"] = np.nan, np.nan
+            if not note and split != TRAIN:
+                row["train_delong_z"], row["train_delong_p"] = _vs_train(predictions, model, sub)
             row["note"] = note
             rows.append(row)
     cols = ["model", "split", "n", "n_pos", "auc", "auc_lower", "auc_upper", "cutoff"]
-    return pd.DataFrame(rows, columns=[*cols, *metric_cols, *ci_cols, "note"])
+    tests = ["train_delong_z", "train_delong_p"]
+    return pd.DataFrame(rows, columns=[*cols, *metric_cols, *ci_cols, *tests, "note"])
+
+
+def _vs_train(predictions: pd.DataFrame, model: str, sub: pd.DataFrame) -> tuple[float, float]:
+    """Unpaired DeLong ``(z, p)`` of ``sub``'s AUC minus the model's training AUC (NaN when
+    either sample has one class only)."""
+    tr = predictions[(predictions["model"] == model) & (predictions["split"] == TRAIN)]
+    y_tr, y = tr["label"].to_numpy(float), sub["label"].to_numpy(float)
+    if degenerate(y_tr) or degenerate(y):
+        return np.nan, np.nan
+    d = delong_unpaired_test(y, sub["score"].to_numpy(float), y_tr, tr["score"].to_numpy(float))
+    return d.z, d.p
 
 
 def _paired(predictions: pd.DataFrame, a: str, b: str, split: str) -> pd.DataFrame:
@@ -241,36 +264,63 @@ def by_group_table(
     columns: Sequence[str],
     models: Sequence[str],
     level: float = 0.95,
+    splits: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """AUC per model within each value of ``columns`` (center, field strength...), over all
-    evaluated patients (``scope = all``) and over the held-out ones (``held_out``)."""
-    rows = []
+    """AUC per model within each value of ``columns`` (center, field strength...) over all
+    evaluated patients (``scope = all``), the held-out ones (``held_out``) and each split
+    (``scope`` = the split's name; ``splits`` default: those of ``predictions``, training
+    first). Within a model, scope and column, each value's AUC is compared with the first
+    evaluable value's (``reference``) by the unpaired DeLong test: ``delong_z`` (this value's
+    AUC minus the reference's) and ``delong_p``."""
+    if splits is None:
+        splits = sorted(dict.fromkeys(predictions["split"]), key=lambda s: s != TRAIN)
     present = [c for c in columns if c in clinical.columns]
+    rows: list[dict[str, Any]] = []
     for model in models:
         pm = predictions[predictions["model"] == model]
-        for scope in ("all", "held_out"):
-            ps = pm if scope == "all" else pm[pm["split"] != "train"]
+        scopes = {"all": pm, "held_out": pm[pm["split"] != TRAIN]}
+        scopes.update({s: pm[pm["split"] == s] for s in splits})
+        for scope, ps in scopes.items():
             for col in present:
-                vals = clinical[col].reindex(ps["patient"]).to_numpy()
-                text = np.array(
-                    [
-                        "" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v))
-                        for v in vals
-                    ]
-                )
-                for value in sorted(set(text) - {""}):
-                    sel = text == value
-                    y = ps["label"].to_numpy(float)[sel]
-                    s = ps["score"].to_numpy(float)[sel]
-                    row = {"model": model, "scope": scope, "by": col, "value": value}
-                    row.update(n=int(sel.sum()), n_pos=_classes(y)[0])
-                    note = degenerate(y)
-                    a = lo = hi = np.nan
-                    if not note:
-                        a, lo, hi = auc_ci(y, s, level)
-                    rows.append({**row, "auc": a, "auc_lower": lo, "auc_upper": hi, "note": note})
-    cols = ["model", "scope", "by", "value", "n", "n_pos", "auc", "auc_lower", "auc_upper", "note"]
-    return pd.DataFrame(rows, columns=cols)
+                labels = _group_labels(clinical[col].reindex(ps["patient"]).to_numpy())
+                base = {"model": model, "scope": scope, "by": col}
+                rows += _subgroup_rows(ps, labels, base, level)
+    cols = ["model", "scope", "by", "value", "n", "n_pos", "auc", "auc_lower", "auc_upper"]
+    return pd.DataFrame(rows, columns=[*cols, "reference", "delong_z", "delong_p", "note"])
+
+
+def _group_labels(values: np.ndarray) -> np.ndarray:
+    """Subgroup labels as text (``1.5``, ``3`` for floats; ``""`` for a missing value)."""
+    return np.array(
+        ["" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v)) for v in values],
+        dtype=object,
+    )
+
+
+def _subgroup_rows(
+    ps: pd.DataFrame, labels: np.ndarray, base: Mapping[str, Any], level: float
+) -> list[dict[str, Any]]:
+    """One row per subgroup label (sorted): n, cases, AUC with its DeLong CI and the unpaired
+    DeLong test against the first evaluable subgroup (the ``reference``; its own row and the
+    one-class subgroups have none)."""
+    y_all, s_all = ps["label"].to_numpy(float), ps["score"].to_numpy(float)
+    ref: tuple[str, np.ndarray, np.ndarray] | None = None
+    rows = []
+    for value in sorted(set(labels) - {""}):
+        sel = labels == value
+        y, s = y_all[sel], s_all[sel]
+        row = {**base, "value": value, "n": int(sel.sum()), "n_pos": _classes(y)[0]}
+        row.update(auc=np.nan, auc_lower=np.nan, auc_upper=np.nan, reference="")
+        row.update(delong_z=np.nan, delong_p=np.nan, note=degenerate(y))
+        if not row["note"]:
+            row["auc"], row["auc_lower"], row["auc_upper"] = auc_ci(y, s, level)
+            if ref is None:
+                ref = (value, y, s)
+            else:
+                d = delong_unpaired_test(y, s, ref[1], ref[2])
+                row.update(reference=ref[0], delong_z=d.z, delong_p=d.p)
+        rows.append(row)
+    return rows
 
 
 def baseline_tables(
