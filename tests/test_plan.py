@@ -123,7 +123,10 @@ def test_deep_inputs_follow_modality_phases_and_tumor(plan: CohortPlan) -> None:
     # P4 has no PVP (no habitat_slices) and no DP (no er_stack); P2's AP tumor is predicted
     assert names["P4"] == ["mvi_tumor_cube", "mvi_ring_cube"]
     assert names["P1"] == ["habitat_slices", "mvi_tumor_cube", "mvi_ring_cube"]
-    assert [s.name for s in plan.habitat_deep_inputs("P1")] == ["habitat_subregion_slices"]
+    assert [s.name for s in plan.habitat_deep_inputs("P1")] == [
+        "habitat_subregion_slices",
+        "habitat_subregion_cubes",
+    ]
     assert plan.habitat_deep_inputs("P4") == []
     sub = SETTINGS.deep_inputs["habitat_subregion_slices"]
     assert plan.deep_input_patients(sub) == ["P1", "P2", "P3"]
