@@ -14,12 +14,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from hccrad.config import load_settings
 from hccrad.stats.models import build_pipeline
 from hccrad.studies import load_study
+from hccrad.studies.evaluation import baseline_tables
 from hccrad.studies.splits import study_splits
 from hccrad.studies.survival import OutcomeCohort, outcome_members, survival_options
+from hccrad.studies.tables import study_clinical
 from hccrad.synth.cohort import clinical_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +139,8 @@ def test_baseline_and_survival(spec) -> None:
         "mvi",
     ]
     assert spec.baseline["nonnormal"] == ["tumor_size_mm"]
+    # "Shapiro-Wilk test and Bartlett test": Student's t for equal variances
+    assert spec.baseline["variance_test"] == "bartlett"
     # Table 1's "HBV or HCV infection" is one variable
     assert spec.derived["viral_hepatitis"] == {"columns": ["hbv", "hcv"], "op": "any"}
     sv = spec.survival
@@ -162,6 +167,25 @@ def test_baseline_and_survival(spec) -> None:
     # mRECIST responders vs non-responders (Wilcoxon rank-sum); score by class
     assert opts.response == {"column": "tace_response", "test": "rank_sum", "responders": [1]}
     assert opts.score_by_class
+
+
+def test_baseline_table_takes_bartletts_choice(spec) -> None:
+    """Table 1 by split on the synthetic cohort: age (normal) is compared by Student's t when
+    Bartlett's P >= 0.05, else Welch's t (scipy on the same patients)."""
+    rows, _ = clinical_tables(seed=42, n_patients=360, modality="CT")
+    clinical = study_clinical(spec, pd.DataFrame(rows))
+    split = study_splits(spec, clinical, seed=42).set_index("patient")["split"]
+    y = clinical.loc[split.index[split.isin(["train", "validation"])], spec.label]
+    tab = baseline_tables(spec, clinical, split, y)
+    row = tab[(tab["table"] == "by_split") & (tab["variable"] == "age")].iloc[0]
+    ages = [
+        clinical.loc[y.index[split[y.index] == s], "age"].to_numpy()
+        for s in ("train", "validation")
+    ]
+    assert min(stats.shapiro(a).pvalue for a in ages) >= 0.05
+    equal = stats.bartlett(*ages).pvalue >= 0.05
+    assert row["test"] == ("Student t-test" if equal else "Welch t-test")
+    assert float(row["p"]) == pytest.approx(stats.ttest_ind(*ages, equal_var=equal).pvalue)
 
 
 def test_outcome_cohorts_never_hold_training_patients(spec) -> None:

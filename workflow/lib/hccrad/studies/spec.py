@@ -243,7 +243,7 @@ _SECTION_DEFAULTS: dict[str, Any] = {
         "by": ["center", "field_strength"],
     },
     "shap": {"max_patients": 60, "background": 20, "nsamples": None, "max_display": 10},
-    "baseline": {"variables": [], "categorical": [], "nonnormal": []},
+    "baseline": {"variables": [], "categorical": [], "nonnormal": [], "variance_test": "none"},
     "survival": {
         "model": None,
         "endpoints": {},
