@@ -206,6 +206,11 @@ def _check_derived(spec: StudySpec, bad: Report) -> None:
             bad(key, f"op {op} takes {'columns (several)' if multi else 'one column'}")
         if multi and "value" in dspec:
             bad(f"{key}.value", f"{op} takes no value")
+        weights = dspec.get("weights")
+        if weights is not None and op != "sum":
+            bad(f"{key}.weights", "weights belong to op sum")
+        elif weights is not None and len(weights) != len(dspec.get("columns", [])):
+            bad(f"{key}.weights", f"one weight per column ({len(dspec.get('columns', []))})")
         if ("bins" in dspec or "labels" in dspec) and op != "cut":
             bad(key, "bins and labels belong to op cut")
         if op in ("gt", "ge", "lt", "le") and not isinstance(value, int | float):

@@ -54,7 +54,8 @@ def derive_columns(
     Several source ``columns`` (each read as a number): ``any`` / ``all`` -> 1.0 when any / all
     of them are non-zero (``any``: 1.0 as soon as one known value is non-zero, 0.0 only when
     all are known and zero; ``all``: 0.0 as soon as one known value is zero); ``sum`` -> their
-    sum (missing when one is missing).
+    sum, weighted by ``weights`` (one number per column, default 1; e.g. the six-and-twelve
+    score = diameter in mm x 0.1 + number), missing when one is missing.
     """
     out = clinical.copy()
     for name, d in derived.items():
@@ -63,7 +64,7 @@ def derive_columns(
         if absent:
             raise InputError(f"derived column {name!r}: source column(s) {absent} not in the table")
         if "columns" in d:
-            out[name] = _derive_many(out[sources], d["op"], name)
+            out[name] = _derive_many(out[sources], d["op"], name, d.get("weights"))
         else:
             out[name] = _derive_one(out[sources[0]], d, name)
     return out
@@ -108,10 +109,15 @@ def _derive_one(src: pd.Series, d: Mapping[str, Any], name: str) -> pd.Series:
     return vals.where(~miss)
 
 
-def _derive_many(src: pd.DataFrame, op: str, name: str) -> pd.Series:
-    """One derived column from several source columns (``any``, ``all``, ``sum``)."""
+def _derive_many(
+    src: pd.DataFrame, op: str, name: str, weights: Sequence[float] | None = None
+) -> pd.Series:
+    """One derived column from several source columns (``any``, ``all``, ``sum`` with
+    optional ``weights``)."""
     num = src.apply(pd.to_numeric, errors="coerce")
     if op == "sum":
+        if weights is not None:
+            num = num * np.asarray(weights, dtype=float)
         return num.sum(axis=1, min_count=num.shape[1]).where(num.notna().all(axis=1))
     if op not in ("any", "all"):  # pragma: no cover - the schema rejects other ops
         raise ConfigError(f"derived column {name!r}: op {op!r} takes one column")
