@@ -22,6 +22,7 @@ from hccrad.stats.models import PlattSVC, build_pipeline
 from hccrad.stats.selection import CorrelationFilter, RFESelector
 from hccrad.studies import load_study
 from hccrad.studies.splits import study_splits
+from hccrad.studies.tables import study_clinical
 
 STUDY = ROOT / "config" / "studies" / "mvi_biregional.yaml"
 CONFIG = ROOT / "config" / "config.yaml"
@@ -238,9 +239,37 @@ def test_every_deviation_has_a_reason(spec):
     # matched now: the hepatitis variable, the Clin-R feature pooling
     assert not steps & {"clinical variables", "Clin-R"}
     not_yet = {d["step"] for d in devs if d["reason"].startswith("not implemented yet")}
-    # the r3d_18 layout, freeze_backbone, the intensity window, the pooled CR-DLR and the pruned
-    # clinical model exist now; only the exclusion filter is missing
-    assert not_yet == {"patient criteria"}
+    # the r3d_18 layout, freeze_backbone, the intensity window, the pooled CR-DLR, the pruned
+    # clinical model and the patient criteria exist now (left: columns the cohort lacks)
+    assert not_yet == set()
+
+
+def test_patient_criteria(spec):
+    """Inclusion (2) and (5): a known MVI label and complete labs; exclusion (2) and (3):
+    macrovascular invasion (CNLC IIIa) and extrahepatic metastasis (IIIb). On the synthetic
+    cohort they remove exactly its CNLC IIIa patients, before the split."""
+    from hccrad.synth import clinical_tables
+
+    assert [(c["column"], c["op"]) for c in spec.include] == [
+        ("mvi", "notna"), ("afp", "notna"), ("alt", "notna"), ("ast", "notna")
+    ]  # fmt: skip
+    assert [(c["column"], c["op"], c["value"]) for c in spec.exclude] == [
+        ("cnlc", "isin", ["IIIa", "IIIb"])
+    ]
+    rows, _ = clinical_tables(seed=42, n_patients=120, modality="MR", null=False)
+    raw = pd.DataFrame(rows)
+    raw.loc[3, "alt"] = None  # incomplete labs
+    raw.loc[5, "mvi"] = None  # MVI not diagnosed
+    out = raw["cnlc"].isin(["IIIa", "IIIb"]) | raw["alt"].isna() | raw["mvi"].isna()
+    assert raw["cnlc"].eq("IIIa").sum() > 0
+    clinical = study_clinical(spec, raw)
+    assert set(clinical.index) == set(raw.loc[~out, "patient"])
+    record = clinical.attrs["criteria"]
+    assert record["n_excluded"] == int(out.sum())
+    assert record["patients"][raw.loc[3, "patient"]] == "laboratory tests incomplete"
+    assert record["patients"][raw.loc[5, "patient"]] == "MVI not diagnosed at pathology"
+    split = study_splits(spec, raw, seed=42)
+    assert set(split["patient"]) == set(raw.loc[~out, "patient"])
 
 
 def test_demo_delta_validates_and_keeps_the_design(spec):

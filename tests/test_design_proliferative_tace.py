@@ -14,12 +14,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from hccrad.config import load_settings
 from hccrad.stats.models import build_pipeline
 from hccrad.studies import load_study
+from hccrad.studies.evaluation import baseline_tables
 from hccrad.studies.splits import study_splits
 from hccrad.studies.survival import OutcomeCohort, outcome_members, survival_options
+from hccrad.studies.tables import study_clinical
 from hccrad.synth.cohort import clinical_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,16 +139,28 @@ def test_baseline_and_survival(spec) -> None:
         "mvi",
     ]
     assert spec.baseline["nonnormal"] == ["tumor_size_mm"]
+    # "Shapiro-Wilk test and Bartlett test": Student's t for equal variances
+    assert spec.baseline["variance_test"] == "bartlett"
     # Table 1's "HBV or HCV infection" is one variable
     assert spec.derived["viral_hepatitis"] == {"columns": ["hbv", "hcv"], "op": "any"}
     sv = spec.survival
     # PFS by the radiomics score's optimal cut-point (surv_cutpoint: minprop 0.1)
     assert sv.model == "radscore" and sv.endpoints["pfs"] == ("pfs_months", "pfs_event")
     assert sv.min_prop == 0.1
-    # Table 3 covariates (six-and-twelve score by its components)
+    # Table 3 covariates; the six-and-twelve score = largest diameter (cm) + number of tumors,
+    # per point (the synthetic tumors never reach the "high" stratum, > 12)
     assert spec.derived["age_gt_50"] == {"column": "age", "op": "gt", "value": 50}
-    assert {"age_gt_50", "male", "afp_gt_200"} <= set(sv.covariates)
-    assert {"tumor_size_mm", "tumor_number"} <= set(sv.covariates)
+    assert sv.covariates == ("age_gt_50", "male", "afp_gt_200", "six_and_twelve")
+    assert spec.derived["six_and_twelve"] == {
+        "columns": ["tumor_size_mm", "tumor_number"],
+        "op": "sum",
+        "weights": [0.1, 1],
+    }
+    assert spec.derived["six_and_twelve_high"] == {
+        "column": "six_and_twelve",
+        "op": "gt",
+        "value": 12,
+    }
     assert sv.screen_p is None
     assert sv.km_scope == "held_out" and sv.cox_scope == "held_out"
     opts = survival_options(spec)
@@ -162,6 +177,38 @@ def test_baseline_and_survival(spec) -> None:
     # mRECIST responders vs non-responders (Wilcoxon rank-sum); score by class
     assert opts.response == {"column": "tace_response", "test": "rank_sum", "responders": [1]}
     assert opts.score_by_class
+
+
+def test_baseline_table_takes_bartletts_choice(spec) -> None:
+    """Table 1 by split on the synthetic cohort: age (normal) is compared by Student's t when
+    Bartlett's P >= 0.05, else Welch's t (scipy on the same patients)."""
+    rows, _ = clinical_tables(seed=42, n_patients=360, modality="CT")
+    clinical = study_clinical(spec, pd.DataFrame(rows))
+    split = study_splits(spec, clinical, seed=42).set_index("patient")["split"]
+    y = clinical.loc[split.index[split.isin(["train", "validation"])], spec.label]
+    tab = baseline_tables(spec, clinical, split, y)
+    row = tab[(tab["table"] == "by_split") & (tab["variable"] == "age")].iloc[0]
+    ages = [
+        clinical.loc[y.index[split[y.index] == s], "age"].to_numpy()
+        for s in ("train", "validation")
+    ]
+    assert min(stats.shapiro(a).pvalue for a in ages) >= 0.05
+    equal = stats.bartlett(*ages).pvalue >= 0.05
+    assert row["test"] == ("Student t-test" if equal else "Welch t-test")
+    assert float(row["p"]) == pytest.approx(stats.ttest_ind(*ages, equal_var=equal).pvalue)
+
+
+def test_six_and_twelve_score_on_the_synthetic_cohort(spec) -> None:
+    """The six-and-twelve score is the diameter in cm plus the number of tumors, by hand; on
+    the synthetic cohort it varies (a usable Cox covariate) and never reaches 12."""
+    rows, _ = clinical_tables(seed=42, n_patients=48, modality="CT")
+    table = pd.DataFrame(rows)
+    clinical = study_clinical(spec, table).reindex(table["patient"].astype(str))
+    want = table["tumor_size_mm"].to_numpy() / 10 + table["tumor_number"].to_numpy()
+    got = clinical["six_and_twelve"].to_numpy()
+    assert got == pytest.approx(want, rel=1e-12)
+    assert clinical["six_and_twelve"].std() > 0.5
+    assert (clinical["six_and_twelve_high"] == (want > 12)).all() and want.max() < 12
 
 
 def test_outcome_cohorts_never_hold_training_patients(spec) -> None:
@@ -208,7 +255,9 @@ def test_every_deviation_has_a_reason(spec) -> None:
     steps = {d["step"] for d in spec.deviations}
     assert {"outcome cohorts (cTACE)", "reproducibility (ICC)", "radiomics features"} <= steps
     todo = {d["step"] for d in spec.deviations if d["reason"].startswith("not implemented yet")}
-    assert {"reproducibility (ICC)", "Cox covariates"} <= todo
+    assert "reproducibility (ICC)" in todo
+    # implemented: Bartlett's test, the six-and-twelve score (left: data the cohort lacks)
+    assert not {"baseline tests", "Cox covariates"} & todo
     # implemented: the score by response and by class match the paper (no deviation left);
     # outcome cohorts, stepwise Cox and the rates' CIs differ only where the paper is silent
     assert not {"TACE response", "score by class"} & steps

@@ -13,6 +13,7 @@ import hccrad.stats
 from conftest import shared_data
 from hccrad.errors import InputError
 from hccrad.stats import baseline_table, icc
+from hccrad.stats.baseline import welch_anova
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +142,91 @@ def test_three_groups_use_anova_or_kruskal(cohort):
     assert afp["test"] == "Kruskal-Wallis"
     s2 = [cohort.loc[cohort["bclc"] == g, "afp"] for g in ["A", "B", "C"]]
     assert afp["p"] == pytest.approx(stats.kruskal(*s2).pvalue)
+
+
+def _normal_pair(sd_b: float, seed: int) -> pd.DataFrame:
+    """Two normal groups (40 and 35 values): group b with SD ``sd_b`` (a: SD 1)."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {"g": ["a"] * 40 + ["b"] * 35, "x": np.r_[rng.normal(0, 1, 40), rng.normal(0.5, sd_b, 35)]}
+    )
+
+
+def test_bartlett_picks_student_or_welch():
+    # equal variances: Bartlett p >= 0.05 -> Student's t (pooled variance)
+    eq = _normal_pair(1.0, 3)
+    a, b = (eq.loc[eq["g"] == g, "x"].to_numpy() for g in "ab")
+    assert min(stats.shapiro(a).pvalue, stats.shapiro(b).pvalue) >= 0.05
+    assert stats.bartlett(a, b).pvalue >= 0.05
+    row = _row(baseline_table(eq, "g", ["x"], variance_test="bartlett"), "x", "mean ± SD")
+    assert row["test"] == "Student t-test"
+    assert row["p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=True).pvalue, rel=1e-12)
+    # pooled-variance t by hand
+    sp2 = ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)
+    t = (a.mean() - b.mean()) / np.sqrt(sp2 * (1 / a.size + 1 / b.size))
+    assert row["p"] == pytest.approx(2 * stats.t.sf(abs(t), a.size + b.size - 2), rel=1e-10)
+    # the default keeps Welch's t for the same data
+    default = _row(baseline_table(eq, "g", ["x"]), "x", "mean ± SD")
+    assert default["test"] == "Welch t-test"
+    assert default["p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert default["p"] != pytest.approx(row["p"], rel=1e-6)
+    # unequal variances (SD 1 vs 4): Bartlett p < 0.05 -> Welch's t
+    uneq = _normal_pair(4.0, 3)
+    a, b = (uneq.loc[uneq["g"] == g, "x"].to_numpy() for g in "ab")
+    assert min(stats.shapiro(a).pvalue, stats.shapiro(b).pvalue) >= 0.05
+    assert stats.bartlett(a, b).pvalue < 0.05
+    row = _row(baseline_table(uneq, "g", ["x"], variance_test="bartlett"), "x", "mean ± SD")
+    assert row["test"] == "Welch t-test"
+    assert row["p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
+    # a Bartlett level of 0 always takes the equal-variance test
+    row0 = _row(
+        baseline_table(uneq, "g", ["x"], variance_test="bartlett", variance_alpha=0.0),
+        "x",
+        "mean ± SD",
+    )
+    assert row0["test"] == "Student t-test"
+    # non-normal variables keep Mann-Whitney whatever the variance test
+    afp = pd.DataFrame({"g": ["a"] * 40 + ["b"] * 35, "x": np.exp(4 * uneq["x"].to_numpy())})
+    rank = _row(baseline_table(afp, "g", ["x"], variance_test="bartlett"), "x", "median [IQR]")
+    xa, xb = afp["x"][:40], afp["x"][40:]
+    assert rank["test"] == "Mann-Whitney U"
+    assert rank["p"] == pytest.approx(stats.mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
+    with pytest.raises(InputError):
+        baseline_table(eq, "g", ["x"], variance_test="levene")
+
+
+def test_bartlett_with_three_groups_anova_or_welch_anova():
+    from statsmodels.stats.oneway import anova_oneway
+
+    rng = np.random.default_rng(11)
+    sizes, sds = (30, 25, 20), (1.0, 1.0, 5.0)
+    x = np.concatenate(
+        [rng.normal(i * 0.6, sd, n) for i, (n, sd) in enumerate(zip(sizes, sds, strict=True))]
+    )
+    g = np.repeat(["a", "b", "c"], sizes)
+    samples = [x[g == k] for k in "abc"]
+    assert min(stats.shapiro(s).pvalue for s in samples) >= 0.05
+    assert stats.bartlett(*samples).pvalue < 0.05
+    df = pd.DataFrame({"g": g, "x": x})
+    row = _row(baseline_table(df, "g", ["x"], variance_test="bartlett"), "x", "mean ± SD")
+    ref = anova_oneway(samples, use_var="unequal", welch_correction=True)
+    assert row["test"] == "Welch ANOVA" and row["p"] == pytest.approx(ref.pvalue, rel=1e-10)
+    f, df1, df2, p = welch_anova(*samples)
+    want = (ref.statistic, ref.df[0], ref.df[1], ref.pvalue)
+    assert (f, df1, df2, p) == pytest.approx(want, rel=1e-10)
+    # the default keeps the classic ANOVA
+    classic = _row(baseline_table(df, "g", ["x"]), "x", "mean ± SD")
+    assert classic["test"] == "ANOVA"
+    assert classic["p"] == pytest.approx(stats.f_oneway(*samples).pvalue)
+    # equal variances: Bartlett keeps the classic ANOVA
+    eq = df.assign(
+        x=np.concatenate([s if k != "c" else s / 5 for k, s in zip("abc", samples, strict=True)])
+    )
+    eq_samples = [eq.loc[eq["g"] == k, "x"].to_numpy() for k in "abc"]
+    assert stats.bartlett(*eq_samples).pvalue >= 0.05
+    row = _row(baseline_table(eq, "g", ["x"], variance_test="bartlett"), "x", "mean ± SD")
+    assert row["test"] == "ANOVA"
+    assert row["p"] == pytest.approx(stats.f_oneway(*eq_samples).pvalue)
 
 
 def test_real_hcc_clinical_table_smoke():

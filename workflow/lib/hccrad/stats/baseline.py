@@ -2,9 +2,12 @@
 
 Rules (per variable, missing values excluded and counted in ``missing``):
 
-* Continuous variables are summarized as ``mean ± SD`` and compared by Welch's t-test (2
-  groups) or one-way ANOVA (> 2 groups) when they look normal: the Shapiro-Wilk test has
-  ``p >= normal_alpha`` in *every* group (each group needs >= 3 values). Otherwise - or when the
+* Continuous variables are summarized as ``mean ± SD`` when they look normal: the Shapiro-Wilk
+  test has ``p >= normal_alpha`` in *every* group (each group needs >= 3 values). They are then
+  compared, with ``variance_test="none"`` (default), by Welch's t-test (2 groups) or one-way
+  ANOVA (> 2 groups); with ``variance_test="bartlett"``, Bartlett's test of equal variances
+  decides: ``p >= variance_alpha`` -> Student's t-test / one-way ANOVA, else Welch's t-test /
+  Welch's ANOVA (R ``oneway.test(var.equal = FALSE)``). Otherwise - or when the
   variable is listed in ``nonnormal`` - as ``median [Q1, Q3]`` (linear quantiles, R type 7) with
   the Mann-Whitney U test (2 groups; scipy's ``method="auto"``: exact for small samples without
   ties, else normal approximation with continuity correction, as R ``wilcox.test``) or
@@ -21,6 +24,7 @@ Rules (per variable, missing values excluded and counted in ``missing``):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -28,10 +32,13 @@ from scipy import stats
 
 from hccrad.errors import InputError
 
-__all__ = ["baseline_table"]
+__all__ = ["VARIANCE_TESTS", "baseline_table", "welch_anova"]
 
 #: Result columns a group label must not shadow.
 _RESERVED = frozenset({"overall", "variable", "level", "p", "test", "missing"})
+#: How normal variables' variances are treated: ``none`` = Welch t / ANOVA, ``bartlett`` =
+#: Bartlett's test picks the equal- or unequal-variance test.
+VARIANCE_TESTS = ("none", "bartlett")
 
 
 def _is_categorical(series: pd.Series) -> bool:
@@ -47,14 +54,40 @@ def _normal(samples: list[np.ndarray], alpha: float) -> bool:
     return True
 
 
-def _continuous_p(samples: list[np.ndarray], normal: bool) -> tuple[float, str]:
+def welch_anova(*samples: np.ndarray) -> tuple[float, float, float, float]:
+    """Welch's one-way ANOVA (unequal variances; R ``oneway.test(var.equal = FALSE)``):
+    ``(F, df1, df2, p)``. Each sample needs >= 2 values and a positive variance."""
+    n = np.array([s.size for s in samples], dtype=float)
+    m = np.array([s.mean() for s in samples])
+    w = n / np.array([s.var(ddof=1) for s in samples])
+    k = len(samples)
+    grand = np.sum(w * m) / w.sum()
+    a = np.sum(w * (m - grand) ** 2) / (k - 1)
+    h = np.sum((1.0 - w / w.sum()) ** 2 / (n - 1))
+    f = a / (1.0 + 2.0 * (k - 2) * h / (k**2 - 1))
+    df2 = (k**2 - 1) / (3.0 * h)
+    return float(f), float(k - 1), float(df2), float(stats.f.sf(f, k - 1, df2))
+
+
+def _normal_p(usable: list[np.ndarray], variance_test: str, alpha: float) -> tuple[float, str]:
+    """The test of normal samples: Welch t / ANOVA, or Bartlett's choice (module docstring)."""
+    equal = variance_test == "bartlett" and stats.bartlett(*usable).pvalue >= alpha
+    if len(usable) == 2:
+        res = stats.ttest_ind(*usable, equal_var=equal)
+        return float(res.pvalue), "Student t-test" if equal else "Welch t-test"
+    if variance_test == "bartlett" and not equal:
+        return welch_anova(*usable)[3], "Welch ANOVA"
+    return float(stats.f_oneway(*usable).pvalue), "ANOVA"
+
+
+def _continuous_p(
+    samples: list[np.ndarray], normal: bool, variance_test: str = "none", alpha: float = 0.05
+) -> tuple[float, str]:
     usable = [s for s in samples if s.size > 0]
     if len(usable) < 2:
         return float("nan"), ""
     if normal:
-        if len(usable) == 2:
-            return float(stats.ttest_ind(*usable, equal_var=False).pvalue), "Welch t-test"
-        return float(stats.f_oneway(*usable).pvalue), "ANOVA"
+        return _normal_p(usable, variance_test, alpha)
     if np.ptp(np.concatenate(usable)) == 0:
         return float("nan"), ""
     if len(usable) == 2:
@@ -84,6 +117,8 @@ def baseline_table(
     normal_alpha: float = 0.05,
     digits: int = 1,
     overall: bool = True,
+    variance_test: Literal["none", "bartlett"] = "none",
+    variance_alpha: float = 0.05,
 ) -> pd.DataFrame:
     """Baseline table of ``variables`` by ``group_col`` (see the module docstring for the rules).
 
@@ -97,6 +132,10 @@ def baseline_table(
         normal_alpha: Shapiro-Wilk level for the normality decision.
         digits: Decimals of means, SDs, medians, quartiles and percentages.
         overall: Add an ``overall`` column (all subjects).
+        variance_test: ``none``: normal variables by Welch's t-test / one-way ANOVA;
+            ``bartlett``: Bartlett's test (level ``variance_alpha``) picks Student's t-test /
+            ANOVA (equal variances) or Welch's t-test / Welch's ANOVA.
+        variance_alpha: Bartlett level for the equal-variance decision.
 
     Returns:
         DataFrame ``variable, level, [overall,] <one column per group>, p, test, missing``. The
@@ -104,8 +143,10 @@ def baseline_table(
         header row (``level = ""``, carrying ``p``) followed by one row per level.
 
     Raises:
-        InputError: Unknown column or fewer than 2 groups.
+        InputError: Unknown column, fewer than 2 groups or an unknown ``variance_test``.
     """
+    if variance_test not in VARIANCE_TESTS:
+        raise InputError(f"variance_test must be one of {VARIANCE_TESTS}, got {variance_test!r}")
     data, groups = _grouped_rows(df, group_col, variables)
     names = [str(g) for g in groups]
     cat_set = set(categorical or ())
@@ -120,7 +161,8 @@ def baseline_table(
             rows += _categorical_rows(var, col, masks, value_cols, overall, digits)
         else:
             alpha = None if var in nonnormal_set else normal_alpha
-            rows.append(_continuous_row(var, col, masks, value_cols, overall, digits, alpha))
+            test = (variance_test, variance_alpha)
+            rows.append(_continuous_row(var, col, masks, value_cols, overall, digits, alpha, test))
     return pd.DataFrame(rows, columns=["variable", "level", *value_cols, "p", "test", "missing"])
 
 
@@ -193,14 +235,16 @@ def _continuous_row(
     overall: bool,
     d: int,
     normal_alpha: float | None,
+    variance: tuple[str, float] = ("none", 0.05),
 ) -> dict:
     """``mean ± SD`` (normal in every group at ``normal_alpha``) or ``median [IQR]`` (always
-    when ``normal_alpha`` is ``None``) row of a continuous variable, with its test."""
+    when ``normal_alpha`` is ``None``) row of a continuous variable, with its test
+    (``variance``: the variance test and its level, see :func:`baseline_table`)."""
     miss = int(col.isna().sum())
     samples = [col[m].dropna().to_numpy(dtype=float) for m in masks]
     allv = col.dropna().to_numpy(dtype=float)
     normal = normal_alpha is not None and _normal(samples, normal_alpha)
-    p, test = _continuous_p(samples, normal)
+    p, test = _continuous_p(samples, normal, *variance)
     cells = ([_summary(allv, normal, d)] if overall else []) + [
         _summary(s, normal, d) for s in samples
     ]

@@ -45,6 +45,7 @@ def cross_check(spec: StudySpec, where: str) -> None:
         _check_model(spec, name, raw, bad)
     _check_references(spec, bad)
     _check_derived(spec, bad)
+    _check_criteria(spec, bad)
     if problems:
         raise ConfigError(f"{where}: invalid\n  " + "\n  ".join(problems))
 
@@ -206,23 +207,47 @@ def _check_derived(spec: StudySpec, bad: Report) -> None:
             bad(key, f"op {op} takes {'columns (several)' if multi else 'one column'}")
         if multi and "value" in dspec:
             bad(f"{key}.value", f"{op} takes no value")
+        weights = dspec.get("weights")
+        if weights is not None and op != "sum":
+            bad(f"{key}.weights", "weights belong to op sum")
+        elif weights is not None and len(weights) != len(dspec.get("columns", [])):
+            bad(f"{key}.weights", f"one weight per column ({len(dspec.get('columns', []))})")
         if ("bins" in dspec or "labels" in dspec) and op != "cut":
             bad(key, "bins and labels belong to op cut")
-        if op in ("gt", "ge", "lt", "le") and not isinstance(value, int | float):
-            bad(f"{key}.value", f"{op} needs a number")
-        if op == "isin" and not isinstance(value, list):
-            bad(f"{key}.value", "isin needs a list")
-        if op == "map" and not isinstance(value, dict):
-            bad(f"{key}.value", "map needs a mapping")
-        if op == "between" and not (
-            isinstance(value, list)
-            and len(value) == 2
-            and all(isinstance(v, int | float) for v in value)
-            and value[0] < value[1]
-        ):
-            bad(f"{key}.value", "between needs [low, high] numbers with low < high")
+        _check_value(key, op, value, bad)
         if op == "cut":
             _check_cut(key, dspec, bad)
+
+
+def _check_value(key: str, op: str, value: Any, bad: Report) -> None:
+    """The ``value`` an operation of a derived column or a criterion needs."""
+    if op in ("gt", "ge", "lt", "le") and not isinstance(value, int | float):
+        bad(f"{key}.value", f"{op} needs a number")
+    if op == "isin" and not isinstance(value, list):
+        bad(f"{key}.value", "isin needs a list")
+    if op == "map" and not isinstance(value, dict):
+        bad(f"{key}.value", "map needs a mapping")
+    if op == "between" and not (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) for v in value)
+        and value[0] < value[1]
+    ):
+        bad(f"{key}.value", "between needs [low, high] numbers with low < high")
+
+
+def _check_criteria(spec: StudySpec, bad: Report) -> None:
+    """``include`` / ``exclude`` tests: the value their op needs (none for notna / isna)."""
+    for kind, criteria in (("include", spec.include), ("exclude", spec.exclude)):
+        for i, c in enumerate(criteria):
+            key = f"{kind}[{i}]"
+            if c["op"] in ("notna", "isna"):
+                if "value" in c:
+                    bad(f"{key}.value", f"{c['op']} takes no value")
+            elif c["op"] in ("eq", "ne") and c.get("value") is None:
+                bad(f"{key}.value", f"{c['op']} needs a value")
+            else:
+                _check_value(key, c["op"], c.get("value"), bad)
 
 
 def _check_cut(key: str, dspec: Mapping[str, Any], bad: Report) -> None:

@@ -345,7 +345,10 @@ def baseline_tables(
     groups += [(s, df[df["split"] == s], spec.label) for s in spec.splits.names]
     for name, data, col in groups:
         try:
-            tab = baseline_table(data, col, variables, categorical=cats, nonnormal=nonnormal)
+            tab = baseline_table(
+                data, col, variables, categorical=cats, nonnormal=nonnormal,
+                variance_test=cfg.get("variance_test", "none"),
+            )  # fmt: skip
             parts.append(tab.assign(table=name, note=""))
         except (InputError, ValueError, IndexError) as err:
             parts.append(pd.DataFrame([{"table": name, "note": f"not tabulated: {err}"}]))

@@ -513,6 +513,7 @@ def _summaries(
         "n_analysed": len(study),
         "splits": counts,
         "excluded": pts.excluded,
+        "criteria": run.clinical.attrs.get("criteria", {}),  # include / exclude (study_clinical)
         "primary": spec.primary,
         "primary_auc": primary_perf["auc"].to_dict(),
         "models": {

@@ -23,6 +23,8 @@ DERIVED_OPS = (
 )  # fmt: skip
 #: Names of the derived-column operations on several source ``columns``.
 DERIVED_MULTI_OPS = ("any", "all", "sum")
+#: Operations of a patient criterion (``include`` / ``exclude``): a test of one column.
+CRITERIA_OPS = ("gt", "ge", "lt", "le", "eq", "ne", "isin", "between", "notna", "isna")
 SOURCES = ("radiomics", "habitats", "clinical", "table")
 MODEL_KINDS = ("pipeline", "clinical", "score_fusion")
 
@@ -191,6 +193,11 @@ class StudySpec:
     published: dict[str, Any] = field(default_factory=dict)
     #: Where this study differs from the paper, with the reason (``deviations`` key).
     deviations: tuple[dict[str, str], ...] = ()
+    #: Patient criteria (``include`` / ``exclude`` keys): ``{column, op, value, reason}`` tests
+    #: on clinical or derived columns; a patient stays when every ``include`` test holds and
+    #: no ``exclude`` test does (:func:`hccrad.studies.tables.apply_criteria`).
+    include: tuple[dict[str, Any], ...] = ()
+    exclude: tuple[dict[str, Any], ...] = ()
 
     @property
     def key_pair(self) -> tuple[str, str] | None:
@@ -243,7 +250,7 @@ _SECTION_DEFAULTS: dict[str, Any] = {
         "by": ["center", "field_strength"],
     },
     "shap": {"max_patients": 60, "background": 20, "nsamples": None, "max_display": 10},
-    "baseline": {"variables": [], "categorical": [], "nonnormal": []},
+    "baseline": {"variables": [], "categorical": [], "nonnormal": [], "variance_test": "none"},
     "survival": {
         "model": None,
         "endpoints": {},
@@ -389,4 +396,6 @@ def spec_from_dict(path: Path, d: dict[str, Any]) -> StudySpec:
         key_comparison=dict(d.get("key_comparison", {})),
         published=dict(d.get("published", {})),
         deviations=tuple(dict(x) for x in d.get("deviations", [])),
+        include=tuple(dict(x) for x in d.get("include", [])),
+        exclude=tuple(dict(x) for x in d.get("exclude", [])),
     )

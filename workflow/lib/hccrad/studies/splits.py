@@ -10,6 +10,7 @@ import pandas as pd
 from hccrad.errors import InputError
 from hccrad.stats.splits import make_splits
 from hccrad.studies.spec import StudySpec
+from hccrad.studies.tables import included
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +22,12 @@ def study_splits(spec: StudySpec, clinical: pd.DataFrame, seed: int) -> pd.DataF
     When the development set cannot be stratified (one class, or a class too small for the
     validation set), the split is retried without a validation set, then done by the center
     and date rules alone (every development patient in ``train``); a warning says so. The
-    consequence (a study that cannot be trained) is reported by :func:`run_study`.
+    consequence (a study that cannot be trained) is reported by :func:`run_study`. Patients
+    the study's ``include`` / ``exclude`` criteria remove get no split (as in
+    :func:`~hccrad.studies.tables.study_clinical`).
     """
     s = spec.splits
-    table = clinical.reset_index()
+    table = included(spec, clinical).reset_index()
     for col in (s.center_column, s.date_column if s.temporal_cutoff else None):
         if col is not None and col not in table.columns:
             raise InputError(f"study {spec.name}: the clinical table has no column {col!r}")

@@ -4,6 +4,7 @@ blocks' columns for its patients."""
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,6 +16,8 @@ from hccrad.config import load_schema
 from hccrad.errors import ConfigError, InputError
 from hccrad.sheets import read_clinical
 from hccrad.studies.spec import BlockSpec, StudySpec
+
+log = logging.getLogger(__name__)
 
 
 def read_clinical_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -54,7 +57,8 @@ def derive_columns(
     Several source ``columns`` (each read as a number): ``any`` / ``all`` -> 1.0 when any / all
     of them are non-zero (``any``: 1.0 as soon as one known value is non-zero, 0.0 only when
     all are known and zero; ``all``: 0.0 as soon as one known value is zero); ``sum`` -> their
-    sum (missing when one is missing).
+    sum, weighted by ``weights`` (one number per column, default 1; e.g. the six-and-twelve
+    score = diameter in mm x 0.1 + number), missing when one is missing.
     """
     out = clinical.copy()
     for name, d in derived.items():
@@ -63,7 +67,7 @@ def derive_columns(
         if absent:
             raise InputError(f"derived column {name!r}: source column(s) {absent} not in the table")
         if "columns" in d:
-            out[name] = _derive_many(out[sources], d["op"], name)
+            out[name] = _derive_many(out[sources], d["op"], name, d.get("weights"))
         else:
             out[name] = _derive_one(out[sources[0]], d, name)
     return out
@@ -108,10 +112,15 @@ def _derive_one(src: pd.Series, d: Mapping[str, Any], name: str) -> pd.Series:
     return vals.where(~miss)
 
 
-def _derive_many(src: pd.DataFrame, op: str, name: str) -> pd.Series:
-    """One derived column from several source columns (``any``, ``all``, ``sum``)."""
+def _derive_many(
+    src: pd.DataFrame, op: str, name: str, weights: Sequence[float] | None = None
+) -> pd.Series:
+    """One derived column from several source columns (``any``, ``all``, ``sum`` with
+    optional ``weights``)."""
     num = src.apply(pd.to_numeric, errors="coerce")
     if op == "sum":
+        if weights is not None:
+            num = num * np.asarray(weights, dtype=float)
         return num.sum(axis=1, min_count=num.shape[1]).where(num.notna().all(axis=1))
     if op not in ("any", "all"):  # pragma: no cover - the schema rejects other ops
         raise ConfigError(f"derived column {name!r}: op {op!r} takes one column")
@@ -124,10 +133,85 @@ def _derive_many(src: pd.DataFrame, op: str, name: str) -> pd.Series:
     return vals.where(vals.notna() | ~nonzero.all(axis=1), 1.0)
 
 
+def _criterion_text(kind: str, c: Mapping[str, Any]) -> str:
+    """A criterion's ``reason``, else the test itself (``exclude: cnlc isin ['IIIa']``)."""
+    if c.get("reason"):
+        return str(c["reason"])
+    value = f" {c['value']}" if "value" in c else ""
+    return f"{kind}: {c['column']} {c['op']}{value}"
+
+
+def criteria_exclusions(spec: StudySpec, table: pd.DataFrame) -> dict[str, str]:
+    """``{patient: reason}`` of the patients the study's criteria remove from ``table``
+    (indexed by patient, derived columns added): an ``include`` test that is false or cannot
+    be evaluated (a missing value), or an ``exclude`` test that holds (a missing value does not
+    exclude). The first failing criterion, includes first, gives the reason.
+
+    Raises:
+        InputError: A criterion's column is not in the table.
+    """
+    reasons: dict[str, str] = {}
+    for kind, criteria in (("include", spec.include), ("exclude", spec.exclude)):
+        for c in criteria:
+            if c["column"] not in table.columns:
+                raise InputError(
+                    f"study {spec.name}: {kind} criterion on {c['column']!r}, not in the table"
+                )
+            src = table[c["column"]]
+            if c["op"] in ("notna", "isna"):
+                holds = (src.notna() if c["op"] == "notna" else src.isna()).astype(float)
+            else:
+                holds = _derive_one(src, c, f"{kind} criterion")
+            text = _criterion_text(kind, c)
+            if kind == "include":
+                hits = holds.ne(1.0)
+                why = pd.Series(text, index=table.index).where(
+                    holds.notna(), f"{text} ({c['column']} missing)"
+                )
+            else:
+                hits = holds.eq(1.0)
+                why = pd.Series(text, index=table.index)
+            for p in table.index[hits.to_numpy()]:
+                reasons.setdefault(str(p), str(why[p]))
+    return reasons
+
+
+def apply_criteria(spec: StudySpec, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``table`` without the patients the study's criteria exclude
+    (:func:`criteria_exclusions`), and the record of ``metrics.json`` ``criteria``:
+    ``n_before``, ``n_excluded``, ``by_reason`` (``{reason: count}``) and ``patients``
+    (``{patient: reason}``)."""
+    excluded = criteria_exclusions(spec, table)
+    by_reason: dict[str, int] = {}
+    for why in excluded.values():
+        by_reason[why] = by_reason.get(why, 0) + 1
+    record = {
+        "n_before": len(table),
+        "n_excluded": len(excluded),
+        "by_reason": by_reason,
+        "patients": dict(sorted(excluded.items())),
+    }
+    keep = [p for p in table.index if str(p) not in excluded]
+    return table.loc[keep], record
+
+
+def included(spec: StudySpec, clinical: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``clinical`` (index or column ``patient``; derived columns computed when
+    absent) that the study's criteria keep, unchanged otherwise (idempotent)."""
+    if not (spec.include or spec.exclude):
+        return clinical
+    table = clinical.set_index("patient") if "patient" in clinical.columns else clinical
+    table = table.set_axis(table.index.astype(str))
+    absent = {k: v for k, v in spec.derived.items() if k not in table.columns}
+    excluded = criteria_exclusions(spec, derive_columns(table, absent) if absent else table)
+    return clinical[~table.index.isin(list(excluded))]
+
+
 def study_clinical(
     spec: StudySpec, clinical: pd.DataFrame, patients: Mapping[str, str] | None = None
 ) -> pd.DataFrame:
-    """The study's patients (its modality) with the derived columns, indexed by patient.
+    """The study's patients (its modality, its ``include`` / ``exclude`` criteria) with the
+    derived columns, indexed by patient.
 
     Args:
         clinical: The clinical table (index or column ``patient``).
@@ -135,8 +219,13 @@ def study_clinical(
             are kept and their modality comes from here (else from the ``modality`` column,
             and every row counts when there is none).
 
+    Returns:
+        The table; ``attrs["criteria"]`` holds :func:`apply_criteria`'s record (the patients
+        the criteria removed, by reason; logged).
+
     Raises:
-        InputError: No patient of the study's modality, or the label column is missing.
+        InputError: No patient of the study's modality (or none left by the criteria), or
+            the label column is missing.
     """
     table = clinical.copy()
     if "patient" in table.columns:
@@ -154,8 +243,17 @@ def study_clinical(
         raise InputError(
             f"study {spec.name}: the clinical table has no label column {spec.label!r}"
         )
-    table = derive_columns(table, spec.derived)
-    return table.sort_index()
+    table, record = apply_criteria(spec, derive_columns(table, spec.derived))
+    if record["n_excluded"]:
+        log.info(
+            "study %s: %d of %d patient(s) excluded by the criteria: %s",
+            spec.name, record["n_excluded"], record["n_before"], record["by_reason"],
+        )  # fmt: skip
+    if table.empty:
+        raise InputError(f"study {spec.name}: the include / exclude criteria leave no patient")
+    table = table.sort_index()
+    table.attrs["criteria"] = record
+    return table
 
 
 def _match(value: str, patterns: Sequence[str]) -> bool:
