@@ -1,4 +1,4 @@
-"""Grad-CAM maps and overlays for 2-D, 2.5-D and 3-D models (CPU, tiny inputs)."""
+"""Grad-CAM and Score-CAM maps and overlays for 2-D, 2.5-D and 3-D models (CPU, tiny inputs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hccrad.deep.gradcam import gradcam, gradcam_overlay, target_layer
+from hccrad.deep.gradcam import cam as cam_map
+from hccrad.deep.gradcam import gradcam, gradcam_overlay, scorecam, target_layer
 from hccrad.deep.nets import MultiBranch25D, SliceClassifier, VolumeClassifier, build_network
 from hccrad.deep.train import TrainConfig, load_model, train
 from hccrad.errors import ConfigError, InputError
@@ -65,6 +66,8 @@ def test_target_layers_per_family() -> None:
     assert target_layer(d) == "class_layers.relu"
     assert target_layer(SliceClassifier(r, 2)) == "backbone.layer4"
     assert target_layer(VolumeClassifier(d, 2)) == "backbone.class_layers.relu"
+    two = build_network("resnet10_2stage", spatial_dims=2, in_channels=3, num_classes=2)
+    assert target_layer(MultiBranch25D(two, 3, 2)) == "backbone.layer2"
 
 
 def test_cam_is_higher_inside_the_planted_square(toy: dict) -> None:
@@ -161,3 +164,84 @@ def test_meta_json_is_ignored_by_cam(tmp_path: Path) -> None:
     )
     with np.load(path) as data:
         assert gradcam(model, data["x"][0]).shape == (32, 32)
+
+
+# --------------------------------------------------------------------------- Score-CAM
+
+
+def _scorecam_by_hand(model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor, c: int):
+    """Wang et al. 2020, Algorithm 1, one channel at a time: upsample A_k, min-max scale it to
+    H_k, score S_k = p_c(X o H_k) - p_c(black baseline), a = softmax(S), ReLU(sum_k a_k A_k).
+    ``x``: one slice (C, H, W) or a 2.5-D sample (N, C, H, W) (a channel masks every instance
+    with its own map)."""
+    model.eval()
+    got = []
+    hook = layer.register_forward_hook(lambda _m, _a, out: got.append(out))
+    with torch.no_grad():
+        model(x[None])
+        hook.remove()
+        acts = got[0]  # (B', K, h, w)
+        base = torch.softmax(model(torch.zeros_like(x)[None]), 1)[0, c]
+        scores, maps = [], []
+        for k in range(acts.shape[1]):
+            up = torch.nn.functional.interpolate(
+                acts[:, k : k + 1], size=x.shape[-2:], mode="bilinear", align_corners=False
+            )[:, 0]  # (B', H, W)
+            lo = up.amin(dim=(1, 2), keepdim=True)
+            hi = up.amax(dim=(1, 2), keepdim=True)
+            if bool((hi == lo).all()):
+                continue
+            h = torch.where(hi > lo, (up - lo) / (hi - lo).clamp_min(1e-12), 0.0)
+            masked = x * (h[:, None] if x.ndim == 4 else h)
+            scores.append(torch.softmax(model(masked[None]), 1)[0, c] - base)
+            maps.append(up)
+        weights = torch.softmax(torch.stack(scores), 0)
+        out = torch.relu(sum(w * m for w, m in zip(weights, maps, strict=True)))
+    out = (out - out.min()) / (out.max() - out.min())
+    return (out if x.ndim == 4 else out[0]).numpy(), len(maps)
+
+
+def test_scorecam_matches_the_formula_on_a_slice_model() -> None:
+    torch.manual_seed(0)
+    net = build_network("resnet10_2stage", spatial_dims=2, in_channels=1, num_classes=2)
+    model = SliceClassifier(net, 2)
+    x = torch.randn(1, 32, 32)
+    x[0, 8:20, 8:20] += 2.0
+    model.train()  # Score-CAM runs in eval mode and restores the mode
+    expected, kept = _scorecam_by_hand(model, model.backbone.layer2, x, c=1)
+    model.train()
+    got = scorecam(model, x.numpy(), batch_size=7)  # chunks that do not divide the channels
+    assert model.training and not model.backbone.layer2._forward_hooks
+    assert 0 < kept <= 128
+    assert got.shape == (32, 32) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # the other class gives another map; Grad-CAM is a different method
+    assert not np.allclose(scorecam(model, x, class_idx=0), got, atol=1e-3)
+    assert not np.allclose(cam_map(model, x, "gradcam"), got, atol=1e-3)
+
+
+def test_scorecam_matches_the_formula_on_a_25d_model(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    backbone = build_network("resnet10_2stage", spatial_dims=2, in_channels=2, num_classes=2)
+    model = MultiBranch25D(backbone, n_branches=3, num_classes=2)
+    x = torch.randn(3, 2, 32, 32)
+    expected, _ = _scorecam_by_hand(model, model.backbone.layer2, x, c=1)
+    got = scorecam(model, x)
+    assert got.shape == (3, 32, 32)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    heat = gradcam_overlay(model, x, tmp_path / "s.png", "2.5D", method="scorecam")
+    np.testing.assert_array_equal(heat, got)
+    assert (tmp_path / "s.png").read_bytes()[:8] == PNG
+    with pytest.raises(ConfigError, match="unknown CAM method"):
+        gradcam_overlay(model, x, tmp_path / "t.png", method="lime")
+
+
+def test_scorecam_of_a_volume_model() -> None:
+    torch.manual_seed(2)
+    rng = np.random.default_rng(4)
+    two = build_network("resnet10_2stage", spatial_dims=3, in_channels=1, num_classes=2)
+    heat = scorecam(VolumeClassifier(two, 2), rng.normal(size=(1, 32, 32, 32)))  # 4^3 maps
+    assert heat.shape == (32, 32, 32) and heat.min() == 0.0 and heat.max() == 1.0
+    # MONAI's ResNet-10 leaves 1 x 1 x 1 maps of 32^3: all constant, nothing locates, map 0
+    deep = build_network("resnet10", spatial_dims=3, in_channels=1, num_classes=2)
+    assert not scorecam(VolumeClassifier(deep, 2), rng.normal(size=(1, 32, 32, 32))).any()

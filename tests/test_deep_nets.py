@@ -408,3 +408,63 @@ def test_a_file_of_another_layout_lists_missing_unexpected_and_misshaped_keys(
         ),
     ):
         load_pretrained(r3d, tmp_path / "x.pth", config_key="train.pretrained")
+
+
+# ----------------------------------------------------------------- two-stage ResNet-10 (er_fusion)
+
+
+def test_resnet10_2stage_is_resnet18_cut_after_its_second_stage() -> None:
+    torch.manual_seed(0)
+    net = build_network("resnet10_2stage", spatial_dims=2, in_channels=3, num_classes=2)
+    r18 = build_network("resnet18", spatial_dims=2, in_channels=3, num_classes=2)
+    # stem + two stages of two basic blocks (64, 128 channels): 9 convolutions + 1 shortcut
+    convs = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 10 and sum("downsample" in n for n, _ in convs) == 1
+    assert [m.out_channels for n, m in convs if n.endswith("conv2")] == [64, 64, 128, 128]
+    assert not hasattr(net, "layer3") and not hasattr(net, "layer4")
+    assert (net.fc.in_features, net.fc.out_features) == (128, 2)
+    # the kept layers have ResNet-18's names and shapes; nothing else is added
+    own = {k: v.shape for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    ref = {k: v.shape for k, v in r18.state_dict().items() if k.startswith(tuple(
+        ("conv1.", "bn1.", "layer1.", "layer2.")))}  # fmt: skip
+    assert own == ref
+    # 256 x 256 input: stride 2 (stem) x 2 (pool) x 2 (layer2) -> a 32 x 32 map of 128 channels
+    x = torch.randn(2, 3, 256, 256)
+    net.eval()
+    with torch.no_grad():
+        maps = net.layer2(net.layer1(net.maxpool(net.act(net.bn1(net.conv1(x))))))
+        assert maps.shape == (2, 128, 32, 32)
+        torch.testing.assert_close(features(net, x), maps.mean(dim=(2, 3)))
+
+
+def test_resnet10_2stage_in_the_25d_model_trains_one_step() -> None:
+    """Three phase branches share one backbone: 3 x 128 features, one SGD step changes it."""
+    torch.manual_seed(0)
+    backbone = build_network("resnet10_2stage", spatial_dims=2, in_channels=3, num_classes=2)
+    model = MultiBranch25D(backbone, n_branches=3, num_classes=2)
+    assert model.branch_features == 128 and model.n_features == 384
+    x, y = torch.randn(4, 3, 3, 32, 32), torch.tensor([0, 1, 0, 1])
+    assert model.forward_features(x).shape == (4, 384)
+    # branch i's features are the backbone on phase i alone (shared weights)
+    model.eval()
+    with torch.no_grad():
+        f = model.forward_features(x)
+        torch.testing.assert_close(f[:, 128:256], backbone(x[:, 1]))
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    before = model.backbone.layer2[1].conv2.weight.detach().clone()
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert not torch.equal(before, model.backbone.layer2[1].conv2.weight.detach())
+
+
+def test_resnet18_weights_load_into_the_two_stage_net(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    r18 = build_network("resnet18", spatial_dims=2, in_channels=3, num_classes=5)
+    torch.save(r18.state_dict(), tmp_path / "r18.pt")
+    net = build_network("resnet10_2stage", spatial_dims=2, in_channels=3, num_classes=2)
+    info = load_pretrained(net, tmp_path / "r18.pt")  # strict: layer3 / layer4 are ignored
+    assert any(k.startswith("layer4.") for k in info["ignored"]) and not info["skipped"]
+    torch.testing.assert_close(net.layer2[1].conv2.weight, r18.layer2[1].conv2.weight)

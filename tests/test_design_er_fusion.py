@@ -50,7 +50,8 @@ DL_TRAIN = {
     "class_weighted": True,
     "pretrained": None,
 }
-NETWORKS = {"er_25d": "resnet10", "er_25d_r18": "resnet18", "er_25d_r34": "resnet34"}
+#: The paper's ResNet-10 is ResNet-18 cut after its second stage (64, 128 channels; Figure 3).
+NETWORKS = {"er_25d": "resnet10_2stage", "er_25d_r18": "resnet18", "er_25d_r34": "resnet34"}
 DEEP_BLOCK = {"dl": "er_25d", "dl_r18": "er_25d_r18", "dl_r34": "er_25d_r34"}
 
 
@@ -173,7 +174,18 @@ def test_deep_models_resolve_to_the_papers_training(spec):
             assert getattr(cfg, key) == value, (name, key)
         assert cfg.patience is not None  # early stopping
         assert cfg.augment and cfg.intensity_prob == 0.0  # no intensity augmentation
-    assert spec.deep_models["er_25d"].gradcam > 0  # activation maps of the ResNet-10
+    assert spec.deep_models["er_25d"].gradcam > 0  # activation maps of the ResNet-10 ...
+    assert spec.deep_models["er_25d"].raw["cam"] == "scorecam"  # ... by Score-CAM
+    for name in ("er_25d_r18", "er_25d_r34"):  # no maps of the variants
+        assert spec.deep_models[name].gradcam == 0
+
+
+def test_architecture_and_explanation_deviations_name_what_is_built(spec):
+    dev = {d["step"]: d for d in spec.deviations}
+    assert "resnet10_2stage" in dev["DL architecture"]["ours"]
+    assert "Score-CAM" in dev["DL explanation"]["ours"]
+    for step in ("DL architecture", "DL explanation"):
+        assert "not implemented" not in dev[step]["reason"]
 
 
 def test_deep_input_is_three_largest_slices_of_three_phases():

@@ -150,6 +150,7 @@ def test_the_slice_network_and_mil_features(spec) -> None:
     assert list(spec.deep_models) == ["mil_slices"]
     d = spec.deep_models["mil_slices"]
     assert (d.input, d.phase, d.preset, d.mil) == ("mil_slices", "AP", "mil_slice", True)
+    assert d.raw.get("cam", "gradcam") == "gradcam"  # "Grad-CAM" of the last conv layer
     assert d.raw["mil_bins"] == 13 and d.raw["mil_words"] == 13  # 13 PLH + 13 BoW features
     assert d.gradcam > 0
     resolved = {**STUDY_PRESETS[d.preset], **d.train}
@@ -214,6 +215,10 @@ def test_every_deviation_has_a_reason(spec) -> None:
         assert step in steps, step
     todo = [d["step"] for d in spec.deviations if d["reason"].startswith("not implemented yet")]
     assert {"slice networks", "SHAP"} <= set(todo)
+    # the slice-level table is computed now (deep_model_outputs' split_metrics.parquet)
+    step3 = "slice-level evaluation (Table 3)"
+    table3 = next(d for d in spec.deviations if d["step"] == step3)
+    assert "split_metrics.parquet" in table3["ours"] and step3 not in todo
     # matched now: the chi2 test of categorical clinical variables; the LASSO kind is decided
     assert "clinical selection test" not in steps and "LASSO" not in todo
 

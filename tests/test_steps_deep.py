@@ -95,6 +95,21 @@ def test_mil_features_fit_idf_on_training_bags(tmp_path):
     np.testing.assert_allclose(mil.filter(like="plh_").sum(1), 1.0)
     pred = pd.read_parquet(tmp_path / "p.parquet")
     assert len(pred) == 16 * len(MIL_OFFSETS)
+    # the slice-level table (the MIL study's Table 3) per split, written by the same step
+    steps.deep_model_outputs(
+        out / "checkpoint.pt", inputs, splits, tmp_path / "f2.parquet", tmp_path / "p2.parquet",
+        dst_metrics=tmp_path / "m.parquet", clinical=clinical, label="grade",
+    )  # fmt: skip
+    table = pd.read_parquet(tmp_path / "m.parquet").set_index("split")
+    assert list(table.index) == ["train", "validation"] and set(table["level"]) == {"instance"}
+    # z = 5 + offsets: offsets -7 and -9 fall outside the volume (z < 0, padding), not scored
+    assert table.loc["train", "n"] == 12 * 9 and table.loc["validation", "n"] == 4 * 9
+    assert table.loc["validation", "n_patients"] == 4
+    from sklearn.metrics import roc_auc_score
+
+    y = pred["patient"].map(dict(zip(sorted(inputs), labels, strict=True)))
+    val = ((pred["patient"] >= "P12") & (pred["z"] >= 0)).to_numpy()
+    assert table.loc["validation", "auc"] == pytest.approx(roc_auc_score(y[val], pred["prob"][val]))
 
 
 def test_training_needs_both_classes(tmp_path):
@@ -233,3 +248,78 @@ def test_a_subregion_without_both_classes_is_marked_untrained(tmp_path):
         "P00_h1.png",
         "untrained_h2.png",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# the early-recurrence study's 2.5-D model: two-stage ResNet-10, Score-CAM
+# ---------------------------------------------------------------------------------------------
+
+
+def test_er_25d_model_trains_with_the_two_stage_resnet10_and_draws_score_cams(tmp_path):
+    """3 phases x 3 slices per patient (er_stack), preset recurrence_25d, resnet10_2stage:
+    training runs, the features are 3 x 128, the overlays are Score-CAMs."""
+    rng = np.random.default_rng(5)
+    inputs, labels = {}, []
+    for i in range(12):
+        x = rng.normal(0, 1, size=(3, 3, 32, 32)).astype(np.float32)
+        x[:, :, 8:20, 8:20] += 3.0 * (i % 2)
+        z = np.arange(3)
+        path = tmp_path / f"P{i:02d}.npz"
+        DeepInput(x, "slices", z, z - 1, {"patient": f"P{i:02d}"}).save(path)
+        inputs[f"P{i:02d}"], _ = str(path), labels.append(i % 2)
+    splits, clinical = write_tables(tmp_path, labels, train_n=8)
+    out = tmp_path / "er"
+    steps.train_deep_model(
+        inputs, splits, clinical, out, label="grade", preset="recurrence_25d",
+        overrides={"network": "resnet10_2stage", "epochs": 2, "batch_size": 4,
+                   "val_fraction": 0.25, "patience": None},
+        seed=0,
+    )  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = metrics["history"]
+    assert metrics["epochs_run"] == 2 and all(np.isfinite(e["train_loss"]) for e in history)
+    steps.deep_model_outputs(
+        out / "checkpoint.pt", inputs, splits, tmp_path / "f.parquet", tmp_path / "p.parquet",
+        dst_metrics=tmp_path / "m.parquet", clinical=clinical, label="grade",
+    )  # fmt: skip
+    feats = pd.read_parquet(tmp_path / "f.parquet")
+    assert feats.shape == (12, 384)  # 3 phase branches x 128 features
+    table = pd.read_parquet(tmp_path / "m.parquet")
+    assert list(table["split"]) == ["train", "validation"] and set(table["level"]) == {"patient"}
+    assert list(table["n"]) == [8, 4]
+    steps.deep_gradcam(out / "checkpoint.pt", inputs, tmp_path / "cam", max_patients=1,
+                       method="scorecam")  # fmt: skip
+    assert [p.name for p in (tmp_path / "cam").iterdir()] == ["P00.png"]
+    with pytest.raises(Exception, match="unknown CAM method"):
+        steps.deep_gradcam(out / "checkpoint.pt", inputs, tmp_path / "c2", method="cam")
+
+
+def test_split_metrics_score_real_slices_at_the_training_cutoff():
+    from hccrad.deep.split_metrics import split_metrics
+    from hccrad.stats.roc import auc_ci, youden_cutoff
+
+    rows = []
+    probs = {"A": [0.9, 0.8, 0.1], "B": [0.2, 0.3, 0.6], "C": [0.7, 0.4, 0.5], "D": [0.1, 0.6, 0.2],
+             "E": [0.8, 0.9, 0.3], "F": [0.4, 0.2, 0.1], "G": [0.5, 0.5, 0.5]}  # fmt: skip
+    for p, ps in probs.items():
+        for j, prob in enumerate(ps):
+            rows.append({"patient": p, "instance": j, "z": j, "prob": prob})
+    rows.append({"patient": "A", "instance": 3, "z": -1, "prob": 0.0})  # padding: not scored
+    pred = pd.DataFrame(rows)
+    labels = {"A": 1, "B": 0, "C": 1, "D": 0, "E": 1, "F": 0, "G": float("nan")}
+    split = {"A": "train", "B": "train", "C": "train", "D": "train", "E": "validation",
+             "F": "validation", "G": "validation"}  # fmt: skip
+    table = split_metrics(pred, labels, split).set_index("split")
+    train_y = [1] * 3 + [0] * 3 + [1] * 3 + [0] * 3
+    train_p = probs["A"] + probs["B"] + probs["C"] + probs["D"]
+    cut = youden_cutoff(train_y, train_p)
+    assert table.loc["train", "n"] == 12 and table.loc["train", "positives"] == 6
+    assert table.loc["validation", "n"] == 6  # G has no label
+    assert (table["cutoff"] == cut).all()
+    a, lo, hi = auc_ci(train_y, train_p)
+    got = table.loc["train", ["auc", "auc_lower", "auc_upper"]]
+    assert tuple(got) == pytest.approx((a, lo, hi))
+    val_p = np.array(probs["E"] + probs["F"])
+    val_y = np.array([1, 1, 1, 0, 0, 0])
+    assert table.loc["validation", "accuracy"] == pytest.approx(np.mean((val_p >= cut) == val_y))
+    assert table.loc["validation", "sensitivity"] == pytest.approx(np.mean(val_p[:3] >= cut))

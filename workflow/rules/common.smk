@@ -345,14 +345,16 @@ def get_train_deep_inputs(wildcards):
 
 
 def get_deep_outputs_inputs(wildcards):
-    """The trained model and the splits. The patients' manifests are inputs of the training
-    (any change retrains, hence reruns this), so they come here as a parameter: at 2,000
-    patients that is 2,000 fewer files per model for Snakemake to plan."""
+    """The trained model, the splits and the clinical table (labels of the per-split metrics).
+    The patients' manifests are inputs of the training (any change retrains, hence reruns
+    this), so they come here as a parameter: at 2,000 patients that is 2,000 fewer files per
+    model for Snakemake to plan."""
     return {
         "checkpoint": deep_model_path(
             wildcards.study, wildcards.model, "checkpoint.pt"
         ),
         "splits": study_path(wildcards.study, "splits.parquet"),
+        "clinical": str(SETTINGS.clinical),
     }
 
 

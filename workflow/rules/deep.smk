@@ -1,7 +1,8 @@
 # Deep models of the studies: training (a GPU job where the cluster has one) and per-patient
-# deep features, predictions, MIL features and Grad-CAM overlays. The input tensors (.npz, config
-# deep.inputs, docs/methods.md) are built per patient by normalize_patient (preprocess.smk), the
-# per-habitat-subregion ones (region: habitats) by assign_habitats (habitats.smk).
+# deep features, predictions, MIL features, the network's metrics per split and Grad-CAM (or
+# Score-CAM) overlays. The input tensors (.npz, config deep.inputs, docs/methods.md) are built
+# per patient by normalize_patient (preprocess.smk), the per-habitat-subregion ones (region:
+# habitats) by assign_habitats (habitats.smk).
 
 
 rule train_deep_model:
@@ -53,6 +54,9 @@ rule deep_model_outputs:
         features=deep_model_path("{study}", "{model}", "features.parquet"),
         predictions=deep_model_path("{study}", "{model}", "predictions.parquet"),
         mil=deep_model_path("{study}", "{model}", "mil_features.parquet"),
+        # the network's own AUC (CI), accuracy, sensitivity, specificity per split (per slice
+        # for MIL models: the MIL study's slice-level table); empty for per-subregion bundles
+        split_metrics=deep_model_path("{study}", "{model}", "split_metrics.parquet"),
         gradcam=report(
             directory(deep_model_path("{study}", "{model}", "gradcam")),
             patterns=["{name}.png"],
@@ -77,6 +81,7 @@ rule deep_model_outputs:
         input_key=lambda w: PLAN.deep_model_input(w.study, w.model).key,
         # {patient: normalize manifest} (inputs of train_deep_model)
         manifests=lambda w: deep_model_inputs(w.study, w.model),
+        label=lambda w: STUDIES[w.study].label,
         per_subregion=lambda w: PLAN.deep_model_input(
             w.study, w.model
         ).spec.per_subregion,

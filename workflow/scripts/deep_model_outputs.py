@@ -1,10 +1,12 @@
-"""Rule deep_model_outputs: deep features, predictions, MIL features and Grad-CAM overlays."""
+"""Rule deep_model_outputs: deep features, predictions, MIL features, the network's own metrics
+per split and Grad-CAM / Score-CAM overlays."""
 
 from pathlib import Path
 
 import pandas as pd
 
 from hccrad import patient, steps
+from hccrad.deep.split_metrics import COLUMNS
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
@@ -21,6 +23,8 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
             snakemake.output.predictions,
             threads=snakemake.threads,
         )
+        # declared output: no per-split metrics of a per-subregion bundle (an empty table)
+        pd.DataFrame(columns=list(COLUMNS)).to_parquet(snakemake.output.split_metrics)
         gradcam = steps.deep_subregion_gradcam
     else:
         inputs = patient.deep_input_files(snakemake.params.manifests, snakemake.params.input_key)
@@ -34,6 +38,9 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
             mil_bins=spec.get("mil_bins", 10),
             mil_words=spec.get("mil_words", 10),
             threads=snakemake.threads,
+            dst_metrics=snakemake.output.split_metrics,
+            clinical=snakemake.input.clinical,
+            label=snakemake.params.label,
         )
         gradcam = steps.deep_gradcam
     if not mil:  # declared output: an empty table says "no MIL features for this model"
@@ -43,4 +50,5 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
         inputs,
         Path(snakemake.output.gradcam),
         max_patients=spec.get("gradcam", 4),
+        method=spec.get("cam", "gradcam"),
     )

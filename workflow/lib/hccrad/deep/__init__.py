@@ -7,11 +7,13 @@ Modules:
   phases, 3-D cubes.
 * :mod:`hccrad.deep.mil` — multi-instance patient features: predicted-likelihood histograms and
   bag-of-words with TF-IDF weighting.
+* :mod:`hccrad.deep.split_metrics` — a model's own AUC (CI), accuracy, sensitivity, specificity
+  per split from its predictions (per slice for MIL models; no torch).
 * :mod:`hccrad.deep.nets`, :mod:`hccrad.deep.train`, :mod:`hccrad.deep.extract`,
   :mod:`hccrad.deep.gradcam` — networks (MONAI; no torchvision), seeded training, frozen-backbone
-  features and Grad-CAM overlays; :mod:`hccrad.deep.train_config` (training settings and study
-  presets), :mod:`hccrad.deep.dataset` (the ``.npz`` dataset) and :mod:`hccrad.deep.curves`
-  (training curves) serve the training.
+  features and Grad-CAM / Score-CAM overlays; :mod:`hccrad.deep.train_config` (training settings
+  and study presets), :mod:`hccrad.deep.dataset` (the ``.npz`` dataset) and
+  :mod:`hccrad.deep.curves` (training curves) serve the training.
 * :mod:`hccrad.deep.device` — the torch device of a ``device`` setting (``auto``, ``cpu``,
   ``cuda[:N]``), shared by the classifiers and the U-Net.
 * :mod:`hccrad.deep.segmentation` — MONAI 3-D U-Net for liver + tumor (training, inference with

@@ -1,5 +1,5 @@
 """Networks (MONAI, no torchvision): ResNet-10..101 and DenseNet-121, 2-D and 3-D, the video
-ResNet ``r3d_18`` (3-D only), plus wrappers.
+ResNet ``r3d_18`` (3-D only), the two-stage ResNet-10 ``resnet10_2stage``, plus wrappers.
 
 * :func:`build_network` — a bare MONAI network with its classifier head (``fc`` for ResNet,
   ``class_layers.out`` for DenseNet). MONAI's ``pretrained`` download flags are never set; weights
@@ -18,8 +18,13 @@ down-sampling bias per depth (MONAI's ``resnet_params``: A for ResNet-18/34, B o
 MedicalNet checkpoints load; 2-D ResNets use shortcut B without bias (torchvision's layout), so
 ImageNet state dicts converted from torchvision load key for key. ``r3d_18``
 (:class:`VideoResNet3D`) has the key layout of torchvision's Kinetics-400 ``r3d_18`` (``stem.0``,
-``layerN.M.conv1.0``, ``downsample``), so those weights load from a local file. Feature sizes: 512
-(ResNet-10, 18, 34, r3d_18), 2048 (ResNet-50, 101), 1024 (DenseNet-121).
+``layerN.M.conv1.0``, ``downsample``), so those weights load from a local file.
+``resnet10_2stage`` (:class:`ResNet2Stage`) is ResNet-18 cut after its second stage: the stem,
+then two basic blocks of 64 and two of 128 channels (eight 3x3 convolutions; with the stem and
+the head, ten weighted layers), global average pooling to 128 features — the early-recurrence
+study's ResNet-10 (MONAI's ``resnet10`` instead keeps four stages of one block each). Its keys
+are ResNet-18's for the layers it keeps. Feature sizes: 512 (ResNet-10, 18, 34, r3d_18), 128
+(``resnet10_2stage``), 2048 (ResNet-50, 101), 1024 (DenseNet-121).
 
 **Pretrained layouts** (:func:`load_pretrained`): torchvision ImageNet ResNet-18/34 state dicts
 into the 2-D ResNets; MedicalNet checkpoints (``{"state_dict": …}``, ``module.`` prefixes, a
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 #: Supported network names.
 NETWORKS: tuple[str, ...] = (
     "resnet10",
+    "resnet10_2stage",
     "resnet18",
     "resnet34",
     "resnet50",
@@ -56,6 +62,7 @@ NETWORKS: tuple[str, ...] = (
 #: Penultimate feature size of each network.
 FEATURE_SIZES: dict[str, int] = {
     "resnet10": 512,
+    "resnet10_2stage": 128,
     "resnet18": 512,
     "resnet34": 512,
     "resnet50": 2048,
@@ -153,6 +160,33 @@ class VideoResNet3D(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class ResNet2Stage(mnets.ResNet):
+    """ResNet-18 cut to its first two stages (64 and 128 channels): 128 penultimate features.
+
+    Built as MONAI's ResNet-18 (same arguments: ``spatial_dims``, ``n_input_channels``,
+    ``shortcut_type``…) whose ``layer3`` and ``layer4`` are removed; ``forward`` runs stem →
+    ``layer1`` → ``layer2`` → global average pool → ``fc`` (128 → ``num_classes``).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(block="basic", layers=[2, 2, 2, 2], block_inplanes=[64, 128, 256, 512],
+                         **kwargs)  # fmt: skip
+        del self.layer3, self.layer4
+        convs = [m for m in self.layer2.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
+        self.n_features = convs[-1].out_channels
+        if self.fc is not None:
+            self.fc = nn.Linear(self.n_features, self.fc.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` (pooled features without a head)."""
+        x = self.act(self.bn1(self.conv1(x)))
+        if not self.no_max_pool:
+            x = self.maxpool(x)
+        x = self.avgpool(self.layer2(self.layer1(x)))
+        x = x.view(x.size(0), -1)
+        return self.fc(x) if self.fc is not None else x
+
+
 def build_network(
     name: str,
     *,
@@ -162,7 +196,8 @@ def build_network(
     pretrained: str | Path | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """A MONAI ResNet / DenseNet-121 with a ``num_classes`` head.
+    """A MONAI ResNet / DenseNet-121 (or ``r3d_18``, ``resnet10_2stage``) with a ``num_classes``
+    head.
 
     Args:
         name: One of :data:`NETWORKS`.
@@ -200,8 +235,9 @@ def build_network(
             **kwargs,
         )
     else:
-        if spatial_dims == 3:  # MedicalNet's layout
-            _block, _layers, shortcut, bias_ds, _ = resnet_params[name]
+        if spatial_dims == 3:  # MedicalNet's layout (the two-stage net: ResNet-18's)
+            key = "resnet18" if name == "resnet10_2stage" else name
+            _block, _layers, shortcut, bias_ds, _ = resnet_params[key]
         else:  # torchvision's layout
             shortcut, bias_ds = "B", False
         opts: dict[str, Any] = {
@@ -214,7 +250,10 @@ def build_network(
             "bias_downsample": bias_ds,
             **kwargs,
         }
-        model = _RESNETS[name](pretrained=False, **opts)
+        if name == "resnet10_2stage":
+            model = ResNet2Stage(**opts)
+        else:
+            model = _RESNETS[name](pretrained=False, **opts)
     if pretrained is not None:
         load_pretrained(model, pretrained)
     return model
@@ -528,7 +567,8 @@ def load_pretrained(
     ``module.`` prefixes (DataParallel) are removed; torchvision DenseNet keys (``norm.1`` /
     ``norm1``) become MONAI's ``layers.norm1``; a common prefix ``backbone.``/``model.``/
     ``encoder.`` is stripped when that matches more keys. Head keys (:data:`HEAD_PREFIXES`) and
-    BatchNorm ``num_batches_tracked`` counters are ignored. With ``adapt_in_channels`` the first
+    BatchNorm ``num_batches_tracked`` counters are ignored, and so are a ResNet-18 file's
+    ``layer3`` / ``layer4`` for :class:`ResNet2Stage`. With ``adapt_in_channels`` the first
     convolution (:data:`STEM_KEYS`) of a file with another number of input channels is summed
     over its channels and spread evenly over the model's (e.g. RGB ImageNet → 1-channel MR).
 
@@ -553,7 +593,10 @@ def load_pretrained(
     own = target.state_dict()
     own_keys = {k for k in own if not _is_head(k) and not k.endswith("num_batches_tracked")}
     src = _strip_prefix(src, own_keys)
-    ignored = sorted(k for k in src if _is_head(k) or k.endswith("num_batches_tracked"))
+    cut = ("layer3.", "layer4.") if isinstance(target, ResNet2Stage) else ()
+    ignored = sorted(
+        k for k in src if _is_head(k) or k.endswith("num_batches_tracked") or k.startswith(cut)
+    )
     body = {k: v for k, v in src.items() if k not in set(ignored)}
     missing = sorted(own_keys - set(body))
     unexpected = sorted(set(body) - own_keys)

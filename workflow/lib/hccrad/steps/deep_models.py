@@ -1,5 +1,6 @@
 """Deep-model steps of a study: training (one model, or one per habitat subregion), features,
-predictions and MIL features of every patient, Grad-CAM overlays.
+predictions and MIL features of every patient, the network's own metrics per split, Grad-CAM or
+Score-CAM overlays.
 
 The deep-learning modules import torch: they are imported where used, so that the other steps
 (and the Snakefile, which imports :mod:`hccrad.steps`) start without it.
@@ -17,9 +18,10 @@ from typing import Any
 
 from hccrad import fileio
 from hccrad.deep.extract import extract_features
-from hccrad.deep.gradcam import gradcam_overlay
+from hccrad.deep.gradcam import CAM_METHODS, gradcam_overlay
 from hccrad.deep.inputs import DeepInput
 from hccrad.deep.mil import MILFeatures, bags_from_table
+from hccrad.deep.split_metrics import split_metrics
 from hccrad.deep.train import (
     TrainConfig,
     model_from_checkpoint,
@@ -30,7 +32,7 @@ from hccrad.deep.train import (
     train,
     write_subregion_bundle,
 )
-from hccrad.errors import InputError
+from hccrad.errors import ConfigError, InputError
 from hccrad.fileio import PathLike
 from hccrad.sheets import read_clinical
 
@@ -247,9 +249,11 @@ def deep_subregion_gradcam(
     out_dir: PathLike,
     *,
     max_patients: int = 6,
+    method: str = "gradcam",
 ) -> None:
-    """Grad-CAM overlays ``{patient}_h{i}.png`` of every subregion's model for the first
-    ``max_patients`` patients (sorted) that have that subregion's tensor."""
+    """Grad-CAM (or ``method``: :data:`hccrad.deep.gradcam.CAM_METHODS`) overlays
+    ``{patient}_h{i}.png`` of every subregion's model for the first ``max_patients`` patients
+    (sorted) that have that subregion's tensor."""
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +266,8 @@ def deep_subregion_gradcam(
         model, _ = model_from_checkpoint(ckpt, device="cpu", source=checkpoint)
         for patient in sorted(inputs.get(i, {}))[:max_patients]:
             x = DeepInput.load(inputs[i][patient]).x
-            gradcam_overlay(model, x, out / f"{patient}_h{i}.png", title=f"{patient}, habitat {i}")
+            gradcam_overlay(model, x, out / f"{patient}_h{i}.png",
+                            title=f"{patient}, habitat {i}", method=method)  # fmt: skip
             drawn += 1
     log.info("Grad-CAM overlays: %d in %s", drawn, out)
 
@@ -278,13 +283,18 @@ def deep_model_outputs(
     mil_bins: int = 10,
     mil_words: int = 10,
     threads: int = 1,
+    dst_metrics: PathLike | None = None,
+    clinical: PathLike | None = None,
+    label: str | None = None,
 ) -> None:
     """Deep features and predictions of every patient; MIL features for slice models.
 
     Writes ``features.parquet`` (index patient, ``deep_i``: frozen penultimate activations),
-    ``predictions.parquet`` (per patient, or per instance for MIL: ``prob``) and, for slice-level
-    (MIL) models, ``mil_features.parquet`` (PLH + BoW TF-IDF, the IDF fitted on the training
-    patients' bags only, :mod:`hccrad.deep.mil`).
+    ``predictions.parquet`` (per patient, or per instance for MIL: ``prob``), for slice-level
+    (MIL) models ``mil_features.parquet`` (PLH + BoW TF-IDF, the IDF fitted on the training
+    patients' bags only, :mod:`hccrad.deep.mil`) and, with ``dst_metrics`` (then ``clinical`` and
+    ``label`` are needed), the network's own metrics per split
+    (:func:`hccrad.deep.split_metrics.split_metrics`: per slice for MIL models).
     """
     import pandas as pd
     import torch
@@ -298,12 +308,17 @@ def deep_model_outputs(
         fileio.write_parquet(pd.DataFrame({"patient": patients, "prob": 0.5}), dst_predictions)
         if dst_mil is not None:
             fileio.write_parquet(pd.DataFrame({"plh_0": 1.0}, index=index), dst_mil, index=True)
+        if dst_metrics is not None:
+            _write_split_metrics(pd.DataFrame({"patient": patients, "prob": 0.5}), splits,
+                                 clinical, label, dst_metrics)  # fmt: skip
         log.warning("untrained model: constant features for %d patients", len(patients))
         return
     feats = extract_features(checkpoint, paths_, patients, device="auto")
     fileio.write_parquet(feats, dst_features, index=True)
     pred = predict(checkpoint, paths_, patients=patients, device="auto")
     fileio.write_parquet(pred.drop(columns="path"), dst_predictions)
+    if dst_metrics is not None:
+        _write_split_metrics(pred, splits, clinical, label, dst_metrics)
     if dst_mil is not None:
         if "instance" not in pred:
             raise ValueError("MIL features need a slice-level model (input_kind 'slice')")
@@ -319,15 +334,42 @@ def deep_model_outputs(
     log.info("%d patients: %d deep features", len(patients), feats.shape[1])
 
 
+def _write_split_metrics(
+    pred: Any, splits: PathLike, clinical: PathLike | None, label: str | None, dst: PathLike
+) -> None:
+    """``split_metrics.parquet``: the model's own metrics per split (labels from ``clinical``)."""
+    import pandas as pd
+
+    if clinical is None or not label:
+        raise ConfigError("the per-split metrics of a deep model need the clinical table and label")
+    table = read_clinical(clinical).set_index("patient")
+    if label not in table:
+        raise InputError(f"label column {label!r} not in the clinical table", file=clinical)
+    labels = pd.to_numeric(table[label], errors="coerce")
+    labels.index = labels.index.astype(str)
+    split = pd.read_parquet(splits)
+    split = split.set_index("patient")["split"] if "patient" in split else split["split"]
+    split.index = split.index.astype(str)
+    metrics = split_metrics(pred, labels.to_dict(), split.to_dict())
+    fileio.write_parquet(metrics, dst)
+    for row in metrics.itertuples():
+        log.info("%s (%s level, n=%d): AUC %.3f [%.3f, %.3f], accuracy %.3f", row.split,
+                 row.level, row.n, row.auc, row.auc_lower, row.auc_upper, row.accuracy)  # fmt: skip
+
+
 def deep_gradcam(
     checkpoint: PathLike,
     inputs: Mapping[str, PathLike],
     out_dir: PathLike,
     *,
     max_patients: int = 6,
+    method: str = "gradcam",
 ) -> None:
-    """Grad-CAM overlays (``{patient}.png``) for the first ``max_patients`` patients (sorted)."""
+    """Grad-CAM (or ``method``: :data:`hccrad.deep.gradcam.CAM_METHODS`) overlays
+    (``{patient}.png``) for the first ``max_patients`` patients (sorted)."""
 
+    if method not in CAM_METHODS:
+        raise ConfigError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if is_untrained(checkpoint):
@@ -338,8 +380,8 @@ def deep_gradcam(
     model, _kind = resolve_model(checkpoint, "cpu")
     for patient in sorted(inputs)[:max_patients]:
         x = DeepInput.load(inputs[patient]).x
-        gradcam_overlay(model, x, out / f"{patient}.png", title=patient)
-    log.info("Grad-CAM overlays for %d patients in %s", min(len(inputs), max_patients), out)
+        gradcam_overlay(model, x, out / f"{patient}.png", title=patient, method=method)
+    log.info("%s overlays for %d patients in %s", method, min(len(inputs), max_patients), out)
 
 
 def is_untrained(checkpoint: PathLike) -> bool:
