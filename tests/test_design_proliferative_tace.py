@@ -277,11 +277,14 @@ def test_the_demo_delta_only_shrinks_what_48_patients_cannot_afford(spec) -> Non
     # the published final nomogram, forced
     assert demo.models["rad_afp"].candidates == ("afp_gt_200",)
     assert demo.models["rad_afp"].scores == ("radscore",)
+    # cross-fitted scores in the demo (an in-sample score can separate 30-40 training patients)
+    assert spec.stacking == "in_sample" and demo.stacking == "crossfit"
     changed = {c.key for c in demo.overlay_changes}
     assert changed <= {
         "splits.primary_centers",
         "splits.temporal_cutoff",
         "chains.icc_pearson_lasso",
+        "stacking",
         "models.rad_afp.candidates",
         "models.rad_afp.alpha",
         "survival.outcome_cohorts.outcomes_cohort_1.centers",
