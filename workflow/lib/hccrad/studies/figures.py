@@ -17,6 +17,7 @@ from hccrad.errors import InputError
 from hccrad.fileio import placeholder_png
 from hccrad.stats.figures import plot_calibration, plot_decision_curve, plot_roc
 from hccrad.stats.models import plot_nomogram, shap_figures
+from hccrad.stats.shap_force import shap_force_figure, shap_output_space
 from hccrad.studies.evaluation import degenerate
 from hccrad.studies.fitting import Fitted, StudyData
 from hccrad.studies.spec import StudySpec
@@ -121,6 +122,22 @@ def draw_calibration(
     )
 
 
+#: The SHAP figures of a study with an ``explain`` model (outputs of the same name).
+SHAP_KEYS = ("shap_beeswarm", "shap_waterfall", "shap_force")
+
+
+def force_patients(chosen: Sequence[str], y: pd.Series) -> dict[str, str]:
+    """The force plot's patients: the first case and the first control of ``chosen`` by
+    patient id (the paper's one example, "sample 149", cannot be identified), as
+    panel title -> patient id; a class with no patient among ``chosen`` is left out."""
+    out = {}
+    for value, kind in ((1, "case"), (0, "control")):
+        hit = sorted(p for p in chosen if int(y[p]) == value)
+        if hit:
+            out[f"{kind} {hit[0]}"] = hit[0]
+    return out
+
+
 def draw_shap(
     spec: StudySpec,
     data: StudyData,
@@ -129,12 +146,13 @@ def draw_shap(
     study: pd.Index,
     files: Mapping[str, Path],
 ) -> None:
-    """SHAP beeswarm and waterfall of the ``explain`` model on held-out patients (training
+    """SHAP beeswarm, waterfall (the highest-risk patient) and force plot (one case and one
+    control, :func:`force_patients`) of the ``explain`` model on held-out patients (training
     patients when there is none), or placeholders saying why not."""
     name = spec.explain
     title = f"{spec.name}: SHAP of {name}"
     if name not in fitted:
-        for key in ("shap_beeswarm", "shap_waterfall"):
+        for key in SHAP_KEYS:
             placeholder(files[key], title, f"model {name} not fitted")
         return
     cfg = spec.shap
@@ -144,12 +162,13 @@ def draw_shap(
     X = data.X[name].loc[chosen]
     prob, _ = fitted[name].predict(pd.Index(chosen))
     patient = chosen[int(np.argmax(prob))]
+    estimator = fitted[name].estimator
     fonts = logging.getLogger("matplotlib.font_manager")
     level = fonts.level
     fonts.setLevel(logging.ERROR)  # SHAP asks for TeX fonts matplotlib may not have
     try:
-        shap_figures(
-            fitted[name].estimator,
+        expl = shap_figures(
+            estimator,
             X,
             files["shap_beeswarm"],
             files["shap_waterfall"],
@@ -159,9 +178,17 @@ def draw_shap(
             nsamples=cfg.get("nsamples"),
             max_display=int(cfg["max_display"]),
         )
+        rows = {t: chosen.index(p) for t, p in force_patients(chosen, data.y).items()}
+        shap_force_figure(
+            expl,
+            {f"{spec.name}, {name}: {t}": r for t, r in rows.items()},
+            files["shap_force"],
+            space=shap_output_space(estimator),
+            max_display=int(cfg["max_display"]),
+        )
     except Exception as err:  # SHAP's explainers raise many error types
         log.warning("study %s: SHAP failed: %s", spec.name, err, exc_info=True)
-        for key in ("shap_beeswarm", "shap_waterfall"):
+        for key in SHAP_KEYS:
             placeholder(files[key], title, f"SHAP failed: {err}")
     finally:
         fonts.setLevel(level)

@@ -59,6 +59,7 @@ def study_outputs(spec: StudySpec) -> dict[str, str]:
     if spec.explain:
         out["shap_beeswarm"] = "shap_beeswarm.png"
         out["shap_waterfall"] = "shap_waterfall.png"
+        out["shap_force"] = "shap_force.png"
     if spec.survival is not None:
         out["cox"] = "cox.parquet"
         out["cutpoint"] = "cutpoint.json"
