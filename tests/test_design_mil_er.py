@@ -214,7 +214,10 @@ def test_every_deviation_has_a_reason(spec) -> None:
     ):
         assert step in steps, step
     todo = [d["step"] for d in spec.deviations if d["reason"].startswith("not implemented yet")]
-    assert {"slice networks", "SHAP"} <= set(todo)
+    assert "slice networks" in todo
+    # the force plot is drawn now (shap_force.png); the paper's example patient is unknown
+    shap = next(d for d in spec.deviations if d["step"] == "SHAP")
+    assert "force plot" in shap["ours"] and "SHAP" not in todo
     # the slice-level table is computed now (deep_model_outputs' split_metrics.parquet)
     step3 = "slice-level evaluation (Table 3)"
     table3 = next(d for d in spec.deviations if d["step"] == step3)
