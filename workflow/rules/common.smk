@@ -397,7 +397,7 @@ def _study_figure(key):
             f"study_{name}",
             {"figure": name.replace("_", " ")},
         )
-    if key in ("nomogram", "shap_beeswarm", "shap_waterfall"):
+    if key in ("nomogram", "shap_beeswarm", "shap_waterfall", "shap_force"):
         return (
             "Explanation and nomogram",
             f"study_{key}",

@@ -230,7 +230,12 @@ ITEMS: tuple[Item, ...] = (
         "CLAIM",
         "31",
         "explainability or interpretability",
-        (S + "shap_beeswarm.png", S + "shap_waterfall.png", S + "deep/*/gradcam"),
+        (
+            S + "shap_beeswarm.png",
+            S + "shap_waterfall.png",
+            S + "shap_force.png",
+            S + "deep/*/gradcam",
+        ),
         "SHAP of the explained model; Grad-CAM of deep models",
     ),
     Item(
