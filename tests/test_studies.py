@@ -250,6 +250,15 @@ def test_deep_models_are_typed_in_config_order():
     assert specs["mvi_biregional"].deep_models["tumor_3d"].phase == "AP"
     mil = specs["mil_er"].deep_models["mil_slices"]
     assert mil.mil is True and mil.raw["mil_bins"] == 13  # the paper's 13 likelihood bins
+    # Table 3's comparison slice networks: the same input, no MIL features
+    assert list(specs["mil_er"].deep_models) == [
+        "mil_slices",
+        "slice_resnet101",
+        "slice_densenet121",
+    ]
+    assert not any(
+        specs["mil_er"].deep_models[n].mil for n in ("slice_resnet101", "slice_densenet121")
+    )
     assert specs["proliferative_tace"].deep_models == {}
 
 
