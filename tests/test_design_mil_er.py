@@ -8,6 +8,7 @@ tests fail when the configuration drifts from the paper.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,9 @@ MIL_CHAIN = [
     {"step": "correlation", "method": "pearson", "threshold": 0.9},
     {"step": "lasso", "kind": "linear", "cv": 10, "Cs": 100, "c_ratio": 1000},
 ]
+#: Table 3's comparison slice networks (deep model -> backbone) and their pooled feature sizes.
+COMPARISON_NETS = {"slice_resnet101": "resnet101", "slice_densenet121": "densenet121"}
+FEATURES = {"resnet101": 2048, "densenet121": 1024}
 #: The paper's 2.5D slice offsets around the largest cross-section (11 slices).
 MIL_OFFSETS = (0, -1, 1, -2, 2, -4, 4, -7, 7, -9, 9)
 
@@ -147,7 +151,7 @@ def test_primary_comparisons_and_key_comparison(spec) -> None:
 
 
 def test_the_slice_network_and_mil_features(spec) -> None:
-    assert list(spec.deep_models) == ["mil_slices"]
+    assert list(spec.deep_models) == ["mil_slices", *COMPARISON_NETS]
     d = spec.deep_models["mil_slices"]
     assert (d.input, d.phase, d.preset, d.mil) == ("mil_slices", "AP", "mil_slice", True)
     assert d.raw.get("cam", "gradcam") == "gradcam"  # "Grad-CAM" of the last conv layer
@@ -159,6 +163,37 @@ def test_the_slice_network_and_mil_features(spec) -> None:
     assert cfg.network == "resnet18" and cfg.spatial_dims == 2
     # the preset's unpublished values (Supplementary 1A): Adam 1e-4, 50 epochs, batch 32
     assert (cfg.optimizer, cfg.lr, cfg.epochs, cfg.batch_size) == ("adam", 1e-4, 50, 32)
+    # the MIL block reads the ResNet18's features only (the paper's choice, fixed beforehand)
+    assert spec.blocks["mil"].path.endswith("deep/mil_slices/mil_features.parquet")
+
+
+def test_table3_comparison_slice_networks(spec) -> None:
+    """ResNet101 and DenseNet121 (Table 3): the ResNet18's input and preset, another backbone;
+    compared by their own per-split slice metrics, feeding no model (no MIL features)."""
+    import torch
+
+    from hccrad.deep.train import build_model
+
+    base = TrainConfig.preset("mil_slice", **spec.deep_models["mil_slices"].train)
+    for name, network in COMPARISON_NETS.items():
+        d = spec.deep_models[name]
+        assert (d.input, d.phase, d.preset, d.mil) == ("mil_slices", "AP", "mil_slice", False)
+        assert d.train == {"network": network} and d.gradcam == 0
+        cfg = TrainConfig.preset(d.preset, **d.train)
+        assert (cfg.network, cfg.input_kind, cfg.spatial_dims) == (network, "slice", 2)
+        assert dataclasses.replace(cfg, network="resnet18") == base  # only the backbone differs
+        assert not any(name in str(b.path) for b in spec.blocks.values())
+        # hccrad.deep.nets builds the backbone on 2-D slices: 2048 / 1024 pooled features
+        model = build_model(cfg, in_channels=1).eval()
+        with torch.no_grad():
+            x = torch.zeros(2, 1, 64, 64)
+            assert model(x).shape == (2, 2)
+            assert model.forward_features(x).shape == (2, FEATURES[network])
+    demo = load_study(STUDY, check_estimators=False, override=demo_delta())
+    for name, network in COMPARISON_NETS.items():
+        small = TrainConfig.preset("mil_slice", **demo.deep_models[name].train)
+        # the demo keeps the architecture and shortens the training (64 px slices)
+        assert (small.network, small.epochs, small.patience) == (network, 2, None)
 
 
 def test_the_papers_preprocessing_in_the_workflow_config() -> None:
@@ -188,9 +223,14 @@ def test_published_numbers(spec) -> None:
     assert models["clinical"]["auc"]["validation"] == [0.598, 0.452, 0.743]
     assert models["mil"]["sensitivity"]["validation"] == 0.870
     assert models["clinical"]["specificity"]["validation"] == 0.543
+    # Table 3's slice networks are deep models, not study models: listed as missing models; the
+    # deep models of the same names give this run's rows (split_metrics.parquet)
     missing = pub["missing_models"]
     assert set(missing) == {"slice_resnet18", "slice_densenet121", "slice_resnet101"}
+    assert set(COMPARISON_NETS) <= set(missing) and not set(missing) & set(spec.models)
     assert missing["slice_resnet18"]["auc"]["validation"] == [0.716, 0.674, 0.758]
+    assert missing["slice_resnet101"]["auc"]["train"] == [0.590, 0.561, 0.619]
+    assert missing["slice_densenet121"]["specificity"]["validation"] == 0.800
     p = {tuple(c["pair"]): c["p"] for c in pub["comparisons"]}
     assert p[("mil", "radiomics")] == 0.047 and p[("mil", "clinical")] == 0.009
 
@@ -214,10 +254,13 @@ def test_every_deviation_has_a_reason(spec) -> None:
     ):
         assert step in steps, step
     todo = [d["step"] for d in spec.deviations if d["reason"].startswith("not implemented yet")]
-    assert "slice networks" in todo
-    # the force plot is drawn now (shap_force.png); the paper's example patient is unknown
+    # the three slice networks are trained; the force plot is drawn (shap_force.png), only the
+    # paper's example patient is unknown
+    assert "SHAP" not in todo and "slice networks" not in todo
+    nets = next(d for d in spec.deviations if d["step"] == "slice networks")
+    assert "fixed beforehand" in nets["ours"] and "slice_densenet121" in nets["ours"]
     shap = next(d for d in spec.deviations if d["step"] == "SHAP")
-    assert "force plot" in shap["ours"] and "SHAP" not in todo
+    assert "force plot" in shap["ours"]
     # the slice-level table is computed now (deep_model_outputs' split_metrics.parquet)
     step3 = "slice-level evaluation (Table 3)"
     table3 = next(d for d in spec.deviations if d["step"] == step3)

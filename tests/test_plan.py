@@ -120,9 +120,15 @@ def test_patient_sets(plan: CohortPlan) -> None:
 def test_deep_inputs_follow_modality_phases_and_tumor(plan: CohortPlan) -> None:
     names = {p: [s.name for s in plan.patient_deep_inputs(p)] for p in ("P1", "P2", "P4", "C1")}
     assert names["C1"] == ["mil_slices"]
-    # P4 has no PVP (no habitat_slices) and no DP (no er_stack); P2's AP tumor is predicted
+    # P4 has no PVP (no habitat_slices / habitat_tumor_cube) and no DP (no er_stack); P2's AP
+    # tumor is predicted
     assert names["P4"] == ["mvi_tumor_cube", "mvi_ring_cube"]
-    assert names["P1"] == ["habitat_slices", "mvi_tumor_cube", "mvi_ring_cube"]
+    assert names["P1"] == [
+        "habitat_slices",
+        "habitat_tumor_cube",
+        "mvi_tumor_cube",
+        "mvi_ring_cube",
+    ]
     assert [s.name for s in plan.habitat_deep_inputs("P1")] == [
         "habitat_subregion_slices",
         "habitat_subregion_cubes",

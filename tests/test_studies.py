@@ -210,6 +210,8 @@ def test_seed_studies_load_and_declare_outputs():
     assert hg.label == "grade_pd" and hg.primary == "deep_habitat_25d"
     assert hg.comparisons == (
         ("deep_habitat_25d", "deep_whole_25d"),
+        ("deep_habitat_3d", "deep_whole_3d"),
+        ("deep_habitat_25d", "deep_habitat_3d"),
         ("habitat_fusion", "whole_tumor"),
         ("deep_whole_25d", "whole_tumor"),
     )
@@ -236,7 +238,7 @@ def test_deep_models_are_typed_in_config_order():
     specs = studies.load_studies([STUDY_DIR / f"{s}.yaml" for s in studies.SEED_STUDIES])
     hg = specs["habitat_grade"]
     assert list(hg.deep_models) == list(hg.raw["deep_models"])
-    assert list(hg.deep_models) == ["whole_25d", "habitat_25d", "habitat_3d"]
+    assert list(hg.deep_models) == ["whole_25d", "habitat_25d", "habitat_3d", "whole_3d"]
     whole = hg.deep_models["whole_25d"]
     assert (whole.name, whole.input, whole.preset) == ("whole_25d", "habitat_slices", "habitat_25d")
     assert whole.phase is None and whole.mil is False and whole.gradcam == 4
@@ -244,9 +246,19 @@ def test_deep_models_are_typed_in_config_order():
     assert whole.raw is hg.raw["deep_models"]["whole_25d"]  # the configured mapping, untouched
     assert hg.deep_models["habitat_25d"].gradcam == 2
     assert hg.deep_models["habitat_3d"].input == "habitat_subregion_cubes"
+    assert hg.deep_models["whole_3d"].input == "habitat_tumor_cube"
     assert specs["mvi_biregional"].deep_models["tumor_3d"].phase == "AP"
     mil = specs["mil_er"].deep_models["mil_slices"]
     assert mil.mil is True and mil.raw["mil_bins"] == 13  # the paper's 13 likelihood bins
+    # Table 3's comparison slice networks: the same input, no MIL features
+    assert list(specs["mil_er"].deep_models) == [
+        "mil_slices",
+        "slice_resnet101",
+        "slice_densenet121",
+    ]
+    assert not any(
+        specs["mil_er"].deep_models[n].mil for n in ("slice_resnet101", "slice_densenet121")
+    )
     assert specs["proliferative_tace"].deep_models == {}
 
 
