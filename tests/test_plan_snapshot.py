@@ -135,6 +135,7 @@ def test_without_the_overlay_the_demo_plans_the_full_scale_models(
     seen = {name: size for per in sizes.values() for name, size in per.items()}
     assert seen == {
         "habitat_slices": 224,
+        "habitat_tumor_cube": 96,
         "mvi_tumor_cube": 64,
         "mvi_ring_cube": 64,
         "er_stack": 256,
