@@ -721,6 +721,19 @@ def test_planted_signal_verdict_names_each_failure(tmp_path):
     assert "key comparison against whole" in verdict.line
 
 
+def test_planted_signal_verdict_judges_the_splits_that_have_patients(tmp_path):
+    primary = [0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.8, 0.3, 0.2, 0.7]
+    table = _planted_table(tmp_path, primary)
+    # a split of the design without patients (mil_er has no external test) is not a failure
+    empty = table[table["scope"] == "external"].assign(n=0, n_pos=0)
+    (verdict,) = planted.verdicts(pd.concat([table[table["scope"] != "external"], empty]))
+    assert verdict.recovered is True
+    # a split with patients of one class is
+    one = table[table["scope"] == "external"].assign(n=4, n_pos=4)
+    (verdict,) = planted.verdicts(pd.concat([table[table["scope"] != "external"], one]))
+    assert verdict.recovered is False and "one class: external" in verdict.line
+
+
 def test_planted_signal_verdict_on_the_null_cohort(tmp_path):
     # permuted labels: a model that separates them anyway is flagged, not praised
     primary = [0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.8, 0.3, 0.2, 0.7]

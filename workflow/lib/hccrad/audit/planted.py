@@ -381,7 +381,8 @@ def _planted_failures(pooled: pd.Series, splits: pd.DataFrame) -> list[str]:
             f"key comparison against {pooled['comparator']} not in the planted direction "
             f"({_fmt(a)} vs {_fmt(pooled['auc_comparator'])})"
         )
-    one_class = splits[(splits["n_pos"] <= 0) | (splits["n_pos"] >= splits["n"])]
+    present = splits[splits["n"] > 0]  # a split the design has no patient in is not judged
+    one_class = present[(present["n_pos"] <= 0) | (present["n_pos"] >= present["n"])]
     if len(one_class):
         fails.append("split(s) with one class: " + ", ".join(one_class["scope"]))
     return fails
