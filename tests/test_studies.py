@@ -998,3 +998,39 @@ def test_study_rules_run_the_seed_studies(tmp_path):
     # nothing left to do: a second dry run schedules no job
     again = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, timeout=300)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_stacked_score_the_clinical_model_cannot_estimate_is_a_study_note(tmp_path):
+    """An in-sample score that separates the training patients cannot enter a logistic model:
+    the clinical model stands without it, and the study says so (metrics.json notes, shown in
+    the summary and the report) instead of reporting the nomogram as if it held the score."""
+    text = TINY_SPEC.replace("stacking_folds: 3\n", "stacking_folds: 3\nstacking: in_sample\n")
+    text = text.replace(
+        """  rad:
+    blocks: [rad]
+    selection: uni_lasso
+    classifier: logistic
+""",
+        """  rad:
+    blocks: [rad]
+    classifier: logistic
+    params: {C: 1.0e+6}
+""",
+    )
+    text = text.replace(
+        "    candidates: [tumor_size_mm, log10_afp, child_pugh]\n",
+        "    candidates: [tumor_size_mm]\n    scores: [rad]\n",
+    )
+    text = text.replace("  fusion:\n    kind: score_fusion\n    models: [rad, clinical]\n", "")
+    text = text.replace("  - [fusion, rad]\n", "")
+    spec = load_study(write_spec(tmp_path, text))
+    out = tmp_path / "out"
+    run_study(spec, synthetic_tables(48, seed=3), out, seed=42)
+    metrics = json.loads((out / "metrics.json").read_text())
+    pred = pd.read_parquet(out / "predictions.parquet")
+    train = pred[(pred["model"] == "rad") & (pred["split"] == "train")]
+    assert stats.auc(train["label"].to_numpy(float), train["score"].to_numpy(float)) == 1.0
+    notes = [n for n in metrics["notes"] if n.startswith("model clinical: the rad score")]
+    assert len(notes) == 1 and "separation" in notes[0].lower(), metrics["notes"]
+    selected = json.loads((out / "selected_features.json").read_text())
+    assert selected["clinical"]["features"] == ["tumor_size_mm"]

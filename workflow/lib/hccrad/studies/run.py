@@ -261,6 +261,7 @@ def _fitting(run: _Run, pts: _Patients) -> _Fits:
         run.notes.append(f"no model trained: training set has {untrainable}")
         log.warning("study %s: no model trained (training set: %s)", spec.name, untrainable)
     fitted, failed, scores = _fit_models(pts.data, train, pts.study, untrainable)
+    run.notes.extend(_dropped_scores(spec, fitted))
     ok = [n for n in spec.models if n in fitted]
     pred = _prediction_table(run.split, pts, scores, ok)
     cutoffs = {}
@@ -268,6 +269,27 @@ def _fitting(run: _Run, pts: _Patients) -> _Fits:
         tr = pred[(pred["model"] == name) & (pred["split"] == "train")]
         cutoffs[name] = youden_cutoff(tr["label"].to_numpy(float), tr["score"].to_numpy(float))
     return _Fits(fitted, failed, scores, ok, pred, cutoffs)
+
+
+def _dropped_scores(spec: StudySpec, fitted: Mapping[str, Any]) -> list[str]:
+    """A note per stacked score that its clinical model could not estimate (e.g. an in-sample
+    score that separates the training patients): the model then stands without it."""
+    notes = []
+    for name in spec.clinical_models:
+        if name not in fitted:
+            continue
+        uni = fitted[name].estimator.univariable
+        for dep in spec.models[name].scores:
+            rows = uni[uni["variable"] == f"{dep}_score"]
+            failed = rows[rows["note"].astype(str) != ""] if "note" in rows else rows.iloc[:0]
+            if len(failed):
+                notes.append(
+                    f"model {name}: the {dep} score was left out ({failed['note'].iloc[0]}); "
+                    f"the model stands on its clinical variables alone"
+                )
+    for note in notes:
+        log.warning("study %s: %s", spec.name, note)
+    return notes
 
 
 def _untrainable(ytr: pd.Series) -> str:
