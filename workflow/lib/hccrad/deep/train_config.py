@@ -74,10 +74,10 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
     # Augmentation "rotation, scaling, flipping, and shifting" (ranges not published; ours:
     # +-15 degrees, zoom +-10 %, shift +-10 % of the side, each sample with probability 0.5; no
     # rot90 or intensity scaling).
-    # The paper's network is a ResNet-18 cut to two stages (not in MONAI: ResNet-10 here; the
-    # study file names the networks it trains).
+    # The paper's network is a ResNet-18 cut to two stages (hccrad.deep.nets resnet10_2stage; the
+    # study file names the networks it trains, e.g. its ResNet-18/34 variants).
     "recurrence_25d": {
-        "network": "resnet10",
+        "network": "resnet10_2stage",
         "input_kind": "slices25d",
         "optimizer": "sgd",
         "lr": 1e-4,
