@@ -427,18 +427,25 @@ def _study(folder: Path, *, primary_scores, comparator_scores, labels, splits):
     )
 
 
-def test_planted_signal_table(tmp_path):
-    labels = [0, 1, 0, 1, 1, 0, 1, 0, 0, 1]
-    splits = ["train", "train"] + ["validation"] * 4 + ["external"] * 4
-    primary = [0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.8, 0.3, 0.2, 0.7]  # separates held-out: AUC 1
-    comparator = [0.5, 0.5, 0.6, 0.4, 0.7, 0.2, 0.3, 0.4, 0.9, 0.8]
+PLANTED_LABELS = [0, 1, 0, 1, 1, 0, 1, 0, 0, 1]
+
+
+def _planted_study(tmp_path, primary):
+    """The habitat_grade study folder of the planted-signal tests (2 training patients, 4
+    validation, 4 external) with the given primary scores and a fixed comparator."""
     _study(
         tmp_path / "habitat_grade",
         primary_scores=primary,
-        comparator_scores=comparator,
-        labels=labels,
-        splits=splits,
+        comparator_scores=[0.5, 0.5, 0.6, 0.4, 0.7, 0.2, 0.3, 0.4, 0.9, 0.8],
+        labels=PLANTED_LABELS,
+        splits=["train", "train"] + ["validation"] * 4 + ["external"] * 4,
     )
+
+
+def test_planted_signal_table(tmp_path):
+    labels = PLANTED_LABELS
+    primary = [0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.8, 0.3, 0.2, 0.7]  # separates held-out: AUC 1
+    _planted_study(tmp_path, primary)
     truth = pd.DataFrame(
         {
             "patient": [f"p{i}" for i in range(10)] + ["ct1", "ct2"],
@@ -670,16 +677,8 @@ def test_leftover_temporary_files_are_bookkeeping(tmp_path):
 
 
 def _planted_table(tmp_path, primary, *, null=0):
-    labels = [0, 1, 0, 1, 1, 0, 1, 0, 0, 1]
-    splits = ["train", "train"] + ["validation"] * 4 + ["external"] * 4
-    comparator = [0.5, 0.5, 0.6, 0.4, 0.7, 0.2, 0.3, 0.4, 0.9, 0.8]
-    _study(
-        tmp_path / "habitat_grade",
-        primary_scores=primary,
-        comparator_scores=comparator,
-        labels=labels,
-        splits=splits,
-    )
+    _planted_study(tmp_path, primary)
+    labels = PLANTED_LABELS
     truth = pd.DataFrame(
         {
             "patient": [f"p{i}" for i in range(10)],

@@ -417,3 +417,9 @@ def _verdict(study: str, rows: pd.DataFrame) -> Verdict:
 def verdicts(table: pd.DataFrame) -> list[Verdict]:
     """One :class:`Verdict` per study of a :func:`planted_signal_table`."""
     return [_verdict(str(study), rows) for study, rows in table.groupby("study", sort=False)]
+
+
+def tally(found: Sequence[Verdict]) -> tuple[int, int]:
+    """``(good, judged)``: studies recovered (on the null cohort: at chance) among those judged."""
+    judged = [v for v in found if v.recovered is not None]
+    return sum(bool(v.recovered) for v in judged), len(judged)

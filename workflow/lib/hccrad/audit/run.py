@@ -183,10 +183,10 @@ def _planted_signal(inputs: AuditInputs, out: Mapping[str, Path]) -> str:
     write_tsv(planted_table, out["planted_signal"])
     if inputs.truth is None:
         return "skipped: no truth.tsv (not a synthetic cohort)"
-    judged = [v for v in planted.verdicts(planted_table) if v.recovered is not None]
-    good = sum(bool(v.recovered) for v in judged)
-    what = "stay at chance" if any(v.null_cohort for v in judged) else "recovered"
-    return f"{good} of {len(judged)} studies {what}"
+    found = planted.verdicts(planted_table)
+    good, judged = planted.tally(found)
+    what = "stay at chance" if any(v.null_cohort for v in found) else "recovered"
+    return f"{good} of {judged} studies {what}"
 
 
 def _privacy_scan(

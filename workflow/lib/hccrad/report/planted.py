@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hccrad.audit.planted import Verdict, planted_signal_table, verdicts
+from hccrad.audit.planted import Verdict, planted_signal_table, tally, verdicts
 from hccrad.report.format import html_document
 
 __all__ = ["Verdict", "planted_html", "planted_markdown", "planted_verdicts"]
@@ -33,11 +33,10 @@ def planted_verdicts(
 
 
 def _headline(planted: Sequence[Verdict]) -> str:
-    judged = [v for v in planted if v.recovered is not None]
-    good = sum(bool(v.recovered) for v in judged)
+    good, judged = tally(planted)
     if planted and planted[0].null_cohort:
-        return f"Null cohort (labels permuted): {good} of {len(judged)} studies stay at chance."
-    return f"{good} of {len(judged)} studies recovered the effect the generator planted."
+        return f"Null cohort (labels permuted): {good} of {judged} studies stay at chance."
+    return f"{good} of {judged} studies recovered the effect the generator planted."
 
 
 def planted_markdown(planted: Sequence[Verdict]) -> str:
