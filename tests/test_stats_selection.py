@@ -317,6 +317,54 @@ def test_lasso_logistic_scoring_option():
     np.testing.assert_allclose(las.coef_, ref.coef_.ravel(), atol=1e-12)
 
 
+def test_lasso_one_se_rule_is_glmnets_lambda_1se():
+    """rule="1se": the largest penalty whose mean CV score is within one standard error of the
+    best (cv.glmnet's lambda.1se), computed here by hand from the same folds, then a plain L1
+    fit at that penalty; sparser than (or as sparse as) rule="min"."""
+    from sklearn.linear_model import Lasso, LogisticRegressionCV
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(90, 40))
+    y = (X[:, 0] - 0.7 * X[:, 1] + 0.4 * X[:, 2] + rng.normal(size=90) > 0).astype(int)
+    Cs = list(np.logspace(-2, 1, 15)[::-1])  # unsorted on purpose: the rule sorts by penalty
+    kw = dict(cv=5, seed=1, Cs=Cs, scoring="neg_log_loss")
+    one_se = LassoSelector(rule="1se", **kw).fit(X, y)
+    best = LassoSelector(rule="min", **kw).fit(X, y)
+    ref = LogisticRegressionCV(
+        Cs=Cs,
+        l1_ratios=(1.0,),
+        solver="liblinear",
+        scoring="neg_log_loss",
+        max_iter=5000,
+        cv=StratifiedKFold(5, shuffle=True, random_state=1),
+        random_state=1,
+        use_legacy_attributes=False,
+    ).fit(X, y)
+    c = np.asarray(ref.Cs_)
+    scores = np.asarray(ref.scores_)[:, 0, :]
+    mean, se = scores.mean(axis=0), scores.std(axis=0, ddof=1) / np.sqrt(5)
+    k = int(np.argmax(mean))
+    expected = min(c[mean >= mean[k] - se[k]])  # smallest C = largest penalty in the band
+    assert pytest.approx(c[k]) == best.C_
+    assert pytest.approx(expected) == one_se.C_ and one_se.C_ < best.C_
+    single = LogisticRegression(
+        C=expected, l1_ratio=1.0, solver="liblinear", max_iter=5000, random_state=1
+    ).fit(X, y)
+    np.testing.assert_allclose(one_se.coef_, single.coef_.ravel(), atol=1e-10)
+    assert one_se.support_.sum() < best.support_.sum() and one_se.support_[:2].all()
+    # the least-squares Lasso: the largest alpha within one SE of the smallest CV error
+    lin = LassoSelector(kind="linear", rule="1se", cv=5, seed=1, Cs=50).fit(X, y)
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=1).split(X, y))
+    cv = LassoCV(alphas=lin.estimator_.alphas_, cv=folds, max_iter=5000).fit(X, y.astype(float))
+    mse = cv.mse_path_.mean(axis=1)
+    band = mse <= mse.min() + cv.mse_path_.std(axis=1, ddof=1)[np.argmin(mse)] / np.sqrt(5)
+    alpha = max(cv.alphas_[band])
+    assert pytest.approx(1 / alpha) == lin.C_ and alpha > cv.alpha_
+    np.testing.assert_allclose(lin.coef_, Lasso(alpha=alpha).fit(X, y).coef_, atol=1e-8)
+    with pytest.raises(ValueError, match="rule"):
+        LassoSelector(rule="2se").fit(X, y)
+
+
 def test_rfe_keeps_informative_features():
     rng = np.random.default_rng(6)
     X = rng.normal(size=(120, 12))

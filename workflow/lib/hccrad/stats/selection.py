@@ -39,6 +39,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.feature_selection import RFE, SelectorMixin
 from sklearn.linear_model import (
+    Lasso,
     LassoCV,
     LinearRegression,
     LogisticRegression,
@@ -357,6 +358,16 @@ def _folds(y: np.ndarray, cv: int, seed: int | None) -> StratifiedKFold:
     return StratifiedKFold(n_splits=min(int(cv), n_min), shuffle=True, random_state=seed)
 
 
+def _one_se_index(score: np.ndarray, sd: np.ndarray, n_folds: int) -> int:
+    """glmnet's ``lambda.1se`` on a CV path ordered from the largest penalty (index 0) down:
+    the first (most penalised) point whose mean score (higher is better) is within one standard
+    error (``sd / sqrt(n_folds)`` at the best point) of the best."""
+    score = np.where(np.isfinite(score), score, -np.inf)
+    best = int(np.argmax(score))
+    se = float(sd[best]) / np.sqrt(max(n_folds, 1)) if np.isfinite(sd[best]) else 0.0
+    return int(np.flatnonzero(score >= score[best] - se)[0])
+
+
 class LassoSelector(_Selector):
     """LASSO with the penalty chosen by stratified CV; keeps the features with a non-zero
     coefficient.
@@ -373,6 +384,11 @@ class LassoSelector(_Selector):
     An integer ``Cs`` gives ``Cs`` values of ``lambda`` log-spaced from ``lambda_max =
     max |X_c' (y - mean y)| / n`` (every coefficient 0) down to ``lambda_max / c_ratio``
     (``Cs=100, c_ratio=1000`` is ``LassoCV``'s default path); a list gives ``C = 1 / lambda``.
+
+    ``rule="min"`` (default) takes the penalty with the best mean CV score (glmnet's
+    ``lambda.min``); ``rule="1se"`` the largest penalty whose mean CV score is within one
+    standard error (over the folds) of the best (glmnet's ``lambda.1se``: a sparser model on
+    few patients), refitted on all rows at that penalty.
 
     Both use ``StratifiedKFold(cv, shuffle=True, random_state=seed)`` and expect standardised
     inputs (the pipelines put a :class:`~sklearn.preprocessing.StandardScaler` first). The score
@@ -399,6 +415,7 @@ class LassoSelector(_Selector):
         max_iter: int = 5000,
         kind: Literal["logistic", "linear"] = "logistic",
         scoring: str = "roc_auc",
+        rule: Literal["min", "1se"] = "min",
     ) -> None:
         self.cv = cv
         self.seed = seed
@@ -408,6 +425,7 @@ class LassoSelector(_Selector):
         self.max_iter = max_iter
         self.kind = kind
         self.scoring = scoring
+        self.rule = rule
 
     def _logistic(self, Xa: np.ndarray, yb: np.ndarray) -> tuple[Any, float]:
         if isinstance(self.Cs, int | np.integer):
@@ -425,7 +443,16 @@ class LassoSelector(_Selector):
             random_state=self.seed,
             use_legacy_attributes=False,
         ).fit(Xa, yb)
-        return est, float(est.C_)
+        if self.rule == "min":
+            return est, float(est.C_), np.ravel(est.coef_), float(np.ravel(est.intercept_)[0])
+        order = np.argsort(np.asarray(est.Cs_, dtype=float))  # largest penalty first
+        folds = np.asarray(est.scores_, dtype=float)[:, 0, order]  # (fold, C)
+        i = _one_se_index(folds.mean(axis=0), folds.std(axis=0, ddof=1), len(folds))
+        c = float(np.asarray(est.Cs_, dtype=float)[order][i])
+        refit = LogisticRegression(
+            C=c, l1_ratio=1.0, solver=self.solver, max_iter=self.max_iter, random_state=self.seed
+        ).fit(Xa, yb)
+        return est, c, np.ravel(refit.coef_), float(np.ravel(refit.intercept_)[0])
 
     def _linear(self, Xa: np.ndarray, yb: np.ndarray) -> tuple[Any, float]:
         if isinstance(self.Cs, int | np.integer):
@@ -438,17 +465,26 @@ class LassoSelector(_Selector):
         folds = list(_folds(yb, self.cv, self.seed).split(Xa, yb))
         est = LassoCV(alphas=alphas, cv=folds, max_iter=self.max_iter)
         est.fit(Xa, yb.astype(float))
-        return est, 1.0 / float(est.alpha_)
+        if self.rule == "min":
+            coef, intercept = np.ravel(est.coef_), float(np.ravel(est.intercept_)[0])
+            return est, 1.0 / float(est.alpha_), coef, intercept
+        # mse_path_: (alpha, fold), alphas_ descending; lower is better
+        mse = np.asarray(est.mse_path_, dtype=float)
+        i = _one_se_index(-mse.mean(axis=1), mse.std(axis=1, ddof=1), mse.shape[1])
+        alpha = float(np.asarray(est.alphas_)[i])
+        refit = Lasso(alpha=alpha, max_iter=self.max_iter).fit(Xa, yb.astype(float))
+        return est, 1.0 / alpha, np.ravel(refit.coef_), float(np.ravel(refit.intercept_)[0])
 
     def fit(self, X: Any, y: Any) -> LassoSelector:
         """Fit the CV L1 path on ``(X, y)`` and keep the non-zero coefficients."""
         if self.kind not in ("logistic", "linear"):
             raise ValueError(f"kind must be 'logistic' or 'linear', got {self.kind!r}")
+        if self.rule not in ("min", "1se"):
+            raise ValueError(f"rule must be 'min' or '1se', got {self.rule!r}")
         Xa, yb = self._fit_input(X, y)
         fit = self._logistic if self.kind == "logistic" else self._linear
-        self.estimator_, self.C_ = fit(Xa, yb)
-        coef = np.ravel(self.estimator_.coef_).astype(float)
-        intercept = float(np.ravel(self.estimator_.intercept_)[0])
+        self.estimator_, self.C_, coef, intercept = fit(Xa, yb)
+        coef = np.asarray(coef, dtype=float)
         association = np.abs(univariate_auc(Xa, yb) - 0.5)
         self._set_support(coef != 0, association, f"L1 {self.kind}, C={self.C_:.4g}")
         if self.fallback_:
