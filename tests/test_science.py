@@ -8,12 +8,13 @@ centers B and C test). The generator plants MVI in the 0-10 mm peritumoral ring 
 enhancement, margin irregularity, satellites) and only weakly inside the tumor
 (docs/synthetic_cohort.md), so
 
-* the bi-regional model must recover the effect: its pooled held-out AUC within 0.10 of the
-  oracle AUC (the true MVI latent against the same patients' labels) with its DeLong 95 % CI
-  above 0.5, every model trained, none ranking its training patients backwards;
-* adding the ring must help: bi-regional above intratumoral on the held-out patients;
+* the bi-regional model must recover the effect: its pooled held-out AUC (mean over three
+  study seeds: CV folds, RFE and Platt fits) within 0.10 of the oracle AUC (the true MVI latent
+  against the same patients' labels), its DeLong 95 % CI above 0.5 with every seed, every model
+  trained, none ranking its training patients backwards;
+* adding the ring must help: bi-regional above intratumoral on the held-out patients (mean);
 * on the null cohort (``hccrad synth --null``: the same images, labels permuted) every model's
-  held-out CI includes 0.5.
+  held-out CI includes 0.5, with every seed.
 
 About 8 minutes on 2 cores (the image stages of 88 patients: the 8 whose masks the U-Net would
 predict are left out, so no U-Net is trained). The study's deep arm (3-D ResNet features, CR-DLR)
@@ -107,7 +108,11 @@ def image_run(tmp_path_factory) -> dict[str, Path]:
 
 
 def run_handcrafted(
-    image_run: dict[str, Path], clinical: pd.DataFrame, out: Path, extra: dict | None = None
+    image_run: dict[str, Path],
+    clinical: pd.DataFrame,
+    out: Path,
+    extra: dict | None = None,
+    seed: int = SEED,
 ) -> Path:
     """Run the handcrafted arm on the workflow's radiomics table; returns the study folder."""
     from hccrad.studies import run_study
@@ -115,7 +120,7 @@ def run_handcrafted(
     spec = handcrafted_spec(out.parent / f"{out.name}_spec", extra)
     features = image_run["work"] / "results" / "cohort" / "radiomics" / "features.parquet"
     tables = {"clinical": clinical, "radiomics": pd.read_parquet(features)}
-    run_study(spec, tables, out, seed=SEED)
+    run_study(spec, tables, out, seed=seed)
     return out
 
 
@@ -139,30 +144,8 @@ def oracle_auc(rows: pd.DataFrame, truth: Path) -> float:
     return auc_ci(pts["label"].to_numpy(float), t.loc[pts["patient"], "mvi_latent"].to_numpy())[0]
 
 
-def test_planted_mvi_recovered_from_images(image_run, tmp_path):
-    clinical = pd.read_csv(image_run["clinical"], sep="\t", dtype={"patient": str})
-    folder = run_handcrafted(image_run, clinical, tmp_path / "planted")
-    metrics = json.loads((folder / "metrics.json").read_text())
-    status = {name: m["status"] for name, m in metrics["models"].items()}
-    assert set(status.values()) == {"fitted"}, status  # no placeholder ("untrained") model
-    pred = pd.read_parquet(folder / "predictions.parquet")
-    splits = pred.drop_duplicates("patient").groupby("split")["label"].agg(["size", "sum"])
-    assert (splits["sum"] > 0).all() and (splits["sum"] < splits["size"]).all(), splits
-    ho = held_out(folder)
-    oracle = oracle_auc(ho[ho["model"] == "biregional"], image_run["truth"])
-    found = {}
-    for model in pred["model"].unique():
-        train = pred[(pred["model"] == model) & (pred["split"] == "train")]
-        assert auc_with_ci(train)[0] >= 0.5, (model, "ranks its training patients backwards")
-        found[model] = auc_with_ci(ho[ho["model"] == model])
-    print(json.dumps({"oracle": oracle, **found}, indent=1))
-    auc, lower, _ = found["biregional"]
-    assert auc >= oracle - 0.10, (auc, oracle)
-    assert lower > 0.5, found["biregional"]
-    assert auc > found["intratumoral"][0], found
-
-
-def test_null_cohort_stays_at_chance(image_run, tmp_path):
+def null_clinical(image_run: dict[str, Path]) -> pd.DataFrame:
+    """The clinical table of ``hccrad synth --null`` (labels permuted) for the run's patients."""
     from hccrad.synth import clinical_tables
 
     planted = pd.read_csv(image_run["clinical"], sep="\t", dtype={"patient": str})
@@ -170,13 +153,45 @@ def test_null_cohort_stays_at_chance(image_run, tmp_path):
     null = pd.DataFrame(rows)
     null["patient"] = null["patient"].astype(str)
     null = null[null["patient"].isin(set(planted["patient"]))]
-    assert (
-        null["mvi"].to_numpy()
-        != planted.set_index("patient").loc[null["patient"], "mvi"].to_numpy()
-    ).any()
-    folder = run_handcrafted(image_run, null, tmp_path / "null")
-    ho = held_out(folder)
-    for model in ho["model"].unique():
-        auc, lower, upper = auc_with_ci(ho[ho["model"] == model])
-        assert lower <= 0.5 <= upper, (model, auc, lower, upper)
-    assert np.isfinite(auc)
+    before = planted.set_index("patient").loc[null["patient"], "mvi"].to_numpy()
+    assert (null["mvi"].to_numpy() != before).any()  # really permuted
+    return null
+
+
+#: The study's own seed and two more: the CV folds, RFE's SVM and the Platt fits change with
+#: it, the patients and their features do not. One seed's AUCs move by up to 0.06 here.
+STUDY_SEEDS = (SEED, 1, 2)
+
+
+def test_planted_mvi_recovered_from_images(image_run, tmp_path):
+    clinical = pd.read_csv(image_run["clinical"], sep="\t", dtype={"patient": str})
+    found: dict[str, list[tuple[float, float, float]]] = {}
+    oracle = np.nan
+    for seed in STUDY_SEEDS:
+        folder = run_handcrafted(image_run, clinical, tmp_path / f"planted_{seed}", seed=seed)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        status = {name: m["status"] for name, m in metrics["models"].items()}
+        assert set(status.values()) == {"fitted"}, status  # no placeholder ("untrained") model
+        pred = pd.read_parquet(folder / "predictions.parquet")
+        splits = pred.drop_duplicates("patient").groupby("split")["label"].agg(["size", "sum"])
+        assert (splits["sum"] > 0).all() and (splits["sum"] < splits["size"]).all(), splits
+        ho = held_out(folder)
+        oracle = oracle_auc(ho[ho["model"] == "biregional"], image_run["truth"])
+        for model in pred["model"].unique():
+            train = pred[(pred["model"] == model) & (pred["split"] == "train")]
+            assert auc_with_ci(train)[0] >= 0.5, (model, seed, "ranks its training set backwards")
+            found.setdefault(model, []).append(auc_with_ci(ho[ho["model"] == model]))
+    print(json.dumps({"oracle": oracle, **found}, indent=1))
+    mean = {model: float(np.mean([a[0] for a in aucs])) for model, aucs in found.items()}
+    assert mean["biregional"] >= oracle - 0.10, (mean, oracle)
+    assert all(lower > 0.5 for _, lower, _ in found["biregional"]), found["biregional"]
+    assert mean["biregional"] > mean["intratumoral"], mean
+
+
+def test_null_cohort_stays_at_chance(image_run, tmp_path):
+    null = null_clinical(image_run)
+    for seed in STUDY_SEEDS:
+        ho = held_out(run_handcrafted(image_run, null, tmp_path / f"null_{seed}", seed=seed))
+        for model in ho["model"].unique():
+            auc, lower, upper = auc_with_ci(ho[ho["model"] == model])
+            assert lower <= 0.5 <= upper, (model, seed, auc, lower, upper)
