@@ -757,6 +757,8 @@ def fake_results(work: Path, planned: dict[str, list[str]], sheet: pd.DataFrame)
             written.append(path)
     for folder in (work / "results/cohort/studies").iterdir():
         write_study(folder, folder.name)
+        for table in folder.glob("deep/*/split_metrics.parquet"):
+            split_metrics_table().to_parquet(table)
     summary = sheet[["center", "patient", "modality", "phase"]].assign(ncc_before=0.5)
     summary.to_parquet(work / "results/cohort/preprocess/summary.parquet", index=False)
     dice = work / "results/cohort/segmentation/dice.parquet"
@@ -792,6 +794,15 @@ def test_report_has_a_category_per_study_and_qc(cohort_dir, tmp_path):
     for name in studies:  # the tiny cohort has both modalities, readers and habitats
         assert f"## {name}: A demo study" in summary
         assert (tmp_path / f"results/cohort/report/{name}.html").exists()
+    # the study pages show the deep networks' own metrics (declared inputs of the rule), the
+    # subgroup AUCs and the train-vs-split P; proliferative_tace has no deep model
+    for name, spec in studies.items():
+        page = (tmp_path / f"results/cohort/report/{name}.html").read_text()
+        assert "<td>A</td><td>0.046</td>" in page and "<td>0.032</td>" in page
+        for model in spec.deep_models:
+            assert f"<td>{model}</td><td>external test</td>" in page
+        assert ("Deep networks on their own" in page) == bool(spec.deep_models)
+    assert not studies["proliferative_tace"].deep_models
     n = sheet["patient"].nunique()
     assert f"Cohort: {n} patients, {len(sheet)} images" in summary
 
