@@ -33,6 +33,16 @@ SPLITS = ("train", "validation", "external", "temporal")
 # ---------------------------------------------------------------------------------------------
 
 
+#: Unpaired DeLong P of the primary's held-out AUCs against its training AUC (others: 0.5).
+TRAIN_P = {"validation": 0.0321, "external": 0.0004, "temporal": NAN}
+
+
+def _train_p(model: str, split: str) -> float:
+    if split == "train" or model == "fusion":
+        return NAN
+    return TRAIN_P[split] if model == "rad_clin" else 0.5
+
+
 def performance_table() -> pd.DataFrame:
     """Models ``rad`` and ``clinical`` and a failed ``fusion``; ``rad_clin`` is the primary.
     The temporal split has one class (NaN AUC)."""
@@ -65,6 +75,8 @@ def performance_table() -> pd.DataFrame:
                     "specificity": 0.85,
                     "ppv": 0.7,
                     "npv": 0.9,
+                    "train_delong_z": NAN if split == "train" else -2.0,
+                    "train_delong_p": _train_p(model, split),
                     "note": note,
                 }
             )
@@ -95,6 +107,83 @@ def comparisons_table() -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def by_center_table() -> pd.DataFrame:
+    """Subgroup AUCs of ``rad`` (first in the file) and of the primary ``rad_clin``: by center
+    over all evaluated patients (B against A: P = 0.0456 for the primary) and by field strength
+    on the held-out splits (1.5 T has one class)."""
+    subgroups = (
+        ("all", "center", "A", 60, 25, 0.91, "", ""),
+        ("all", "center", "B", 35, 16, 0.72, "A", ""),
+        ("held_out", "field_strength", "1.5", 4, 0, NAN, "", "one class only"),
+        ("held_out", "field_strength", "3", 51, 21, 0.80, "", ""),
+    )
+    rows = []
+    for model, shift, p in (("rad", -0.05, 0.6), ("rad_clin", 0.0, 0.0456)):
+        for scope, by, value, n, pos, auc, ref, note in subgroups:
+            rows.append(
+                {
+                    "model": model,
+                    "scope": scope,
+                    "by": by,
+                    "value": value,
+                    "n": n,
+                    "n_pos": pos,
+                    "auc": auc + shift,
+                    "auc_lower": auc + shift - 0.1,
+                    "auc_upper": min(auc + shift + 0.05, 1.0),
+                    "reference": ref,
+                    "delong_z": -2.0 if ref else NAN,
+                    "delong_p": p if ref else NAN,
+                    "note": note,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def split_metrics_table(level: str = "patient") -> pd.DataFrame:
+    """A deep network's own metrics per split (columns of hccrad.deep.split_metrics); per
+    slice (``instance``) for a MIL network."""
+    per = 11 if level == "instance" else 1
+    rows = []
+    for split, n, pos, auc in (("train", 33, 10, 0.85), ("external", 12, 5, 0.6612)):
+        rows.append(
+            {
+                "split": split,
+                "level": level,
+                "n_patients": n,
+                "n": n * per,
+                "positives": pos * per,
+                "auc": auc,
+                "auc_lower": auc - 0.14,
+                "auc_upper": auc + 0.14,
+                "cutoff": 0.31416,
+                "accuracy": 0.7,
+                "sensitivity": 0.6,
+                "specificity": 0.777,
+                "ppv": 0.5,
+                "npv": 0.85,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+#: Deep models of the hand-made study: a patient-level CNN, a MIL network and a per-subregion
+#: bundle (an empty table).
+NETWORKS = {"cnn": "patient", "mil": "instance", "bundle": None}
+
+
+def write_networks(folder: Path, networks=NETWORKS) -> dict[str, Path]:
+    """``deep/{model}/split_metrics.parquet`` of each network (None: an empty table)."""
+    files = {}
+    for model, level in networks.items():
+        path = folder / "deep" / model / "split_metrics.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = split_metrics_table(level or "patient")
+        (table if level else table.iloc[:0]).to_parquet(path)
+        files[model] = path
+    return files
 
 
 def metrics_dict(study: str = "demo") -> dict:
@@ -133,9 +222,11 @@ def write_study(folder: Path, study: str = "demo") -> dict[str, Path]:
         "performance": folder / "performance.parquet",
         "comparisons": folder / "comparisons.parquet",
         "metrics": folder / "metrics.json",
+        "by_center": folder / "by_center.parquet",
     }
     performance_table().to_parquet(files["performance"])
     comparisons_table().to_parquet(files["comparisons"])
+    by_center_table().to_parquet(files["by_center"])
     files["metrics"].write_text(json.dumps(metrics_dict(study)))
     return files
 
@@ -171,6 +262,20 @@ def result(tmp_path) -> report.StudyResult:
         files["comparisons"],
         files["metrics"],
         figures=[str(tmp_path / "demo" / "roc_train.png")],
+    )
+
+
+@pytest.fixture
+def full_result(tmp_path) -> report.StudyResult:
+    """The hand-made study with its subgroup table and three deep networks."""
+    files = write_study(tmp_path / "demo")
+    return report.load_study_result(
+        "demo",
+        files["performance"],
+        files["comparisons"],
+        files["metrics"],
+        by_center=files["by_center"],
+        networks=write_networks(tmp_path / "demo"),
     )
 
 
@@ -326,6 +431,155 @@ def test_study_html_marks_the_key_comparison(result):
     assert "model fusion: failed (singular matrix)" in page
 
 
+def test_performance_matrix_with_train_p(result):
+    """With train_p, each split but training is followed by its DeLong P against training."""
+    table = report.performance_matrix(result, train_p=True)
+    assert list(table.columns) == [
+        "model",
+        "training (n=40, 20 cases)",
+        "internal validation (n=20, 9 cases)",
+        "internal validation: P vs training",
+        "external test (n=30, 12 cases)",
+        "external test: P vs training",
+        "temporal test (n=5, 0 cases)",
+        "temporal test: P vs training",
+    ]
+    primary = table.iloc[0]
+    assert primary["internal validation: P vs training"] == "0.032"
+    assert primary["external test: P vs training"] == "< 0.001"
+    assert primary["temporal test: P vs training"] == report.DASH  # one class: no test
+    assert table.iloc[1]["external test: P vs training"] == "0.500"
+    assert set(table.iloc[3, 1:]) == {"NOT FITTED: singular matrix"}
+    # a performance table without the column (an older run): the AUCs alone
+    old = report.StudyResult(
+        "old",
+        result.folder,
+        result.metrics,
+        result.performance.drop(columns=["train_delong_z", "train_delong_p"]),
+        result.comparisons,
+    )
+    assert list(report.performance_matrix(old, train_p=True).columns) == list(
+        report.performance_matrix(result).columns
+    )
+
+
+def test_network_table_every_deep_model_per_split(full_result):
+    assert list(full_result.networks) == ["cnn", "mil", "bundle"]
+    table = report.network_table(full_result)
+    assert list(zip(table["network"], table["split"], strict=True)) == [
+        ("cnn", "training"),
+        ("cnn", "external test"),
+        ("mil", "training"),
+        ("mil", "external test"),
+    ]
+    cnn = table.iloc[1].to_dict()
+    assert cnn == {
+        "network": "cnn",
+        "split": "external test",
+        "scored per": "patient",
+        "patients": 12,
+        "n": 12,
+        "cases": 5,
+        "AUC (95 % CI)": "0.66 (0.52\u20130.80)",
+        "cut-off": "0.314",
+        "accuracy": "0.70",
+        "sensitivity": "0.60",
+        "specificity": "0.78",
+        "PPV": "0.50",
+        "NPV": "0.85",
+    }
+    mil = table.iloc[2]
+    assert (mil["scored per"], mil["patients"], mil["n"], mil["cases"]) == ("slice", 33, 363, 110)
+    # the per-subregion bundle's empty table: a note, no row
+    assert [n.split(":")[0] for n in report.network_notes(full_result)] == ["bundle"]
+
+
+def test_subgroup_tables_primary_first_with_unpaired_delong_p(full_result):
+    tables = report.subgroup_tables(full_result)
+    assert list(tables) == ["center", "field strength"]
+    center = tables["center"]
+    assert "note" not in center  # no subgroup of this column has a note
+    assert list(center["model"]) == ["rad_clin", "rad_clin", "rad", "rad"]
+    assert center.iloc[0].to_dict() == {
+        "model": "rad_clin",
+        "patients": "all evaluated",
+        "subgroup": "A",
+        "n": 60,
+        "cases": 25,
+        "AUC (95 % CI)": "0.91 (0.81\u20130.96)",
+        "compared with": "reference",
+        "DeLong P": report.DASH,
+    }
+    b = center.iloc[1]
+    assert (b["compared with"], b["DeLong P"]) == ("A", "0.046")
+    assert center.iloc[3]["DeLong P"] == "0.600"
+    field = tables["field strength"]
+    one_class = field.iloc[0]
+    assert one_class["patients"] == "held-out splits"
+    assert one_class["AUC (95 % CI)"] == one_class["compared with"] == report.DASH
+    assert one_class["note"] == "one class only"
+    assert field.iloc[1]["compared with"] == "reference"  # the first evaluable subgroup
+    bare = report.StudyResult("x", "", {}, full_result.performance, full_result.comparisons)
+    assert report.subgroup_tables(bare) == {}  # no subgroup table read
+
+
+def test_study_html_shows_networks_subgroups_and_train_p(full_result):
+    page = report.study_html(full_result)
+    heads = re.findall(r"<h[34]>(.*?)</h[34]>", page)
+    order = [
+        "Discrimination: AUC (95 % DeLong CI)",
+        "Deep networks on their own: performance per split",
+        "Every model at its training Youden cut-off",
+        "Subgroups: AUC by center and scanner (unpaired DeLong test against the reference "
+        "subgroup)",
+        "By center",
+        "By field strength",
+        "Survival",
+    ]
+    assert [h for h in heads if h in order] == order
+    # the primary's AUC row: held-out AUCs, each followed by its P against training
+    primary = re.findall(r'<tr class="key">(.*?)</tr>', page)[0]
+    cells = re.findall(r"<td>(.*?)</td>", primary)
+    assert cells[:5] == [
+        "rad_clin (primary)",
+        "0.93 (0.83\u20131.00)",
+        "0.81 (0.71\u20130.91)",
+        "0.032",
+        "0.75 (0.65\u20130.85)",
+    ]
+    assert cells[5] == "&lt; 0.001"
+    assert "P vs training: unpaired DeLong test" in page
+    # the networks' own rows and the bundle's note
+    assert "<td>cnn</td><td>external test</td><td>patient</td><td>12</td><td>12</td>" in page
+    assert "<td>0.66 (0.52\u20130.80)</td><td>0.314</td>" in page
+    assert "<td>mil</td><td>training</td><td>slice</td><td>33</td><td>363</td><td>110</td>" in page
+    assert "bundle: no per-split metrics" in page
+    # subgroups: the primary's rows in bold, its P against the reference center
+    key = re.findall(r'<tr class="key">(.*?)</tr>', page)
+    assert "<td>rad_clin</td><td>all evaluated</td><td>B</td><td>35</td><td>16</td>" in key[-3]
+    assert "<td>A</td><td>0.046</td>" in key[-3]
+
+
+def test_study_without_deep_models_or_subgroups(result, tmp_path):
+    """No deep model: no networks section; no subgroup table given: no subgroup section; an
+    empty subgroup table: the section says why there is none."""
+    assert result.networks == {} and result.by_center is None
+    page = report.study_html(result)
+    assert "Deep networks" not in page and "Subgroups" not in page
+    assert "0.032" in page  # the train-vs-split P is shown all the same
+    text = report.study_markdown(result)
+    assert "Deep networks" not in text and "P vs training" not in text  # summary unchanged
+    empty = report.StudyResult(
+        "demo",
+        result.folder,
+        result.metrics,
+        result.performance,
+        result.comparisons,
+        by_center=by_center_table().iloc[:0],
+    )
+    assert '<p class="note">No subgroup AUC: no subgroup column' in report.study_html(empty)
+
+
 PUBLISHED = {
     "source": "A et al. 2025, Table 2",
     "cohorts": {"train": {"n": 400, "positives": 100}, "external": {"n": 80, "positives": 30}},
@@ -414,17 +668,24 @@ def test_summarize_results_job_writes_every_output(tmp_path):
     ).to_parquet(dice)
     inputs = {"preprocess": pre, "dice": dice}
     inputs.update({f"{k}_demo": v for k, v in study_files.items()})
+    # as Snakemake gives a named list of files: the deep models' tables, named by folder
+    networks = write_networks(tmp_path / "studies" / "demo")
+    inputs["split_metrics_demo"] = [str(networks["cnn"]), str(networks["mil"])]
+    # a second study without deep models
+    plain = write_study(tmp_path / "studies" / "plain", "plain")
+    inputs.update({f"{k}_plain": v for k, v in plain.items()})
     out = tmp_path / "out"
     outputs = {
         "summary": out / "summary.md",
         "preprocessing": out / "preprocessing.html",
         "dice": out / "dice.html",
         "study_demo": out / "demo.html",
+        "study_plain": out / "plain.html",
     }
     report.summarize_results_job(
         inputs,
         outputs,
-        studies={"demo": ["results/cohort/studies/demo/roc_train.png"]},
+        studies={"demo": ["results/cohort/studies/demo/roc_train.png"], "plain": []},
         skipped={"mil_er": "no CT patient in the cohort"},
     )
     text = outputs["summary"].read_text()
@@ -435,7 +696,13 @@ def test_summarize_results_job_writes_every_output(tmp_path):
     assert "## mil_er: skipped\n\nNot run on this cohort: no CT patient in the cohort." in text
     assert "P2" in outputs["preprocessing"].read_text()  # the registration flag
     assert "<td>0.850</td>" in outputs["dice"].read_text()
-    assert "rad_clin vs clinical" in outputs["study_demo"].read_text()
+    page = outputs["study_demo"].read_text()
+    assert "rad_clin vs clinical" in page
+    assert "<td>cnn</td><td>external test</td>" in page and "<td>mil</td>" in page
+    assert "bundle" not in page  # not an input
+    assert "<td>A</td><td>0.046</td>" in page  # the subgroup P
+    plain_page = outputs["study_plain"].read_text()
+    assert "Deep networks" not in plain_page and "<h4>By center</h4>" in plain_page
     assert not list(out.glob(".*.tmp"))  # atomic writes leave nothing behind
 
 
@@ -490,6 +757,8 @@ def fake_results(work: Path, planned: dict[str, list[str]], sheet: pd.DataFrame)
             written.append(path)
     for folder in (work / "results/cohort/studies").iterdir():
         write_study(folder, folder.name)
+        for table in folder.glob("deep/*/split_metrics.parquet"):
+            split_metrics_table().to_parquet(table)
     summary = sheet[["center", "patient", "modality", "phase"]].assign(ncc_before=0.5)
     summary.to_parquet(work / "results/cohort/preprocess/summary.parquet", index=False)
     dice = work / "results/cohort/segmentation/dice.parquet"
@@ -525,6 +794,15 @@ def test_report_has_a_category_per_study_and_qc(cohort_dir, tmp_path):
     for name in studies:  # the tiny cohort has both modalities, readers and habitats
         assert f"## {name}: A demo study" in summary
         assert (tmp_path / f"results/cohort/report/{name}.html").exists()
+    # the study pages show the deep networks' own metrics (declared inputs of the rule), the
+    # subgroup AUCs and the train-vs-split P; proliferative_tace has no deep model
+    for name, spec in studies.items():
+        page = (tmp_path / f"results/cohort/report/{name}.html").read_text()
+        assert "<td>A</td><td>0.046</td>" in page and "<td>0.032</td>" in page
+        for model in spec.deep_models:
+            assert f"<td>{model}</td><td>external test</td>" in page
+        assert ("Deep networks on their own" in page) == bool(spec.deep_models)
+    assert not studies["proliferative_tace"].deep_models
     n = sheet["patient"].nunique()
     assert f"Cohort: {n} patients, {len(sheet)} images" in summary
 

@@ -431,16 +431,29 @@ def study_report_outputs(study):
     }
 
 
+def study_trained_deep_models(study):
+    """The study's deep models that are trained (those with patients), in config order."""
+    return [m for m in PLAN.deep_models(study) if PLAN.deep_model_patients(study, m)]
+
+
 def study_figures(study):
     """Figures of a study (its own and its deep models' folders), for the summary."""
     figures = [p for p in PLAN.study_outputs(study).values() if p.endswith(".png")]
-    for model in PLAN.deep_models(study):
-        if PLAN.deep_model_patients(study, model):
-            figures += [
-                deep_model_path(study, model, "curves.png"),
-                deep_model_path(study, model, "gradcam"),
-            ]
+    for model in study_trained_deep_models(study):
+        figures += [
+            deep_model_path(study, model, "curves.png"),
+            deep_model_path(study, model, "gradcam"),
+        ]
     return figures
+
+
+def study_network_metrics(study):
+    """split_metrics.parquet of every trained deep model of a study: the networks' own
+    performance per split on the study's report page."""
+    return [
+        deep_model_path(study, model, "split_metrics.parquet")
+        for model in study_trained_deep_models(study)
+    ]
 
 
 def get_summarize_results_inputs(wildcards):
@@ -448,9 +461,12 @@ def get_summarize_results_inputs(wildcards):
     if PLAN.segmentation.held_out:
         inputs["dice"] = paths.cohort_path("segmentation", "dice.parquet")
     for study in PLAN.runnable_studies:
-        for name in ("performance", "comparisons", "metrics"):
+        for name in ("performance", "comparisons", "metrics", "by_center"):
             ext = "json" if name == "metrics" else "parquet"
             inputs[f"{name}_{study}"] = study_path(study, f"{name}.{ext}")
+        networks = study_network_metrics(study)
+        if networks:
+            inputs[f"split_metrics_{study}"] = networks
         if AUDIT_TRUTH is not None:
             inputs[f"predictions_{study}"] = study_path(study, "predictions.parquet")
     if AUDIT_TRUTH is not None:

@@ -2,16 +2,18 @@
 
 Reporting only reads results: the preprocessing summary (``results/cohort/preprocess/
 summary.parquet``), the segmentation Dice table when there is one, and each study's
-``performance.parquet``, ``comparisons.parquet`` and ``metrics.json`` (``hccrad.studies``). It
+``performance.parquet``, ``comparisons.parquet``, ``metrics.json``, ``by_center.parquet`` and
+its deep models' ``deep/{model}/split_metrics.parquet`` (``hccrad.studies``, ``hccrad.deep``). It
 writes ``results/summary.md`` (cohort size per center and modality; what a configuration overlay
 scaled; per study its title, primary model, AUC with 95 % CI per split, the key comparison's
 DeLong P and NRI, survival, where the figures are) and self-contained HTML tables that the
 Snakemake report shows inline (``docs/report.md``).
 
 Modules: :mod:`~hccrad.report.format` (numbers, Markdown, HTML), :mod:`~hccrad.report.cohort`,
-:mod:`~hccrad.report.studies` (one study's tables), :mod:`~hccrad.report.paper` (the paper next
-to this run), :mod:`~hccrad.report.pages` (a study's summary section and report page),
-:mod:`~hccrad.report.scaled` (what an overlay changed).
+:mod:`~hccrad.report.studies` (one study's tables), :mod:`~hccrad.report.networks` (its deep
+networks' own metrics per split), :mod:`~hccrad.report.subgroups` (AUC by center and scanner),
+:mod:`~hccrad.report.paper` (the paper next to this run), :mod:`~hccrad.report.pages` (a study's
+summary section and report page), :mod:`~hccrad.report.scaled` (what an overlay changed).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -45,11 +48,13 @@ from hccrad.report.format import (
     markdown_table,
     split_label,
 )
+from hccrad.report.networks import network_notes, network_table
 from hccrad.report.pages import study_html, study_markdown
 from hccrad.report.paper import deviations_table, key_comparison_line, paper_vs_run
 from hccrad.report.planted import Verdict, planted_html, planted_markdown, planted_verdicts
 from hccrad.report.scaled import SCALED_COLUMNS, scaled_html, scaled_markdown, scaled_table
 from hccrad.report.studies import (
+    TRAIN_P,
     StudyResult,
     classification_table,
     comparison_pairs,
@@ -61,6 +66,7 @@ from hccrad.report.studies import (
     study_overview,
     survival_lines,
 )
+from hccrad.report.subgroups import subgroup_tables
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +79,7 @@ __all__ = [
     "QC_MEDIANS",
     "SCALED_COLUMNS",
     "SPLIT_NAMES",
+    "TRAIN_P",
     "StudyResult",
     "classification_table",
     "cohort_table",
@@ -89,6 +96,8 @@ __all__ = [
     "key_comparison_line",
     "load_study_result",
     "markdown_table",
+    "network_notes",
+    "network_table",
     "paper_vs_run",
     "performance_matrix",
     "planted_html",
@@ -105,6 +114,7 @@ __all__ = [
     "study_markdown",
     "study_notes",
     "study_overview",
+    "subgroup_tables",
     "summarize_results_job",
     "summary_markdown",
     "survival_lines",
@@ -156,8 +166,15 @@ def summary_markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _paths(value: PathLike | Sequence[PathLike]) -> list[PathLike]:
+    """A named input as a list of paths (Snakemake gives a list-valued input as a list)."""
+    if isinstance(value, str | os.PathLike):
+        return [value]
+    return list(value)
+
+
 def summarize_results_job(
-    inputs: Mapping[str, PathLike],
+    inputs: Mapping[str, PathLike | Sequence[PathLike]],
     outputs: Mapping[str, PathLike],
     *,
     studies: Mapping[str, Sequence[str]],
@@ -169,8 +186,12 @@ def summarize_results_job(
 
     Args:
         inputs: ``preprocess`` (summary parquet), optional ``dice``, per study
-            ``performance_{study}``, ``comparisons_{study}``, ``metrics_{study}``, and on a
-            synthetic cohort ``truth`` (truth.tsv) and ``predictions_{study}``.
+            ``performance_{study}``, ``comparisons_{study}``, ``metrics_{study}``, optional
+            ``by_center_{study}`` (the subgroup section of its page) and
+            ``split_metrics_{study}`` (the ``deep/{model}/split_metrics.parquet`` files of its
+            deep models, the model named by its folder; absent for a study without deep
+            models: no section), and on a synthetic cohort ``truth`` (truth.tsv) and
+            ``predictions_{study}``.
         outputs: ``summary`` (Markdown), ``preprocessing`` (HTML), ``dice`` (HTML, when the
             input is given), ``study_{study}`` (HTML) per study, ``planted`` (HTML) on a
             synthetic cohort.
@@ -198,6 +219,11 @@ def summarize_results_job(
             inputs[f"comparisons_{name}"],
             inputs[f"metrics_{name}"],
             figures=figures,
+            by_center=inputs.get(f"by_center_{name}"),
+            networks={
+                Path(path).parent.name: path
+                for path in _paths(inputs.get(f"split_metrics_{name}", []))
+            },
         )
         for name, figures in studies.items()
     ]

@@ -13,6 +13,7 @@ from hccrad.report.format import (
     markdown_table,
     split_label,
 )
+from hccrad.report.networks import network_notes, network_table
 from hccrad.report.paper import (
     deviations_table,
     key_comparison_line,
@@ -20,6 +21,7 @@ from hccrad.report.paper import (
     scaled_count,
 )
 from hccrad.report.studies import (
+    TRAIN_P_HEADER,
     StudyResult,
     classification_table,
     comparison_rows,
@@ -28,6 +30,14 @@ from hccrad.report.studies import (
     study_overview,
     survival_lines,
     unfit,
+)
+from hccrad.report.subgroups import subgroup_tables
+
+#: What the train-vs-split P columns of :func:`performance_matrix` mean.
+TRAIN_P_NOTE = (
+    "P vs training: unpaired DeLong test of the split's AUC against the same model's training "
+    "AUC (independent patients); a small P says the model does worse on patients it was not "
+    "fitted on (overfitting)."
 )
 
 
@@ -124,15 +134,62 @@ def _paper_html(result: StudyResult) -> list[str]:
     return body
 
 
+def _networks_html(result: StudyResult) -> list[str]:
+    """The deep networks' own performance per split; nothing for a study without them."""
+    if not result.networks:
+        return []
+    body = [
+        "<h3>Deep networks on their own: performance per split</h3>",
+        _p(
+            "Each network's own predicted probability (not the study models built on its "
+            "features): AUC (95 % DeLong CI), and the rates at the Youden cut-off of its "
+            "training samples; slice-level networks are scored per slice against the "
+            "patient's label.",
+            "note",
+        ),
+    ]
+    table = network_table(result)
+    if len(table):
+        body.append(html_table(table))
+    body += [_p(n, "note") for n in network_notes(result)]
+    return body
+
+
+def _subgroups_html(result: StudyResult) -> list[str]:
+    """AUC per center / scanner subgroup with the unpaired DeLong P against the reference
+    subgroup, one table per subgroup column (the primary model's rows in bold)."""
+    if result.by_center is None:
+        return []
+    body = [
+        "<h3>Subgroups: AUC by center and scanner (unpaired DeLong test against the reference "
+        "subgroup)</h3>"
+    ]
+    tables = subgroup_tables(result)
+    if not tables:
+        why = "no subgroup column (evaluation.by) in the clinical table, or no fitted model"
+        return [*body, _p(f"No subgroup AUC: {why}.", "note")]
+    for by, table in tables.items():
+        key = [i for i, m in enumerate(table["model"]) if m == result.primary]
+        body += [f"<h4>By {html.escape(by)}</h4>", html_table(table, key_rows=key)]
+    return body
+
+
 def study_html(result: StudyResult) -> str:
-    """The report's table page of one study: AUCs (models not fitted in red), the paper next
-    to this run, every model's classification metrics, every comparison (the key one in bold),
-    deviations, survival and notes."""
+    """The report's table page of one study: AUCs with each held-out split's DeLong P against
+    training (models not fitted in red), the deep networks' own performance per split, the
+    paper next to this run, every model's classification metrics, every comparison (the key one
+    in bold), the subgroup AUCs by center and scanner, deviations, survival and notes."""
+    auc = performance_matrix(result, train_p=True)
     body = [
         f"<h2>{html.escape(result.name)}: {html.escape(result.title)}</h2>",
         _p(study_overview(result)),
         "<h3>Discrimination: AUC (95 % DeLong CI)</h3>",
-        html_table(performance_matrix(result), key_rows=[0], bad_rows=_unfit_rows(result)),
+        html_table(auc, key_rows=[0], bad_rows=_unfit_rows(result)),
+    ]
+    if any(str(c).endswith(TRAIN_P_HEADER) for c in auc.columns):
+        body.append(_p(TRAIN_P_NOTE, "note"))
+    body += [
+        *_networks_html(result),
         *_paper_html(result),
         "<h3>Every model at its training Youden cut-off</h3>",
         html_table(classification_table(result)),
@@ -147,6 +204,7 @@ def study_html(result: StudyResult) -> str:
             _p(f"Key comparison (bold): {pair[0]} vs {pair[1]}."),
             html_table(comp, key_rows=key),
         ]
+    body += _subgroups_html(result)
     surv = survival_lines(result)
     if surv:
         body += ["<h3>Survival</h3>", "<ul>"]

@@ -1,5 +1,6 @@
-"""One study's results in the summary and the report: AUC with CI per split, classification
-metrics at the training cut-off, comparisons (the key comparison first), survival, notes.
+"""One study's results in the summary and the report: AUC with CI per split (and, in the report,
+the unpaired DeLong test of each held-out AUC against the training AUC), classification metrics
+at the training cut-off, comparisons (the key comparison first), survival, notes.
 
 The **key comparison** of a study is its configured ``key_comparison`` (``metrics.json``), else
 the first pair of its ``comparisons`` whose new model is the primary model, else its first pair.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,20 @@ from hccrad.report.format import (
 
 PathLike = str | os.PathLike[str]
 
+#: Column of ``performance.parquet``: unpaired DeLong P of a split's AUC against the training AUC.
+TRAIN_P = "train_delong_p"
+#: Ending of the headers of :func:`performance_matrix`'s train-vs-split P columns.
+TRAIN_P_HEADER = ": P vs training"
+
 
 @dataclass
 class StudyResult:
-    """What the summary says about one study (from its output folder)."""
+    """What the summary says about one study (from its output folder).
+
+    ``by_center`` is the study's subgroup table (``by_center.parquet``; None when not read) and
+    ``networks`` the per-split metrics of its deep models (``deep/{model}/split_metrics.parquet``
+    by model, in config order; empty for a study without deep models).
+    """
 
     name: str
     folder: str
@@ -39,6 +50,8 @@ class StudyResult:
     performance: pd.DataFrame
     comparisons: pd.DataFrame
     figures: list[str] = field(default_factory=list)
+    by_center: pd.DataFrame | None = None
+    networks: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -76,8 +89,15 @@ def load_study_result(
     metrics: PathLike,
     *,
     figures: Sequence[str] = (),
+    by_center: PathLike | None = None,
+    networks: Mapping[str, PathLike] | None = None,
 ) -> StudyResult:
-    """Read one study's tables; ``folder`` is the folder of ``metrics``."""
+    """Read one study's tables; ``folder`` is the folder of ``metrics``.
+
+    Args:
+        by_center: ``by_center.parquet`` (subgroup AUCs); None: no subgroup section.
+        networks: Deep model -> its ``split_metrics.parquet``; None or empty: no section.
+    """
     with open(metrics) as fh:
         meta = json.load(fh)
     return StudyResult(
@@ -87,38 +107,48 @@ def load_study_result(
         performance=pd.read_parquet(performance),
         comparisons=pd.read_parquet(comparisons),
         figures=list(figures),
+        by_center=None if by_center is None else pd.read_parquet(by_center),
+        networks={m: pd.read_parquet(path) for m, path in (networks or {}).items()},
     )
 
 
-def performance_matrix(result: StudyResult) -> pd.DataFrame:
+def performance_matrix(result: StudyResult, *, train_p: bool = False) -> pd.DataFrame:
     """AUC with 95 % CI: one row per model (primary first, marked), one column per split.
 
     Column headers are ``{split} (n={n}, {cases} cases)`` with the patient counts of the
-    primary model (all models of a study are evaluated on the same patients).
+    primary model (all models of a study are evaluated on the same patients). With
+    ``train_p`` (and a ``train_delong_p`` column in the performance table), each split but
+    training is followed by ``{split}: P vs training``: the unpaired DeLong test of that AUC
+    against the same model's training AUC (a small P: the model does worse on unseen patients
+    than where it was fitted, i.e. overfitting).
     """
     perf = result.performance.set_index(["model", "split"])
-    headers = {}
+    with_p = train_p and TRAIN_P in result.performance and "train" in result.splits
+    headers: dict[str, str] = {}
+    p_headers: dict[str, str] = {}
     for split in result.splits:
         headers[split] = split_label(split)
         key = (result.models[0], split)
         if key in perf.index and not _missing(perf.loc[key, "n"]):
             n, cases = int(perf.loc[key, "n"]), int(perf.loc[key, "n_pos"])
             headers[split] = f"{split_label(split)} (n={n}, {_cases(cases)})"
+        if with_p and split != "train":
+            p_headers[split] = f"{split_label(split)}{TRAIN_P_HEADER}"
     rows = []
     for model in result.models:
         label = f"{model} (primary)" if model == result.primary else model
         row = {"model": label}
         status = unfit(result, model)
         for split in result.splits:
-            if status:
-                row[headers[split]] = status
-            elif (model, split) in perf.index:
-                r = perf.loc[(model, split)]
-                row[headers[split]] = fmt_auc(r["auc"], r["auc_lower"], r["auc_upper"])
-            else:
-                row[headers[split]] = DASH
+            r = perf.loc[(model, split)] if (model, split) in perf.index else None
+            auc = DASH if r is None else fmt_auc(r["auc"], r["auc_lower"], r["auc_upper"])
+            row[headers[split]] = status or auc
+            if split in p_headers:
+                row[p_headers[split]] = status or (DASH if r is None else fmt_p(r[TRAIN_P]))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["model", *headers.values()])
+    pairs = ((headers[s], p_headers.get(s)) for s in result.splits)
+    columns = ["model", *(h for pair in pairs for h in pair if h)]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def unfit(result: StudyResult, model: str) -> str:
