@@ -499,7 +499,10 @@ def test_subgroup_tables_primary_first_with_unpaired_delong_p(full_result):
     assert list(tables) == ["center", "field strength"]
     center = tables["center"]
     assert "note" not in center  # no subgroup of this column has a note
-    assert list(center["model"]) == ["rad_clin", "rad_clin", "rad", "rad"]
+    # the primary and the key comparison's other model (clinical: no subgroup rows); rad, a
+    # model outside the key comparison, stays in by_center.parquet
+    assert report.shown_models(full_result) == ["rad_clin"]
+    assert list(center["model"]) == ["rad_clin", "rad_clin"]
     assert center.iloc[0].to_dict() == {
         "model": "rad_clin",
         "patients": "all evaluated",
@@ -512,7 +515,6 @@ def test_subgroup_tables_primary_first_with_unpaired_delong_p(full_result):
     }
     b = center.iloc[1]
     assert (b["compared with"], b["DeLong P"]) == ("A", "0.046")
-    assert center.iloc[3]["DeLong P"] == "0.600"
     field = tables["field strength"]
     one_class = field.iloc[0]
     assert one_class["patients"] == "held-out splits"
@@ -554,7 +556,10 @@ def test_study_html_shows_networks_subgroups_and_train_p(full_result):
     assert "<td>0.66 (0.52\u20130.80)</td><td>0.314</td>" in page
     assert "<td>mil</td><td>training</td><td>slice</td><td>33</td><td>363</td><td>110</td>" in page
     assert "bundle: no per-split metrics" in page
-    # subgroups: the primary's rows in bold, its P against the reference center
+    # subgroups: the primary's rows in bold, its P against the reference center; the models
+    # left out are named with the file that holds them
+    assert "Shown: rad_clin (the primary model and the key comparison&#x27;s other model)" in page
+    # (rows)
     key = re.findall(r'<tr class="key">(.*?)</tr>', page)
     assert "<td>rad_clin</td><td>all evaluated</td><td>B</td><td>35</td><td>16</td>" in key[-3]
     assert "<td>A</td><td>0.046</td>" in key[-3]

@@ -66,7 +66,7 @@ from hccrad.report.studies import (
     study_overview,
     survival_lines,
 )
-from hccrad.report.subgroups import subgroup_tables
+from hccrad.report.subgroups import shown_models, subgroup_tables
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ __all__ = [
     "study_markdown",
     "study_notes",
     "study_overview",
+    "shown_models",
     "subgroup_tables",
     "summarize_results_job",
     "summary_markdown",

@@ -31,7 +31,7 @@ from hccrad.report.studies import (
     survival_lines,
     unfit,
 )
-from hccrad.report.subgroups import subgroup_tables
+from hccrad.report.subgroups import shown_models, subgroup_tables
 
 #: What the train-vs-split P columns of :func:`performance_matrix` mean.
 TRAIN_P_NOTE = (
@@ -168,6 +168,11 @@ def _subgroups_html(result: StudyResult) -> list[str]:
     if not tables:
         why = "no subgroup column (evaluation.by) in the clinical table, or no fitted model"
         return [*body, _p(f"No subgroup AUC: {why}.", "note")]
+    shown = shown_models(result)
+    others = sorted(set(result.by_center["model"]) - set(shown))
+    if others:
+        what = f"{', '.join(shown)} (the primary model and the key comparison's other model)"
+        body.append(_p(f"Shown: {what}; every model's subgroups are in by_center.parquet.", "note"))
     for by, table in tables.items():
         key = [i for i, m in enumerate(table["model"]) if m == result.primary]
         body += [f"<h4>By {html.escape(by)}</h4>", html_table(table, key_rows=key)]

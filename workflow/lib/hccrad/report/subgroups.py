@@ -28,15 +28,25 @@ def scope_label(scope: str) -> str:
     return SCOPE_NAMES.get(scope, split_label(scope))
 
 
+def shown_models(result: StudyResult) -> list[str]:
+    """The models whose subgroups the page shows: the primary and the other model of the key
+    comparison (every model when the table has neither); ``by_center.parquet`` holds all."""
+    table = result.by_center
+    present = set() if table is None else set(table["model"])
+    key = [m for m in (result.primary, *(result.key_pair or ())) if m in present]
+    return list(dict.fromkeys(key)) or [m for m in result.models if m in present]
+
+
 def subgroup_tables(result: StudyResult) -> dict[str, pd.DataFrame]:
     """Subgroup column (``center``, ``field strength``, ...) -> its table: one row per model
-    (primary first, then the study's order), scope and value, in the file's order within a
+    of :func:`shown_models` (primary first), scope and value, in the file's order within a
     model. ``compared with`` is the reference value (``reference`` on the reference's own row,
     an en dash on a subgroup that cannot be evaluated); the note column is left out when empty.
     Empty without a subgroup table."""
     table = result.by_center
     if table is None or table.empty:
         return {}
+    table = table[table["model"].isin(shown_models(result))]
     order = {m: i for i, m in enumerate(result.models)}
     rank = table["model"].map(lambda m: order.get(m, len(order)))
     table = table.assign(_rank=rank).sort_values("_rank", kind="stable")
