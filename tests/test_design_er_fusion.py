@@ -5,19 +5,25 @@ from the paper."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from hccrad.config import load_settings
 from hccrad.deep.train_config import STUDY_PRESETS, TrainConfig
+from hccrad.errors import ConfigError
 from hccrad.stats import unpaired_auc_test
-from hccrad.studies import load_study
+from hccrad.studies import derive_columns, load_study, run_study, study_outputs
+from hccrad.synth import clinical_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "config" / "studies" / "er_fusion.yaml"
 DEMO = ROOT / "config" / "demo.yaml"
+DEFAULTS = STUDY.parent / "defaults.yaml"
 
 RADIOMICS = ["rad_lr", "rad_svm", "rad_knn", "rad_xgb", "rad_mlp"]
 CLASSIFIERS = {
@@ -53,6 +59,15 @@ DL_TRAIN = {
 #: The paper's ResNet-10 is ResNet-18 cut after its second stage (64, 128 channels; Figure 3).
 NETWORKS = {"er_25d": "resnet10_2stage", "er_25d_r18": "resnet18", "er_25d_r34": "resnet34"}
 DEEP_BLOCK = {"dl": "er_25d", "dl_r18": "er_25d_r18", "dl_r34": "er_25d_r34"}
+#: "Evaluation of MRI features": reader 1's columns (the models'), reader 2's for the kappa.
+READER_FEATURES = [
+    "nonsmooth_margin", "intratumoral_necrosis", "intratumoral_hemorrhage", "capsule",
+    "arterial_peritumoral_enhancement", "radiological_cirrhosis",
+]  # fmt: skip
+#: The clinical prediction methods compared with DLRCR: score -> one-variable logistic model.
+ONE_SCORE_COMPARATORS = {"bclc": "bclc_stage", "cnlc": "cnlc_stage", "nlr": "nlr",
+                         "plr": "plr", "lmr": "lmr"}  # fmt: skip
+COMPARATORS = [*ONE_SCORE_COMPARATORS, "erasl_pre"]
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +125,17 @@ def test_clinical_radiological_model(spec):
     assert cr.kind == "clinical" and cr.alpha == pytest.approx(0.05)
     # univariable P < 0.05, then the multivariable model pruned to its independent factors
     assert cr.multivariable == "backward_p" and not cr.keep
-    assert set(cr.candidates) == {
+    # Table 3's 18 variables: 10 clinical, diameter, number and reader 1's six MRI features
+    assert list(cr.candidates) == [
         "male", "age", "viral_hepatitis", "afp_gt_400", "alt_gt_50", "ast_gt_40", "ggt_gt_60",
         "tbil_gt_19", "alb_lt_40", "child_pugh_b", "large_tumor", "multiple_tumors",
-        "cirrhosis",
-    }  # fmt: skip
-    assert len(cr.candidates) == 13 and not cr.scores
+        *READER_FEATURES,
+    ]  # fmt: skip
+    assert len(cr.candidates) == 18 and not cr.scores
+    # Table 1 holds the same variables (sex and Child-Pugh class as categories)
+    base = spec.baseline["variables"]
+    assert base[-len(READER_FEATURES) :] == READER_FEATURES
+    assert set(READER_FEATURES) <= set(spec.baseline["categorical"])
 
 
 def test_fusion_models(spec):
@@ -148,9 +168,41 @@ def test_fusion_models(spec):
     assert stack.candidates == ("ast_gt_40", "large_tumor") and stack.scores == ("rad_lr", "dl")
     assert ("dlrcr", "dlrcr_stack") in spec.comparisons
     assert spec.stacking == "crossfit"
-    for name in ("bclc", "cnlc"):
-        assert spec.blocks[name].columns == (f"{name}_stage",)
-        assert spec.models[name].blocks == (name,) and spec.models[name].classifier == "logistic"
+    for name, column in ONE_SCORE_COMPARATORS.items():
+        assert spec.blocks[name].source == "clinical" and spec.blocks[name].columns == (column,)
+        m = spec.models[name]
+        assert m.kind == "pipeline" and m.blocks == (name,) and m.classifier == "logistic"
+        assert not m.selection and m.grid is None
+
+
+def test_reader_features_and_their_agreement(spec):
+    # reader 1 scores the models' columns; reader 2 is only compared (Cohen's kappa)
+    assert spec.agreement == {f: f"{f}_r2" for f in READER_FEATURES}
+    assert study_outputs(spec)["agreement"] == "agreement.parquet"
+    used = {c for m in spec.models.values() for c in (*m.candidates, *m.keep)}
+    used |= {c for b in spec.blocks.values() if b.source == "clinical" for c in b.columns}
+    assert set(READER_FEATURES) <= used and not {f"{f}_r2" for f in READER_FEATURES} & used
+    assert spec.published["agreement"]["kappa_range"] == [0.834, 1.0]
+
+
+def test_comparators_are_the_papers(spec):
+    ratios = {"nlr": ["neutrophils", "lymphocytes"], "plr": ["platelets", "lymphocytes"],
+              "lmr": ["lymphocytes", "monocytes"]}  # fmt: skip
+    for name, columns in ratios.items():
+        assert spec.derived[name] == {"columns": columns, "op": "ratio"}
+    # ALBI grade (Johnson et al. 2015): 0.66 log10 bilirubin (umol/L) - 0.085 albumin (g/L)
+    assert spec.derived["albi_score"] == {
+        "columns": ["log10_tbil", "alb"], "op": "sum", "weights": [0.66, -0.085],
+    }  # fmt: skip
+    grade = spec.derived["albi_grade"]
+    assert grade["bins"][1:3] == [-2.60, -1.39] and grade["labels"] == [1, 2, 3]
+    # preoperative ERASL's predictors (Chan et al. 2018), refitted: all enter
+    erasl = spec.models["erasl_pre"]
+    assert erasl.kind == "clinical" and erasl.alpha == 1.0 and erasl.multivariable == "all"
+    assert erasl.candidates == (
+        "male", "tumor_size_mm", "multiple_tumors", "albi_grade", "log10_afp",
+    )  # fmt: skip
+    assert {("dlrcr", c) for c in COMPARATORS} <= set(spec.comparisons)
 
 
 def test_dl_models_are_the_networks_outputs(spec):
@@ -209,6 +261,10 @@ def test_primary_comparisons_and_key_comparison(spec):
         ("dl", "rad_lr"),
         ("dlrcr", "bclc"),
         ("dlrcr", "cnlc"),
+        ("dlrcr", "erasl_pre"),
+        ("dlrcr", "nlr"),
+        ("dlrcr", "plr"),
+        ("dlrcr", "lmr"),
         ("dl", "dl_r18"),
         ("dl", "dl_r34"),
     }
@@ -225,7 +281,7 @@ def test_published_numbers(spec):
     models = pub["models"]
     assert set(models) <= set(spec.models)
     assert set(models) == {*RADIOMICS, "clinical", "dl", "dl_r18", "dl_r34", "rc", "dlrcr",
-                           "bclc", "cnlc"}  # fmt: skip
+                           *COMPARATORS}  # fmt: skip
     assert models["dlrcr"]["auc"]["validation"] == [0.844, 0.702, 0.987]
     assert models["dlrcr"]["auc"]["train"] == [0.917, None, None]  # printed CI unusable
     assert models["clinical"]["auc"]["validation"] == [0.752, 0.593, 0.911]
@@ -239,8 +295,9 @@ def test_published_numbers(spec):
         "lasso_kept": 34,
     }
     assert models["clinical"]["multivariable"]["ast_gt_40"]["or"] == 2.49
-    assert set(pub["missing_models"]) == {"erasl_pre", "nlr", "plr", "lmr"}
-    assert not set(pub["missing_models"]) & set(spec.models)
+    assert pub["missing_models"] == {}  # every model the paper reports is built
+    assert models["erasl_pre"]["auc"]["validation"] == [0.572, 0.433, 0.711]
+    assert models["lmr"]["auc"]["train"] == [0.507, 0.422, 0.592]
     key = [c for c in pub["comparisons"] if c.get("pair") == ["dlrcr", "clinical"]]
     assert key == [{"pair": ["dlrcr", "clinical"], "train": "<0.001", "validation": 0.232}]
 
@@ -302,8 +359,13 @@ def test_every_deviation_has_a_reason(spec):
         assert all(isinstance(v, str) and v.strip() for v in d.values()), d
     steps = {d["step"] for d in spec.deviations}
     for step in ("DLRCR model", "RCR model", "CR model", "DL architecture", "radiomics features",
-                 "clinical comparators"):  # fmt: skip
+                 "radiological features", "preoperative ERASL comparator"):  # fmt: skip
         assert step in steps
+    dev = {d["step"]: d for d in spec.deviations}
+    # built now: the reader-scored features with their kappa, the blood-count indices
+    for step in ("radiological features", "preoperative ERASL comparator"):
+        assert "not implemented" not in dev[step]["reason"], step
+    assert "clinical comparators" not in steps
 
 
 def test_the_demo_delta_validates_and_keeps_the_design(spec):
@@ -318,3 +380,151 @@ def test_the_demo_delta_validates_and_keeps_the_design(spec):
     for m in RADIOMICS:
         steps = [s["step"] for s in demo.models[m].selection]
         assert steps == ["icc", "univariate", "lasso"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the study run on planted synthetic tables: kappa, the comparators, the CR model's candidates
+# (and the generic pieces it needs: the derived op ratio, the agreement table)
+# ---------------------------------------------------------------------------------------------
+
+#: The models that need no image feature: the CR model and the comparators.
+TABLE_MODELS = ["clinical", *COMPARATORS]
+
+
+def clinical_only_study(tmp_path: Path) -> Path:
+    """er_fusion's study file with only the models of the clinical table (CR model and
+    comparators): no radiomics, no networks."""
+    raw = yaml.safe_load(STUDY.read_text())
+    raw.pop("deep_models")
+    raw["models"] = {m: raw["models"][m] for m in TABLE_MODELS}
+    used = {b for m in raw["models"].values() for b in m.get("blocks", [])}
+    raw["blocks"] = {b: v for b, v in raw["blocks"].items() if b in used}
+    raw["comparisons"] = [["clinical", c] for c in COMPARATORS]
+    raw["primary"] = "clinical"
+    raw.pop("key_comparison")
+    raw.pop("published")
+    path = tmp_path / "er_fusion.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    """The clinical-table models of er_fusion on 600 planted MR patients (seed 42): center A
+    (300) split 8:2, B and C (300) the external test. Reader 1 and 2's capsule scores are
+    replaced by a constructed pair whose kappa has a closed form."""
+    tmp = tmp_path_factory.mktemp("er_fusion_planted")
+    spec = load_study(clinical_only_study(tmp), DEFAULTS, check_estimators=True)
+    rows, _ = clinical_tables(seed=42, n_patients=600, modality="MR")
+    clinical = pd.DataFrame(rows)
+    # constructed 2 x 2 table: a = both present, b = reader 1 only, c = reader 2 only, d = none
+    a, b, c = 300, 60, 30
+    d = len(clinical) - a - b - c
+    clinical["capsule"] = [1] * (a + b) + [0] * (c + d)
+    clinical["capsule_r2"] = [1] * a + [0] * b + [1] * c + [0] * d
+    metrics = run_study(spec, {"clinical": clinical}, tmp / "out", seed=42)
+    return spec, clinical, tmp / "out", metrics, (a, b, c, d)
+
+
+def test_kappa_table_is_cohens_kappa(planted_run):
+    _, _, out, metrics, (a, b, c, d) = planted_run
+    table = pd.read_parquet(out / "agreement.parquet").set_index("reader1")
+    assert list(table.index) == READER_FEATURES
+    capsule = table.loc["capsule"]
+    n = a + b + c + d
+    assert capsule["n"] == n == 600 and capsule["reader2"] == "capsule_r2"
+    # Cohen's kappa of a 2 x 2 table: 2 (ad - bc) / ((a + b)(b + d) + (a + c)(c + d))
+    closed = 2 * (a * d - b * c) / ((a + b) * (b + d) + (a + c) * (c + d))
+    assert capsule["kappa"] == pytest.approx(closed, abs=1e-12)
+    assert capsule["observed"] == pytest.approx((a + d) / n)
+    assert capsule["kappa_lower"] < closed < capsule["kappa_upper"] and capsule["p"] < 1e-10
+    # the synthetic readers: substantial to excellent agreement, as the paper's 0.834-1.000
+    for f in READER_FEATURES:
+        if f != "capsule":
+            assert 0.65 < table.loc[f, "kappa"] < 0.95, f
+    summary = {r["reader1"]: r["kappa"] for r in metrics["agreement"]}
+    assert summary["capsule"] == pytest.approx(closed)
+
+
+def test_cr_model_screens_reader_ones_features(planted_run):
+    spec, _, out, metrics, _ = planted_run
+    uni = pd.read_parquet(out / "clinical_univariable.parquet")
+    cr = uni[uni["model"] == "clinical"]
+    assert set(cr["variable"]) == set(spec.models["clinical"].candidates)
+    assert not any(str(v).endswith("_r2") for v in uni["variable"])
+    # the margin and arterial peritumoral enhancement carry the planted MVI latent: both
+    # pass the univariable screen on 240 training patients (P < 0.05, OR > 1)
+    for f in ("nonsmooth_margin", "arterial_peritumoral_enhancement"):
+        row = cr[cr["variable"] == f].iloc[0]
+        assert row["p"] < 0.05 and row["OR"] > 1, f
+    assert metrics["models"]["clinical"]["status"] == "fitted"
+
+
+def test_comparators_fit_and_rank_as_planted(planted_run):
+    _, clinical, out, metrics, _ = planted_run
+    perf = pd.read_parquet(out / "performance.parquet").set_index(["model", "split"])
+    for m in COMPARATORS:
+        assert metrics["models"][m]["status"] == "fitted", m
+    ext = perf.xs("external", level="split")
+    assert ext.loc["erasl_pre", "n"] == 300
+    # ERASL's size, number and AFP drive the planted early recurrence: above chance on the
+    # external test (its 95 % CI above 0.5)
+    assert ext.loc["erasl_pre", "auc"] > 0.6 and ext.loc["erasl_pre", "auc_lower"] > 0.5
+    # the blood counts carry no planted signal: the indices stay at chance (paper: 0.47-0.56)
+    for m in ("nlr", "plr", "lmr"):
+        assert abs(ext.loc[m, "auc"] - 0.5) < 0.1, m
+        assert ext.loc[m, "auc_lower"] < 0.5 < ext.loc[m, "auc_upper"], m
+    # a one-variable logistic model ranks patients by its index (either direction)
+    pred = pd.read_parquet(out / "predictions.parquet")
+    nlr = pred[pred["model"] == "nlr"].set_index("patient")
+    ratio = (
+        clinical.set_index("patient")["neutrophils"] / clinical.set_index("patient")["lymphocytes"]
+    ).loc[nlr.index]
+    rho = np.corrcoef(ratio.rank(), nlr["score"].rank())[0, 1]
+    assert abs(rho) == pytest.approx(1.0)
+    mv = pd.read_parquet(out / "clinical_multivariable.parquet")
+    assert set(mv[mv["model"] == "erasl_pre"]["variable"]) == {
+        "male", "tumor_size_mm", "multiple_tumors", "albi_grade", "log10_afp",
+    }  # fmt: skip
+
+
+def test_derived_ratio_and_albi_grade(spec):
+    table = pd.DataFrame(
+        {
+            "neutrophils": [3.0, 2.0, np.nan, 4.0],
+            "lymphocytes": [1.5, 0.0, 1.0, 2.0],
+            "tbil": [10.0, 14.5, 40.0, 100.0],
+            "alb": [45.0, 41.0, 30.0, 25.0],
+        }
+    )
+    derived = {k: spec.derived[k] for k in ("nlr", "log10_tbil", "albi_score", "albi_grade")}
+    out = derive_columns(table, derived)
+    # first over second; a zero denominator or a missing value gives a missing ratio
+    assert out["nlr"].iloc[0] == pytest.approx(2.0) and out["nlr"].iloc[3] == pytest.approx(2.0)
+    assert math.isnan(out["nlr"].iloc[1]) and math.isnan(out["nlr"].iloc[2])
+    albi = 0.66 * np.log10(table["tbil"]) - 0.085 * table["alb"]
+    np.testing.assert_allclose(out["albi_score"], albi)
+    expected = np.where(albi <= -2.60, 1, np.where(albi <= -1.39, 2, 3))
+    assert list(out["albi_grade"]) == list(expected) == [1, 1, 2, 3]
+    # a derived column waits for the derived columns it reads (a YAML dump may sort the keys)
+    backwards = derive_columns(table, dict(reversed(derived.items())))
+    pd.testing.assert_frame_equal(backwards[out.columns], out)
+    with pytest.raises(ConfigError, match="ratio takes two columns"):
+        load_study(
+            STUDY, override={"derived": {"bad": {"columns": ["a", "b", "c"], "op": "ratio"}}}
+        )
+
+
+def test_agreement_pair_without_columns_is_a_note(planted_run, tmp_path):
+    from hccrad.studies.evaluation import agreement_table
+
+    clinical = planted_run[1]
+    spec = load_study(
+        clinical_only_study(tmp_path),
+        DEFAULTS,
+        override={"agreement": {"nonsmooth_margin": "absent"}},
+    )
+    table = agreement_table(spec, clinical.set_index("patient"))
+    row = table.set_index("reader1").loc["nonsmooth_margin"]
+    assert row["reader2"] == "absent" and row["n"] == 0 and "absent" in row["note"]
+    assert math.isnan(row["kappa"])

@@ -16,6 +16,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from hccrad.errors import ConfigError
+from hccrad.stats import auc
+from hccrad.stats.agreement import cohen_kappa
 from hccrad.synth import (
     CLINICAL_COLUMNS,
     COHORT_COLUMNS,
@@ -28,6 +30,9 @@ from hccrad.synth import (
     true_relative_transform,
     write_cohort,
 )
+from hccrad.synth.blood import BLOOD_COUNTS
+from hccrad.synth.readers import READER_FEATURES, reader_columns
+from hccrad.synth.writers import write_tsv
 
 N_SMALL = 3  # per modality: one patient per center (A, B, C)
 
@@ -132,6 +137,7 @@ def test_clinical_table(cohort: Path) -> None:
     assert set(clin.bclc) <= {"0", "A", "B", "C"}
     assert set(clin.cnlc) <= {"Ia", "Ib", "IIa", "IIb", "IIIa"}
     for col in (
+        *reader_columns(),
         "hbv",
         "hcv",
         "cirrhosis",
@@ -147,8 +153,9 @@ def test_clinical_table(cohort: Path) -> None:
         assert set(clin[col]) <= {"0", "1"}, col
     assert set(clin[clin.modality == "MR"].field_strength) <= {"1.5", "3.0"}
     assert set(clin[clin.modality == "CT"].field_strength) == {""}
-    for col in ("os_months", "rfs_months", "pfs_months", "afp", "tumor_size_mm"):
+    for col in ("os_months", "rfs_months", "pfs_months", "afp", "tumor_size_mm", *BLOOD_COUNTS):
         assert (clin[col].astype(float) > 0).all()
+    assert all(re.fullmatch(r"[0-9]+", v) for v in clin.platelets)  # whole 10^9/L
     dates = pd.to_datetime(clin.acquisition_date, format="%Y-%m-%d")
     assert dates[clin.center == "C"].min() > dates[clin.center.isin(["A", "B"])].max()
     truth = _read_tsv(cohort / "truth.tsv")
@@ -159,6 +166,7 @@ def test_clinical_table(cohort: Path) -> None:
         "viable_heterogeneity",
         "mvi_latent",
         "prolif_latent",
+        "hemorrhage_latent",
     } <= set(truth.columns)
     manifest = json.loads((cohort / "synth.json").read_text())
     assert manifest["null"] is False and manifest["seed"] == 7
@@ -463,6 +471,122 @@ def test_null_cohort_keeps_images(cohort: Path, tmp_path: Path) -> None:
             clin_null.loc[pid, ["grade_pd", "os_months"]],
             clin.loc[src[pid], ["grade_pd", "os_months"]],
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# clinical columns added later: readers' scores, blood counts
+# ---------------------------------------------------------------------------------------------
+
+#: The clinical columns before the readers' scores and the blood counts were added.
+_OLD_CLINICAL = (
+    "patient", "center", "modality", "acquisition_date", "age", "sex", "afp", "ast", "alt",
+    "ggt", "tbil", "alb", "child_pugh", "hbv", "hcv", "cirrhosis", "tumor_size_mm",
+    "tumor_number", "bclc", "cnlc", "grade_pd", "mvi", "early_recurrence", "proliferative",
+    "os_months", "os_event", "rfs_months", "rfs_event", "pfs_months", "pfs_event",
+    "tace_response",
+)  # fmt: skip
+#: sha256 of those columns' values (and of the 20 hidden values) of seed 42, 16 + 16 patients,
+#: and of two patients' images and masks, computed by the generator before the new columns.
+_OLD_DIGESTS = {
+    ("clinical", False): "5225236f5bb7cedea61b6dcfcd6051e7e4bf070d5c27d1fa777d4306577c497e",
+    ("clinical", True): "f434f5cbd233241f6e3ca2a981f61bc713e33c111baaaa6f1a927116d3d38430",
+    ("hidden", False): "a6955c171630bb910825f9feae344784d3e9654abfe3fd81a79367184a9e2ae0",
+    ("hidden", True): "a6955c171630bb910825f9feae344784d3e9654abfe3fd81a79367184a9e2ae0",
+    ("MR", 1): "951cd8e81787f50657d8280ab5c0794eb514667f6209f55937800e2be525c33c",
+    ("CT", 2): "3bf689530d2103eb9e9fef3e4eaba52809e5e5a88985ab6338bdbf727617332e",
+}
+_NEW_HIDDEN = ("hemorrhage_latent", "null_label_source")
+
+
+def _json_digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def test_added_columns_leave_existing_values_and_images_unchanged() -> None:
+    for null in (False, True):
+        clin, hidden = clinical_tables(seed=42, n_patients=16, modality="both", null=null)
+        old = [{k: r[k] for k in _OLD_CLINICAL} for r in clin]
+        assert _json_digest(old) == _OLD_DIGESTS[("clinical", null)]
+        keys = [k for k in sorted(hidden[0]) if k not in _NEW_HIDDEN]
+        assert len(keys) == 20
+        old_hidden = [{k: r[k] for k in keys} for r in hidden]
+        assert _json_digest(old_hidden) == _OLD_DIGESTS[("hidden", null)]
+    for modality, index in (("MR", 1), ("CT", 2)):
+        p = generate_patient(modality, index, seed=42, keep_phantom=False)
+        digest = hashlib.sha256()
+        for phase in p.phases:
+            digest.update(sitk.GetArrayViewFromImage(p.images[phase]).tobytes())
+            for key in ("tumor", "liver", "tumor_reader2"):
+                digest.update(sitk.GetArrayViewFromImage(p.masks[phase][key]).tobytes())
+        assert digest.hexdigest() == _OLD_DIGESTS[(modality, index)], (modality, index)
+
+
+def test_clinical_tables_are_the_written_rows(cohort: Path, tmp_path: Path) -> None:
+    rows, hidden = clinical_tables(seed=7, n_patients=N_SMALL, modality="both")
+    assert all(tuple(r) == CLINICAL_COLUMNS for r in rows)
+    write_tsv(tmp_path / "clinical.tsv", CLINICAL_COLUMNS, rows)
+    assert (tmp_path / "clinical.tsv").read_bytes() == (cohort / "clinical.tsv").read_bytes()
+    truth = _read_tsv(cohort / "truth.tsv").set_index("patient")
+    for h in hidden:
+        assert float(truth.loc[h["patient"], "hemorrhage_latent"]) == pytest.approx(
+            h["hemorrhage_latent"], abs=1e-6
+        )
+    # the null cohort too (its label sources are hidden values, as in truth.tsv)
+    out = tmp_path / "null"
+    write_cohort(out, seed=7, n_patients=N_SMALL, modality="CT", null=True, workers=1)
+    rows, hidden = clinical_tables(seed=7, n_patients=N_SMALL, modality="CT", null=True)
+    write_tsv(tmp_path / "null.tsv", CLINICAL_COLUMNS, rows)
+    assert (tmp_path / "null.tsv").read_bytes() == (out / "clinical.tsv").read_bytes()
+    source = _read_tsv(out / "truth.tsv").set_index("patient").null_label_source
+    assert {h["patient"]: h["null_label_source"] for h in hidden} == source.to_dict()
+
+
+def test_reader_scores_follow_the_image_values_with_realistic_kappa() -> None:
+    rows, hidden = clinical_tables(seed=3, n_patients=1500, modality="both")
+    c, h = pd.DataFrame(rows), pd.DataFrame(hidden)
+    truth = h.assign(cirrhosis=c["cirrhosis"])
+    assert [f.column for f in READER_FEATURES] == [
+        "nonsmooth_margin", "intratumoral_necrosis", "intratumoral_hemorrhage", "capsule",
+        "arterial_peritumoral_enhancement", "radiological_cirrhosis",
+    ]  # fmt: skip
+    for f in READER_FEATURES:
+        r1, r2 = c[f.column], c[f"{f.column}_r2"]
+        true_state = (truth[f.source] > f.threshold).astype(int)
+        k12 = cohen_kappa(r1, r2).kappa
+        assert 0.7 < k12 < 0.9, (f.column, k12)  # two readers: substantial to excellent
+        # the senior reader (smaller noise) agrees better with the truth than reader 2
+        assert cohen_kappa(r1, true_state).kappa > cohen_kappa(r2, true_state).kappa > k12
+        assert 0.2 < r1.mean() < 0.85, f.column
+        # far from the threshold (4 reader-2 noise SDs) both readers read the truth
+        clear = (truth[f.source] - f.threshold).abs() > 4 * 0.30 * f.scale
+        assert (r1[clear] == true_state[clear]).all() and (r2[clear] == true_state[clear]).all()
+    # the hemorrhage latent: larger necrotic fraction, more hemorrhage
+    assert _pb(h["necrotic_fraction"], h["hemorrhage_latent"]) > 0.3
+    # margin, peritumoral enhancement and capsule carry the MVI latent (capsule: inversely)
+    for col, sign in (("nonsmooth_margin", 1), ("arterial_peritumoral_enhancement", 1),
+                      ("capsule", -1)):  # fmt: skip
+        assert sign * (auc(c["mvi"].to_numpy(float), c[col].to_numpy(float)) - 0.5) > 0.15
+
+
+def test_blood_counts_are_realistic_and_carry_no_planted_signal() -> None:
+    rows, _ = clinical_tables(seed=5, n_patients=1500, modality="both")
+    c = pd.DataFrame(rows)
+    medians = c[list(BLOOD_COUNTS)].median()
+    assert 2.8 < medians["neutrophils"] < 3.8 and 1.3 < medians["lymphocytes"] < 1.8
+    assert 0.35 < medians["monocytes"] < 0.5 and 110 < medians["platelets"] < 170
+    assert c["platelets"].map(lambda v: isinstance(v, int)).all()
+    cirrhotic = c["cirrhosis"] == 1
+    assert c.loc[cirrhotic, "platelets"].median() < 0.8 * c.loc[~cirrhotic, "platelets"].median()
+    ratios = {
+        "nlr": c["neutrophils"] / c["lymphocytes"],
+        "plr": c["platelets"] / c["lymphocytes"],
+        "lmr": c["lymphocytes"] / c["monocytes"],
+    }
+    assert 1.7 < ratios["nlr"].median() < 2.6 and 70 < ratios["plr"].median() < 110
+    assert 3.0 < ratios["lmr"].median() < 4.5
+    y = c["early_recurrence"].to_numpy(float)
+    for name, x in ratios.items():  # 3,000 patients: null SE of an AUC about 0.011
+        assert abs(auc(y, x.to_numpy(float)) - 0.5) < 0.04, name
 
 
 def test_mask_availability_pattern() -> None:

@@ -207,6 +207,8 @@ def _check_derived(spec: StudySpec, bad: Report) -> None:
             bad(key, f"op {op} takes {'columns (several)' if multi else 'one column'}")
         if multi and "value" in dspec:
             bad(f"{key}.value", f"{op} takes no value")
+        if op == "ratio" and len(dspec.get("columns", [])) != 2:
+            bad(f"{key}.columns", "ratio takes two columns (numerator, denominator)")
         weights = dspec.get("weights")
         if weights is not None and op != "sum":
             bad(f"{key}.weights", "weights belong to op sum")

@@ -1,7 +1,7 @@
 """Evaluation of a study's predictions: performance per split at the training cut-off with the
 unpaired DeLong test against the training AUC, paired comparisons (DeLong, NRI), calibration,
-decision curves, AUC by subgroup per split (unpaired DeLong between subgroups) and baseline
-tables."""
+decision curves, AUC by subgroup per split (unpaired DeLong between subgroups), baseline
+tables and the inter-reader agreement of reader-scored columns (Cohen's kappa)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from hccrad.stats import (
     net_benefit,
     nri,
 )
+from hccrad.stats.agreement import cohen_kappa
 from hccrad.stats.roc import RATE_COUNTS, rate_cis
 from hccrad.studies.spec import StudySpec
 
@@ -368,3 +369,36 @@ def _text_or_none(v: Any) -> str | None:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     return v if isinstance(v, str) else str(v)
+
+
+#: Columns of ``agreement.parquet``.
+AGREEMENT_COLUMNS = (
+    "reader1", "reader2", "n", "categories", "observed", "expected", "kappa", "kappa_lower",
+    "kappa_upper", "se", "se0", "z", "p", "note",
+)  # fmt: skip
+
+
+def agreement_table(spec: StudySpec, clinical: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Cohen's kappa of each ``agreement`` pair (reader 1's column, reader 2's) on the study's
+    patients scored by both readers (:func:`hccrad.stats.agreement.cohen_kappa`: observed and
+    chance agreement, kappa with its ``level`` Wald interval, the test of kappa = 0). A pair
+    whose column is not in the table gets a row with a ``note`` and no statistics; nothing is
+    fitted (no split)."""
+    rows = []
+    for r1, r2 in spec.agreement.items():
+        absent = [c for c in (r1, r2) if c not in clinical.columns]
+        if absent:
+            rows.append({"reader1": r1, "reader2": r2, "n": 0, "note": f"no column {absent}"})
+            continue
+        res = cohen_kappa(clinical[r1], clinical[r2], level=level).as_row()
+        res["kappa_lower"], res["kappa_upper"] = res.pop("lower"), res.pop("upper")
+        rows.append({"reader1": r1, "reader2": r2, **res})
+    out = pd.DataFrame(rows, columns=list(AGREEMENT_COLUMNS))
+    out["note"] = out["note"].fillna("").astype(str)
+    for c in ("reader1", "reader2"):
+        out[c] = out[c].astype(str)
+    for c in ("n", "categories"):
+        out[c] = out[c].fillna(0).astype(int)
+    floats = list(AGREEMENT_COLUMNS[4:-1])  # observed ... p
+    out[floats] = out[floats].astype(float)
+    return out

@@ -51,6 +51,8 @@ def study_outputs(spec: StudySpec) -> dict[str, str]:
         out[f"roc_{split}"] = f"roc_{split}.png"
     out["calibration_png"] = "calibration.png"
     out["decision_curve_png"] = "decision_curve.png"
+    if spec.agreement:
+        out["agreement"] = "agreement.parquet"
     if spec.clinical_models:
         out["clinical_univariable"] = "clinical_univariable.parquet"
         out["clinical_multivariable"] = "clinical_multivariable.parquet"

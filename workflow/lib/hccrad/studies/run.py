@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from hccrad.errors import InputError
 from hccrad.fileio import write_json, write_parquet
 from hccrad.stats import fuse_blocks, youden_cutoff
 from hccrad.studies.evaluation import (
+    agreement_table,
     baseline_tables,
     by_group_table,
     calibration_table,
@@ -76,6 +77,8 @@ class _Run:
     clinical: pd.DataFrame  # the study's patients (its modality), derived columns added
     split: pd.Series  # split per patient of ``clinical``
     notes: list[str]  # the notes of metrics.json, in order
+    # metrics.json agreement: kappa per reader pair (agreement.parquet's main columns)
+    agreement: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -372,8 +375,8 @@ def _tables(
     run: _Run, pts: _Patients, fits: _Fits
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Tables: predictions, performance, comparisons, calibration, decision curve, AUC by
-    group, baseline and the clinical models' tables. Returns performance, comparisons and
-    the decision curve."""
+    group, baseline, inter-reader agreement and the clinical models' tables. Returns
+    performance, comparisons and the decision curve."""
     spec, files, pred, ok = run.spec, run.files, fits.pred, fits.ok
     ev = spec.evaluation
     level = float(ev.get("ci_level", 0.95))
@@ -397,6 +400,11 @@ def _tables(
         by_center = by_group_table(pred, run.clinical, ev.get("by", []), ok, level)
     write_parquet(by_center, files["by_center"])
     write_parquet(baseline_tables(spec, run.clinical, run.split, pts.data.y), files["baseline"])
+    if spec.agreement:
+        kappa = agreement_table(spec, run.clinical, level)
+        write_parquet(kappa, files["agreement"])
+        keep = ["reader1", "reader2", "n", "kappa", "kappa_lower", "kappa_upper", "p", "note"]
+        run.agreement = kappa[keep].to_dict(orient="records")
     if spec.clinical_models:
         _clinical_tables(spec, fits, files)
     return perf, comp, dca
@@ -554,6 +562,7 @@ def _summaries(
         "survival": survival_info["endpoints"],
         "score_tests": survival_info["score_tests"],
         "outcome_cohorts": survival_info["outcome_cohorts"],
+        "agreement": run.agreement,  # Cohen's kappa per reader pair (agreement.parquet)
         "notes": run.notes,
         # the paper next to this run (hccrad.report): its key comparison, what it reports,
         # where this study differs from it, and what a configuration overlay scaled down

@@ -22,7 +22,7 @@ DERIVED_OPS = (
     "gt", "ge", "lt", "le", "eq", "ne", "isin", "log", "log2", "log10", "map", "between", "cut"
 )  # fmt: skip
 #: Names of the derived-column operations on several source ``columns``.
-DERIVED_MULTI_OPS = ("any", "all", "sum")
+DERIVED_MULTI_OPS = ("any", "all", "sum", "ratio")
 #: Operations of a patient criterion (``include`` / ``exclude``): a test of one column.
 CRITERIA_OPS = ("gt", "ge", "lt", "le", "eq", "ne", "isin", "between", "notna", "isna")
 SOURCES = ("radiomics", "habitats", "clinical", "table")
@@ -198,6 +198,9 @@ class StudySpec:
     #: no ``exclude`` test does (:func:`hccrad.studies.tables.apply_criteria`).
     include: tuple[dict[str, Any], ...] = ()
     exclude: tuple[dict[str, Any], ...] = ()
+    #: Inter-reader agreement (``agreement`` key): ``{reader-1 column: reader-2 column}``,
+    #: Cohen's kappa of each pair (``agreement.parquet``).
+    agreement: dict[str, str] = field(default_factory=dict)
 
     @property
     def key_pair(self) -> tuple[str, str] | None:
@@ -265,7 +268,6 @@ _SECTION_DEFAULTS: dict[str, Any] = {
 
 def _t(values: Any) -> tuple:
     return tuple(values) if values is not None else ()
-
 
 
 def _split_spec(s: Mapping[str, Any]) -> SplitSpec:
@@ -398,4 +400,5 @@ def spec_from_dict(path: Path, d: dict[str, Any]) -> StudySpec:
         deviations=tuple(dict(x) for x in d.get("deviations", [])),
         include=tuple(dict(x) for x in d.get("include", [])),
         exclude=tuple(dict(x) for x in d.get("exclude", [])),
+        agreement={str(k): str(v) for k, v in (d.get("agreement") or {}).items()},
     )

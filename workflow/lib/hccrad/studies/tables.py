@@ -45,7 +45,9 @@ def read_clinical_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 def derive_columns(
     clinical: pd.DataFrame, derived: Mapping[str, Mapping[str, Any]]
 ) -> pd.DataFrame:
-    """Add the derived columns, in order (a derived column may use an earlier one).
+    """Add the derived columns, in order; a derived column may use others (e.g. a grade cut
+    from a weighted sum of a log), and one whose sources are not in the table yet waits for
+    them, whatever the order of the mapping (a YAML dump may sort it).
 
     One source ``column``: ``gt/ge/lt/le/eq/ne`` -> 1.0/0.0; ``isin`` (a list) -> 1.0/0.0;
     ``log/log2/log10`` (values <= 0 -> missing); ``map`` (a mapping; unmapped -> missing);
@@ -58,19 +60,35 @@ def derive_columns(
     of them are non-zero (``any``: 1.0 as soon as one known value is non-zero, 0.0 only when
     all are known and zero; ``all``: 0.0 as soon as one known value is zero); ``sum`` -> their
     sum, weighted by ``weights`` (one number per column, default 1; e.g. the six-and-twelve
-    score = diameter in mm x 0.1 + number), missing when one is missing.
+    score = diameter in mm x 0.1 + number), missing when one is missing; ``ratio`` -> the first
+    column over the second (e.g. the neutrophil-to-lymphocyte ratio), missing when either is
+    missing or the second is 0.
     """
     out = clinical.copy()
-    for name, d in derived.items():
-        sources = list(d["columns"]) if "columns" in d else [d["column"]]
-        absent = [c for c in sources if c not in out.columns]
-        if absent:
+    pending = dict(derived)
+    while pending:
+        done = []
+        for name, d in pending.items():  # declaration order; a column waits for its sources
+            sources = _sources(d)
+            if not all(c in out.columns for c in sources):
+                continue
+            if "columns" in d:
+                out[name] = _derive_many(out[sources], d["op"], name, d.get("weights"))
+            else:
+                out[name] = _derive_one(out[sources[0]], d, name)
+            done.append(name)
+        if not done:  # nothing computable: report the first column still waiting
+            name, d = next(iter(pending.items()))
+            absent = [c for c in _sources(d) if c not in out.columns]
             raise InputError(f"derived column {name!r}: source column(s) {absent} not in the table")
-        if "columns" in d:
-            out[name] = _derive_many(out[sources], d["op"], name, d.get("weights"))
-        else:
-            out[name] = _derive_one(out[sources[0]], d, name)
+        for name in done:
+            del pending[name]
     return out
+
+
+def _sources(d: Mapping[str, Any]) -> list[str]:
+    """The source columns of a derived column's definition."""
+    return list(d["columns"]) if "columns" in d else [d["column"]]
 
 
 def _derive_one(src: pd.Series, d: Mapping[str, Any], name: str) -> pd.Series:
@@ -116,8 +134,11 @@ def _derive_many(
     src: pd.DataFrame, op: str, name: str, weights: Sequence[float] | None = None
 ) -> pd.Series:
     """One derived column from several source columns (``any``, ``all``, ``sum`` with
-    optional ``weights``)."""
+    optional ``weights``, ``ratio`` of two)."""
     num = src.apply(pd.to_numeric, errors="coerce")
+    if op == "ratio":
+        top, bottom = num.iloc[:, 0], num.iloc[:, 1]
+        return top / bottom.where(bottom != 0)
     if op == "sum":
         if weights is not None:
             num = num * np.asarray(weights, dtype=float)

@@ -30,6 +30,7 @@ from hccrad.synth.biology import (
     patient_id,
     sample_biology,
 )
+from hccrad.synth.blood import BLOOD_COUNTS, blood_counts
 from hccrad.synth.imaging import (
     MOTION_COLUMNS,
     PHASES,
@@ -45,6 +46,7 @@ from hccrad.synth.imaging import (
     sample_motion,
     slice_profile_blur,
 )
+from hccrad.synth.readers import reader_columns, reader_scores
 from hccrad.synth.writers import identity, write_dicom_series, write_tsv
 
 log = logging.getLogger(__name__)
@@ -62,12 +64,14 @@ CLINICAL_COLUMNS: tuple[str, ...] = (
     "ggt",
     "tbil",
     "alb",
+    *BLOOD_COUNTS,
     "child_pugh",
     "hbv",
     "hcv",
     "cirrhosis",
     "tumor_size_mm",
     "tumor_number",
+    *reader_columns(),
     "bclc",
     "cnlc",
     "field_strength",
@@ -92,7 +96,17 @@ _TRUE_LABELS: tuple[str, ...] = (
     "proliferative",
     "tace_response",
 )
-_STREAMS = {"biology": 0, "anatomy": 1, "acquisition": 2, "noise": 3, "identity": 4}
+#: Per-patient random streams. Columns added to the clinical table draw from a stream of their
+#: own (readers, blood), after every earlier draw, so existing values and images never change.
+_STREAMS = {
+    "biology": 0,
+    "anatomy": 1,
+    "acquisition": 2,
+    "noise": 3,
+    "identity": 4,
+    "readers": 5,
+    "blood": 6,
+}
 
 
 @dataclass(frozen=True)
@@ -196,17 +210,26 @@ def sample_patient_biology(
     """The biology (hidden variables, clinical row, labels, survival) of one patient, no images.
 
     Identical to what :func:`generate_patient` uses; cheap enough for thousands of patients.
+    The clinical row also holds the two readers' scores (:mod:`hccrad.synth.readers`, their
+    hemorrhage latent joins the hidden values) and the blood counts
+    (:mod:`hccrad.synth.blood`), each from its own stream, in :data:`CLINICAL_COLUMNS` order.
     """
     if modality not in PHASES:
         raise ConfigError(f"modality must be MR or CT, not {modality!r}")
     if int(index) < 0:
         raise ConfigError(f"patient index must be >= 0, not {index}")
-    return sample_biology(
+    bio = sample_biology(
         _rng(seed, modality, index, "biology"),
         modality,
         center_of(index),
         dict(hidden_overrides or {}),
     )
+    latent, scores = reader_scores(_rng(seed, modality, index, "readers"), bio.hidden, bio.clinical)
+    counts = blood_counts(_rng(seed, modality, index, "blood"), bio.clinical)
+    row = {**bio.clinical, **scores, **counts}
+    bio.hidden.update(latent)
+    bio.clinical = {c: row[c] for c in CLINICAL_COLUMNS if c in row}
+    return bio
 
 
 def _sample_geometry(
@@ -497,16 +520,27 @@ def _write_patient(args: tuple[SynthOptions, str, int, str]) -> dict[str, Any]:
     for k, phase in enumerate(p.phases):
         cohort_rows.append(_write_phase(p, k, kind, out, opts.seed, study))
         motion_rows.append({"patient": p.patient, "phase": phase, **p.motion[phase].as_row()})
-    clinical = {
-        "patient": p.patient,
-        "center": p.center,
+    clinical = _clinical_record(p.patient, index, modality, p.clinical)
+    truth = _truth_row(p, kind)
+    return {"cohort": cohort_rows, "motion": motion_rows, "clinical": clinical, "truth": truth}
+
+
+def _clinical_record(
+    patient: str, index: int, modality: str, clinical: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The patient's clinical-table row, keys in :data:`CLINICAL_COLUMNS` order: identity, the
+    biology's values and the scanner's field strength (MR) and vendor."""
+    center = center_of(index)
+    scanner = SCANNERS[(center, modality)]
+    row = {
+        "patient": patient,
+        "center": center,
         "modality": modality,
-        **p.clinical,
+        **clinical,
         "field_strength": scanner.field_strength if modality == "MR" else None,
         "vendor": scanner.vendor,
     }
-    truth = _truth_row(p, kind)
-    return {"cohort": cohort_rows, "motion": motion_rows, "clinical": clinical, "truth": truth}
+    return {c: row[c] for c in CLINICAL_COLUMNS}
 
 
 def _init_worker() -> None:
@@ -536,8 +570,10 @@ def clinical_tables(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Clinical and hidden-variable rows of a cohort without generating images (fast).
 
-    The clinical rows equal those :func:`write_cohort` writes (same seed, same null permutation);
-    the hidden rows hold the latents. Used for quick checks of the planted associations.
+    The clinical rows equal those :func:`write_cohort` writes to ``clinical.tsv`` (same seed,
+    same null permutation; keys :data:`CLINICAL_COLUMNS`); the hidden rows hold the latents and
+    image-generating values (``truth.tsv``'s, with ``null_label_source`` when ``null``). Used for
+    quick checks of the planted associations.
 
     Returns:
         ``(clinical_rows, hidden_rows)``, one dict per patient, MR patients first.
@@ -545,13 +581,18 @@ def clinical_tables(
     opts = SynthOptions(seed=seed, n_patients=n_patients, modality=modality, null=null)
     clinical, hidden = [], []
     for mod in opts.modalities:
-        rows = []
+        rows, hid = [], []
         for i in range(n_patients):
             b = sample_patient_biology(mod, i, seed=seed)
             pid = patient_id(mod, i)
-            rows.append({"patient": pid, "center": center_of(i), "modality": mod, **b.clinical})
-            hidden.append({"patient": pid, **b.hidden})
-        clinical.extend(apply_null(rows, seed, mod) if null else rows)
+            rows.append(_clinical_record(pid, i, mod, b.clinical))
+            hid.append({"patient": pid, **b.hidden})
+        if null:
+            rows = apply_null(rows, seed, mod)
+            for h, r in zip(hid, rows, strict=True):
+                h["null_label_source"] = r.pop("null_label_source")
+        clinical.extend(rows)
+        hidden.extend(hid)
     return clinical, hidden
 
 
