@@ -170,7 +170,8 @@ def test_one_feature_logistic_models_follow_the_covariance_direction(training_sc
         expected = auc(y, x) if cov > 0 else 1 - auc(y, x)
         assert auc(y, rows["score"]) == pytest.approx(expected, abs=1e-12), (null, study, model)
         checked.add((study, model))
-    assert checked == {("er_fusion", m) for m in ("bclc", "cnlc", "dl", "dl_r18", "dl_r34")}
+    one_feature = ("bclc", "cnlc", "dl", "dl_r18", "dl_r34", "nlr", "plr", "lmr")
+    assert checked == {("er_fusion", m) for m in one_feature}
 
 
 def test_study_files_are_the_configured_ones():

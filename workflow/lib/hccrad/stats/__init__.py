@@ -3,12 +3,12 @@
 Modules: :mod:`~hccrad.stats.roc` (AUC/DeLong, cut-offs, NRI, calibration, net benefit),
 :mod:`~hccrad.stats.survival` (Kaplan-Meier, log-rank, optimal cut-point, Cox),
 :mod:`~hccrad.stats.baseline` (Table 1), :mod:`~hccrad.stats.figures` (PNG figures) and
-:mod:`~hccrad.stats.agreement` (ICC). Formulas and conventions: ``docs/stats.md``.
+:mod:`~hccrad.stats.agreement` (ICC, Cohen's kappa). Formulas and conventions: ``docs/stats.md``.
 """
 
 from __future__ import annotations
 
-from hccrad.stats.agreement import icc
+from hccrad.stats.agreement import KappaResult, cohen_kappa, icc
 from hccrad.stats.baseline import baseline_table
 from hccrad.stats.roc import (
     CalibrationResult,
@@ -48,6 +48,7 @@ __all__ = [
     "CoxResult",
     "CutpointResult",
     "DeLongResult",
+    "KappaResult",
     "LogRankResult",
     "NRIResult",
     "UnpairedDeLongResult",
@@ -56,6 +57,7 @@ __all__ = [
     "baseline_table",
     "calibration",
     "classification_metrics",
+    "cohen_kappa",
     "cox",
     "cutpoint_groups",
     "delong_placements",
