@@ -83,6 +83,37 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def without_deep_tables(raw: dict, primary: str, keep: tuple[str, ...] = ()) -> dict:
+    """A study file's dict without its ``table`` blocks (the deep networks' feature tables)
+    other than ``keep``, the models reading them or pooling / stacking those models, its deep
+    networks, its key comparison and published results; ``primary`` becomes the primary model
+    (and the survival / explained / nomogram model where those were dropped)."""
+    raw = dict(raw)
+    deep = {b for b, v in raw["blocks"].items() if v["source"] == "table" and b not in keep}
+    drop = {n for n, m in raw["models"].items() if set(m.get("blocks", ())) & deep}
+    while True:
+        uses = {n: {*m.get("pool", ()), *m.get("scores", ()), *m.get("models", ())}
+                for n, m in raw["models"].items()}  # fmt: skip
+        more = {n for n, u in uses.items() if n not in drop and u & drop}
+        if not more:
+            break
+        drop |= more
+    raw["models"] = {n: m for n, m in raw["models"].items() if n not in drop}
+    raw["blocks"] = {b: v for b, v in raw["blocks"].items() if b not in deep}
+    raw["comparisons"] = [c for c in raw.get("comparisons", []) if not set(c) & drop]
+    assert primary in raw["models"], (primary, sorted(raw["models"]))
+    raw["primary"] = primary
+    for key in ("explain", "nomogram"):
+        if raw.get(key) in drop:
+            raw[key] = None
+    survival = raw.get("survival")
+    if isinstance(survival, dict) and survival.get("model") in drop:
+        raw["survival"] = {**survival, "model": primary}
+    for key in ("deep_models", "key_comparison", "published"):
+        raw.pop(key, None)
+    return raw
+
+
 @pytest.fixture(scope="session")
 def cohort_dir(tmp_path_factory) -> Path:
     from hccrad.synth import write_cohort

@@ -32,7 +32,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DEMO_OVERLAY, ROOT, RUN_SECONDS, run_snakemake
+from conftest import DEMO_OVERLAY, ROOT, RUN_SECONDS, run_snakemake, without_deep_tables
 
 pytestmark = pytest.mark.workflow
 
@@ -67,20 +67,7 @@ def handcrafted_spec(folder: Path, extra: dict | None = None):
     raw = yaml.safe_load((studies / f"{STUDY}.yaml").read_text())
     raw = deep_merge(raw, yaml.safe_load(DEMO_OVERLAY.read_text())["studies"].get(STUDY, {}))
     raw = deep_merge(raw, extra or {})
-    deep = {b for b, block in raw["blocks"].items() if block["source"] == "table"}
-    drop = {n for n, m in raw["models"].items() if set(m.get("blocks", ())) & deep}
-    while True:
-        uses = {n: {*m.get("pool", ()), *m.get("scores", ())} for n, m in raw["models"].items()}
-        more = {n for n, u in uses.items() if n not in drop and u & drop}
-        if not more:
-            break
-        drop |= more
-    raw["models"] = {n: m for n, m in raw["models"].items() if n not in drop}
-    raw["blocks"] = {b: v for b, v in raw["blocks"].items() if b not in deep}
-    raw["comparisons"] = [c for c in raw["comparisons"] if not set(c) & drop]
-    raw["primary"] = "biregional"
-    for key in ("deep_models", "key_comparison", "published"):
-        raw.pop(key, None)
+    raw = without_deep_tables(raw, "biregional")
     assert set(HANDCRAFTED) <= set(raw["models"]), sorted(raw["models"])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "defaults.yaml").write_text((studies / "defaults.yaml").read_text())
