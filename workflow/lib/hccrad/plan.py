@@ -114,6 +114,7 @@ class CohortPlan:
         self.studies = dict(studies)
         self.clinical = str(settings.clinical if clinical is None else clinical)
         self._mask_source: dict[tuple[str, str, str], str | None] = {}
+        self._params_patients: dict[str, tuple[str, ...]] = {}
 
     # ---- per patient --------------------------------------------------------------------------
 
@@ -234,12 +235,19 @@ class CohortPlan:
         """The parameter file the study's radiomics blocks read: its own (``radiomics.params``)
         unless it is its modality's default or ``radiomics.study_params`` is off, else the
         modality's default (named None)."""
-        spec = self.studies[study]
-        default = str(self.settings.radiomics_params.get(spec.modality, ""))
-        own = spec.radiomics_params
-        if own is None or not self.settings.radiomics_study_params or same_file(own, default):
-            return RadiomicsParams(default)
-        return RadiomicsParams(str(own), Path(own).stem)
+        return self._study_radiomics[study]
+
+    @cached_property
+    def _study_radiomics(self) -> dict[str, RadiomicsParams]:
+        out = {}
+        for study, spec in self.studies.items():
+            default = str(self.settings.radiomics_params.get(spec.modality, ""))
+            own = spec.radiomics_params
+            if own is None or not self.settings.radiomics_study_params or same_file(own, default):
+                out[study] = RadiomicsParams(default)
+            else:
+                out[study] = RadiomicsParams(str(own), Path(own).stem)
+        return out
 
     @cached_property
     def radiomics_param_files(self) -> dict[str, str]:
@@ -295,13 +303,15 @@ class CohortPlan:
     def radiomics_params_patients(self, name: str) -> tuple[str, ...]:
         """Radiomics patients extracted with the studies' parameter file ``name``: those of the
         modalities of the runnable studies that read it, with a tumor on a phase they take."""
-        modalities = {self.studies[s].modality for s in self._param_studies(name)}
-        return tuple(
-            p
-            for p in self.radiomics_patients
-            if self.cohort.modality(p) in modalities
-            and any(self.has_tumor(p, ph) for ph in self.radiomics_params_phases(p, name))
-        )
+        if name not in self._params_patients:
+            modalities = {self.studies[s].modality for s in self._param_studies(name)}
+            self._params_patients[name] = tuple(
+                p
+                for p in self.radiomics_patients
+                if self.cohort.modality(p) in modalities
+                and any(self.has_tumor(p, ph) for ph in self.radiomics_params_phases(p, name))
+            )
+        return self._params_patients[name]
 
     def radiomics_params_icc_patients(self, name: str) -> tuple[str, ...]:
         """Second-reader patients of the file ``name``'s reader-ICC table: its patients with a
