@@ -36,10 +36,11 @@ def plan_of(records: list[ImageRecord], settings=SETTINGS, studies=STUDIES) -> C
     return CohortPlan(settings, Cohort(records=records, clinical=pd.DataFrame()), studies)
 
 
-# MR patients: P1 all masks on AP (reference) only; P2 tumor on PVP only (no liver: segmented);
-# P3 no mask at all; P4 AP+HBP only (no PVP: no habitats); C1 a CT patient with both readers.
+# MR patients: P1 all masks on AP (reference) only, both readers; P2 tumor on PVP only (no
+# liver: segmented); P3 no mask at all; P4 AP+HBP only (no PVP: no habitats); C1 a CT patient
+# with both readers.
 RECORDS = [
-    record("P1", "AP", tumor=True, liver=True),
+    record("P1", "AP", tumor=True, liver=True, reader2=True),
     record("P1", "PVP"),
     record("P2", "AP"),
     record("P2", "PVP", tumor=True),
@@ -105,7 +106,7 @@ def test_holdout_is_a_stable_per_patient_draw() -> None:
 
 def test_patient_sets(plan: CohortPlan) -> None:
     assert plan.radiomics_patients == ("P1", "P2", "P3", "P4", "C1")  # P3: predicted tumor
-    assert plan.reader2_patients == ("C1",)
+    assert plan.reader2_patients == ("P1", "C1")
     # habitats: MR, PVP acquired, a tumor on PVP (carried, own or predicted); not P4 (no PVP)
     assert plan.habitat_patients == ("P1", "P2", "P3")
     assert plan.raw_inputs("C1") == {
@@ -148,10 +149,17 @@ def test_studies_run_or_are_skipped_with_the_reason(plan: CohortPlan) -> None:
     assert mr_only.skipped_studies == {
         "mil_er": "no CT patient in the cohort",
         "proliferative_tace": "no CT patient in the cohort",
-        # its ICC filter: the MR patients have no second reader
-        "er_fusion": "its ICC filter needs second-reader masks and the cohort has none",
     }
-    assert mr_only.runnable_studies == ["habitat_grade", "mvi_biregional"]
+    assert mr_only.runnable_studies == ["habitat_grade", "mvi_biregional", "er_fusion"]
+    # its ICC filter: without P1's second reader, no patient has one
+    no_p1_reader2 = [
+        dataclasses.replace(r, masks={k: v for k, v in r.masks.items() if k != "reader2"})
+        for r in RECORDS
+        if r.modality == "MR"
+    ]
+    assert plan_of(no_p1_reader2).skipped_studies["er_fusion"] == (
+        "its ICC filter needs second-reader masks and the cohort has none"
+    )
     no_pvp = plan_of([r for r in RECORDS if r.phase != "PVP"])
     assert no_pvp.skipped_studies["habitat_grade"] == (
         "it needs habitat features and no patient gets habitats"
@@ -211,3 +219,135 @@ def test_pretrained_weights_are_an_input_of_the_training(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match=r"study mil_er: deep_models\.mil_slices\.train\."
                        r"pretrained: pretrained weights file .*missing\.pt not found"):  # fmt: skip
         plan_of(RECORDS, studies=specs).deep_model_weights("mil_er", "mil_slices")
+
+
+# ---- the studies' own radiomics parameter files -------------------------------------------------
+
+ER_PRESET = "config/radiomics/mr_er_original_wavelet_log.yaml"
+ER_NAME = "mr_er_original_wavelet_log"
+MR_DEFAULT = str(SETTINGS.radiomics_params["MR"])
+
+
+def with_params(**files: str) -> dict:
+    """The seed studies, those named with the given ``radiomics.params``, the others with none
+    (whatever their study files say)."""
+    return {
+        study: dataclasses.replace(spec, radiomics_params=files.get(study))
+        for study, spec in STUDIES.items()
+    }
+
+
+def test_a_file_shared_by_two_studies_is_extracted_once_per_patient() -> None:
+    specs = with_params(er_fusion=ER_PRESET, habitat_grade=ER_PRESET)
+    plan = plan_of(RECORDS, studies=specs)
+    assert plan.skipped_studies == {}
+    # one file, one extraction per MR radiomics patient, whichever study asked for it
+    assert plan.radiomics_param_files == {ER_NAME: ER_PRESET}
+    assert plan.radiomics_params_patients(ER_NAME) == ("P1", "P2", "P3", "P4")
+    assert {p: plan.patient_radiomics_params(p) for p in ("P1", "P4", "C1")} == {
+        "P1": [ER_NAME],
+        "P4": [ER_NAME],
+        "C1": [],  # CT: its studies read the CT default only
+    }
+    assert plan.radiomics_json("P1", ER_NAME) == f"results/A/P1/radiomics/{ER_NAME}/features.json"
+    # what the two studies' blocks take: er_fusion AP, PVP, DP tumor; habitat_grade PVP tumor
+    assert plan.radiomics_params_regions(ER_NAME) == ("tumor",)
+    assert plan.radiomics_params_phases("P1", ER_NAME) == ("AP", "PVP")
+    assert plan.radiomics_params_phases("P4", ER_NAME) == ("AP",)  # P4's HBP: taken by none
+    # its ICC table: er_fusion's chain has an ICC step; the file's second-reader patients
+    assert plan.radiomics_params_icc_patients(ER_NAME) == ("P1",)
+    folder = f"results/cohort/radiomics/{ER_NAME}"
+    for study in ("er_fusion", "habitat_grade"):
+        assert plan.study_radiomics(study).name == ER_NAME
+        assert plan.study_tables(study)["radiomics"] == f"{folder}/features.parquet"
+    assert plan.study_tables("er_fusion")["reader_icc"] == f"{folder}/reader_icc.parquet"
+    assert plan.summary()["radiomics, studies' own parameter files"] == {ER_NAME: 4}
+
+
+def test_a_file_is_extracted_for_the_phases_its_studies_take() -> None:
+    plan = plan_of(RECORDS, studies=with_params(habitat_grade=ER_PRESET))
+    # habitat_grade's radiomics block is PVP tumor: P4 (AP + HBP) gets no extraction
+    assert plan.radiomics_params_patients(ER_NAME) == ("P1", "P2", "P3")
+    assert plan.radiomics_params_phases("P1", ER_NAME) == ("PVP",)
+    assert plan.radiomics_params_icc_patients(ER_NAME) == ()  # no ICC step: no ICC table
+    assert "reader_icc" not in plan.study_tables("habitat_grade")
+
+
+def test_the_modality_default_keeps_todays_paths() -> None:
+    # mvi_biregional names the MR default itself: the same file, today's paths, no extra job
+    plan = plan_of(RECORDS, studies=with_params(mvi_biregional=MR_DEFAULT))
+    assert (
+        STUDIES["mvi_biregional"].radiomics_params
+        == "config/radiomics/mr_original_wavelet_log.yaml"
+    )
+    assert plan.study_radiomics("mvi_biregional").name is None
+    assert plan.radiomics_param_files == {}
+    assert plan.patient_radiomics_params("P1") == []
+    assert plan.radiomics_json("P1") == "results/A/P1/radiomics/features.json"
+    for study in plan.runnable_studies:
+        tables = plan.study_tables(study)
+        assert tables["radiomics"] == "results/cohort/radiomics/features.parquet"
+        if "reader_icc" in tables:
+            assert tables["reader_icc"] == "results/cohort/radiomics/reader_icc.parquet"
+
+
+def test_the_default_is_per_modality() -> None:
+    """The MR default named by a CT study is a file of its own for the CT patients."""
+    plan = plan_of(RECORDS, studies=with_params(mil_er=MR_DEFAULT))
+    name = "mr_original_wavelet_log"
+    assert plan.radiomics_param_files == {name: MR_DEFAULT}
+    assert plan.radiomics_params_patients(name) == ("C1",)
+    assert plan.radiomics_params_icc_patients(name) == ("C1",)  # mil_er's ICC step
+    assert plan.study_tables("proliferative_tace")["radiomics"] == (
+        "results/cohort/radiomics/features.parquet"
+    )
+    # a file's ICC table needs a second reader of the study's own modality
+    mr_reader2 = [dataclasses.replace(r, masks={}) if r.patient == "C1" else r for r in RECORDS]
+    plan = plan_of(mr_reader2, studies=with_params(mil_er=MR_DEFAULT))
+    assert "second-reader masks" in plan.skipped_studies["mil_er"]
+    assert "proliferative_tace" not in plan.skipped_studies  # the cohort-wide default table
+    assert plan.radiomics_param_files == {}  # nobody left to read the file
+
+
+def test_studies_params_off_reads_every_modality_default() -> None:
+    off = dataclasses.replace(SETTINGS, radiomics_study_params=False)
+    plan = plan_of(RECORDS, settings=off, studies=with_params(er_fusion=ER_PRESET))
+    assert plan.radiomics_param_files == {}
+    assert plan.study_radiomics("er_fusion").path == MR_DEFAULT
+    assert (
+        plan.study_tables("er_fusion")["radiomics"] == "results/cohort/radiomics/features.parquet"
+    )
+
+
+def test_two_files_of_one_name_are_refused(tmp_path: Path) -> None:
+    other = tmp_path / f"{ER_NAME}.yaml"
+    other.write_text((ROOT / ER_PRESET).read_text())
+    plan = plan_of(RECORDS, studies=with_params(er_fusion=ER_PRESET, habitat_grade=str(other)))
+    with pytest.raises(
+        ConfigError, match=rf"studies habitat_grade and er_fusion: .*radiomics/{ER_NAME}/"
+    ):
+        _ = plan.radiomics_param_files
+
+
+def test_the_demo_overlay_sets_the_studies_files_aside_and_lists_them() -> None:
+    demo = load_settings(
+        ROOT / "config" / "config.yaml", overlay=str(ROOT / "config" / "demo.yaml")
+    )
+    specs = load_studies(
+        [project_file(f) for f in demo.studies], overlay=demo.overlay, check_estimators=False
+    )
+    specs["er_fusion"] = dataclasses.replace(specs["er_fusion"], radiomics_params=ER_PRESET)
+    plan = plan_of(RECORDS, settings=demo, studies=specs)
+    # one light extraction per patient: no study file of its own, every study on demo_fast
+    assert plan.radiomics_param_files == {}
+    assert {plan.study_radiomics(s).path for s in specs} == {"config/radiomics/demo_fast.yaml"}
+    rows = {(r["where"], r["key"]): r for r in plan.overlay_summary()["changes"]}
+    assert rows["config", "radiomics.study_params"]["this_run"] == "False"
+    assert rows["er_fusion", "radiomics.params"] == {
+        "where": "er_fusion",
+        "key": "radiomics.params",
+        "this_run": "config/radiomics/demo_fast.yaml",
+        "full_scale": ER_PRESET,
+    }
+    assert rows["mvi_biregional", "radiomics.params"]["full_scale"] == MR_DEFAULT
+    assert ("mil_er", "radiomics.params") not in rows  # no file of its own: nothing set aside

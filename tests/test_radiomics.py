@@ -246,3 +246,53 @@ def test_cohort_feature_table_rejects_bad_records():
         rad.cohort_feature_table([{**rec, "region": "peri_tumor"}])
     with pytest.raises(InputError, match="lacks keys"):
         rad.cohort_feature_table([{"patient": "A"}])
+
+
+def test_a_study_with_its_own_parameter_file_reads_its_table(tmp_path, monkeypatch):
+    """Two patients extracted with the MR default and with the early-recurrence preset (two
+    LoG sigmas), each aggregated where the workflow puts its table: er_fusion naming that
+    preset (radiomics.params) reads the two-sigma table, without it the default's."""
+    from hccrad import steps
+    from hccrad.studies import load_study, study_inputs
+    from hccrad.studies.tables import block_table
+
+    root = Path(__file__).resolve().parents[1]
+    er_preset = "config/radiomics/mr_er_original_wavelet_log.yaml"
+    monkeypatch.chdir(tmp_path)
+    jsons: dict[str | None, list[Path]] = {None: [], "mr_er_original_wavelet_log": []}
+    for i, patient in enumerate(("P1", "P2")):
+        img, msk = _phantom(seed=i)
+        image, mask = tmp_path / f"{patient}.nii.gz", tmp_path / f"{patient}_tumor.nii.gz"
+        sitk.WriteImage(img, str(image))
+        sitk.WriteImage(msk, str(mask))
+        for name, preset in (
+            (None, "mr_original_wavelet_log"),
+            ("mr_er_original_wavelet_log", "mr_er_original_wavelet_log"),
+        ):
+            dst = tmp_path / f"{patient}_{preset}.json"
+            steps.extract_radiomics(
+                image, {"tumor": mask}, dst, params=rad.preset_path(preset), patient=patient,
+                phase="AP",
+            )  # fmt: skip
+            jsons[name].append(dst)
+    study = root / "config" / "studies" / "er_fusion.yaml"
+    for name, override in (
+        (None, {"radiomics": {"params": None}}),
+        ("mr_er_original_wavelet_log", {"radiomics": {"params": er_preset}}),
+    ):
+        spec = load_study(study, override=override, check_estimators=False)
+        table = study_inputs(spec, "clinical.tsv", name)["radiomics"]
+        steps.aggregate_radiomics(jsons[name], table, tmp_path / f"{name}_diagnostics.parquet")
+        tables = {"radiomics": pd.read_parquet(table)}
+        data, _ = block_table(spec, spec.blocks["radiomics"], tables, pd.DataFrame())
+        logs = {c.split("_")[2] for c in data.columns if "_log-sigma" in c}
+        if name is None:
+            assert table == "results/cohort/radiomics/features.parquet"
+            assert logs == {"log-sigma-1-0-mm-3D"} and data.shape == (2, 944)
+        else:
+            assert table == f"results/cohort/radiomics/{name}/features.parquet"
+            assert spec.radiomics_params == er_preset
+            # the paper's 1037 per phase (AP here): 107 + 8 x 93 wavelet + 2 x 93 LoG
+            assert logs == {"log-sigma-1-0-mm-3D", "log-sigma-3-0-mm-3D"}
+            assert data.shape == (2, 1037)
+            assert list(data.index) == ["P1", "P2"] and np.isfinite(data.to_numpy()).all()

@@ -300,6 +300,8 @@ def test_study_file_is_a_delta_over_the_defaults(tmp_path):
         ({"models": {"rad_clin": {"pool": ["rad_clin"]}}}, "rad_clin.pool", "cycle"),
         ({"models": {"clinical": {"keep": ["grade_pd"]}}}, "clinical.keep", "leakage"),
         ({"models": {"clinical": {"multivariable": "forward"}}}, "multivariable", "forward"),
+        ({"radiomics": {"params": "config/radiomics/my preset.yaml"}}, "radiomics.params", "match"),
+        ({"radiomics": {"preset": "x.yaml"}}, "key radiomics", "preset"),
     ],
 )
 def test_invalid_study_names_file_and_key(tmp_path, edit, key, message):
@@ -309,6 +311,26 @@ def test_invalid_study_names_file_and_key(tmp_path, edit, key, message):
         load_study(path)
     text = str(err.value)
     assert str(path) in text and key in text and message in text, text
+
+
+def test_a_study_names_its_radiomics_parameter_file(tmp_path):
+    """radiomics.params (default null: the modality's file) names the tables the study reads:
+    results/cohort/radiomics/{file name}/ for its own file, today's paths without one."""
+    spec = load_study(write_spec(tmp_path))
+    assert spec.radiomics_params is None
+    default = studies.study_inputs(spec, "c.tsv")
+    assert default["radiomics"] == "results/cohort/radiomics/features.parquet"
+    er = "config/radiomics/mr_er_original_wavelet_log.yaml"
+    spec = load_study(write_spec(tmp_path, TINY_SPEC + f"radiomics: {{params: {er}}}\n"))
+    assert spec.radiomics_params == er and spec.reads_radiomics
+    icc = load_study(
+        STUDY_DIR / "er_fusion.yaml", override={"radiomics": {"params": er}}, check_estimators=False
+    )
+    assert icc.radiomics_params == er and icc.uses_icc
+    inputs = studies.study_inputs(icc, "c.tsv", "mr_er_original_wavelet_log")
+    folder = "results/cohort/radiomics/mr_er_original_wavelet_log"
+    assert inputs["radiomics"] == f"{folder}/features.parquet"
+    assert inputs["reader_icc"] == f"{folder}/reader_icc.parquet"  # the ICC of the same file
 
 
 def test_estimator_check_is_remembered_per_model_digest(tmp_path, monkeypatch):

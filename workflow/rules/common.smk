@@ -26,6 +26,7 @@ from hccrad.snakemake_speedups import (
     memoize_script_sources,
     memoize_source_uri_parsing,
 )
+from hccrad.studies.files import radiomics_table
 
 # The config is validated once (schema, defaults, cross-checks), then both sheets are checked
 # (schemas + cross-checks + files exist) before any job runs.
@@ -58,6 +59,8 @@ wildcard_constraints:
     phase="|".join(SETTINGS.all_phases),
     kind="tumor|liver|reader2",
     input="|".join(SETTINGS.deep_inputs) or "none",
+    # the studies' own radiomics parameter files, by name ((?!) matches nothing)
+    params="|".join(PLAN.radiomics_param_files) or "(?!)",
 
 
 PREPROCESS_ENV = "../../envs/preprocess.yaml"
@@ -182,16 +185,32 @@ def get_radiomics_inputs(wildcards):
     }
 
 
-def radiomics_json(patient):
-    return PLAN.patient_file(patient, "radiomics", "features.json")
+def get_study_radiomics_inputs(wildcards):
+    """The patient's preprocessing manifests and the studies' parameter file `{params}`."""
+    return {
+        **get_patient_images(wildcards),
+        "params": workflow_file(PLAN.radiomics_param_files[wildcards.params]),
+    }
 
 
 def get_reader_icc_jsons():
-    return [radiomics_json(p) for p in PLAN.reader2_patients]
+    return [PLAN.radiomics_json(p) for p in PLAN.reader2_patients]
 
 
 def get_radiomics_jsons():
-    return [radiomics_json(p) for p in PLAN.radiomics_patients]
+    return [PLAN.radiomics_json(p) for p in PLAN.radiomics_patients]
+
+
+def get_study_radiomics_jsons(wildcards):
+    """The extractions of the studies' parameter file `{params}` (its modalities' patients)."""
+    patients = PLAN.radiomics_params_patients(wildcards.params)
+    return [PLAN.radiomics_json(p, wildcards.params) for p in patients]
+
+
+def get_study_reader_icc_jsons(wildcards):
+    """The extractions of `{params}` of its patients with a second reader."""
+    patients = PLAN.radiomics_params_icc_patients(wildcards.params)
+    return [PLAN.radiomics_json(p, wildcards.params) for p in patients]
 
 
 def patient_targets(stage, name):

@@ -1,5 +1,8 @@
 # Whole-region radiomics (PyRadiomics), one job per patient (every phase, both readers), then the
-# cohort feature table and the inter-reader ICC table.
+# cohort feature table and the inter-reader ICC table: with the modality's default parameter file
+# (config radiomics.params) for every radiomics patient, and with each parameter file that a
+# study names (its radiomics.params; wildcard {params}: the file's name) for the patients of that
+# study's modality, once however many studies name it (results/.../radiomics/{params}/).
 
 
 rule extract_radiomics:
@@ -63,3 +66,47 @@ rule compute_reader_icc:
         runtime=20,
     script:
         "../scripts/compute_reader_icc.py"
+
+
+# The studies' own parameter files: the same jobs, one results folder per file.
+use rule extract_radiomics as extract_study_radiomics with:
+    input:
+        unpack(get_study_radiomics_inputs),
+    output:
+        json=paths.patient_path("radiomics", "{params}/features.json"),
+    log:
+        paths.log_path("extract_study_radiomics", "{params}", "{center}", "{patient}"),
+    benchmark:
+        paths.benchmark_path(
+            "extract_study_radiomics", "{params}", "{center}", "{patient}"
+        )
+    params:
+        # only the phases and regions that the studies reading the file take
+        phases=lambda w: PLAN.radiomics_params_phases(w.patient, w.params),
+        reference=lambda w: modality_of(w).reference_phase,
+        stage=lambda w: SETTINGS.radiomics_stage[COHORT.modality(w.patient)],
+        regions=lambda w: PLAN.radiomics_params_regions(w.params),
+
+
+use rule aggregate_radiomics as aggregate_study_radiomics with:
+    input:
+        json=get_study_radiomics_jsons,
+    output:
+        features=radiomics_table("features.parquet", "{params}"),
+        diagnostics=radiomics_table("diagnostics.parquet", "{params}"),
+    log:
+        paths.log_path("aggregate_study_radiomics", "{params}"),
+    benchmark:
+        paths.benchmark_path("aggregate_study_radiomics", "{params}")
+
+
+# only for the files that a study with an ICC step reads
+use rule compute_reader_icc as compute_study_reader_icc with:
+    input:
+        json=get_study_reader_icc_jsons,
+    output:
+        icc=radiomics_table("reader_icc.parquet", "{params}"),
+    log:
+        paths.log_path("compute_study_reader_icc", "{params}"),
+    benchmark:
+        paths.benchmark_path("compute_study_reader_icc", "{params}")

@@ -413,6 +413,9 @@ class Settings:
     radiomics_params: dict[str, Path]
     radiomics_stage: dict[str, str]
     radiomics_regions: tuple[str, ...]
+    #: Whether the studies' own radiomics parameter files are used (``radiomics.study_params``);
+    #: False: every study reads its modality's default (``radiomics_params``).
+    radiomics_study_params: bool
     habitats: Habitats
     deep: Deep
     segmentation: Segmentation
@@ -530,6 +533,7 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
         radiomics_params={m: Path(p) for m, p in c["radiomics"]["params"].items()},
         radiomics_stage=dict(c["radiomics"]["image_stage"]),
         radiomics_regions=tuple(c["radiomics"]["regions"]),
+        radiomics_study_params=bool(c["radiomics"]["study_params"]),
         habitats=Habitats(
             **{
                 **c["habitats"],

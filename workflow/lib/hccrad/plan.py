@@ -9,23 +9,31 @@ Conventions (docs/methods.md): a phase's mask of a kind is its own when the shee
 the reference phase's (every phase shares the reference grid after registration); the U-Net
 predicts the liver and tumor masks that neither gives; a patient gets a deep-learning input when
 it has the input's modality, every phase of it and a tumor on its first phase; habitats need the
-configured modality, every habitat phase and a tumor on the first habitat phase.
+configured modality, every habitat phase and a tumor on the first habitat phase. Every
+radiomics patient is extracted with its modality's default parameter file; a study file that
+names its own (``radiomics.params``) adds one extraction per patient of its modality for that
+file, shared by every study that names the same file.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from hccrad import paths
-from hccrad.config import DeepInputSpec, Settings
+from hccrad.config import DeepInputSpec, Settings, project_file
 from hccrad.deep.train_config import PRETRAINED_KEY, STUDY_PRESETS, resolve_pretrained
+from hccrad.errors import ConfigError
 from hccrad.habitats import derive_seed
+from hccrad.overlay import Change
 from hccrad.sheets import Cohort
 from hccrad.steps.keys import deep_key
-from hccrad.studies import StudySpec, study_dir, study_inputs, study_outputs
+from hccrad.studies import BlockSpec, StudySpec, study_dir, study_inputs, study_outputs
 
 #: Mask kinds the U-Net predicts where the sheet gives none.
 PREDICTED_KINDS = ("tumor", "liver")
@@ -64,6 +72,26 @@ class DeepModelInput:
         return deep_key(self.spec.name, self.phase)
 
 
+@dataclass(frozen=True)
+class RadiomicsParams:
+    """The PyRadiomics parameter file a study's radiomics blocks read: its path as configured
+    and its name (the file name without extension, naming its results folder
+    ``radiomics/{name}/``), None for a modality's default file (today's paths)."""
+
+    path: str
+    name: str | None = None
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two configured paths (:func:`hccrad.config.project_file`) name one file."""
+    return os.path.realpath(project_file(a)) == os.path.realpath(project_file(b))
+
+
+def _taken(value: str, blocks: list[BlockSpec], part: str) -> bool:
+    """Whether a block's ``part`` patterns (``phases``, ``regions``) take ``value``."""
+    return any(fnmatch.fnmatchcase(value, pat) for b in blocks for pat in getattr(b, part))
+
+
 class CohortPlan:
     """Answers every "who gets what" question of one run (cached: built once per process).
 
@@ -86,6 +114,7 @@ class CohortPlan:
         self.studies = dict(studies)
         self.clinical = str(settings.clinical if clinical is None else clinical)
         self._mask_source: dict[tuple[str, str, str], str | None] = {}
+        self._params_patients: dict[str, tuple[str, ...]] = {}
 
     # ---- per patient --------------------------------------------------------------------------
 
@@ -120,9 +149,9 @@ class CohortPlan:
 
     def has_tumor(self, patient: str, phase: str) -> bool:
         """Whether a tumor mask (given, carried or predicted) stands for ``phase``."""
-        return self.mask_source_phase(
-            patient, phase, "tumor"
-        ) is not None or self.predicts_mask(patient, "tumor")
+        return self.mask_source_phase(patient, phase, "tumor") is not None or self.predicts_mask(
+            patient, "tumor"
+        )
 
     def raw_inputs(self, patient: str) -> dict[str, str]:
         """Raw image (``image_{phase}``) and given masks (``{kind}_{phase}``) of every phase, as
@@ -155,9 +184,7 @@ class CohortPlan:
         masked = [
             p
             for p in self.cohort.patients
-            if all(
-                self.mask_source_phase(p, self.reference_phase(p), k) for k in PREDICTED_KINDS
-            )
+            if all(self.mask_source_phase(p, self.reference_phase(p), k) for k in PREDICTED_KINDS)
         ]
         held = tuple(
             p for p in masked if segmentation_holdout(p, self.settings.seed, seg.holdout_fraction)
@@ -202,6 +229,113 @@ class CohortPlan:
             and self.has_tumor(p, hab.phases[0])
         )
 
+    # ---- radiomics parameter files -----------------------------------------------------------
+
+    def study_radiomics(self, study: str) -> RadiomicsParams:
+        """The parameter file the study's radiomics blocks read: its own (``radiomics.params``)
+        unless it is its modality's default or ``radiomics.study_params`` is off, else the
+        modality's default (named None)."""
+        return self._study_radiomics[study]
+
+    @cached_property
+    def _study_radiomics(self) -> dict[str, RadiomicsParams]:
+        out = {}
+        for study, spec in self.studies.items():
+            default = str(self.settings.radiomics_params.get(spec.modality, ""))
+            own = spec.radiomics_params
+            if own is None or not self.settings.radiomics_study_params or same_file(own, default):
+                out[study] = RadiomicsParams(default)
+            else:
+                out[study] = RadiomicsParams(str(own), Path(own).stem)
+        return out
+
+    @cached_property
+    def radiomics_param_files(self) -> dict[str, str]:
+        """``{name: path}`` of the studies' own parameter files that a runnable study reads (a
+        modality's default is not one of them), in config order.
+
+        Raises:
+            ConfigError: two different files share a name (their results folders would clash).
+        """
+        files: dict[str, str] = {}
+        first: dict[str, str] = {}
+        for study in self.runnable_studies:
+            own = self.study_radiomics(study)
+            if own.name is None or not self.studies[study].reads_radiomics:
+                continue
+            known = files.setdefault(own.name, own.path)
+            first.setdefault(own.name, study)
+            if not same_file(known, own.path):
+                raise ConfigError(
+                    f"studies {first[own.name]} and {study}: radiomics.params {known} and "
+                    f"{own.path} are two files of one name (both would write "
+                    f"radiomics/{own.name}/); rename one"
+                )
+        return files
+
+    def _param_studies(self, name: str) -> list[str]:
+        if name not in self.radiomics_param_files:
+            raise ValueError(f"no study reads a radiomics parameter file named {name!r}")
+        return [s for s in self.runnable_studies if self.study_radiomics(s).name == name]
+
+    def _param_blocks(self, name: str) -> list[BlockSpec]:
+        """The radiomics blocks of the runnable studies that read the file ``name``."""
+        return [
+            b
+            for s in self._param_studies(name)
+            for b in (self.studies[s].blocks[x] for x in self.studies[s].used_blocks)
+            if b.source == "radiomics"
+        ]
+
+    def radiomics_params_phases(self, patient: str, name: str) -> tuple[str, ...]:
+        """The patient's phases that a study reading the file ``name`` takes (its radiomics
+        blocks' ``phases`` patterns): only those are extracted with it."""
+        blocks = self._param_blocks(name)
+        return tuple(ph for ph in self.cohort.phases(patient) if _taken(ph, blocks, "phases"))
+
+    def radiomics_params_regions(self, name: str) -> tuple[str, ...]:
+        """The configured regions (``radiomics.regions``) that a study reading the file ``name``
+        takes; all of them when its blocks take none (the study then names the empty block)."""
+        blocks = self._param_blocks(name)
+        regions = self.settings.radiomics_regions
+        return tuple(r for r in regions if _taken(r, blocks, "regions")) or regions
+
+    def radiomics_params_patients(self, name: str) -> tuple[str, ...]:
+        """Radiomics patients extracted with the studies' parameter file ``name``: those of the
+        modalities of the runnable studies that read it, with a tumor on a phase they take."""
+        if name not in self._params_patients:
+            modalities = {self.studies[s].modality for s in self._param_studies(name)}
+            self._params_patients[name] = tuple(
+                p
+                for p in self.radiomics_patients
+                if self.cohort.modality(p) in modalities
+                and any(self.has_tumor(p, ph) for ph in self.radiomics_params_phases(p, name))
+            )
+        return self._params_patients[name]
+
+    def radiomics_params_icc_patients(self, name: str) -> tuple[str, ...]:
+        """Second-reader patients of the file ``name``'s reader-ICC table: its patients with a
+        second reader when a study reading it has an ICC step, else none (no table)."""
+        if not any(self.studies[s].uses_icc for s in self._param_studies(name)):
+            return ()
+        reader2 = set(self.reader2_patients)
+        return tuple(p for p in self.radiomics_params_patients(name) if p in reader2)
+
+    def patient_radiomics_params(self, patient: str) -> list[str]:
+        """Names of the studies' own parameter files the patient is extracted with (besides
+        its modality's default, which every radiomics patient gets)."""
+        return [
+            name
+            for name in self.radiomics_param_files
+            if patient in self.radiomics_params_patients(name)
+        ]
+
+    def radiomics_json(self, patient: str, params: str | None = None) -> str:
+        """The patient's extraction: ``results/{center}/{patient}/radiomics/features.json``
+        (its modality's default file), ``.../radiomics/{params}/features.json`` (a study's)."""
+        name = "features.json" if params is None else f"{params}/features.json"
+        return self.patient_file(patient, "radiomics", name)
+
     # ---- deep-learning inputs -----------------------------------------------------------------
 
     def _gets_deep_input(self, patient: str, spec: DeepInputSpec) -> bool:
@@ -232,9 +366,7 @@ class CohortPlan:
         if spec.per_subregion:
             habitat = set(self.habitat_patients)
             return [
-                p
-                for p in self.cohort.patients
-                if p in habitat and self._gets_deep_input(p, spec)
+                p for p in self.cohort.patients if p in habitat and self._gets_deep_input(p, spec)
             ]
         return [p for p in self.cohort.patients if self._gets_deep_input(p, spec)]
 
@@ -252,8 +384,9 @@ class CohortPlan:
         return overlay.study(study) if overlay is not None else {}
 
     def study_tables(self, study: str) -> dict[str, str]:
-        """The tables a study reads (:func:`hccrad.studies.study_inputs`)."""
-        return study_inputs(self.studies[study], self.clinical)
+        """The tables a study reads (:func:`hccrad.studies.study_inputs`); the radiomics and
+        reader-ICC tables of its parameter file (:meth:`study_radiomics`)."""
+        return study_inputs(self.studies[study], self.clinical, self.study_radiomics(study).name)
 
     @cached_property
     def skipped_studies(self) -> dict[str, str]:
@@ -265,11 +398,18 @@ class CohortPlan:
                 skipped[study] = f"no {spec.modality} patient in the cohort"
             elif "habitats" in needs and not self.habitat_patients:
                 skipped[study] = "it needs habitat features and no patient gets habitats"
-            elif "reader_icc" in needs and not self.reader2_patients:
-                skipped[study] = (
-                    "its ICC filter needs second-reader masks and the cohort has none"
-                )
+            elif "reader_icc" in needs and not self._has_reader2(study):
+                skipped[study] = "its ICC filter needs second-reader masks and the cohort has none"
         return skipped
+
+    def _has_reader2(self, study: str) -> bool:
+        """Whether the study's reader-ICC table has patients: any second reader for the
+        modalities' default table (one for the cohort), one of the study's modality for a
+        table of its own parameter file."""
+        if self.study_radiomics(study).name is None:
+            return bool(self.reader2_patients)
+        modality = self.studies[study].modality
+        return any(self.cohort.modality(p) == modality for p in self.reader2_patients)
 
     @property
     def runnable_studies(self) -> list[str]:
@@ -364,11 +504,24 @@ class CohortPlan:
         changes = [*self.settings.overlay_changes]
         for spec in self.studies.values():
             changes += spec.overlay_changes
+        changes += self._set_aside_radiomics_params()
         return {
             "path": overlay.path,
             "reason": overlay.reason,
             "changes": [c.as_row() for c in changes],
         }
+
+    def _set_aside_radiomics_params(self) -> list[Change]:
+        """When the overlay turns ``radiomics.study_params`` off: one change per study whose
+        own parameter file it sets aside (the file this run reads instead)."""
+        if not any(c.key == "radiomics.study_params" for c in self.settings.overlay_changes):
+            return []
+        out = []
+        for study, spec in self.studies.items():
+            own, used = spec.radiomics_params, self.study_radiomics(study).path
+            if own is not None and spec.reads_radiomics and not same_file(own, used):
+                out.append(Change(study, "radiomics.params", own, used))
+        return out
 
     # ---- summary ------------------------------------------------------------------------------
 
@@ -383,6 +536,10 @@ class CohortPlan:
             "segmented by the U-Net": len(seg.predict),
             "U-Net training / held out": f"{len(seg.train)} / {len(seg.held_out)}",
             "radiomics": len(self.radiomics_patients),
+            "radiomics, studies' own parameter files": {
+                name: len(self.radiomics_params_patients(name))
+                for name in self.radiomics_param_files
+            },
             "second reader (ICC)": len(self.reader2_patients),
             "habitats": len(self.habitat_patients),
             "deep inputs": {

@@ -11,21 +11,39 @@ def study_dir(name: str) -> str:
     return paths.cohort_path("studies", name)
 
 
-def study_inputs(spec: StudySpec, clinical: str) -> dict[str, str]:
+def radiomics_table(name: str, params: str | None = None) -> str:
+    """A cohort radiomics table: ``results/cohort/radiomics/{name}`` for the modalities' default
+    parameter files, ``results/cohort/radiomics/{params}/{name}`` for a study's own parameter
+    file named ``params`` (its file name without the extension; ``"{params}"`` gives the rules'
+    output pattern)."""
+    return paths.cohort_path("radiomics", name if params is None else f"{params}/{name}")
+
+
+def study_inputs(
+    spec: StudySpec, clinical: str, radiomics_params: str | None = None
+) -> dict[str, str]:
     """The tables a study reads, by :func:`run_study` ``tables`` key: ``clinical`` (the path
     given), ``radiomics``, ``reader_icc`` (when a used chain has an ``icc`` step), ``habitats``,
-    and ``table_{block}`` for each used ``table`` block."""
+    and ``table_{block}`` for each used ``table`` block.
+
+    Args:
+        spec: The study.
+        clinical: Path of the clinical table.
+        radiomics_params: Name of the study's own radiomics parameter file
+            (:func:`radiomics_table`) whose feature and reader-ICC tables the study reads;
+            None: the tables of the modalities' default files.
+    """
     out = {"clinical": str(clinical)}
     for name in spec.used_blocks:
         b = spec.blocks[name]
         if b.source == "radiomics":
-            out["radiomics"] = paths.cohort_path("radiomics", "features.parquet")
+            out["radiomics"] = radiomics_table("features.parquet", radiomics_params)
         elif b.source == "habitats":
             out["habitats"] = paths.cohort_path("habitats", "features.parquet")
         elif b.source == "table":
             out[b.input_key] = str(b.path)
-    if any(m.kind == "pipeline" and m.uses_icc for m in spec.models.values()):
-        out["reader_icc"] = paths.cohort_path("radiomics", "reader_icc.parquet")
+    if spec.uses_icc:
+        out["reader_icc"] = radiomics_table("reader_icc.parquet", radiomics_params)
     return out
 
 

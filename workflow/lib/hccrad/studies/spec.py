@@ -137,7 +137,6 @@ class SurvivalSpec:
     cox_scope: str = "held_out"
 
 
-
 @dataclass(frozen=True)
 class DeepModelSpec:
     """One deep model of a study (``deep_models.{name}``, trained by ``workflow/rules/deep.smk``).
@@ -201,6 +200,9 @@ class StudySpec:
     #: Inter-reader agreement (``agreement`` key): ``{reader-1 column: reader-2 column}``,
     #: Cohen's kappa of each pair (``agreement.parquet``).
     agreement: dict[str, str] = field(default_factory=dict)
+    #: The study's own PyRadiomics parameter file (``radiomics.params``), as configured; None:
+    #: its modality's default (the main configuration's ``radiomics.params``).
+    radiomics_params: str | None = None
 
     @property
     def key_pair(self) -> tuple[str, str] | None:
@@ -219,6 +221,16 @@ class StudySpec:
         """Blocks some model uses, in declaration order."""
         used = {b for m in self.models.values() for b in m.blocks}
         return [b for b in self.blocks if b in used]
+
+    @property
+    def reads_radiomics(self) -> bool:
+        """Whether a used block reads the cohort radiomics table."""
+        return any(self.blocks[b].source == "radiomics" for b in self.used_blocks)
+
+    @property
+    def uses_icc(self) -> bool:
+        """Whether a pipeline model's chain has an ``icc`` step (it reads the reader-ICC table)."""
+        return any(m.kind == "pipeline" and m.uses_icc for m in self.models.values())
 
     @property
     def clinical_models(self) -> list[str]:
@@ -361,9 +373,7 @@ def spec_from_dict(path: Path, d: dict[str, Any]) -> StudySpec:
             under it here, and the result is kept as ``raw``.
     """
     d = deep_merge(_SECTION_DEFAULTS, d)
-    models = {
-        name: _model_spec(name, m, d.get("chains", {})) for name, m in d["models"].items()
-    }
+    models = {name: _model_spec(name, m, d.get("chains", {})) for name, m in d["models"].items()}
     clinical = [n for n, m in models.items() if m.kind == "clinical"]
     pipelines = [n for n, m in models.items() if m.kind == "pipeline"]
     primary = d["primary"]
@@ -401,4 +411,5 @@ def spec_from_dict(path: Path, d: dict[str, Any]) -> StudySpec:
         include=tuple(dict(x) for x in d.get("include", [])),
         exclude=tuple(dict(x) for x in d.get("exclude", [])),
         agreement={str(k): str(v) for k, v in (d.get("agreement") or {}).items()},
+        radiomics_params=(d.get("radiomics") or {}).get("params"),
     )
