@@ -946,7 +946,9 @@ def write_table_cohort(dest: Path, n: int, seed: int) -> tuple[Path, Path]:
 @pytest.mark.workflow
 def without_deep_models(folder: Path) -> list[Path]:
     """Copies of the seed studies without their deep models (which need images): the deep
-    blocks, the models using them and their comparisons are dropped."""
+    blocks, the models using them and their comparisons are dropped; a study's own radiomics
+    file too (only the modality's default table is placed where the radiomics rules would
+    write it)."""
     import shutil
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -955,6 +957,7 @@ def without_deep_models(folder: Path) -> list[Path]:
     for name in studies.SEED_STUDIES:
         raw = yaml.safe_load((STUDY_DIR / f"{name}.yaml").read_text())
         raw.pop("deep_models", None)
+        raw.pop("radiomics", None)
         deep = {b for b, v in raw["blocks"].items() if "/deep/" in str(v.get("path", ""))}
         raw["blocks"] = {b: v for b, v in raw["blocks"].items() if b not in deep}
         gone = {m for m, v in raw["models"].items() if set(v.get("blocks", [])) & deep}
