@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml $(VENV)/pyvenv.cfg
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
-$(DEMO)/cohort.tsv: | $(STAMP)
+# Written again when the generator changes (e.g. new clinical columns that a study reads).
+$(DEMO)/cohort.tsv: $(wildcard workflow/lib/hccrad/synth/*.py) | $(STAMP)
 	$(BIN)/hccrad synth --out $(DEMO) --seed 42
 
 demo-data: $(DEMO)/cohort.tsv
