@@ -253,28 +253,27 @@ def preprocess_summary() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture
-def result(tmp_path) -> report.StudyResult:
+def load_demo(tmp_path: Path, **extra) -> report.StudyResult:
+    """The hand-made study written under ``tmp_path/demo`` and loaded (``extra``: optional
+    inputs of :func:`report.load_study_result`, given the written files)."""
     files = write_study(tmp_path / "demo")
     return report.load_study_result(
-        "demo",
-        files["performance"],
-        files["comparisons"],
-        files["metrics"],
-        figures=[str(tmp_path / "demo" / "roc_train.png")],
-    )
+        "demo", files["performance"], files["comparisons"], files["metrics"],
+        **{k: (v(files) if callable(v) else v) for k, v in extra.items()},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def result(tmp_path) -> report.StudyResult:
+    return load_demo(tmp_path, figures=[str(tmp_path / "demo" / "roc_train.png")])
 
 
 @pytest.fixture
 def full_result(tmp_path) -> report.StudyResult:
     """The hand-made study with its subgroup table and three deep networks."""
-    files = write_study(tmp_path / "demo")
-    return report.load_study_result(
-        "demo",
-        files["performance"],
-        files["comparisons"],
-        files["metrics"],
-        by_center=files["by_center"],
+    return load_demo(
+        tmp_path,
+        by_center=lambda files: files["by_center"],
         networks=write_networks(tmp_path / "demo"),
     )
 
