@@ -720,6 +720,30 @@ def test_planted_signal_verdict_names_each_failure(tmp_path):
     assert "key comparison against whole" in verdict.line
 
 
+def test_planted_signal_at_least_as_good_is_non_inferiority(tmp_path, monkeypatch):
+    """"At least as good as" allows the primary NONINFERIORITY_MARGIN below its comparator;
+    "beats" asks for a higher AUC (two equally informed models tie or differ by chance)."""
+    comparator = [0.5, 0.5, 0.6, 0.4, 0.7, 0.2, 0.3, 0.4, 0.9, 0.8]
+    same = _planted_table(tmp_path / "beats", comparator).set_index("scope").loc["held_out"]
+    assert same["auc_primary"] == same["auc_comparator"] == pytest.approx(8.5 / 16)
+    assert same["margin"] == 0.0 and not bool(same["as_expected"])
+    monkeypatch.setitem(
+        planted.EXPECTED, ("fusion", "whole"), "fusion at least as good as whole"
+    )
+    table = _planted_table(tmp_path / "same", comparator)
+    row = table.set_index("scope").loc["held_out"]
+    assert row["margin"] == planted.NONINFERIORITY_MARGIN == 0.05
+    assert bool(row["as_expected"])
+    (verdict,) = planted.verdicts(table)
+    assert not any("key comparison" in f for f in verdict.failures)
+    # inverted: 0.469 vs 0.531, 0.0625 below the comparator, beyond the margin
+    worse = _planted_table(tmp_path / "worse", [1 - x for x in comparator])
+    row = worse.set_index("scope").loc["held_out"]
+    assert row["auc_difference"] == pytest.approx(-1 / 16) and not bool(row["as_expected"])
+    (verdict,) = planted.verdicts(worse)
+    assert any("margin 0.05" in f for f in verdict.failures)
+
+
 def test_planted_signal_verdict_judges_the_splits_that_have_patients(tmp_path):
     primary = [0.1, 0.9, 0.2, 0.8, 0.9, 0.1, 0.8, 0.3, 0.2, 0.7]
     table = _planted_table(tmp_path, primary)

