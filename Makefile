@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := resources/demo
+# Patients per modality of the demo cohort (96 MR + 96 CT): the held-out sets a study needs to
+# show its planted effect with confidence (docs/synthetic_cohort.md, power calculation)
+DEMO_PATIENTS := 96
 CORES ?= all
 
 .PHONY: demo test test-slurm slurm-up slurm-down lint demo-data clean-results
@@ -19,9 +22,10 @@ $(STAMP): pyproject.toml $(VENV)/pyvenv.cfg
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
-# Written again when the generator changes (e.g. new clinical columns that a study reads).
-$(DEMO)/cohort.tsv: $(wildcard workflow/lib/hccrad/synth/*.py) | $(STAMP)
-	$(BIN)/hccrad synth --out $(DEMO) --seed 42
+# Written again when the generator changes (e.g. new clinical columns that a study reads) or
+# when this file does (the demo's size).
+$(DEMO)/cohort.tsv: $(wildcard workflow/lib/hccrad/synth/*.py) Makefile | $(STAMP)
+	$(BIN)/hccrad synth --out $(DEMO) --seed 42 --patients $(DEMO_PATIENTS)
 
 demo-data: $(DEMO)/cohort.tsv
 

@@ -289,8 +289,8 @@ def test_the_demo_delta_only_shrinks_sizes(spec) -> None:
     deep = demo.deep_models["mil_slices"]
     assert deep.raw["mil_bins"] == 13 and deep.preset == "mil_slice"
     assert TrainConfig.preset(deep.preset, **deep.train).network in ("resnet10", "resnet18")
-    # the demo cohort (hccrad synth --seed 42: 48 CT patients): each split holds both classes
-    rows, _ = clinical_tables(seed=42, n_patients=48, modality="CT")
+    # the demo cohort (hccrad synth --seed 42 --patients 96): each split holds both classes
+    rows, _ = clinical_tables(seed=42, n_patients=96, modality="CT")
     table = pd.DataFrame(rows)
     splits = study_splits(demo, table, seed=42).merge(table[["patient", demo.label]])
     per_split = splits.groupby("split")[demo.label].agg(["size", "sum"])

@@ -294,7 +294,7 @@ def test_demo_delta_validates_and_keeps_the_design(spec):
 def test_demo_cohort_splits_keep_both_classes(spec):
     from hccrad.synth import clinical_tables
 
-    rows, _ = clinical_tables(seed=42, n_patients=48, modality="MR", null=False)
+    rows, _ = clinical_tables(seed=42, n_patients=96, modality="MR", null=False)
     clinical = pd.DataFrame(rows).set_index("patient")
     split = study_splits(spec, clinical, seed=42).set_index("patient")["split"]
     label = clinical["mvi"].reindex(split.index)

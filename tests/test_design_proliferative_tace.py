@@ -295,8 +295,8 @@ def test_the_demo_delta_only_shrinks_what_48_patients_cannot_afford(spec) -> Non
     cohorts = survival_options(demo).cohorts
     assert [c.centers for c in cohorts] == [("A", "B"), ("C",)]
     assert survival_options(demo).stepwise == survival_options(spec).stepwise
-    # the demo cohort (hccrad synth --seed 42: 48 CT patients): each split holds both classes
-    rows, _ = clinical_tables(seed=42, n_patients=48, modality="CT")
+    # the demo cohort (hccrad synth --seed 42 --patients 96): each split holds both classes
+    rows, _ = clinical_tables(seed=42, n_patients=96, modality="CT")
     table = pd.DataFrame(rows)
     splits = study_splits(demo, table, seed=42).merge(table[["patient", demo.label]])
     per_split = splits.groupby("split")[demo.label].agg(["size", "sum"])

@@ -52,7 +52,7 @@ def test_study_deltas_are_merged_last_and_listed() -> None:
     whole = "habitat_grade"
     assert full[whole].deep_models["whole_25d"].train == {}
     assert demo[whole].deep_models["whole_25d"].train["network"] == "resnet10"
-    assert demo[whole].deep_models["whole_25d"].raw["train"]["epochs"] == 4
+    assert demo[whole].deep_models["whole_25d"].raw["train"]["epochs"] == 15
     changes = {c.key: c for c in demo[whole].overlay_changes}
     assert all(c.where == whole for c in changes.values())
     train = changes["deep_models.whole_25d.train.network"]

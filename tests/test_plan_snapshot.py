@@ -2,11 +2,11 @@
 outputs, params as Snakemake records them, threads, resources) fails this test until the snapshot
 is renewed on purpose.
 
-Two cohorts: the demo cohort (`hccrad synth --seed 42`, as `make demo` writes it, with the demo
-overlay config/demo.yaml as `make demo` runs it) and a generated 2,000-patient x 3-phase MR sheet
-(tests/bench/bench_dryrun.py; full scale, no overlay). The plan is dumped by tests/plan_dump.py in
-a fresh process; temporary folders are written as ``<cohort>``. Without the overlay the demo
-cohort plans the papers' full-scale models.
+Two cohorts: the demo cohort (`hccrad synth --seed 42 --patients 96`, as `make demo` writes it,
+with the demo overlay config/demo.yaml as `make demo` runs it) and a generated 2,000-patient x
+3-phase MR sheet (tests/bench/bench_dryrun.py; full scale, no overlay). The plan is dumped by
+tests/plan_dump.py in a fresh process; temporary folders are written as ``<cohort>``. Without
+the overlay the demo cohort plans the papers' full-scale models.
 
 To renew after an intended change, run
 ``UPDATE_PLAN_SNAPSHOT=1 .venv/bin/python -m pytest tests/test_plan_snapshot.py`` and commit
@@ -36,6 +36,8 @@ from bench_dryrun import write_sheets  # noqa: E402 (tests/bench is not a packag
 from plan_dump import plan_digest  # noqa: E402 (tests/ is not a package)
 
 DEMO_OVERLAY = ROOT / "config" / "demo.yaml"
+#: Patients per modality of the demo cohort (the Makefile's DEMO_PATIENTS)
+DEMO_PATIENTS = 96
 
 
 def dump_plan(
@@ -88,8 +90,16 @@ def check(name: str, jobs: list[dict]) -> None:
 @pytest.fixture(scope="module")
 def demo_cohort(tmp_path_factory) -> Path:
     cohort = tmp_path_factory.mktemp("demo") / "cohort"
-    write_cohort(cohort, seed=42)
+    write_cohort(cohort, seed=42, n_patients=DEMO_PATIENTS)
     return cohort
+
+
+def test_the_demo_cohort_is_the_makefiles() -> None:
+    """This module plans the cohort `make demo` writes (its size is the Makefile's)."""
+    import re
+
+    found = re.search(r"^DEMO_PATIENTS := (\d+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert found and int(found.group(1)) == DEMO_PATIENTS
 
 
 def test_the_demo_cohort_plan_is_unchanged(demo_cohort: Path, tmp_path: Path) -> None:
@@ -130,7 +140,7 @@ def test_without_the_overlay_the_demo_plans_the_full_scale_models(
         # the paper's training (its preset, and the study file's own values): full length
         epochs = {**STUDY_PRESETS[spec["preset"]], **spec.get("train", {})}["epochs"]
         assert epochs >= 50, name
-        assert demo_train[name]["train"]["epochs"] <= 4  # the demo's CPU-sized training
+        assert demo_train[name]["train"]["epochs"] <= 20  # the demo's CPU-sized training
     sizes = {
         j["wildcards"]["patient"]: ast_sizes(j["params"]["deep_inputs"])
         for j in full
