@@ -87,7 +87,8 @@ def without_deep_tables(raw: dict, primary: str, keep: tuple[str, ...] = ()) -> 
     """A study file's dict without its ``table`` blocks (the deep networks' feature tables)
     other than ``keep``, the models reading them or pooling / stacking those models, its deep
     networks, its key comparison and published results; ``primary`` becomes the primary model
-    (and the survival / explained / nomogram model where those were dropped)."""
+    (and the survival / explained / nomogram model where those were dropped; a pathology
+    correlation of a dropped model is left out)."""
     raw = dict(raw)
     deep = {b for b, v in raw["blocks"].items() if v["source"] == "table" and b not in keep}
     drop = {n for n, m in raw["models"].items() if set(m.get("blocks", ())) & deep}
@@ -109,6 +110,8 @@ def without_deep_tables(raw: dict, primary: str, keep: tuple[str, ...] = ()) -> 
     survival = raw.get("survival")
     if isinstance(survival, dict) and survival.get("model") in drop:
         raw["survival"] = {**survival, "model": primary}
+    if (raw.get("pathology") or {}).get("model") in drop:
+        raw.pop("pathology")  # its model reads a dropped table
     for key in ("deep_models", "key_comparison", "published"):
         raw.pop(key, None)
     return raw

@@ -296,3 +296,63 @@ def test_the_demo_delta_only_shrinks_sizes(spec) -> None:
     per_split = splits.groupby("split")[demo.label].agg(["size", "sum"])
     assert set(per_split.index) == {"train", "validation"}
     assert (per_split["sum"] > 0).all() and (per_split["sum"] < per_split["size"]).all()
+
+
+# ---- Table 5: the MIL features against the pathology indicators ------------------------------
+
+
+def test_pathology_correlation_is_configured(spec):
+    from hccrad.studies import study_outputs
+
+    assert spec.pathology == {"model": "mil", "columns": ("mvi", "grade_pd"), "method": "pearson"}
+    assert study_outputs(spec)["pathology"] == "pathology_correlation.parquet"
+    dev = next(d for d in spec.deviations if d["step"].startswith("pathology indicators"))
+    assert not dev["reason"].startswith("not implemented yet") and "Ki-67" in dev["reason"]
+
+
+def test_pathology_model_must_be_a_pipeline_model_and_not_the_label():
+    from hccrad.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"pathology\.model"):
+        load_study(STUDY, override={"pathology": {"model": "clinical_lr", "columns": ["mvi"]}})
+    with pytest.raises(ConfigError, match=r"pathology\.columns"):
+        load_study(STUDY, override={"pathology": {"model": "mil", "columns": ["early_recurrence"]}})
+
+
+def test_pathology_table_against_scipy_and_statsmodels(spec):
+    from statsmodels.stats.multitest import multipletests
+
+    from hccrad.studies.evaluation import benjamini_hochberg, pathology_table
+
+    rng = np.random.default_rng(5)
+    idx = pd.Index([f"p{i}" for i in range(60)], name="patient")
+    mvi = pd.Series(rng.integers(0, 2, 60), index=idx)
+    feats = pd.DataFrame(
+        {"a": mvi + rng.normal(0, 0.7, 60), "b": rng.normal(size=60), "c": np.ones(60)}, index=idx
+    )
+    clinical = pd.DataFrame({"mvi": mvi, "grade_pd": rng.integers(0, 2, 60)}, index=idx)
+    clinical.loc["p0", "grade_pd"] = np.nan  # unknown grade: left out of that pair
+    out = pathology_table(spec, feats, clinical, level=0.95)
+    assert list(out.columns) == [
+        "model", "feature", "pathology", "method", "n", "r", "r_lower", "r_upper", "p", "q", "note",
+    ]  # fmt: skip
+    row = out[(out.feature == "a") & (out.pathology == "mvi")].iloc[0]
+    r, p = stats.pearsonr(feats["a"], mvi)
+    assert (row.n, row.r, row.p) == (60, pytest.approx(r), pytest.approx(p))
+    z, se = np.arctanh(r), 1 / np.sqrt(57)
+    assert row.r_lower == pytest.approx(np.tanh(z - 1.959964 * se), abs=1e-6)
+    assert row.r_upper == pytest.approx(np.tanh(z + 1.959964 * se), abs=1e-6)
+    assert row.r > 0.3 and row.r_lower > 0
+    grade = out[(out.feature == "b") & (out.pathology == "grade_pd")].iloc[0]
+    assert grade.n == 59
+    # a constant feature: noted, no statistics; the q values are Benjamini-Hochberg's
+    const = out[out.feature == "c"]
+    assert const["r"].isna().all() and (const["note"] != "").all()
+    ok = out["p"].notna()
+    want = multipletests(out.loc[ok, "p"], method="fdr_bh")[1]
+    np.testing.assert_allclose(out.loc[ok, "q"], want, rtol=1e-12)
+    assert np.isnan(benjamini_hochberg([np.nan])[0])
+    # a column the table lacks: one row with a note
+    lacking = pathology_table(dataclasses.replace(spec, pathology={**spec.pathology,
+                              "columns": ("ki67",)}), feats, clinical)  # fmt: skip
+    assert len(lacking) == 1 and "no column" in lacking["note"].iloc[0]

@@ -989,6 +989,8 @@ def without_deep_models(folder: Path) -> list[Path]:
         survival = raw.get("survival") or {}
         if survival.get("model") in gone:
             survival.pop("model")
+        if (raw.get("pathology") or {}).get("model") in gone:
+            raw.pop("pathology")
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
         out.append(folder / f"{name}.yaml")
     return out

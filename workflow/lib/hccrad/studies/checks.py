@@ -171,6 +171,13 @@ def _check_references(spec: StudySpec, bad: Report) -> None:
     if spec.key_comparison and tuple(spec.key_comparison["pair"]) not in spec.comparisons:
         bad("key_comparison.pair", f"{spec.key_comparison['pair']} is not one of comparisons")
     _check_published(spec, bad)
+    path_model = spec.pathology.get("model")
+    if path_model is not None and (
+        path_model not in spec.models or spec.models[path_model].kind != "pipeline"
+    ):
+        bad("pathology.model", f"{path_model!r} is not a pipeline model of this study")
+    if spec.pathology and spec.label in spec.pathology.get("columns", ()):
+        bad("pathology.columns", f"holds the label {spec.label!r}")
     if spec.survival is not None:
         if spec.survival.model not in spec.models:
             bad("survival.model", f"unknown model {spec.survival.model!r}")

@@ -402,3 +402,73 @@ def agreement_table(spec: StudySpec, clinical: pd.DataFrame, level: float = 0.95
     floats = list(AGREEMENT_COLUMNS[4:-1])  # observed ... p
     out[floats] = out[floats].astype(float)
     return out
+
+
+#: Columns of ``pathology_correlation.parquet``.
+PATHOLOGY_COLUMNS = (
+    "model", "feature", "pathology", "method", "n", "r", "r_lower", "r_upper", "p", "q", "note",
+)  # fmt: skip
+
+
+def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted P values (q) of ``p``; NaN stays NaN and is not counted."""
+    p = np.asarray(p, dtype=float)
+    q = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if not ok.size:
+        return q
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    scaled = p[order] * m / np.arange(1, m + 1)
+    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    return q
+
+
+def pathology_table(
+    spec: StudySpec,
+    features: pd.DataFrame,
+    clinical: pd.DataFrame,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Correlation of each selected feature of ``spec.pathology['model']`` (the columns of
+    ``features``, one row per analysed patient) with each pathology column of the clinical
+    table: Pearson's r (or Spearman's rho, ``method``) over the patients with both values, its
+    ``level`` interval from Fisher's z (``tanh(atanh(r) -+ z / sqrt(n - 3))``), the two-sided P
+    (scipy) and the Benjamini-Hochberg q over every pair of the table. A pair without a column,
+    with fewer than 4 patients or with a constant side gets a ``note`` and no statistics.
+    Descriptive: nothing is fitted, no split."""
+    from scipy import stats
+
+    cfg = spec.pathology
+    method = cfg.get("method", "pearson")
+    test = stats.pearsonr if method == "pearson" else stats.spearmanr
+    zc = float(stats.norm.ppf(0.5 + level / 2))
+    rows: list[dict[str, Any]] = []
+    for col in cfg["columns"]:
+        base = {"model": cfg["model"], "pathology": col, "method": method}
+        if col not in clinical.columns:
+            rows.append({**base, "feature": "", "n": 0, "note": f"no column {col!r}"})
+            continue
+        y = pd.to_numeric(clinical[col], errors="coerce").reindex(features.index)
+        for f in features.columns:
+            x = pd.to_numeric(features[f], errors="coerce")
+            keep = x.notna() & y.notna()
+            n = int(keep.sum())
+            row = {**base, "feature": str(f), "n": n}
+            if n < 4 or x[keep].nunique() < 2 or y[keep].nunique() < 2:
+                rows.append({**row, "note": "fewer than 4 patients or a constant side"})
+                continue
+            r, p = test(x[keep].to_numpy(float), y[keep].to_numpy(float))
+            r = float(r)
+            z, se = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15)), 1 / math.sqrt(n - 3)
+            rows.append(
+                {**row, "r": r, "r_lower": math.tanh(z - zc * se),
+                 "r_upper": math.tanh(z + zc * se), "p": float(p), "note": ""}
+            )  # fmt: skip
+    out = pd.DataFrame(rows, columns=list(PATHOLOGY_COLUMNS))
+    out["q"] = benjamini_hochberg(out["p"].to_numpy(dtype=float))
+    out["note"] = out["note"].fillna("").astype(str)
+    out["n"] = out["n"].fillna(0).astype(int)
+    floats = ["r", "r_lower", "r_upper", "p", "q"]
+    out[floats] = out[floats].astype(float)
+    return out

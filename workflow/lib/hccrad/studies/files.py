@@ -71,6 +71,8 @@ def study_outputs(spec: StudySpec) -> dict[str, str]:
     out["decision_curve_png"] = "decision_curve.png"
     if spec.agreement:
         out["agreement"] = "agreement.parquet"
+    if spec.pathology:
+        out["pathology"] = "pathology_correlation.parquet"
     if spec.clinical_models:
         out["clinical_univariable"] = "clinical_univariable.parquet"
         out["clinical_multivariable"] = "clinical_multivariable.parquet"

@@ -21,6 +21,7 @@ from hccrad.errors import InputError
 from hccrad.fileio import write_json, write_parquet
 from hccrad.stats import fuse_blocks, youden_cutoff
 from hccrad.studies.evaluation import (
+    PATHOLOGY_COLUMNS,
     agreement_table,
     baseline_tables,
     by_group_table,
@@ -28,6 +29,7 @@ from hccrad.studies.evaluation import (
     comparison_table,
     decision_curve_table,
     degenerate,
+    pathology_table,
     performance_table,
     threshold_grid,
 )
@@ -79,6 +81,9 @@ class _Run:
     notes: list[str]  # the notes of metrics.json, in order
     # metrics.json agreement: kappa per reader pair (agreement.parquet's main columns)
     agreement: list[dict[str, Any]] = field(default_factory=list)
+    # metrics.json pathology: r per selected feature and pathology column
+    # (pathology_correlation.parquet's main columns)
+    pathology: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -405,9 +410,31 @@ def _tables(
         write_parquet(kappa, files["agreement"])
         keep = ["reader1", "reader2", "n", "kappa", "kappa_lower", "kappa_upper", "p", "note"]
         run.agreement = kappa[keep].to_dict(orient="records")
+    if spec.pathology:
+        _pathology(run, pts, fits, level)
     if spec.clinical_models:
         _clinical_tables(spec, fits, files)
     return perf, comp, dca
+
+
+def _pathology(run: _Run, pts: _Patients, fits: _Fits, level: float) -> None:
+    """``pathology_correlation.parquet``: the pathology model's selected features against the
+    pathology columns on the analysed patients (a failed model: one row with a note)."""
+    model = run.spec.pathology["model"]
+    fitted = fits.fitted.get(model)
+    if fitted is None:
+        table = pd.DataFrame(
+            [{"model": model, "feature": "", "pathology": "", "n": 0,
+              "note": f"model {model} not fitted: {fits.failed.get(model, 'failed')}"}],
+            columns=list(PATHOLOGY_COLUMNS),
+        )  # fmt: skip
+    else:
+        X = pts.data.X[model].reindex(pts.study)  # not the outcome cohorts' extra rows
+        selected = [f for f in fitted.info.get("features", []) if f in X.columns]
+        table = pathology_table(run.spec, X[selected], run.clinical, level)
+    write_parquet(table, run.files["pathology"])
+    keep = ["feature", "pathology", "n", "r", "p", "q", "note"]
+    run.pathology = table[keep].to_dict(orient="records")
 
 
 def _clinical_tables(spec: StudySpec, fits: _Fits, files: Mapping[str, Path]) -> None:
@@ -563,6 +590,7 @@ def _summaries(
         "score_tests": survival_info["score_tests"],
         "outcome_cohorts": survival_info["outcome_cohorts"],
         "agreement": run.agreement,  # Cohen's kappa per reader pair (agreement.parquet)
+        "pathology": run.pathology,  # r per feature and column (pathology_correlation.parquet)
         "notes": run.notes,
         # the paper next to this run (hccrad.report): its key comparison, what it reports,
         # where this study differs from it, and what a configuration overlay scaled down

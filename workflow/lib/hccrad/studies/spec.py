@@ -200,6 +200,9 @@ class StudySpec:
     #: Inter-reader agreement (``agreement`` key): ``{reader-1 column: reader-2 column}``,
     #: Cohen's kappa of each pair (``agreement.parquet``).
     agreement: dict[str, str] = field(default_factory=dict)
+    #: Correlation of a model's selected features with pathology columns (``pathology`` key):
+    #: ``{model, columns, method}`` (``pathology_correlation.parquet``); empty: none.
+    pathology: dict[str, Any] = field(default_factory=dict)
     #: The study's own PyRadiomics parameter file (``radiomics.params``), as configured; None:
     #: its modality's default (the main configuration's ``radiomics.params``).
     radiomics_params: str | None = None
@@ -347,6 +350,18 @@ def _survival_spec(sv: Mapping[str, Any], primary: str) -> SurvivalSpec | None:
     )
 
 
+def _pathology_spec(pa: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``pathology`` correlation: ``{model, columns, method}`` (method default pearson);
+    empty when not configured (the model is checked with the other references)."""
+    if not pa:
+        return {}
+    return {
+        "model": str(pa["model"]),
+        "columns": tuple(str(c) for c in pa["columns"]),
+        "method": str(pa.get("method", "pearson")),
+    }
+
+
 def _deep_model_specs(deep: Mapping[str, dict[str, Any]]) -> dict[str, DeepModelSpec]:
     """The deep models in config order; each keeps its configured mapping as ``raw``."""
     return {
@@ -411,5 +426,6 @@ def spec_from_dict(path: Path, d: dict[str, Any]) -> StudySpec:
         include=tuple(dict(x) for x in d.get("include", [])),
         exclude=tuple(dict(x) for x in d.get("exclude", [])),
         agreement={str(k): str(v) for k, v in (d.get("agreement") or {}).items()},
+        pathology=_pathology_spec(d.get("pathology")),
         radiomics_params=(d.get("radiomics") or {}).get("params"),
     )
