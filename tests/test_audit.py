@@ -547,6 +547,8 @@ def test_privacy_scan_finds_planted_leaks_and_nothing_else(tmp_path, tiny_cohort
         ("OPID424242.json", "OtherPatientIDs", "path"),
     }
     assert n == 8
+    # two processes, each a share of the files: the same hits in the same order
+    assert privacy.scan_tree(leaks, ids_numeric, workers=2) == (hits, n)
     table = privacy.privacy_table(ids, hits).set_index("tag")
     assert table.loc["PatientName", "n_files_with_value"] == 1
     assert table.loc["PatientName", "files"] == "log.txt"

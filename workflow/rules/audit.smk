@@ -25,7 +25,8 @@ rule audit:
         paths.benchmark_path("audit")
     conda:
         PREPROCESS_ENV
-    threads: 1
+    # the privacy scan in two processes: the audit is the last job and runs alone
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=30,

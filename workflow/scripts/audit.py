@@ -16,4 +16,5 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
         study_dirs=snakemake.params.study_dirs,
         truth=snakemake.input.get("truth"),
         project_dir=snakemake.params.project_dir,
+        workers=snakemake.threads,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class AuditOptions:
     icc_thresholds: tuple[float, ...] = reproducibility.DEFAULT_THRESHOLDS
     icc_column: str = "icc2_1"
     fail_on_identifiers: bool = True
+    workers: int = 1  # processes of the privacy scan (the rule's threads)
 
     @classmethod
     def from_settings(cls, audit: Audit) -> AuditOptions:
@@ -113,7 +114,7 @@ def run_audit(
     summary["drift"] = _center_drift(inputs, out, options)
     summary["reader_icc"] = _reader_icc(inputs, out, options)
     summary["planted_signal"] = _planted_signal(inputs, out)
-    summary["privacy"], hits = _privacy_scan(inputs, out)
+    summary["privacy"], hits = _privacy_scan(inputs, out, options.workers)
     summary["checklist"] = _checklist(inputs, out)
     write_json(summary, out["summary"])
     if hits:
@@ -190,12 +191,12 @@ def _planted_signal(inputs: AuditInputs, out: Mapping[str, Path]) -> str:
 
 
 def _privacy_scan(
-    inputs: AuditInputs, out: Mapping[str, Path]
+    inputs: AuditInputs, out: Mapping[str, Path], workers: int = 1
 ) -> tuple[dict[str, Any], list[privacy.Hit]]:
     """5. The privacy scan of ``results/`` (``privacy.tsv``); its part of the summary and the
     hits."""
     identifiers = privacy.sheet_identifiers(inputs.cohort_sheet)
-    hits, n_scanned = privacy.scan_tree(Path(inputs.results), identifiers)
+    hits, n_scanned = privacy.scan_tree(Path(inputs.results), identifiers, workers=workers)
     write_tsv(privacy.privacy_table(identifiers, hits), out["privacy"])
     return {
         "identifying_tags": sorted(identifiers),
@@ -277,10 +278,12 @@ def run_audit_job(
     study_dirs: Sequence[PathLike],
     truth: PathLike | None,
     project_dir: PathLike | None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Rule ``audit``: the audit of the workflow's run (thresholds from the config).
 
-    ``out_dir`` is ``{results}/cohort/audit``; the results folder is taken from it.
+    ``out_dir`` is ``{results}/cohort/audit``; the results folder is taken from it. ``workers``
+    processes share the privacy scan.
     """
     settings = settings_from_config(config)
     inputs = AuditInputs(
@@ -294,4 +297,5 @@ def run_audit_job(
         truth=Path(truth) if truth else None,
         project_dir=Path(project_dir) if project_dir else None,
     )
-    return run_audit(inputs, out_dir, AuditOptions.from_settings(settings.audit))
+    options = replace(AuditOptions.from_settings(settings.audit), workers=workers)
+    return run_audit(inputs, out_dir, options)
