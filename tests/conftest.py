@@ -131,7 +131,7 @@ def write_sheets(cohort_dir: Path, dest: Path, *, centers=None, edit=None) -> tu
     dest.mkdir(parents=True, exist_ok=True)
     sheet = pd.read_csv(cohort_dir / "cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
     clinical = pd.read_csv(cohort_dir / "clinical.tsv", sep="\t", dtype=str, keep_default_na=False)
-    for col in ("image", "tumor_mask", "liver_mask", "reader2_mask"):
+    for col in ("image", "tumor_mask", "liver_mask", "reader2_mask", "reader1_repeat_mask"):
         sheet[col] = [str(cohort_dir / v) if v else "" for v in sheet[col]]
     if centers is not None:
         sheet = sheet[sheet["center"].isin(centers)]

@@ -94,7 +94,7 @@ def test_radiomics_block_and_selection_chain(spec):
     assert block.source == "radiomics"
     assert block.phases == ("AP", "PVP", "DP") and block.regions == ("tumor",)
     chain = [
-        {"step": "icc", "threshold": 0.9},
+        {"step": "icc", "threshold": 0.9, "intra": True},  # intra- and inter-observer ICC
         {"step": "univariate", "alpha": 0.05, "test": "auto"},
         {"step": "lasso", "cv": 5, "Cs": 100},
     ]
@@ -102,7 +102,7 @@ def test_radiomics_block_and_selection_chain(spec):
     for name in RADIOMICS:
         m = spec.models[name]
         assert m.kind == "pipeline" and m.blocks == ("radiomics",)
-        assert list(m.selection) == chain and m.uses_icc
+        assert list(m.selection) == chain and m.uses_icc and m.uses_icc_intra
         assert m.classifier == CLASSIFIERS[name]
         assert m.grid is None and m.smote is False  # no tuning, no resampling published
     # hyperparameters not published: the libraries' own defaults
@@ -362,9 +362,13 @@ def test_every_deviation_has_a_reason(spec):
                  "radiological features", "preoperative ERASL comparator"):  # fmt: skip
         assert step in steps
     dev = {d["step"]: d for d in spec.deviations}
-    # built now: the reader-scored features with their kappa, the blood-count indices
-    for step in ("radiological features", "preoperative ERASL comparator"):
+    # built now: the reader-scored features with their kappa, the blood-count indices, the
+    # intra-observer ICC (reader 1's repeat outline)
+    for step in ("radiological features", "preoperative ERASL comparator", "reproducibility (ICC)"):
         assert "not implemented" not in dev[step]["reason"], step
+    icc = dev["reproducibility (ICC)"]
+    assert "intra-observer" in icc["ours"] and "> 0.90" in icc["ours"]
+    assert "not published" in icc["reason"] and "model" in icc["reason"]
     assert "clinical comparators" not in steps
 
 
@@ -380,6 +384,7 @@ def test_the_demo_delta_validates_and_keeps_the_design(spec):
     for m in RADIOMICS:
         steps = [s["step"] for s in demo.models[m].selection]
         assert steps == ["icc", "univariate", "lasso"]
+        assert demo.models[m].selection[0] == spec.models[m].selection[0]  # intra kept
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from scipy import stats
 
 from hccrad.config import load_settings
 from hccrad.stats.models import build_pipeline
-from hccrad.studies import load_study
+from hccrad.studies import load_study, study_inputs
 from hccrad.studies.evaluation import baseline_tables
 from hccrad.studies.splits import study_splits
 from hccrad.studies.survival import OutcomeCohort, outcome_members, survival_options
@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "config" / "studies" / "proliferative_tace.yaml"
 CONFIG = ROOT / "config" / "config.yaml"
 
-#: Radiomics model construction: inter-observer ICC > 0.75, Pearson redundancy (threshold not
-#: published: ours 0.9), LASSO logistic with 10-fold CV (path: glmnet's default 100 penalties
-#: down to 0.01 x the largest, ours).
+#: Radiomics model construction: inter- and intra-observer ICC > 0.75, Pearson redundancy
+#: (threshold not published: ours 0.9), LASSO logistic with 10-fold CV (path: glmnet's default
+#: 100 penalties down to 0.01 x the largest, ours).
 CHAIN = [
-    {"step": "icc", "threshold": 0.75, "column": "icc2_1"},
+    {"step": "icc", "threshold": 0.75, "column": "icc2_1", "intra": True},
     {"step": "correlation", "method": "pearson", "threshold": 0.9},
     {"step": "lasso", "cv": 10, "Cs": 100, "c_ratio": 100},
 ]
@@ -84,7 +84,11 @@ def test_icc_pearson_lasso_chain_and_the_radiomics_score(spec) -> None:
     assert list(spec.raw["chains"]["icc_pearson_lasso"]) == CHAIN
     m = spec.models["radscore"]
     assert m.kind == "pipeline" and m.blocks == ("radiomics",)
-    assert [dict(s) for s in m.selection] == CHAIN and m.uses_icc
+    assert [dict(s) for s in m.selection] == CHAIN and m.uses_icc and m.uses_icc_intra
+    # both ICC tables, of the CT default parameter file (no radiomics.params of its own)
+    tables = study_inputs(spec, "clinical.tsv")
+    assert tables["reader_icc"] == "results/cohort/radiomics/reader_icc.parquet"
+    assert tables["reader_icc_intra"] == "results/cohort/radiomics/reader_icc_intra.parquet"
     # rad-score = the LASSO linear predictor; no tuning grid, no resampling
     assert m.classifier == "logistic" and m.output == "radscore"
     assert m.grid is None and m.smote is False
@@ -99,6 +103,7 @@ def test_icc_pearson_lasso_chain_and_the_radiomics_score(spec) -> None:
     ]
     assert type(pipe.steps[0][1]).__name__ == "StandardScaler"
     assert pipe.named_steps["icc"].threshold == 0.75 and pipe.named_steps["lasso"].cv == 10
+    assert pipe.named_steps["icc"].intra is True
 
 
 def test_clinical_radiomics_nomogram(spec) -> None:
@@ -255,7 +260,12 @@ def test_every_deviation_has_a_reason(spec) -> None:
     steps = {d["step"] for d in spec.deviations}
     assert {"outcome cohorts (cTACE)", "reproducibility (ICC)", "radiomics features"} <= steps
     todo = {d["step"] for d in spec.deviations if d["reason"].startswith("not implemented yet")}
-    assert "reproducibility (ICC)" in todo
+    # implemented: the intra-observer ICC (reader 1's repeat outline); left: the ICC form, and
+    # a repeat drawn by a model
+    assert "reproducibility (ICC)" not in todo
+    icc = next(d for d in spec.deviations if d["step"] == "reproducibility (ICC)")
+    assert "intra-observer" in icc["ours"] and "reader1_repeat_mask" in icc["ours"]
+    assert "not published" in icc["reason"] and "model" in icc["reason"]
     # implemented: Bartlett's test, the six-and-twelve score (left: data the cohort lacks)
     assert not {"baseline tests", "Cox covariates"} & todo
     # implemented: the score by response and by class match the paper (no deviation left);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,63 @@ def test_feature_icc_needs_overlap():
     b = pd.DataFrame({"y": [1.0, 2.0]}, index=["A", "B"])
     with pytest.raises(InputError, match="share"):
         feature_icc(a, b)
+
+
+def _shrout_fleiss_k2(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """ICC(2,1) and ICC(3,1) of two raters by Shrout & Fleiss's mean squares, written out."""
+    x = np.column_stack([a, b])
+    n, k = x.shape
+    grand = x.mean()
+    msr = k * ((x.mean(axis=1) - grand) ** 2).sum() / (n - 1)
+    msc = n * ((x.mean(axis=0) - grand) ** 2).sum() / (k - 1)
+    resid = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + grand
+    mse = (resid**2).sum() / ((n - 1) * (k - 1))
+    icc2 = (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)
+    icc3 = (msr - mse) / (msr + (k - 1) * mse)
+    return icc2, icc3
+
+
+def test_intra_observer_table_from_the_patients_extractions(tmp_path):
+    """steps.reader_icc on per-patient extraction JSONs (reader 1, reader 2, reader 1's repeat):
+    the intra-observer table compares reader 1 with the repeat, the inter-observer one with
+    reader 2, each equal to the closed form; a patient without a repeat is not in the intra
+    table."""
+    from hccrad.steps import reader_icc
+
+    rng = np.random.default_rng(11)
+    n = 12
+    truth = rng.normal(100.0, 20.0, size=(n, 2))
+    outlines = {
+        "reader1": truth + rng.normal(0.0, 2.0, size=(n, 2)),
+        "reader2": truth + rng.normal(3.0, 8.0, size=(n, 2)),  # a bias and more noise
+        "reader1_repeat": truth + rng.normal(0.0, 3.0, size=(n, 2)),
+    }
+
+    def record(i: int, values: np.ndarray) -> dict:
+        features = {"original_firstorder_Mean": values[0], "original_shape_VoxelVolume": values[1]}
+        return {"patient": f"P{i:02d}", "phase": "AP",
+                "regions": {"tumor": {"features": features, "diagnostics": {}}}}  # fmt: skip
+
+    jsons = []
+    for i in range(n):
+        rec = {"patient": f"P{i:02d}"}
+        for name, values in outlines.items():
+            rec[name] = [record(i, values[i])] if name != "reader1_repeat" or i < n - 2 else []
+        jsons.append(tmp_path / f"P{i:02d}.json")
+        jsons[-1].write_text(json.dumps(rec))
+    reader_icc(jsons, tmp_path / "inter.parquet")
+    reader_icc(jsons, tmp_path / "intra.parquet", second="reader1_repeat")
+    inter = pd.read_parquet(tmp_path / "inter.parquet")
+    intra = pd.read_parquet(tmp_path / "intra.parquet")
+    features = ["AP_tumor_original_firstorder_Mean", "AP_tumor_original_shape_VoxelVolume"]
+    assert list(intra.index) == list(inter.index) == features
+    assert list(intra.columns) == ["icc2_1", "icc3_1", "n"]
+    assert (inter["n"] == n).all() and (intra["n"] == n - 2).all()
+    for j, name in enumerate(features):
+        want = _shrout_fleiss_k2(outlines["reader1"][:, j], outlines["reader2"][:, j])
+        assert tuple(inter.loc[name, ["icc2_1", "icc3_1"]]) == pytest.approx(want, abs=1e-10)
+        r1, rep = outlines["reader1"][: n - 2, j], outlines["reader1_repeat"][: n - 2, j]
+        want = _shrout_fleiss_k2(r1, rep)
+        assert tuple(intra.loc[name, ["icc2_1", "icc3_1"]]) == pytest.approx(want, abs=1e-10)
+    # the repeat is closer to reader 1 than reader 2 is: higher ICC, as the generator plants
+    assert (intra["icc2_1"] > inter["icc2_1"]).all()

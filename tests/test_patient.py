@@ -48,9 +48,13 @@ def test_split_raw_inputs():
             "image_PVP": "p.nii",
             "tumor_AP": "t.nii",
             "reader2_AP": "r.nii",
+            "reader1_repeat_AP": "rr.nii",
             "liver_PVP": "l.nii",
             "params": "x.yaml",
         }
     )
     assert images == {"AP": "a.nii", "PVP": "p.nii"}
-    assert masks == {"AP": {"tumor": "t.nii", "reader2": "r.nii"}, "PVP": {"liver": "l.nii"}}
+    assert masks == {
+        "AP": {"tumor": "t.nii", "reader2": "r.nii", "reader1_repeat": "rr.nii"},
+        "PVP": {"liver": "l.nii"},
+    }

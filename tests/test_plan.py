@@ -36,11 +36,11 @@ def plan_of(records: list[ImageRecord], settings=SETTINGS, studies=STUDIES) -> C
     return CohortPlan(settings, Cohort(records=records, clinical=pd.DataFrame()), studies)
 
 
-# MR patients: P1 all masks on AP (reference) only, both readers; P2 tumor on PVP only (no
-# liver: segmented); P3 no mask at all; P4 AP+HBP only (no PVP: no habitats); C1 a CT patient
-# with both readers.
+# MR patients: P1 all masks on AP (reference) only, both readers and reader 1's repeat; P2 tumor
+# on PVP only (no liver: segmented); P3 no mask at all; P4 AP+HBP only (no PVP: no habitats); C1
+# a CT patient with both readers and reader 1's repeat.
 RECORDS = [
-    record("P1", "AP", tumor=True, liver=True, reader2=True),
+    record("P1", "AP", tumor=True, liver=True, reader2=True, reader1_repeat=True),
     record("P1", "PVP"),
     record("P2", "AP"),
     record("P2", "PVP", tumor=True),
@@ -48,7 +48,7 @@ RECORDS = [
     record("P3", "PVP"),
     record("P4", "AP", tumor=True, liver=True),
     record("P4", "HBP"),
-    record("C1", "AP", "CT", "B", tumor=True, liver=True, reader2=True),
+    record("C1", "AP", "CT", "B", tumor=True, liver=True, reader2=True, reader1_repeat=True),
     record("C1", "PVP", "CT", "B"),
 ]
 
@@ -114,8 +114,44 @@ def test_patient_sets(plan: CohortPlan) -> None:
         "tumor_AP": "/m/C1/AP_tumor.nii.gz",
         "liver_AP": "/m/C1/AP_liver.nii.gz",
         "reader2_AP": "/m/C1/AP_reader2.nii.gz",
+        "reader1_repeat_AP": "/m/C1/AP_reader1_repeat.nii.gz",
         "image_PVP": "/img/C1/PVP.nii.gz",
     }
+
+
+def without_repeat(records: list[ImageRecord]) -> list[ImageRecord]:
+    """The records as a sheet without the reader1_repeat_mask column reads them."""
+    return [
+        dataclasses.replace(r, masks={k: v for k, v in r.masks.items() if k != "reader1_repeat"})
+        for r in records
+    ]
+
+
+def test_the_intra_observer_icc_only_with_repeat_outlines(plan: CohortPlan) -> None:
+    """Reader 1's repeat outline is carried into registration (a raw input of the patient's
+    job, extracted by its one radiomics job) and gives the studies whose ICC step has ``intra``
+    the intra-observer table; a sheet without repeat outlines plans none of it and skips those
+    studies with the reason, as a missing second reader does."""
+    assert plan.reader1_repeat_patients == ("P1", "C1")
+    assert plan.raw_inputs("P1")["reader1_repeat_AP"] == "/m/P1/AP_reader1_repeat.nii.gz"
+    intra = {s for s in plan.runnable_studies if "reader_icc_intra" in plan.study_tables(s)}
+    assert intra == {"er_fusion", "proliferative_tace"}  # their ICC steps have intra: true
+    assert "reader_icc_intra" not in plan.study_tables("mil_er")  # inter-observer only
+    tables = plan.study_tables("proliferative_tace")
+    assert tables["reader_icc_intra"] == "results/cohort/radiomics/reader_icc_intra.parquet"
+    assert tables["reader_icc"] == "results/cohort/radiomics/reader_icc.parquet"
+    assert plan.summary()["reader 1 repeat (intra-observer ICC)"] == 2
+
+    old = plan_of(without_repeat(RECORDS))
+    assert old.reader1_repeat_patients == ()
+    assert not any(k.startswith("reader1_repeat_") for p in ("P1", "C1") for k in old.raw_inputs(p))
+    assert old.reader2_patients == plan.reader2_patients  # the inter-observer ICC as before
+    reason = (
+        "its intra-observer ICC filter needs reader 1's repeat masks (reader1_repeat_mask) "
+        "and the cohort has none"
+    )
+    assert old.skipped_studies == {"er_fusion": reason, "proliferative_tace": reason}
+    assert "mil_er" in old.runnable_studies
 
 
 def test_deep_inputs_follow_modality_phases_and_tumor(plan: CohortPlan) -> None:
@@ -261,6 +297,10 @@ def test_a_file_shared_by_two_studies_is_extracted_once_per_patient() -> None:
         assert plan.study_radiomics(study).name == ER_NAME
         assert plan.study_tables(study)["radiomics"] == f"{folder}/features.parquet"
     assert plan.study_tables("er_fusion")["reader_icc"] == f"{folder}/reader_icc.parquet"
+    # and its intra-observer ICC table: er_fusion's ICC step has intra; P1 has a repeat outline
+    assert plan.radiomics_params_intra_patients(ER_NAME) == ("P1",)
+    tables = plan.study_tables("er_fusion")
+    assert tables["reader_icc_intra"] == f"{folder}/reader_icc_intra.parquet"
     assert plan.summary()["radiomics, studies' own parameter files"] == {ER_NAME: 4}
 
 
@@ -270,6 +310,7 @@ def test_a_file_is_extracted_for_the_phases_its_studies_take() -> None:
     assert plan.radiomics_params_patients(ER_NAME) == ("P1", "P2", "P3")
     assert plan.radiomics_params_phases("P1", ER_NAME) == ("PVP",)
     assert plan.radiomics_params_icc_patients(ER_NAME) == ()  # no ICC step: no ICC table
+    assert plan.radiomics_params_intra_patients(ER_NAME) == ()
     assert "reader_icc" not in plan.study_tables("habitat_grade")
 
 

@@ -131,7 +131,12 @@ def test_without_the_overlay_the_demo_plans_the_full_scale_models(
     demo = dump_plan(tmp_path / "demo", *sheets, demo_cohort, DEMO_OVERLAY)
     # the same jobs, but for the extractions with the studies' own radiomics parameter files
     # (the demo reads its light preset for every study: radiomics.study_params false)
-    own_files = ("extract_study_radiomics", "aggregate_study_radiomics", "compute_study_reader_icc")
+    own_files = (
+        "extract_study_radiomics",
+        "aggregate_study_radiomics",
+        "compute_study_reader_icc",
+        "compute_study_reader_icc_intra",
+    )
     assert not [j for j in demo if j["rule"] in own_files]
     assert [j["rule"] for j in full if j["rule"] not in own_files] == [j["rule"] for j in demo]
     full_train, demo_train = _train_params(full), _train_params(demo)

@@ -13,7 +13,7 @@ CLINICAL_COLUMNS = ["patient", "center", "modality", "age", "sex", "afp", "mvi"]
 
 def _write_cohort(tmp_path: Path, rows, clinical_rows, *, touch=True):
     for r in rows:
-        for col in ("image", "tumor_mask", "liver_mask", "reader2_mask"):
+        for col in ("image", "tumor_mask", "liver_mask", "reader2_mask", "reader1_repeat_mask"):
             if r.get(col) and touch:
                 p = tmp_path / r[col]
                 p.parent.mkdir(parents=True, exist_ok=True)
@@ -160,3 +160,37 @@ def test_missing_column(tmp_path):
     )
     with pytest.raises(SheetError, match="missing column"):
         load_cohort(s)
+
+
+def test_reader1_repeat_mask_is_an_optional_column(tmp_path):
+    """A sheet without reader1_repeat_mask (every sheet before the column) loads with no repeat
+    outline; a sheet with it gives the repeat mask's path; a bad path names patient, phase and
+    file."""
+    clinical = [_clin("P1"), _clin("P2", center="B")]
+    _write_cohort(tmp_path, GOOD, clinical)
+    df = pd.read_csv(tmp_path / "cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
+    df.drop(columns=["reader1_repeat_mask"]).to_csv(tmp_path / "cohort.tsv", sep="\t", index=False)
+    s = settings_from_config(
+        {"cohort": str(tmp_path / "cohort.tsv"), "clinical": str(tmp_path / "clinical.tsv")}
+    )
+    old = load_cohort(s)
+    assert old.patients == ["P1", "P2"]
+    assert all(r.mask("reader1_repeat") is None for r in old.records)
+    assert old.record("P1", "AP").mask("tumor") == tmp_path / "msk/P1_AP_t.nii.gz"
+
+    rows = [
+        _mr("P1", "AP", reader2_mask="msk/P1_AP_r2.nii.gz",
+            reader1_repeat_mask="msk/P1_AP_r1b.nii.gz"),
+        _mr("P1", "PVP"),
+        GOOD[2],
+    ]  # fmt: skip
+    s = _write_cohort(tmp_path, rows, clinical)
+    cohort = load_cohort(s)
+    assert cohort.record("P1", "AP").mask("reader1_repeat") == tmp_path / "msk/P1_AP_r1b.nii.gz"
+    assert cohort.record("P1", "PVP").mask("reader1_repeat") is None
+    (tmp_path / "msk/P1_AP_r1b.nii.gz").unlink()
+    with pytest.raises(SheetError) as info:
+        load_cohort(s)
+    msg = str(info.value)
+    assert "row 1, patient P1, phase AP, column 'reader1_repeat_mask'" in msg
+    assert str(tmp_path / "msk/P1_AP_r1b.nii.gz") in msg and "file not found" in msg

@@ -233,6 +233,44 @@ def test_icc_filter_keeps_exactly_the_passing_features():
         ICCFilter(table.rename(index=lambda s: "z" + s)).fit(X)
 
 
+def test_icc_filter_with_intra_keeps_the_features_passing_both(tmp_path):
+    """``intra``: a feature stays when its inter- AND intra-observer ICC exceed the threshold
+    (strictly; NaN fails; absent ones follow ``missing``); the fallback takes the best of the
+    smaller of the two ICCs."""
+    X, y = planted(p=6)
+    names = pd.Index(["f0", "f1", "f2", "f3", "f4"], name="feature")
+    inter = pd.DataFrame({"icc2_1": [0.95, 0.92, 0.80, 0.97, 0.91]}, index=names)
+    intra = pd.DataFrame({"icc2_1": [0.96, 0.85, 0.99, np.nan, 0.90]}, index=names)
+    # f0 passes both; f1 fails intra, f2 fails inter, f3's intra is undefined, f4's intra is
+    # not strictly above; f5 is in neither table
+    f = ICCFilter(inter, threshold=0.9, intra=True, intra_table=intra).fit(X, y)
+    assert list(f.get_feature_names_out()) == ["f0"]
+    np.testing.assert_array_equal(f.intra_icc_[:5], intra["icc2_1"].to_numpy())
+    assert np.isnan(f.intra_icc_[5])
+    keep = ICCFilter(inter, 0.9, missing="keep", intra=True, intra_table=intra).fit(X)
+    assert list(keep.get_feature_names_out()) == ["f0", "f5"]
+    # without intra the intra table is not read: inter alone
+    assert list(ICCFilter(inter, 0.9, intra_table=intra).fit(X).get_feature_names_out()) == [
+        "f0", "f1", "f3", "f4",
+    ]  # fmt: skip
+    # an intra table missing a feature: it fails (drop) like an absent inter ICC
+    part = ICCFilter(inter, 0.85, intra=True, intra_table=intra.drop(index="f1")).fit(X)
+    assert list(part.get_feature_names_out()) == ["f0", "f4"]
+    # nothing passes both: the best of min(inter, intra) is kept (f0: 0.95), not f3 (NaN)
+    none = ICCFilter(inter, 0.96, intra=True, intra_table=intra).fit(X)
+    assert none.fallback_ and list(none.get_feature_names_out()) == ["f0"]
+    # the declarative spec, with the tables as files
+    inter.to_csv(tmp_path / "inter.tsv", sep="\t")
+    intra.to_csv(tmp_path / "intra.tsv", sep="\t")
+    name, step = make_step(
+        {"step": "icc", "threshold": 0.9, "intra": True, "icc_table": str(tmp_path / "inter.tsv"),
+         "intra_table": str(tmp_path / "intra.tsv")}
+    )  # fmt: skip
+    assert name == "icc" and list(step.fit(X).get_feature_names_out()) == ["f0"]
+    with pytest.raises(ValueError, match="needs an intra_table"):
+        ICCFilter(inter, 0.9, intra=True).fit(X)
+
+
 # ---------------------------------------------------------------------------------------------
 # LASSO and RFE
 

@@ -108,6 +108,12 @@ def synthetic_tables(n: int = 60, seed: int = 0, null: bool = False, n_noise: in
         index=pd.Index(tumor, name="feature"),
     )
     icc.loc[[c for c in tumor if "Noise" not in c], "icc2_1"] = 0.97
+    # intra-observer (reader 1's repeat): a stream of its own, so the other tables stay as they
+    # were; higher than the inter-observer ICC on the whole, the noise features still spread out
+    icc_intra = icc.assign(
+        icc2_1=np.random.default_rng([seed, 1]).uniform(0.7, 1.0, len(tumor)), icc3_1=0.95
+    )
+    icc_intra.loc[[c for c in tumor if "Noise" not in c], "icc2_1"] = 0.98
     # MIL-like patient features (slice-probability histograms) driven by the satellites
     ct = clin.index[clin["modality"] == "CT"]
     sat = _z(hid.loc[ct, "satellite_rate"]) + 0.5 * _z(hid.loc[ct, "mvi_latent"])
@@ -120,6 +126,7 @@ def synthetic_tables(n: int = 60, seed: int = 0, null: bool = False, n_noise: in
         "radiomics": radiomics,
         "habitats": habitats,
         "reader_icc": icc,
+        "reader_icc_intra": icc_intra,
         "table_mil": mil,
     }
 
@@ -231,6 +238,10 @@ def test_seed_studies_load_and_declare_outputs():
     assert set(pt.survival.endpoints) == {"pfs", "os"}
     assert specs["er_fusion"].models["rad_lr"].uses_icc
     assert "reader_icc" in studies.study_inputs(specs["er_fusion"], "c.tsv")
+    # intra-observer ICC too: er_fusion's and proliferative_tace's ICC steps, not mil_er's
+    for name in studies.SEED_STUDIES:
+        intra = "reader_icc_intra" in studies.study_inputs(specs[name], "c.tsv")
+        assert intra == (name in ("er_fusion", "proliferative_tace")), name
     assert specs["mil_er"].models["radiomics"].smote is True
 
 
@@ -302,6 +313,12 @@ def test_study_file_is_a_delta_over_the_defaults(tmp_path):
         ({"models": {"clinical": {"multivariable": "forward"}}}, "multivariable", "forward"),
         ({"radiomics": {"params": "config/radiomics/my preset.yaml"}}, "radiomics.params", "match"),
         ({"radiomics": {"preset": "x.yaml"}}, "key radiomics", "preset"),
+        (
+            {"chains": {"uni_lasso": [{"step": "univariate", "intra": True}]}},
+            "models.rad.selection[0].intra",
+            "only an icc step",
+        ),
+        ({"chains": {"uni_lasso": [{"step": "icc", "intra": "yes"}]}}, "intra", "boolean"),
     ],
 )
 def test_invalid_study_names_file_and_key(tmp_path, edit, key, message):
@@ -928,6 +945,7 @@ def write_table_cohort(dest: Path, n: int, seed: int) -> tuple[Path, Path]:
                     "tumor_mask": str(image),
                     "liver_mask": "",
                     "reader2_mask": str(image) if i % 3 == 0 else "",
+                    "reader1_repeat_mask": str(image) if i % 3 == 0 else "",
                 }
             )
     pd.DataFrame(rows).to_csv(dest / "cohort.tsv", sep="\t", index=False)
@@ -936,6 +954,7 @@ def write_table_cohort(dest: Path, n: int, seed: int) -> tuple[Path, Path]:
     for key, path in (
         ("radiomics", "radiomics/features.parquet"),
         ("reader_icc", "radiomics/reader_icc.parquet"),
+        ("reader_icc_intra", "radiomics/reader_icc_intra.parquet"),
         ("habitats", "habitats/features.parquet"),
     ):
         (work / path).parent.mkdir(parents=True, exist_ok=True)

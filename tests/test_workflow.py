@@ -115,6 +115,8 @@ def cohort_jobs(sheet: pd.DataFrame) -> dict[str, int]:
     }
     if (sheet["reader2_mask"] != "").any():
         jobs["compute_reader_icc"] = 1
+    if _has_repeat(sheet):
+        jobs["compute_reader_icc_intra"] = 1
     if any(has_habitats(rows, settings) for _, rows in sheet.groupby("patient")):
         jobs["select_habitat_k"] = jobs["aggregate_habitats"] = 1
     roles = [segmentation_role(rows, settings) for _, rows in sheet.groupby("patient")]
@@ -156,8 +158,15 @@ def runnable_studies(sheet: pd.DataFrame, settings) -> list[str]:
             continue
         if "reader_icc" in needs and not (sheet["reader2_mask"] != "").any():
             continue
+        if "reader_icc_intra" in needs and not _has_repeat(sheet):
+            continue
         out.append(name)
     return out
+
+
+def _has_repeat(sheet: pd.DataFrame) -> bool:
+    """Whether the sheet gives reader 1's repeat outline (an optional column)."""
+    return "reader1_repeat_mask" in sheet and (sheet["reader1_repeat_mask"] != "").any()
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,11 @@ def write_sheets(out: Path, n_patients: int, phases: list[str]) -> tuple[Path, P
                 "tumor_mask": folder / f"{phase}_tumor.nii.gz",
                 "liver_mask": folder / f"{phase}_liver.nii.gz",
                 "reader2_mask": folder / f"{phase}_tumor_reader2.nii.gz" if i % 5 == 0 else None,
+                # reader 1's repeat outline for the same patients (the intra-observer ICC that
+                # er_fusion's ICC step needs), as the synthetic cohort gives it
+                "reader1_repeat_mask": (
+                    folder / f"{phase}_tumor_reader1_repeat.nii.gz" if i % 5 == 0 else None
+                ),
             }
             for p in paths.values():
                 if p is not None:

@@ -57,7 +57,7 @@ wildcard_constraints:
     center="[A-Za-z0-9]+",
     patient="[A-Za-z0-9]+",
     phase="|".join(SETTINGS.all_phases),
-    kind="tumor|liver|reader2",
+    kind="tumor|liver|reader2|reader1_repeat",
     input="|".join(SETTINGS.deep_inputs) or "none",
     # the studies' own radiomics parameter files, by name ((?!) matches nothing)
     params="|".join(PLAN.radiomics_param_files) or "(?!)",
@@ -197,6 +197,10 @@ def get_reader_icc_jsons():
     return [PLAN.radiomics_json(p) for p in PLAN.reader2_patients]
 
 
+def get_reader_icc_intra_jsons():
+    return [PLAN.radiomics_json(p) for p in PLAN.reader1_repeat_patients]
+
+
 def get_radiomics_jsons():
     return [PLAN.radiomics_json(p) for p in PLAN.radiomics_patients]
 
@@ -210,6 +214,12 @@ def get_study_radiomics_jsons(wildcards):
 def get_study_reader_icc_jsons(wildcards):
     """The extractions of `{params}` of its patients with a second reader."""
     patients = PLAN.radiomics_params_icc_patients(wildcards.params)
+    return [PLAN.radiomics_json(p, wildcards.params) for p in patients]
+
+
+def get_study_reader_icc_intra_jsons(wildcards):
+    """The extractions of `{params}` of its patients with reader 1's repeat outline."""
+    patients = PLAN.radiomics_params_intra_patients(wildcards.params)
     return [PLAN.radiomics_json(p, wildcards.params) for p in patients]
 
 
@@ -274,6 +284,11 @@ def get_final_targets():
         *(
             [paths.cohort_path("radiomics", "reader_icc.parquet")]
             if PLAN.reader2_patients
+            else []
+        ),
+        *(
+            [paths.cohort_path("radiomics", "reader_icc_intra.parquet")]
+            if PLAN.reader1_repeat_patients
             else []
         ),
         *(

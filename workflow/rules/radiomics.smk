@@ -1,5 +1,6 @@
-# Whole-region radiomics (PyRadiomics), one job per patient (every phase, both readers), then the
-# cohort feature table and the inter-reader ICC table: with the modality's default parameter file
+# Whole-region radiomics (PyRadiomics), one job per patient (every phase, both readers and reader
+# 1's repeat outline where given), then the cohort feature table, the inter-reader ICC table and,
+# when the sheet gives repeat outlines, the intra-observer ICC table: with the modality's default parameter file
 # (config radiomics.params) for every radiomics patient, and with each parameter file that a
 # study names (its radiomics.params; wildcard {params}: the file's name) for the patients of that
 # study's modality, once however many studies name it (results/.../radiomics/{params}/).
@@ -64,8 +65,24 @@ rule compute_reader_icc:
     resources:
         mem_mb=4000,
         runtime=20,
+    params:
+        second="reader2",
     script:
         "../scripts/compute_reader_icc.py"
+
+
+# reader 1 against reader 1's repeat outline, from the same extraction jobs
+use rule compute_reader_icc as compute_reader_icc_intra with:
+    input:
+        json=get_reader_icc_intra_jsons(),
+    output:
+        icc=paths.cohort_path("radiomics", "reader_icc_intra.parquet"),
+    log:
+        paths.log_path("compute_reader_icc_intra"),
+    benchmark:
+        paths.benchmark_path("compute_reader_icc_intra")
+    params:
+        second="reader1_repeat",
 
 
 # The studies' own parameter files: the same jobs, one results folder per file.
@@ -110,3 +127,17 @@ use rule compute_reader_icc as compute_study_reader_icc with:
         paths.log_path("compute_study_reader_icc", "{params}"),
     benchmark:
         paths.benchmark_path("compute_study_reader_icc", "{params}")
+
+
+# only for the files that a study with an intra-observer ICC step reads
+use rule compute_reader_icc as compute_study_reader_icc_intra with:
+    input:
+        json=get_study_reader_icc_intra_jsons,
+    output:
+        icc=radiomics_table("reader_icc_intra.parquet", "{params}"),
+    log:
+        paths.log_path("compute_study_reader_icc_intra", "{params}"),
+    benchmark:
+        paths.benchmark_path("compute_study_reader_icc_intra", "{params}")
+    params:
+        second="reader1_repeat",

@@ -11,7 +11,7 @@ their own) and lists what it wrote in a manifest (:mod:`hccrad.manifest`):
 * :func:`normalize_patient` — per phase: intensity normalisation, index lesion and peritumoral
   ring; the deep-learning input tensors; the patient's QC figure and QC JSON.
 * :func:`extract_patient_radiomics` — whole-region PyRadiomics features of every phase (and the
-  second reader's tumor where given).
+  second reader's tumor and reader 1's repeat outline where given).
 
 Manifest keys are ``{phase}/{stage}/{name}`` with the file at
 ``results/{center}/{patient}/{phase}/{stage}/{name}.nii.gz`` (``.tfm``/``.json`` for the transform
@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 PathLike = str | Path
 
 #: Masks the sheet can give per phase (carried into the registered space).
-MASK_KINDS = ("tumor", "liver", "reader2")
+MASK_KINDS = ("tumor", "liver", "reader2", "reader1_repeat")
+#: Second outlines of the tumor whose features the ICC tables compare with reader 1's: reader 2's
+#: (inter-observer) and reader 1's repeat (intra-observer).
+SECOND_OUTLINES = ("reader2", "reader1_repeat")
 #: Region files of the normalisation stage: region name -> file stem.
 REGION_STEMS = {"tumor": "index_tumor", "ring": "ring"}
 
@@ -392,24 +395,27 @@ def extract_patient_radiomics(
     params: PathLike,
     dst_json: PathLike,
 ) -> None:
-    """Whole-region radiomics of every phase with regions, and of the second reader's tumor.
+    """Whole-region radiomics of every phase with regions, and of the second outlines' tumors
+    (reader 2's, reader 1's repeat: :data:`SECOND_OUTLINES`).
 
     Args:
         phases: The patient's phases (those with regions get features).
-        reference: The reference phase (its second-reader mask stands for phases without one).
+        reference: The reference phase (its second outlines stand for phases without one).
         registration, normalization: The patient's two preprocessing manifests.
         stage: The image the features are computed on (``normalize`` or ``register``).
         regions: Region names (``tumor``: index lesion, ``ring``).
         params: The PyRadiomics parameter file.
-        dst_json: ``{"patient", "reader1": [record per phase], "reader2": [...]}`` with each
-            record as written by :func:`hccrad.steps.extract_radiomics` (``reader2``: the second
-            reader's index lesion on the same image, for phases where that mask stands).
+        dst_json: ``{"patient", "reader1": [record per phase], "reader2": [...],
+            "reader1_repeat": [...]}`` with each record as written by
+            :func:`hccrad.steps.extract_radiomics` (``reader2``: the second reader's index lesion
+            on the same image, for phases where that mask stands; ``reader1_repeat``: reader 1's
+            repeat outline's, the same way; empty lists without those masks).
     """
     reg = read_manifest(registration)
     norm = read_manifest(normalization)
     files = {**reg, **norm}
     phases = [ph for ph in phases if key(ph, "regions", "index_tumor") in norm]
-    out: dict[str, Any] = {"patient": patient, "reader1": [], "reader2": []}
+    out: dict[str, Any] = {"patient": patient, "reader1": [], **{r: [] for r in SECOND_OUTLINES}}
     with tempfile.TemporaryDirectory(prefix=f"hccrad-{patient}-") as tmp:
         for ph in phases:
             image = files[key(ph, stage, "image")]
@@ -423,18 +429,20 @@ def extract_patient_radiomics(
                 phase=ph,
             )
             out["reader1"].append(_read_json(target))
-            reader2 = registered_mask(reg, ph, "reader2", reference, {})
-            if reader2 is not None:
+            for outline in SECOND_OUTLINES:
+                mask = registered_mask(reg, ph, outline, reference, {})
+                if mask is None:
+                    continue
                 steps.extract_radiomics(
                     image,
-                    {"tumor": reader2},
+                    {"tumor": mask},
                     target,
                     params=params,
                     patient=patient,
                     phase=ph,
                     index_lesion=True,
                 )
-                out["reader2"].append(_read_json(target))
+                out[outline].append(_read_json(target))
     fileio.write_json(out, dst_json)
 
 

@@ -38,7 +38,7 @@ from hccrad.studies import BlockSpec, StudySpec, study_dir, study_inputs, study_
 #: Mask kinds the U-Net predicts where the sheet gives none.
 PREDICTED_KINDS = ("tumor", "liver")
 #: Mask kinds a sheet may give per phase.
-MASK_KINDS = ("tumor", "liver", "reader2")
+MASK_KINDS = ("tumor", "liver", "reader2", "reader1_repeat")
 
 
 def segmentation_holdout(patient: str, seed: int, fraction: float) -> bool:
@@ -215,6 +215,20 @@ class CohortPlan:
         )
 
     @cached_property
+    def reader1_repeat_patients(self) -> tuple[str, ...]:
+        """Patients with reader 1's tumor mask and its repeat outline on some phase (own or the
+        reference phase's): the intra-observer ICC's."""
+        return tuple(
+            p
+            for p in self.cohort.patients
+            if any(
+                self.has_tumor(p, ph)
+                and self.mask_source_phase(p, ph, "reader1_repeat") is not None
+                for ph in self.cohort.phases(p)
+            )
+        )
+
+    @cached_property
     def habitat_patients(self) -> tuple[str, ...]:
         """Patients whose habitats are computed: configured modality, every habitat phase
         acquired, and a tumor mask for the first habitat phase."""
@@ -321,6 +335,15 @@ class CohortPlan:
         reader2 = set(self.reader2_patients)
         return tuple(p for p in self.radiomics_params_patients(name) if p in reader2)
 
+    def radiomics_params_intra_patients(self, name: str) -> tuple[str, ...]:
+        """Repeat-outline patients of the file ``name``'s intra-observer ICC table: its patients
+        with reader 1's repeat when a study reading it has an ICC step with ``intra``, else none
+        (no table)."""
+        if not any(self.studies[s].uses_icc_intra for s in self._param_studies(name)):
+            return ()
+        repeat = set(self.reader1_repeat_patients)
+        return tuple(p for p in self.radiomics_params_patients(name) if p in repeat)
+
     def patient_radiomics_params(self, patient: str) -> list[str]:
         """Names of the studies' own parameter files the patient is extracted with (besides
         its modality's default, which every radiomics patient gets)."""
@@ -398,18 +421,25 @@ class CohortPlan:
                 skipped[study] = f"no {spec.modality} patient in the cohort"
             elif "habitats" in needs and not self.habitat_patients:
                 skipped[study] = "it needs habitat features and no patient gets habitats"
-            elif "reader_icc" in needs and not self._has_reader2(study):
+            elif "reader_icc" in needs and not self._has_outline(study, self.reader2_patients):
                 skipped[study] = "its ICC filter needs second-reader masks and the cohort has none"
+            elif "reader_icc_intra" in needs and not self._has_outline(
+                study, self.reader1_repeat_patients
+            ):
+                skipped[study] = (
+                    "its intra-observer ICC filter needs reader 1's repeat masks "
+                    "(reader1_repeat_mask) and the cohort has none"
+                )
         return skipped
 
-    def _has_reader2(self, study: str) -> bool:
-        """Whether the study's reader-ICC table has patients: any second reader for the
-        modalities' default table (one for the cohort), one of the study's modality for a
-        table of its own parameter file."""
+    def _has_outline(self, study: str, patients: tuple[str, ...]) -> bool:
+        """Whether the study's ICC table of a second outline (``patients``: those with it) has
+        patients: any for the modalities' default table (one for the cohort), one of the
+        study's modality for a table of its own parameter file."""
         if self.study_radiomics(study).name is None:
-            return bool(self.reader2_patients)
+            return bool(patients)
         modality = self.studies[study].modality
-        return any(self.cohort.modality(p) == modality for p in self.reader2_patients)
+        return any(self.cohort.modality(p) == modality for p in patients)
 
     @property
     def runnable_studies(self) -> list[str]:
@@ -541,6 +571,7 @@ class CohortPlan:
                 for name in self.radiomics_param_files
             },
             "second reader (ICC)": len(self.reader2_patients),
+            "reader 1 repeat (intra-observer ICC)": len(self.reader1_repeat_patients),
             "habitats": len(self.habitat_patients),
             "deep inputs": {
                 name: len(self.deep_input_patients(spec))

@@ -1,10 +1,11 @@
 """Cohort sheet and clinical table: reading, schema validation and cross-checks.
 
 The cohort sheet has one row per patient x phase image with the columns
-``center, patient, phase, modality, image, tumor_mask, liver_mask, reader2_mask`` (mask cells may be
-empty). Paths are absolute or relative to the sheet's folder. The clinical table is keyed by
-``patient``. Everything is checked before any job runs; every problem names the row, patient,
-column and file it is about.
+``center, patient, phase, modality, image, tumor_mask, liver_mask, reader2_mask`` and the optional
+``reader1_repeat_mask`` (reader 1's second outline of the same tumor, for the intra-observer ICC;
+a sheet without the column has none). Mask cells may be empty. Paths are absolute or relative to
+the sheet's folder. The clinical table is keyed by ``patient``. Everything is checked before any
+job runs; every problem names the row, patient, column and file it is about.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ COHORT_COLUMNS = (
     "tumor_mask",
     "liver_mask",
     "reader2_mask",
+    "reader1_repeat_mask",
 )
-MASK_KINDS = ("tumor", "liver", "reader2")
+#: Columns a sheet may leave out (read as all empty).
+OPTIONAL_COLUMNS = ("reader1_repeat_mask",)
+MASK_KINDS = ("tumor", "liver", "reader2", "reader1_repeat")
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ class ImageRecord:
     masks: dict[str, Path] = field(default_factory=dict)
 
     def mask(self, kind: str) -> Path | None:
-        """Path of mask ``kind`` (tumor, liver or reader2), or None when the sheet gives none."""
+        """Path of mask ``kind`` (tumor, liver, reader2 or reader1_repeat), or None when the sheet
+        gives none."""
         return self.masks.get(kind)
 
 
@@ -204,12 +209,17 @@ def check_sheets(
 ) -> tuple[list[ImageRecord], pd.DataFrame, list[Problem]]:
     """Validate both sheets; return the image records, the typed clinical table and all problems.
 
+    Columns of :data:`OPTIONAL_COLUMNS` that the sheet lacks are read as empty.
+
     Row numbers count data rows from 1 (the header is row 0), as a spreadsheet user sees them
     minus one.
     """
     from jsonschema import Draft202012Validator
 
     problems: list[Problem] = []
+    absent = [c for c in OPTIONAL_COLUMNS if c not in cohort_df.columns]
+    if absent:
+        cohort_df = cohort_df.assign(**dict.fromkeys(absent, ""))
     missing_cols = [c for c in COHORT_COLUMNS if c not in cohort_df.columns]
     if missing_cols:
         problems.append(Problem(f"missing column(s) {missing_cols}", column=missing_cols[0]))

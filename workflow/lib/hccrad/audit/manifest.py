@@ -61,7 +61,7 @@ PACKAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 #: Cohort-sheet columns that name input files.
-SHEET_FILE_COLUMNS = ("image", "tumor_mask", "liver_mask", "reader2_mask")
+SHEET_FILE_COLUMNS = ("image", "tumor_mask", "liver_mask", "reader2_mask", "reader1_repeat_mask")
 
 
 def canonical_json(obj: Any) -> str:

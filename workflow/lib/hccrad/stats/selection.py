@@ -146,23 +146,31 @@ def _icc_series(icc_table: Any, column: str) -> pd.Series:
 
 
 class ICCFilter(_Selector):
-    """Keep the features whose reader ICC is **strictly above** ``threshold``.
+    """Keep the features whose reader ICC is **strictly above** ``threshold``; with ``intra``,
+    whose inter-observer ICC (``icc_table``) **and** intra-observer ICC (``intra_table``: reader
+    1 against reader 1's repeat outline) both are.
 
     Data-independent (``fit`` only reads the feature names). A NaN ICC (constant feature) fails
-    the test. Features absent from the table are kept (``missing="keep"``) or dropped
-    (``missing="drop"``, default: unassessed reproducibility is not assumed). If no feature
-    passes, the one with the highest ICC is kept (``fallback_``).
+    the test. Features absent from a table are kept (``missing="keep"``) or dropped
+    (``missing="drop"``, default: unassessed reproducibility is not assumed); with ``intra`` a
+    feature must pass (or be absent and kept) in both. If no feature passes, the one with the
+    highest ICC (with ``intra``: the highest of the smaller of its two ICCs) is kept
+    (``fallback_``).
 
     Args:
         icc_table: :func:`hccrad.icc.feature_icc` output (index or ``feature`` column = feature
             name) or a feature -> ICC Series / mapping.
-        threshold: ICC cut-off.
-        column: Column of the table to use (``icc2_1`` absolute agreement, ``icc3_1``
+        threshold: ICC cut-off (of both ICCs with ``intra``).
+        column: Column of the tables to use (``icc2_1`` absolute agreement, ``icc3_1``
             consistency).
-        missing: What to do with features not in the table.
+        missing: What to do with features not in a table.
+        intra: Require the intra-observer ICC too.
+        intra_table: The intra-observer ICC table (same forms as ``icc_table``); needed with
+            ``intra``.
 
     Attributes:
         icc_: ICC per input feature (NaN when absent from the table).
+        intra_icc_: Intra-observer ICC per input feature (None without ``intra``).
         support_: Boolean mask of kept features.
     """
 
@@ -172,11 +180,15 @@ class ICCFilter(_Selector):
         threshold: float = 0.75,
         column: str = "icc2_1",
         missing: Literal["keep", "drop"] = "drop",
+        intra: bool = False,
+        intra_table: Any = None,
     ) -> None:
         self.icc_table = icc_table
         self.threshold = threshold
         self.column = column
         self.missing = missing
+        self.intra = intra
+        self.intra_table = intra_table
 
     def fit(self, X: Any, y: Any = None) -> ICCFilter:
         """Look the input features up in the ICC table (``y`` is ignored)."""
@@ -184,26 +196,49 @@ class ICCFilter(_Selector):
             raise ValueError(f"missing must be 'keep' or 'drop', got {self.missing!r}")
         if self.icc_table is None:
             raise ValueError("ICCFilter needs an icc_table")
+        if self.intra and self.intra_table is None:
+            raise ValueError(
+                "ICCFilter(intra=True) needs an intra_table (the intra-observer ICC of reader "
+                "1's repeat outline)"
+            )
         validate_data(self, X, reset=True, dtype=np.float64)
-        table = _icc_series(self.icc_table, self.column)
         names = self._input_names()
+        self.icc_, mask = self._passing(self.icc_table, names, "ICC table")
+        score = self.icc_
+        self.intra_icc_ = None
+        what = f"ICC > {self.threshold}"
+        if self.intra:
+            self.intra_icc_, intra_mask = self._passing(
+                self.intra_table, names, "intra-observer ICC table"
+            )
+            mask &= intra_mask
+            score = np.minimum(self.icc_, self.intra_icc_)  # NaN (undefined) stays NaN
+            what = f"inter- and intra-observer ICC > {self.threshold}"
+        self._set_support(mask, score, what)
+        return self
+
+    def _passing(
+        self, icc_table: Any, names: np.ndarray, what: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per input feature the table's ICC (NaN when absent) and whether it passes (an absent
+        feature passes with ``missing="keep"``)."""
+        table = _icc_series(icc_table, self.column)
         present = np.isin(names, table.index.astype(str))
         if not present.any():
             raise ValueError(
-                "ICCFilter: none of the input features is in the ICC table (pass a DataFrame "
+                f"ICCFilter: none of the input features is in the {what} (pass a DataFrame "
                 f"with the table's feature names; first inputs: {list(names[:3])})"
             )
-        self.icc_ = table.reindex(names).to_numpy(dtype=float)
+        icc = table.reindex(names).to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
-            mask = self.icc_ > self.threshold
+            mask = icc > self.threshold
         if self.missing == "keep":
             mask |= ~present
         if not present.all():
             log.info(
-                "ICCFilter: %d feature(s) not in the ICC table (%s)", (~present).sum(), self.missing
+                "ICCFilter: %d feature(s) not in the %s (%s)", (~present).sum(), what, self.missing
             )
-        self._set_support(mask, self.icc_, f"ICC > {self.threshold}")
-        return self
+        return icc, mask
 
 
 def _binary_columns(X: np.ndarray) -> np.ndarray:
@@ -680,10 +715,10 @@ def _read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
 def make_step(spec: Mapping[str, Any], seed: int | None = 0) -> tuple[str, BaseEstimator]:
     """Build one selection step from a declarative spec ``{"step": name, **kwargs}``.
 
-    Names (:data:`STEP_NAMES`): ``icc`` (:class:`ICCFilter`; ``icc_table`` may be a path to a
-    CSV/TSV/parquet table), ``univariate``, ``correlation``, ``lasso``, ``rfe``, ``pca``
-    (:class:`sklearn.decomposition.PCA`, default ``n_components=0.95`` of the variance; with a
-    ``groups`` key one PCA per column group, :class:`GroupedPCA`) and ``scaler``
+    Names (:data:`STEP_NAMES`): ``icc`` (:class:`ICCFilter`; ``icc_table`` and ``intra_table``
+    may be paths to CSV/TSV/parquet tables), ``univariate``, ``correlation``, ``lasso``, ``rfe``,
+    ``pca`` (:class:`sklearn.decomposition.PCA`, default ``n_components=0.95`` of the variance;
+    with a ``groups`` key one PCA per column group, :class:`GroupedPCA`) and ``scaler``
     (:class:`~sklearn.preprocessing.StandardScaler`: the pipeline's z-score at this place in
     the chain instead of first, :func:`hccrad.stats.models.build_pipeline`). The ``seed`` is
     passed to ``lasso``, ``rfe`` (``seed``) and ``pca`` (``random_state``) unless the spec sets
@@ -697,9 +732,10 @@ def make_step(spec: Mapping[str, Any], seed: int | None = 0) -> tuple[str, BaseE
     if name not in STEP_NAMES:
         raise ValueError(f"unknown selection step {name!r}; expected one of {STEP_NAMES}")
     if name == "icc":
-        table = kwargs.get("icc_table")
-        if isinstance(table, str | os.PathLike):
-            kwargs["icc_table"] = _read_table(table)
+        for key in ("icc_table", "intra_table"):
+            table = kwargs.get(key)
+            if isinstance(table, str | os.PathLike):
+                kwargs[key] = _read_table(table)
         return name, ICCFilter(**kwargs)
     if name == "univariate":
         return name, UnivariateFilter(**kwargs)

@@ -1,5 +1,5 @@
-"""Radiomics steps: whole-region features of one image, the cohort tables and the inter-reader
-ICC."""
+"""Radiomics steps: whole-region features of one image, the cohort tables and the inter- and
+intra-observer ICC."""
 
 from __future__ import annotations
 
@@ -84,19 +84,24 @@ def aggregate_radiomics(
     fileio.write_parquet(cohort_diagnostics_table(records), dst_diagnostics, index=True)
 
 
-def reader_icc(jsons: Sequence[PathLike], dst: PathLike) -> None:
-    """Per-feature inter-reader ICC(2,1) and ICC(3,1) of the tumor features, per phase.
+def reader_icc(jsons: Sequence[PathLike], dst: PathLike, *, second: str = "reader2") -> None:
+    """Per-feature ICC(2,1) and ICC(3,1) of the tumor features, per phase, of reader 1 against a
+    second outline of the same tumor.
 
-    Reader 1's index lesion versus reader 2's (largest component of the second reader's mask),
-    same image, same parameters, from per-patient radiomics JSONs
+    Reader 1's index lesion versus the second outline's (its largest component), same image, same
+    parameters, from per-patient radiomics JSONs
     (:func:`hccrad.patient.extract_patient_radiomics`); one row per ``{phase}_tumor_{feature}``
-    with ``icc2_1``, ``icc3_1`` and ``n`` (patients with both readers on that phase).
+    with ``icc2_1``, ``icc3_1`` and ``n`` (patients with both outlines on that phase).
+
+    Args:
+        second: ``reader2`` (inter-observer ICC: the second reader's outline) or
+            ``reader1_repeat`` (intra-observer ICC: reader 1's repeat outline).
     """
 
     def tumor_table(reader: str) -> Any:
         records = [r for r in _region_records(jsons, reader) if r["region"] == "tumor"]
         return cohort_feature_table(records)
 
-    reader2 = tumor_table("reader2")
-    reader1 = tumor_table("reader1").reindex(index=reader2.index, columns=reader2.columns)
-    fileio.write_parquet(feature_icc(reader1, reader2), dst, index=True)
+    other = tumor_table(second)
+    reader1 = tumor_table("reader1").reindex(index=other.index, columns=other.columns)
+    fileio.write_parquet(feature_icc(reader1, other), dst, index=True)

@@ -112,9 +112,13 @@ def _check_pipeline(spec: StudySpec, name: str, bad: Report) -> None:
             bad(f"{key}.keep", f"{k!r} is neither a block of the model nor a block__column")
     _check_pool(spec, name, bad)
     for i, st in enumerate(m.selection):
+        if "intra" in st and st.get("step") != "icc":
+            bad(f"{key}.selection[{i}].intra", "only an icc step takes intra")
         if st.get("step") == "icc":
-            if "icc_table" in st:
-                bad(f"{key}.selection[{i}]", "icc_table is supplied by the study layer")
+            if "icc_table" in st or "intra_table" in st:
+                bad(f"{key}.selection[{i}]", "the ICC tables are supplied by the study layer")
+            if not isinstance(st.get("intra", False), bool):
+                bad(f"{key}.selection[{i}].intra", "intra is true or false")
             if not any(
                 spec.blocks[b].source == "radiomics" for b in m.blocks if b in spec.blocks
             ):

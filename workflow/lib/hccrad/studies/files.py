@@ -23,14 +23,15 @@ def study_inputs(
     spec: StudySpec, clinical: str, radiomics_params: str | None = None
 ) -> dict[str, str]:
     """The tables a study reads, by :func:`run_study` ``tables`` key: ``clinical`` (the path
-    given), ``radiomics``, ``reader_icc`` (when a used chain has an ``icc`` step), ``habitats``,
-    and ``table_{block}`` for each used ``table`` block.
+    given), ``radiomics``, ``reader_icc`` (when a used chain has an ``icc`` step),
+    ``reader_icc_intra`` (when such a step has ``intra: true``: reader 1 against reader 1's
+    repeat outline), ``habitats``, and ``table_{block}`` for each used ``table`` block.
 
     Args:
         spec: The study.
         clinical: Path of the clinical table.
         radiomics_params: Name of the study's own radiomics parameter file
-            (:func:`radiomics_table`) whose feature and reader-ICC tables the study reads;
+            (:func:`radiomics_table`) whose feature and ICC tables the study reads;
             None: the tables of the modalities' default files.
     """
     out = {"clinical": str(clinical)}
@@ -44,6 +45,8 @@ def study_inputs(
             out[b.input_key] = str(b.path)
     if spec.uses_icc:
         out["reader_icc"] = radiomics_table("reader_icc.parquet", radiomics_params)
+    if spec.uses_icc_intra:
+        out["reader_icc_intra"] = radiomics_table("reader_icc_intra.parquet", radiomics_params)
     return out
 
 

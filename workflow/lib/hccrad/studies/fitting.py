@@ -56,6 +56,9 @@ class StudyData:
     categorical: dict[str, list[str]]  # categorical fused columns per pipeline model
     icc: pd.DataFrame | None  # reader ICC table (index: feature)
     radiomics_cols: dict[str, dict[str, str]]  # model -> fused name -> radiomics name
+    #: Intra-observer ICC table (reader 1 against reader 1's repeat; index: feature), read when
+    #: an ``icc`` step has ``intra: true``.
+    icc_intra: pd.DataFrame | None = None
     #: Selected features per (model, training patients): fits are deterministic, so a pooled
     #: model reuses its pool's selections on the same patients instead of refitting them.
     selections: dict[tuple[str, tuple[str, ...]], list[str]] = field(default_factory=dict)
@@ -166,6 +169,13 @@ def _head(spec: StudySpec, m: ModelSpec, seed: int) -> Any:
     return FusionHeadClassifier(deep=deep, random_state=seed, **(m.head or {}))
 
 
+def _fused_icc(table: pd.DataFrame, mapping: Mapping[str, str]) -> pd.DataFrame:
+    """An ICC table (index: radiomics feature) on the model's fused column names."""
+    out = table.reindex([mapping[c] for c in mapping])
+    out.index = list(mapping)
+    return out
+
+
 def _pipeline(
     data: StudyData, m: ModelSpec, n_min: int, pooled: Sequence[str] | None = None
 ) -> Any:
@@ -178,9 +188,15 @@ def _pipeline(
                     f"study {data.spec.name}: model {m.name} needs the reader-ICC table"
                 )
             mapping = data.radiomics_cols[m.name]
-            table = data.icc.reindex([mapping[c] for c in mapping])
-            table.index = list(mapping)
-            st.update(icc_table=table, missing="keep")  # non-radiomics columns are exempt
+            st.update(icc_table=_fused_icc(data.icc, mapping), missing="keep")
+            if st.get("intra"):
+                if data.icc_intra is None:
+                    raise InputError(
+                        f"study {data.spec.name}: model {m.name} needs the intra-observer ICC "
+                        "table (reader 1's repeat outlines)"
+                    )
+                st.update(intra_table=_fused_icc(data.icc_intra, mapping))
+            # non-radiomics columns are exempt (missing: keep)
         steps.append(st)
     smote: bool | dict[str, Any] = m.smote
     if smote:

@@ -146,7 +146,8 @@ def run_study(
     Args:
         spec: The study (:func:`load_study`).
         tables: ``clinical`` (required; index or column ``patient``) and, as the blocks need,
-            ``radiomics``, ``habitats``, ``reader_icc`` and ``table_{block}`` (parquet tables
+            ``radiomics``, ``habitats``, ``reader_icc``, ``reader_icc_intra`` and
+            ``table_{block}`` (parquet tables
             indexed by patient); see :func:`study_inputs`.
         out_dir: The study folder; receives :func:`study_outputs` (and ``splits.parquet`` when
             ``splits`` is not given).
@@ -212,7 +213,8 @@ def _patients(run: _Run, tables: Mapping[str, pd.DataFrame]) -> _Patients:
     y = label.loc[study].astype(int)
     X, cats, rad = _designs(spec, blocks, block_cats, scored)
     icc = _icc_frame(tables.get("reader_icc"))
-    data = StudyData(spec, run.seed, clinical.loc[study], y, X, cats, icc, rad)
+    icc_intra = _icc_frame(tables.get("reader_icc_intra"))
+    data = StudyData(spec, run.seed, clinical.loc[study], y, X, cats, icc, rad, icc_intra=icc_intra)
     return _Patients(data, study, excluded, outcome)
 
 

@@ -123,6 +123,11 @@ class ModelSpec:
     def uses_icc(self) -> bool:
         return any(s.get("step") == "icc" for s in self.selection)
 
+    @property
+    def uses_icc_intra(self) -> bool:
+        """Whether an ``icc`` step also asks for the intra-observer ICC (``intra: true``)."""
+        return any(s.get("step") == "icc" and s.get("intra") for s in self.selection)
+
 
 @dataclass(frozen=True)
 class SurvivalSpec:
@@ -234,6 +239,12 @@ class StudySpec:
     def uses_icc(self) -> bool:
         """Whether a pipeline model's chain has an ``icc`` step (it reads the reader-ICC table)."""
         return any(m.kind == "pipeline" and m.uses_icc for m in self.models.values())
+
+    @property
+    def uses_icc_intra(self) -> bool:
+        """Whether a pipeline model's ``icc`` step has ``intra: true`` (it reads the
+        intra-observer ICC table too)."""
+        return any(m.kind == "pipeline" and m.uses_icc_intra for m in self.models.values())
 
     @property
     def clinical_models(self) -> list[str]:

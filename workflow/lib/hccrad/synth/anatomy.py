@@ -60,10 +60,12 @@ class Habitat(IntEnum):
     PERITUMORAL = 6
 
 
-#: Bits of the packed label map that is resampled (nearest neighbour) into each phase.
+#: Bits of the packed label map that is resampled (nearest neighbour) into each phase: the tissue
+#: code (< 32) in the low five bits, then reader 1's repeat outline, the liver and reader 2.
+REPEAT_BIT = 32
 LIVER_BIT = 64
 READER2_BIT = 128
-TISSUE_MASK = 63
+TISSUE_MASK = 31
 
 FOV_MM: tuple[float, float, float] = (100.0, 90.0, 70.0)  # x, y, z
 MARGIN_MM = 10.0  # anatomy beyond the FOV so rigid motion never samples outside the phantom
@@ -82,6 +84,8 @@ class Phantom:
         tumor: bool, all tumors (reader-1 truth; satellites and capsule excluded).
         index_tumor: bool, the index (largest) lesion.
         reader2: bool, the second reader's tumor delineation (perturbed boundary).
+        reader1_repeat: bool, reader 1's second delineation of the same tumors, drawn later (a
+            smaller perturbation than reader 2's).
         habitat: uint8 :class:`Habitat` codes.
         depth: float32 distance (mm) from the tumor boundary inside tumors, 0 elsewhere.
         peritumoral: float32 weight (0..1) of the peritumoral arterial enhancement.
@@ -105,6 +109,7 @@ class Phantom:
     texture_coarse: np.ndarray
     tumor_centers: list[np.ndarray]
     n_satellites: int
+    reader1_repeat: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -112,8 +117,11 @@ class Phantom:
         return self.tissue.shape  # type: ignore[return-value]  # numpy types shape loosely
 
     def packed_labels(self) -> np.ndarray:
-        """Tissue code | LIVER_BIT | READER2_BIT, uint8, for one nearest-neighbour resampling."""
+        """Tissue code | REPEAT_BIT | LIVER_BIT | READER2_BIT, uint8, for one nearest-neighbour
+        resampling."""
         out = self.tissue.copy()
+        if self.reader1_repeat is not None:
+            out[self.reader1_repeat] |= REPEAT_BIT
         out[self.liver] |= LIVER_BIT
         out[self.reader2] |= READER2_BIT
         return out
@@ -626,13 +634,38 @@ def _reader2(
     return (signed < delta + 0.6 + 1.0 * n_r2) & (dout < 14.0)
 
 
-def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) -> Phantom:
+#: Reader 1's repeat outline: half-width of the per-patient offset (mm) and amplitude of the
+#: smooth jitter (mm), both below reader 2's (1.5 and 1.0): intra-observer variability is
+#: smaller than inter-observer variability.
+REPEAT_OFFSET_MM = 0.75
+REPEAT_JITTER_MM = 0.9
+
+
+def _reader1_repeat(
+    rng: np.random.Generator, box: _TumorBox, dout: np.ndarray, depth: np.ndarray
+) -> np.ndarray:
+    """Reader 1's repeat: the true boundary (no systematic bias, unlike reader 2's +0.6 mm)
+    shifted by a small patient offset plus smooth local jitter (about one voxel)."""
+    delta = rng.uniform(-REPEAT_OFFSET_MM, REPEAT_OFFSET_MM)
+    noise = smooth_noise(rng, box.shape, 5.0)
+    signed = dout - depth  # > 0 outside, < 0 inside (approximately, 1 mm grid)
+    return (signed < delta + REPEAT_JITTER_MM * noise) & (dout < 14.0)
+
+
+def build_phantom(
+    rng: np.random.Generator,
+    bio: Biology,
+    center: np.ndarray,
+    rng_repeat: np.random.Generator | None = None,
+) -> Phantom:
     """Build the anatomy of one patient.
 
     Args:
         rng: the patient's generator (continues the stream after :func:`sample_biology`).
         bio: the patient's biology (tumor sizes, fractions, irregularity, satellites, ...).
         center: physical FOV centre (x, y, z) in mm.
+        rng_repeat: the generator of reader 1's repeat outline (a stream of its own, so that
+            every other draw is the same with or without it); None: no repeat outline.
 
     Returns:
         The :class:`Phantom` on a 1 mm grid covering the FOV plus :data:`MARGIN_MM` on each side.
@@ -663,6 +696,7 @@ def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) ->
     peri = _peritumoral(rng, box, dout, habitat)
     n_sat = _satellites(rng, box, tumors[0], tumor, habitat, peri, h["satellite_rate"], rho_irreg)
     reader2 = _reader2(rng, box, dout, depth)
+    repeat = None if rng_repeat is None else _reader1_repeat(rng_repeat, box, dout, depth)
 
     full = box.full
     tex_v = full(smooth_noise(rng, box.shape, 1.0))
@@ -682,6 +716,7 @@ def build_phantom(rng: np.random.Generator, bio: Biology, center: np.ndarray) ->
         texture_coarse=smooth_noise(rng, g.shape, 3.0),
         tumor_centers=[center + m for (m, _, _) in tumors],
         n_satellites=n_sat,
+        reader1_repeat=None if repeat is None else full(repeat),
     )
 
 

@@ -97,7 +97,9 @@ _TRUE_LABELS: tuple[str, ...] = (
     "tace_response",
 )
 #: Per-patient random streams. Columns added to the clinical table draw from a stream of their
-#: own (readers, blood), after every earlier draw, so existing values and images never change.
+#: own (readers, blood), after every earlier draw, so existing values and images never change;
+#: so does reader 1's repeat outline (reader1_repeat), which leaves every other image and mask as
+#: it was.
 _STREAMS = {
     "biology": 0,
     "anatomy": 1,
@@ -106,6 +108,7 @@ _STREAMS = {
     "identity": 4,
     "readers": 5,
     "blood": 6,
+    "reader1_repeat": 7,
 }
 
 
@@ -152,15 +155,17 @@ class SynthPatient:
         clean: phase -> the noise-free, bias-free image (float32, same geometry).
         bias: phase -> the multiplicative MR bias field (float32; empty dict for CT). The written MR
             image is ``round(Rician(clean * bias, sigma))``.
-        masks: phase -> {"tumor", "liver", "tumor_reader2"} -> uint8 0/1 images (always made here;
-            :attr:`has_masks` / :attr:`has_reader2` say whether :func:`write_cohort` writes them).
+        masks: phase -> {"tumor", "liver", "tumor_reader2", "tumor_reader1_repeat"} -> uint8 0/1
+            images (always made here; :attr:`has_masks` / :attr:`has_reader2` say whether
+            :func:`write_cohort` writes them; reader 1's repeat goes with reader 2's).
         habitat: phase -> uint8 :class:`~hccrad.synth.anatomy.Habitat` label map.
         motion: phase -> true :class:`~hccrad.synth.imaging.Motion` (``T_p``, see imaging module).
         hidden: hidden variables and image-generating values.
         clinical: clinical-table values (unpermuted, i.e. the patient's true labels).
         acquisition: the :class:`~hccrad.synth.imaging.Acquisition` (grid, scale, noise, bias amp.).
         phantom: the patient-frame anatomy (1 mm), or None when not kept.
-        has_masks, has_reader2: mask availability in the written cohort.
+        has_masks, has_reader2: mask availability in the written cohort (reader 1's repeat
+            outline is written for the patients with a second reader).
         measured: values measured on the phantom (habitat fractions, index diameter, ...).
     """
 
@@ -359,7 +364,12 @@ def generate_patient(
     """
     bio = sample_patient_biology(modality, index, seed=seed, hidden_overrides=hidden_overrides)
     fov_center, acq, motions = _sample_geometry(seed, modality, index, acquisition_overrides)
-    ph = build_phantom(_rng(seed, modality, index, "anatomy"), bio, fov_center)
+    ph = build_phantom(
+        _rng(seed, modality, index, "anatomy"),
+        bio,
+        fov_center,
+        rng_repeat=_rng(seed, modality, index, "reader1_repeat"),
+    )
     rng_noise = _rng(seed, modality, index, "noise")
     has_masks, has_r2 = mask_availability(index)
     out = SynthPatient(
@@ -468,6 +478,7 @@ def _write_phase(
         "tumor_mask": "",
         "liver_mask": "",
         "reader2_mask": "",
+        "reader1_repeat_mask": "",
     }
     if p.has_masks:
         for key, col in (("tumor", "tumor_mask"), ("liver", "liver_mask")):
@@ -478,6 +489,9 @@ def _write_phase(
             rel = f"masks/{p.patient}/{phase}_tumor_reader2.nii.gz"
             write_image(p.masks[phase]["tumor_reader2"], out / rel)
             row["reader2_mask"] = rel
+            rel = f"masks/{p.patient}/{phase}_tumor_reader1_repeat.nii.gz"
+            write_image(p.masks[phase]["tumor_reader1_repeat"], out / rel)
+            row["reader1_repeat_mask"] = rel
     return row
 
 
@@ -657,7 +671,8 @@ def write_cohort(
 
     Layout (all sheet paths relative to ``out_dir``): ``images/{patient}/{phase}.nii.gz`` (or
     ``{phase}_dicom/`` for ``dicom_center``, ``{phase}.nrrd`` for ``nrrd_center``),
-    ``masks/{patient}/{phase}_{tumor,liver,tumor_reader2}.nii.gz``, ``cohort.tsv``,
+    ``masks/{patient}/{phase}_{tumor,liver,tumor_reader2,tumor_reader1_repeat}.nii.gz``,
+    ``cohort.tsv``,
     ``clinical.tsv``, ``truth.tsv``, ``motion.tsv``, ``synth.json`` and ``README.md``.
     Outputs are byte-identical for the same arguments, whatever ``workers`` is.
 

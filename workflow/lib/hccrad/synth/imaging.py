@@ -30,6 +30,7 @@ from hccrad.synth.anatomy import (
     FOV_MM,
     LIVER_BIT,
     READER2_BIT,
+    REPEAT_BIT,
     TISSUE_MASK,
     Phantom,
     Tissue,
@@ -462,7 +463,8 @@ def slice_profile_blur(img: np.ndarray, acq: Acquisition) -> np.ndarray:
 
 
 def decode_masks(packed: sitk.Image) -> dict[str, sitk.Image]:
-    """Tumor / liver / reader-2 masks (uint8 0/1, same geometry) from a resampled packed map."""
+    """Tumor / liver / reader-2 / reader-1 repeat masks (uint8 0/1, same geometry) from a
+    resampled packed map."""
     a = sitk.GetArrayViewFromImage(packed)
     tissue = a & TISSUE_MASK
     tumor = np.isin(tissue, [Tissue.VIABLE, Tissue.INTERMEDIATE, Tissue.NECROTIC])
@@ -470,6 +472,7 @@ def decode_masks(packed: sitk.Image) -> dict[str, sitk.Image]:
         "tumor": tumor.astype(np.uint8),
         "liver": ((a & LIVER_BIT) > 0).astype(np.uint8),
         "tumor_reader2": ((a & READER2_BIT) > 0).astype(np.uint8),
+        "tumor_reader1_repeat": ((a & REPEAT_BIT) > 0).astype(np.uint8),
     }
     res = {}
     for k, v in out.items():
