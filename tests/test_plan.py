@@ -148,7 +148,8 @@ def test_the_intra_observer_icc_only_with_repeat_outlines(plan: CohortPlan) -> N
     assert old.reader2_patients == plan.reader2_patients  # the inter-observer ICC as before
     reason = (
         "its intra-observer ICC filter needs reader 1's repeat masks (reader1_repeat_mask) "
-        "and the cohort has none"
+        "and the cohort has none; without them set intra: false on the study's icc step "
+        "(inter-reader ICC only)"
     )
     assert old.skipped_studies == {"er_fusion": reason, "proliferative_tace": reason}
     assert "mil_er" in old.runnable_studies

@@ -428,7 +428,8 @@ class CohortPlan:
             ):
                 skipped[study] = (
                     "its intra-observer ICC filter needs reader 1's repeat masks "
-                    "(reader1_repeat_mask) and the cohort has none"
+                    "(reader1_repeat_mask) and the cohort has none; without them set "
+                    "intra: false on the study's icc step (inter-reader ICC only)"
                 )
         return skipped
 
