@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -264,6 +265,16 @@ def test_manifest_hashes_inputs_and_outputs(tmp_path, tiny_cohort):
     table = manifest.manifest_table(man)
     assert set(table["kind"]) == {"sheet", "input", "output"}
     assert len(table) == 2 + len(man["inputs"]) + len(man["outputs"])
+    # hashed by two threads: the same files and digests
+    two = manifest.build_manifest(
+        res,
+        config=config,
+        cohort_sheet=tiny_cohort,
+        clinical=tiny_cohort.parent / "clinical.tsv",
+        project_dir=ROOT,
+        workers=2,
+    )
+    assert (two["inputs"], two["outputs"]) == (man["inputs"], man["outputs"])
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:
@@ -555,6 +566,24 @@ def test_privacy_scan_finds_planted_leaks_and_nothing_else(tmp_path, tiny_cohort
     assert "JANE" not in table.to_csv()  # values are never written
 
 
+def test_privacy_scan_of_a_checkpoint(tmp_path, tiny_cohort):
+    """A PyTorch checkpoint is a zip of stored members: an identifier in its pickled metadata
+    is found in the file's own bytes (stored members are not searched twice)."""
+    import torch
+
+    ids = privacy.sheet_identifiers(tiny_cohort)
+    matcher = privacy.IdentifierMatcher(ids)
+    clean = tmp_path / "clean.pt"
+    torch.save({"weights": torch.arange(1000.0), "patients": ["ACT001"]}, clean)
+    assert privacy.scan_file(clean, "clean.pt", matcher) == []
+    leaky = tmp_path / "leaky.pt"
+    torch.save({"weights": torch.arange(1000.0), "note": "accession ACC55512345 (re-read)"}, leaky)
+    with zipfile.ZipFile(leaky) as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
+    hits = privacy.scan_file(leaky, "leaky.pt", matcher)
+    assert hits == [privacy.Hit("leaky.pt", "AccessionNumber", "content")]
+
+
 def test_privacy_png_compressed_text_chunk(tmp_path):
     """zTXt chunks are decompressed before searching."""
     path = tmp_path / "z.png"
@@ -723,15 +752,13 @@ def test_planted_signal_verdict_names_each_failure(tmp_path):
 
 
 def test_planted_signal_at_least_as_good_is_non_inferiority(tmp_path, monkeypatch):
-    """"At least as good as" allows the primary NONINFERIORITY_MARGIN below its comparator;
+    """ "At least as good as" allows the primary NONINFERIORITY_MARGIN below its comparator;
     "beats" asks for a higher AUC (two equally informed models tie or differ by chance)."""
     comparator = [0.5, 0.5, 0.6, 0.4, 0.7, 0.2, 0.3, 0.4, 0.9, 0.8]
     same = _planted_table(tmp_path / "beats", comparator).set_index("scope").loc["held_out"]
     assert same["auc_primary"] == same["auc_comparator"] == pytest.approx(8.5 / 16)
     assert same["margin"] == 0.0 and not bool(same["as_expected"])
-    monkeypatch.setitem(
-        planted.EXPECTED, ("fusion", "whole"), "fusion at least as good as whole"
-    )
+    monkeypatch.setitem(planted.EXPECTED, ("fusion", "whole"), "fusion at least as good as whole")
     table = _planted_table(tmp_path / "same", comparator)
     row = table.set_index("scope").loc["held_out"]
     assert row["margin"] == planted.NONINFERIORITY_MARGIN == 0.05

@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -196,15 +197,22 @@ def build_manifest(
     clinical: PathLike,
     study_dirs: Sequence[PathLike] = (),
     project_dir: PathLike | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """The provenance manifest of the run in ``results`` (see the module docstring)."""
+    """The provenance manifest of the run in ``results`` (see the module docstring); ``workers``
+    threads hash the files (hashlib releases the GIL)."""
     results = Path(results)
-    outputs = []
-    for rel in result_files(results):
-        path = results / rel
-        outputs.append({"path": rel, "bytes": path.stat().st_size, "sha256": sha256_file(path)})
+    rels = result_files(results)
+    rows = sheet_files(cohort_sheet)
+    files = [results / rel for rel in rels] + [Path(r["file"]) for r in rows if r["file"]]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        digest = dict(zip(files, pool.map(sha256_file, files), strict=True))
+    outputs = [
+        {"path": rel, "bytes": (results / rel).stat().st_size, "sha256": digest[results / rel]}
+        for rel in rels
+    ]
     inputs = []
-    for row in sheet_files(cohort_sheet):
+    for row in rows:
         f = row["file"]
         inputs.append(
             {
@@ -212,7 +220,7 @@ def build_manifest(
                 "patient": row["patient"],
                 "path": row["path"],
                 "bytes": Path(f).stat().st_size if f else None,
-                "sha256": sha256_file(f) if f else None,
+                "sha256": digest[Path(f)] if f else None,
             }
         )
     sheets = {

@@ -378,7 +378,10 @@ def scan_file(path: PathLike, rel: str, matcher: IdentifierMatcher) -> list[Hit]
                         if info.file_size > _MAX_DECOMPRESSED:
                             continue
                         data = z.read(info)
-                        look(data, f"archive member {info.filename}")
+                        if info.compress_type != zipfile.ZIP_STORED:
+                            # a stored member's bytes are the file's own: searched above
+                            # (a PyTorch checkpoint's tensors: half the scan of results/)
+                            look(data, f"archive member {info.filename}")
                         if info.filename.endswith(".npy"):
                             look(_npy_text(data), f"archive member {info.filename}")
                         look(info.filename.encode("utf-8", "replace"), "archive member name")

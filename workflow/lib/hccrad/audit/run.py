@@ -51,7 +51,7 @@ class AuditOptions:
     icc_thresholds: tuple[float, ...] = reproducibility.DEFAULT_THRESHOLDS
     icc_column: str = "icc2_1"
     fail_on_identifiers: bool = True
-    workers: int = 1  # processes of the privacy scan (the rule's threads)
+    workers: int = 1  # threads hashing the manifest, processes of the privacy scan (rule threads)
 
     @classmethod
     def from_settings(cls, audit: Audit) -> AuditOptions:
@@ -110,7 +110,7 @@ def run_audit(
     out = output_paths(out_dir)
     for path in out.values():  # a rerun starts clean: the scan must not see old audit files
         path.unlink(missing_ok=True)
-    summary = _provenance(inputs, out)
+    summary = _provenance(inputs, out, options.workers)
     summary["drift"] = _center_drift(inputs, out, options)
     summary["reader_icc"] = _reader_icc(inputs, out, options)
     summary["planted_signal"] = _planted_signal(inputs, out)
@@ -122,7 +122,7 @@ def run_audit(
     return summary
 
 
-def _provenance(inputs: AuditInputs, out: Mapping[str, Path]) -> dict[str, Any]:
+def _provenance(inputs: AuditInputs, out: Mapping[str, Path], workers: int = 1) -> dict[str, Any]:
     """1. The manifest (``manifest.json``, ``manifest.tsv``); its part of the summary."""
     man = manifest.build_manifest(
         Path(inputs.results),
@@ -131,6 +131,7 @@ def _provenance(inputs: AuditInputs, out: Mapping[str, Path]) -> dict[str, Any]:
         clinical=inputs.clinical,
         study_dirs=inputs.study_dirs,
         project_dir=inputs.project_dir,
+        workers=workers,
     )
     manifest.write_manifest(man, out["manifest"], out["manifest_table"])
     return {
