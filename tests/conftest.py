@@ -143,6 +143,19 @@ def write_sheets(cohort_dir: Path, dest: Path, *, centers=None, edit=None) -> tu
     return dest / "cohort.tsv", dest / "clinical.tsv"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def slurm_head_start(request, tmp_path_factory):
+    """When the session runs the slurm tests (as root: ``make test``), their first SLURM run
+    starts now in the background (test_slurm.FirstRun) and the slurm tests wait for it; else
+    None. Its wall time is mostly SLURM's submission and polling latency."""
+    if os.geteuid() != 0 or not any(i.get_closest_marker("slurm") for i in request.session.items):
+        return None
+    import test_slurm
+
+    cohort_dir = request.getfixturevalue("cohort_dir")
+    return test_slurm.FirstRun(cohort_dir, tmp_path_factory.mktemp("slurm"))
+
+
 # wall seconds of the session's shared runs, by fixture name (reported by the SLURM tests)
 RUN_SECONDS: dict[str, float] = {}
 
