@@ -50,7 +50,7 @@ def _sheets(cohort: Path, dest: Path) -> tuple[Path, Path]:
     masked = sheet.groupby("patient")["tumor_mask"].apply(lambda s: (s != "").any())
     keep = set(masked.index[masked])
     sheet = sheet[sheet["patient"].isin(keep)].copy()
-    for col in ("image", "tumor_mask", "liver_mask", "reader2_mask"):
+    for col in ("image", "tumor_mask", "liver_mask", "reader2_mask", "reader1_repeat_mask"):
         sheet[col] = [str(cohort / v) if v else "" for v in sheet[col]]
     sheet.to_csv(dest / "cohort.tsv", sep="\t", index=False)
     clinical[clinical["patient"].isin(keep)].to_csv(dest / "clinical.tsv", sep="\t", index=False)
