@@ -85,9 +85,25 @@ def image_run(tmp_path_factory) -> dict[str, Path]:
     cohort, clinical = _sheets(base / "cohort", base / "sheets")
     work = base / "run"
     target = "results/cohort/radiomics/features.parquet"
+    # only what the radiomics table needs: no study of the workflow's own (this module fits
+    # mvi_biregional itself), so no deep inputs, habitats or repeat-outline extraction
+    only_radiomics = base / "only_radiomics.yaml"
+    only_radiomics.write_text(
+        "studies: []\ndeep: {enabled: false}\nhabitats: {enabled: false}\n"
+        "segmentation: {enabled: false}\n"
+    )
     t0 = time.perf_counter()
     res = run_snakemake(
-        work, "--cores", "2", target, cohort=cohort, clinical=clinical, timeout=2400
+        work,
+        "--cores",
+        "2",
+        target,
+        "--configfile",  # last: it takes every following argument
+        str(ROOT / "config" / "config.yaml"),
+        str(only_radiomics),
+        cohort=cohort,
+        clinical=clinical,
+        timeout=2400,
     )
     RUN_SECONDS["science_run"] = time.perf_counter() - t0
     assert res.returncode == 0, res.stderr[-4000:]
