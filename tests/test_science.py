@@ -16,7 +16,7 @@ enhancement, margin irregularity, satellites) and only weakly inside the tumor
 * on the null cohort (``hccrad synth --null``: the same images, labels permuted) every model's
   held-out CI includes 0.5, with every seed.
 
-About 8 minutes on 2 cores (the image stages of 88 patients: the 8 whose masks the U-Net would
+About 12 minutes on 2 cores (the image stages of 88 patients: the 8 whose masks the U-Net would
 predict are left out, so no U-Net is trained). The study's deep arm (3-D ResNet features, CR-DLR)
 is left to the demo: its networks are what the demo scales down (docs/studies.md).
 """
