@@ -240,13 +240,18 @@ def test_manifest_hashes_inputs_and_outputs(tmp_path, tiny_cohort):
     (res / "cohort/audit").mkdir()
     (res / "cohort/audit/old.tsv").write_text("x\n")
     config = {"cohort": str(tiny_cohort), "clinical": str(tiny_cohort.parent / "clinical.tsv")}
-    man = manifest.build_manifest(
-        res,
-        config=config,
-        cohort_sheet=tiny_cohort,
-        clinical=tiny_cohort.parent / "clinical.tsv",
-        project_dir=ROOT,
-    )
+
+    def build(workers: int = 1) -> dict:
+        return manifest.build_manifest(
+            res,
+            config=config,
+            cohort_sheet=tiny_cohort,
+            clinical=tiny_cohort.parent / "clinical.tsv",
+            project_dir=ROOT,
+            workers=workers,
+        )
+
+    man = build()
     outputs = {o["path"]: o["sha256"] for o in man["outputs"]}
     assert "cohort/radiomics/features.parquet" in outputs
     assert not any(p.startswith(("logs/", "benchmarks/", "cohort/audit/")) for p in outputs)
@@ -266,14 +271,7 @@ def test_manifest_hashes_inputs_and_outputs(tmp_path, tiny_cohort):
     assert set(table["kind"]) == {"sheet", "input", "output"}
     assert len(table) == 2 + len(man["inputs"]) + len(man["outputs"])
     # hashed by two threads: the same files and digests
-    two = manifest.build_manifest(
-        res,
-        config=config,
-        cohort_sheet=tiny_cohort,
-        clinical=tiny_cohort.parent / "clinical.tsv",
-        project_dir=ROOT,
-        workers=2,
-    )
+    two = build(workers=2)
     assert (two["inputs"], two["outputs"]) == (man["inputs"], man["outputs"])
 
 
