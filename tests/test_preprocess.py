@@ -156,7 +156,9 @@ def test_n4_removes_known_bias():
     # corrected = image / bias, exactly
     np.testing.assert_allclose(
         sitk.GetArrayFromImage(corrected) * sitk.GetArrayFromImage(bias),
-        sitk.GetArrayFromImage(img), rtol=1e-4, atol=1e-3,
+        sitk.GetArrayFromImage(img),
+        rtol=1e-4,
+        atol=1e-3,
     )
     assert elapsed < 10.0  # ~1 s here; generous for noisy CI machines
 
@@ -182,11 +184,11 @@ def test_normalize_mr_zscore_and_percentile():
     z = sitk.GetArrayFromImage(normalize_mr(img, mask))
     assert z[m == 1].mean() == pytest.approx(0.0, abs=1e-5)
     assert z[m == 1].std() == pytest.approx(1.0, abs=1e-5)
-    np.testing.assert_allclose(z, (arr - arr[m == 1].mean()) / arr[m == 1].std(), rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        z, (arr - arr[m == 1].mean()) / arr[m == 1].std(), rtol=1e-4, atol=1e-4
+    )
 
-    p = sitk.GetArrayFromImage(normalize_mr(img, mask, method="percentile",
-                                            percentiles=(5, 95)))
+    p = sitk.GetArrayFromImage(normalize_mr(img, mask, method="percentile", percentiles=(5, 95)))
     lo, hi = np.percentile(arr[m == 1], [5, 95])
     np.testing.assert_allclose(p, (arr - lo) / (hi - lo), rtol=1e-4, atol=1e-5)
     assert np.percentile(p[m == 1], 5) == pytest.approx(0.0, abs=1e-5)
@@ -202,8 +204,10 @@ def test_normalize_mr_default_mask_and_errors():
     with pytest.raises(ValueError, match="empty"):
         normalize_mr(img, _from_array(np.zeros(arr.shape, np.uint8), img))
     with pytest.raises(ValueError, match="zero intensity spread"):
-        normalize_mr(_from_array(np.full(arr.shape, 7, np.float32), img),
-                     _from_array(np.ones(arr.shape, np.uint8), img))
+        normalize_mr(
+            _from_array(np.full(arr.shape, 7, np.float32), img),
+            _from_array(np.ones(arr.shape, np.uint8), img),
+        )
     with pytest.raises(ValueError, match="unknown"):
         normalize_mr(img, method="minmax")
 
@@ -216,8 +220,7 @@ def test_window_ct_exact_values():
     kept = sitk.GetArrayFromImage(window_ct(img, rescale=False))
     np.testing.assert_allclose(kept.ravel(), [-89.5, -89.5, 40.0, 169.5, 169.5, 0.0])
     bone = sitk.GetArrayFromImage(window_ct(img, width=2000, level=500))
-    np.testing.assert_allclose(bone.ravel(), [0.0, 0.20525, 0.27, 0.33475, 0.5, 0.25],
-                               atol=1e-6)
+    np.testing.assert_allclose(bone.ravel(), [0.0, 0.20525, 0.27, 0.33475, 0.5, 0.25], atol=1e-6)
     with pytest.raises(ValueError):
         window_ct(img, width=0)
 
@@ -249,9 +252,7 @@ def _textured_phantom(seed: int = 0):
 def _displacement_error(tx: sitk.Transform, truth: sitk.Transform, mask: sitk.Image) -> float:
     idx = np.argwhere(sitk.GetArrayViewFromImage(mask))[::7][:, ::-1]
     d = [
-        np.linalg.norm(
-            np.subtract(tx.TransformPoint(p), truth.TransformPoint(p))
-        )
+        np.linalg.norm(np.subtract(tx.TransformPoint(p), truth.TransformPoint(p)))
         for p in (mask.TransformIndexToPhysicalPoint([int(v) for v in i]) for i in idx)
     ]
     return float(np.mean(d))
@@ -309,6 +310,54 @@ def test_register_rigid_other_contrast_and_repeatability():
     assert _displacement_error(tx1, tx2, body) < 0.1  # not bit-identical (ITK threads)
 
 
+_LIGHT_ANTS_SCRIPT = """
+import sys
+import SimpleITK as sitk
+from hccrad.preprocess import register_rigid
+from hccrad.preprocess.register import import_ants, write_transform
+
+ants = import_ants()
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"statsmodels", "sklearn"})
+fixed, moving = sitk.ReadImage(sys.argv[1]), sitk.ReadImage(sys.argv[2])
+write_transform(register_rigid(fixed, moving, seed=0), sys.argv[3])
+try:
+    ants.quantile(fixed, 0.5)
+except RuntimeError as err:
+    left_out = str(err)
+import ants.math.quantile
+print(heavy, "|", left_out, "|", ants.math.quantile.quantile.__module__)
+"""
+
+
+def test_import_ants_leaves_out_the_learning_modules(registration_case, tmp_path):
+    """A preprocessing job imports antspyx without statsmodels / scikit-learn; its registration
+    equals the one of a full ``import ants``, and a left-out function says how to get it."""
+    fixed, moving, body, _, _, _, results = registration_case
+    sitk.WriteImage(fixed, str(tmp_path / "fixed.nrrd"))
+    sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))
+    out = (
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _LIGHT_ANTS_SCRIPT,
+                *(str(tmp_path / f) for f in ("fixed.nrrd", "moving.nrrd", "tx.tfm")),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    heavy, left_out, module = (part.strip() for part in out.split("|"))
+    assert heavy == "[]"
+    assert "ants.math.quantile.quantile was left out" in left_out
+    assert module == "ants.math.quantile"  # the real module loads on request afterwards
+    light = read_transform(tmp_path / "tx.tfm")
+    assert _displacement_error(light, results[("QuickRigid", True)][0], body) < 0.1
+
+
 def test_apply_transform_and_similarity(registration_case, tmp_path):
     fixed, moving, body, blob, moving_blob, _, results = registration_case
     tx, _ = results[("QuickRigid", True)]
@@ -326,10 +375,14 @@ def test_apply_transform_and_similarity(registration_case, tmp_path):
     warped_blob = apply_transform(moving_blob, fixed, tx, is_mask=True)
     assert warped_blob.GetPixelID() == sitk.sitkUInt8
     assert set(np.unique(sitk.GetArrayViewFromImage(warped_blob))) == {0, 1}
-    overlap = np.logical_and(sitk.GetArrayViewFromImage(warped_blob),
-                             sitk.GetArrayViewFromImage(blob)).sum()
-    dice = 2 * overlap / (sitk.GetArrayViewFromImage(warped_blob).sum()
-                          + sitk.GetArrayViewFromImage(blob).sum())
+    overlap = np.logical_and(
+        sitk.GetArrayViewFromImage(warped_blob), sitk.GetArrayViewFromImage(blob)
+    ).sum()
+    dice = (
+        2
+        * overlap
+        / (sitk.GetArrayViewFromImage(warped_blob).sum() + sitk.GetArrayViewFromImage(blob).sum())
+    )
     assert dice > 0.9
 
     path = tmp_path / "t" / "AP_to_PV.tfm"
@@ -379,8 +432,10 @@ def test_register_rigid_errors():
 
 def test_import_is_light():
     """antspyx (1.5 s) is imported lazily; torch never."""
-    code = ("import sys, hccrad.imageio, hccrad.preprocess, hccrad.qc; "
-            "print('ants' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys, hccrad.imageio, hccrad.preprocess, hccrad.qc; "
+        "print('ants' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
@@ -431,8 +486,11 @@ def test_peritumoral_ring_at_image_border():
     spacing = (1.0, 1.0, 1.0)
     tumor = _sphere((40, 40, 40), spacing, (5, 20, 20), 4.0)
     ring = sitk.GetArrayFromImage(peritumoral_ring(tumor, distance_mm=6.0))
-    dist = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
-        tumor, insideIsPositive=False, squaredDistance=False, useImageSpacing=True))
+    dist = sitk.GetArrayFromImage(
+        sitk.SignedMaurerDistanceMap(
+            tumor, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
+        )
+    )
     np.testing.assert_array_equal(ring, ((dist > 0) & (dist <= 6.0)).astype(np.uint8))
 
 

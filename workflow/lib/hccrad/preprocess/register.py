@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,55 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: antspyx modules that registration never uses and whose imports (statsmodels, scikit-learn) cost
+#: 0.8 of the 1.0 s of ``import ants`` on the development machine, paid by every preprocessing job.
+_UNUSED_ANTS_MODULES = ("ants.learn", "ants.deeplearn", "ants.math.quantile")
+
+
+def _unloaded(module: str, name: str) -> Any:
+    """Stand-in for an antspyx function of a module :func:`import_ants` left out."""
+
+    def unloaded(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            f"ants: {module}.{name} was left out by hccrad's import_ants(); "
+            f"import {module} to use it"
+        )
+
+    unloaded.__name__ = name
+    return unloaded
+
+
+def import_ants() -> types.ModuleType:
+    """``import ants`` without the modules registration never uses (:data:`_UNUSED_ANTS_MODULES`).
+
+    antspyx's ``__init__`` imports every subpackage. When ``ants`` is not imported yet, empty
+    placeholders stand in for the unused modules during that import (a name imported from one is
+    a function that raises) and leave ``sys.modules`` afterwards, so a later ``import ants.learn``
+    in the same process loads the real module. An ``ants`` already imported is returned as is.
+    """
+    loaded = sys.modules.get("ants")
+    if loaded is not None:
+        return loaded
+    stubs = {}
+    for name in _UNUSED_ANTS_MODULES:
+        if name not in sys.modules:
+            stub = types.ModuleType(name)
+            stub.__all__ = []
+            stub.__getattr__ = lambda attr, _m=name: _unloaded(_m, attr)  # type: ignore[method-assign]
+            stubs[name] = sys.modules[name] = stub
+    try:
+        import ants
+    finally:
+        for name, stub in stubs.items():
+            if sys.modules.get(name) is stub:
+                del sys.modules[name]
+            parent, _, attr = name.rpartition(".")
+            package = sys.modules.get(parent)
+            if package is not None and package.__dict__.get(attr) is stub:
+                delattr(package, attr)
+    return ants
+
+
 #: ANTs transform types accepted for the first registration stage.
 METHODS = ("QuickRigid", "Rigid", "DenseRigid")
 
@@ -32,7 +83,7 @@ class RegistrationError(RuntimeError):
 
 def sitk_to_ants(image: sitk.Image) -> ants.ANTsImage:
     """Convert a 3-D SimpleITK image to an ANTsImage with identical origin, spacing, direction."""
-    import ants
+    ants = import_ants()
 
     arr = sitk.GetArrayFromImage(sitk.Cast(image, sitk.sitkFloat32))  # (z, y, x)
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
@@ -47,7 +98,7 @@ def sitk_to_ants(image: sitk.Image) -> ants.ANTsImage:
 @contextlib.contextmanager
 def _ants_settings(seed: int | None, threads: int | None) -> Iterator[None]:
     """Temporarily set ANTs' random seed and ITK's default thread count."""
-    import ants
+    ants = import_ants()
 
     old_seed = ants.config._random_seed
     key = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
@@ -148,7 +199,7 @@ def register_rigid(
     _check_schedule(
         method, refine, refine_iterations, refine_shrink_factors, refine_smoothing_sigmas
     )
-    import ants
+    ants = import_ants()
 
     t0 = time.perf_counter()
     f_ants, m_ants = sitk_to_ants(fixed), sitk_to_ants(moving)
@@ -213,7 +264,7 @@ def _refine_rigid(
 ) -> dict[str, Any]:
     """Second ANTs ``Rigid`` stage from the transform files ``init``, with the given schedule
     (it ends at full resolution)."""
-    import ants
+    ants = import_ants()
 
     try:
         return ants.registration(
