@@ -229,6 +229,24 @@ def test_icc_summary_counts():
     assert reproducibility.icc_summary(pd.DataFrame()).empty
 
 
+def test_reader_icc_summary_stacks_inter_and_intra_rows():
+    names = ["AP_tumor_original_firstorder_Mean", "AP_tumor_original_glcm_Contrast"]
+    inter = pd.DataFrame({"icc2_1": [0.95, 0.5]}, index=names)
+    intra = pd.DataFrame({"icc2_1": [0.97, 0.92]}, index=names)
+    table = reproducibility.reader_icc_summary({"intra": intra, "inter": inter})
+    assert list(table.columns[:2]) == ["agreement", "phase"]
+    assert list(table["agreement"]) == ["inter-reader"] * 3 + ["intra-reader"] * 3
+    total = table[table["phase"] == "all"].set_index("agreement")
+    assert total.loc["inter-reader", "n_above_0.9"] == 1
+    assert total.loc["intra-reader", "n_above_0.9"] == 2
+    assert total.loc["intra-reader", "median_icc"] == pytest.approx(0.945)
+    only_inter = reproducibility.reader_icc_summary({"inter": inter, "intra": None})
+    assert set(only_inter["agreement"]) == {"inter-reader"}
+    assert reproducibility.reader_icc_summary({}).columns[0] == "agreement"
+    with pytest.raises(ValueError, match="unknown reader agreement"):
+        reproducibility.reader_icc_summary({"test-retest": inter})
+
+
 # ---- manifest -----------------------------------------------------------------------------------
 
 

@@ -596,6 +596,10 @@ def get_audit_inputs(wildcards):
     }
     if PLAN.reader2_patients:
         inputs["reader_icc"] = paths.cohort_path("radiomics", "reader_icc.parquet")
+    if PLAN.reader1_repeat_patients:
+        inputs["reader_icc_intra"] = paths.cohort_path(
+            "radiomics", "reader_icc_intra.parquet"
+        )
     if AUDIT_TRUTH is not None:
         inputs["truth"] = str(AUDIT_TRUTH)
     return inputs

@@ -13,6 +13,7 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
         clinical=snakemake.input.clinical,
         features=snakemake.input.features,
         reader_icc=snakemake.input.get("reader_icc"),
+        reader_icc_intra=snakemake.input.get("reader_icc_intra"),
         study_dirs=snakemake.params.study_dirs,
         truth=snakemake.input.get("truth"),
         project_dir=snakemake.params.project_dir,

@@ -74,6 +74,7 @@ class AuditInputs:
     clinical: Path
     features: Path | None = None
     reader_icc: Path | None = None
+    reader_icc_intra: Path | None = None
     study_dirs: tuple[Path, ...] = field(default_factory=tuple)
     truth: Path | None = None
     project_dir: Path | None = None
@@ -168,15 +169,20 @@ def _center_drift(
 
 
 def _reader_icc(inputs: AuditInputs, out: Mapping[str, Path], options: AuditOptions) -> str:
-    """3. Reader reproducibility (``icc_summary.tsv``); whether a reader ICC table was read."""
-    icc = None
-    if inputs.reader_icc is not None and Path(inputs.reader_icc).is_file():
-        icc = pd.read_parquet(inputs.reader_icc)
-    icc_table = reproducibility.icc_summary(
-        icc, thresholds=options.icc_thresholds, column=options.icc_column
+    """3. Reader reproducibility (``icc_summary.tsv``: inter-reader rows, then intra-reader rows
+    when reader 1's repeat outlines were extracted); which tables were read."""
+    tables = {
+        key: pd.read_parquet(path)
+        for key, path in (("inter", inputs.reader_icc), ("intra", inputs.reader_icc_intra))
+        if path is not None and Path(path).is_file()
+    }
+    icc_table = reproducibility.reader_icc_summary(
+        tables, thresholds=options.icc_thresholds, column=options.icc_column
     )
     write_tsv(icc_table, out["icc_summary"])
-    return "computed" if icc is not None else "no reader_icc table"
+    if not tables:
+        return "no reader_icc table"
+    return "computed (" + ", ".join(reproducibility.AGREEMENTS[k] for k in tables) + ")"
 
 
 def _planted_signal(inputs: AuditInputs, out: Mapping[str, Path]) -> str:
@@ -260,6 +266,7 @@ def audit_from_config(
         clinical=settings.clinical,
         features=radiomics / "features.parquet",
         reader_icc=radiomics / "reader_icc.parquet",
+        reader_icc_intra=radiomics / "reader_icc_intra.parquet",
         study_dirs=study_folders(results),
         truth=planted.find_truth(settings.cohort, settings.audit.truth),
         project_dir=Path(project_dir) if project_dir else Path(config_file).resolve().parents[1],
@@ -280,6 +287,7 @@ def run_audit_job(
     truth: PathLike | None,
     project_dir: PathLike | None,
     workers: int = 1,
+    reader_icc_intra: PathLike | None = None,
 ) -> dict[str, Any]:
     """Rule ``audit``: the audit of the workflow's run (thresholds from the config).
 
@@ -294,6 +302,7 @@ def run_audit_job(
         clinical=Path(clinical),
         features=Path(features) if features else None,
         reader_icc=Path(reader_icc) if reader_icc else None,
+        reader_icc_intra=Path(reader_icc_intra) if reader_icc_intra else None,
         study_dirs=tuple(Path(d) for d in study_dirs),
         truth=Path(truth) if truth else None,
         project_dir=Path(project_dir) if project_dir else None,
