@@ -194,6 +194,20 @@ def tiny_run(tmp_path_factory):
     return spec, tables, out, metrics
 
 
+def test_study_data_is_what_run_study_fits_on(tiny_run):
+    """study_data (diagnostics) gives the analysed patients, labels, designs and split of the run."""
+    spec, tables, out, _ = tiny_run
+    data, split = studies.study_data(spec, tables, _read(out, "splits"), seed=11)
+    pred = _read(out, "predictions")
+    first = pred[pred["model"] == pred["model"].iloc[0]].set_index("patient")
+    assert sorted(data.y.index) == sorted(first.index)
+    assert (data.y == first.loc[data.y.index, "label"]).all()
+    assert (split == first.loc[split.index, "split"]).all()
+    pipelines = [n for n, m in spec.models.items() if m.kind == "pipeline"]
+    assert sorted(data.X) == sorted(pipelines)
+    assert all(set(data.y.index) <= set(x.index) for x in data.X.values())
+
+
 def _read(out: Path, name: str) -> pd.DataFrame:
     return pd.read_parquet(out / f"{name}.parquet")
 

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
         performance_table,
     )
     from hccrad.studies.jobs import load_tables, run_study_job, write_splits_job
-    from hccrad.studies.run import run_study
+    from hccrad.studies.run import run_study, study_data
     from hccrad.studies.splits import study_splits
     from hccrad.studies.survival import survival_analysis
 
@@ -87,6 +87,7 @@ _LAZY = {
     "baseline_tables": "evaluation",
     "survival_analysis": "survival",
     "run_study": "run",
+    "study_data": "run",
     "load_tables": "jobs",
     "write_splits_job": "jobs",
     "run_study_job": "jobs",
@@ -128,6 +129,7 @@ __all__ = [
     "run_study_job",
     "select_block_columns",
     "study_clinical",
+    "study_data",
     "study_dir",
     "study_inputs",
     "study_outputs",

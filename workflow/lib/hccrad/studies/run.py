@@ -184,6 +184,26 @@ def run_study(
     return metrics
 
 
+def study_data(
+    spec: StudySpec,
+    tables: Mapping[str, pd.DataFrame],
+    splits: pd.DataFrame | None = None,
+    seed: int | None = None,
+    *,
+    patients: Mapping[str, str] | None = None,
+) -> tuple[StudyData, pd.Series]:
+    """The analysed patients' labels and per-model designs, and their split, exactly as
+    :func:`run_study` builds them, without fitting or writing anything (for diagnostics such as
+    ``tests/bench/signal_ceiling.py``). Arguments as :func:`run_study`."""
+    seed = int(spec.seed if spec.seed is not None else (42 if seed is None else seed))
+    clinical = study_clinical(spec, tables["clinical"], patients)
+    split_table, _ = _study_split(spec, clinical, splits, seed)
+    split = pd.Series(split_table["split"].to_numpy(), index=split_table["patient"].to_numpy())
+    run = _Run(spec, seed, Path("."), {}, clinical, split.reindex(clinical.index), [])
+    pts = _patients(run, tables)
+    return pts.data, split.reindex(pts.study)
+
+
 # ---- stage 1: patients ----------------------------------------------------------------------
 
 
