@@ -202,6 +202,11 @@ def test_first_run_outputs(first_run):
     with_tumor = table[table["tumor_ml"].notna()]
     assert (with_tumor["ring_ml"] > 0).all() and (with_tumor["index_tumor_ml"] > 0).all()
     assert (first_run / "results/cohort/preprocess/qc_montage.png").stat().st_size > 10_000
+    # outline agreement on the registered masks: reader 1's repeat agrees better than reader 2
+    repeat = table.dropna(subset=["reader1_repeat_dice"])
+    assert set(repeat["patient"]) == set(sheet.dropna(subset=["reader1_repeat_mask"])["patient"])
+    assert repeat["reader1_repeat_dice"].between(0.7, 1.0).all()
+    assert repeat["reader1_repeat_dice"].median() > repeat["reader2_dice"].median()
     for _, r in sheet.drop_duplicates("patient").iterrows():
         qc = first_run / f"results/{r.center}/{r.patient}/qc"
         assert (qc / "qc.png").stat().st_size > 5_000

@@ -311,6 +311,7 @@ def _normalize_phase(
     liver = registered_mask(reg, phase, "liver", ref, predicted)
     tumor = registered_mask(reg, phase, "tumor", ref, predicted)
     reader2 = registered_mask(reg, phase, "reader2", ref, {})
+    repeat = registered_mask(reg, phase, "reader1_repeat", ref, {})
     image = files.add(phase, "normalize", "image", "image.nii.gz")
     steps.normalize_image(
         reg[key(phase, "register", "image")],
@@ -324,7 +325,7 @@ def _normalize_phase(
         f"image_{phase}": image,
         f"registration_{phase}": reg[key(phase, "register", "info")],
     }
-    for name, mask in (("liver", liver), ("reader2", reader2)):
+    for name, mask in (("liver", liver), ("reader2", reader2), ("reader1_repeat", repeat)):
         if mask is not None:
             qc[f"{name}_{phase}"] = mask
     if tumor is None:

@@ -51,6 +51,7 @@ QC_MEDIANS = (
     ("ncc_before", "NCC before registration"),
     ("ncc_after", "NCC after registration"),
     ("reader2_dice", "reader 1 vs 2 Dice"),
+    ("reader1_repeat_dice", "reader 1 vs own repeat Dice"),
 )
 
 

@@ -322,8 +322,10 @@ def patient_qc(
 
     ``inputs`` are named ``{what}_{phase}`` with ``what`` one of ``image`` (normalised image in the
     registered space), ``registration`` (the registration JSON), ``tumor``, ``index_tumor``,
-    ``ring``, ``liver``, ``reader2``. The JSON records, per phase, grid, intensity range, mask
-    volumes (ml), the registration's similarity before/after and the reader-2 Dice.
+    ``ring``, ``liver``, ``reader2``, ``reader1_repeat``. The JSON records, per phase, grid,
+    intensity range, mask volumes (ml), the registration's similarity before/after and the Dice of
+    reader 1's outline with reader 2's (``reader2_dice``) and with reader 1's repeat outline
+    (``reader1_repeat_dice``).
     """
 
     named = split_named_inputs(inputs)
@@ -331,7 +333,7 @@ def patient_qc(
     loaded = {ph: imageio.read_image(p, patient=patient, phase=ph) for ph, p in images.items()}
     masks = {
         what: {ph: sitk.ReadImage(str(p)) for ph, p in named.get(what, {}).items()}
-        for what in ("tumor", "index_tumor", "ring", "liver", "reader2")
+        for what in ("tumor", "index_tumor", "ring", "liver", "reader2", "reader1_repeat")
     }
     record: dict[str, Any] = {"center": center, "patient": patient, "modality": modality}
     phases: dict[str, Any] = {}
@@ -354,10 +356,12 @@ def patient_qc(
             m = masks[what].get(ph)
             values = arr[sitk.GetArrayViewFromImage(m) > 0] if m is not None else arr[:0]
             entry[f"{what}_mean"] = float(values.mean()) if values.size else None
-        tumor, reader2 = masks["tumor"].get(ph), masks["reader2"].get(ph)
-        entry["reader2_dice"] = (
-            dice(tumor, reader2) if tumor is not None and reader2 is not None else None
-        )
+        tumor = masks["tumor"].get(ph)
+        for second in ("reader2", "reader1_repeat"):
+            other = masks[second].get(ph)
+            entry[f"{second}_dice"] = (
+                dice(tumor, other) if tumor is not None and other is not None else None
+            )
         reg_path = named.get("registration", {}).get(ph)
         if reg_path is not None:
             with open(reg_path) as fh:
@@ -413,6 +417,8 @@ def qc_table(records: Sequence[Mapping[str, Any]]) -> Any:
                     "ring_ml": e.get("ring_ml"),
                     "reader2_ml": e.get("reader2_ml"),
                     "reader2_dice": e.get("reader2_dice"),
+                    "reader1_repeat_ml": e.get("reader1_repeat_ml"),
+                    "reader1_repeat_dice": e.get("reader1_repeat_dice"),
                     "liver_mean": e.get("liver_mean"),
                     "index_tumor_mean": e.get("index_tumor_mean"),
                     "ring_mean": e.get("ring_mean"),
