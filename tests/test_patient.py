@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hccrad.manifest import OutputSet, read_manifest
-from hccrad.patient import key, registered_mask, split_raw_inputs
+from hccrad.patient import key, registered_mask, segmentation_case, split_raw_inputs
 
 
 def _manifest(tmp_path: Path, keys: list[str]):
@@ -39,6 +39,35 @@ def test_registered_mask_own_then_reference_then_predicted(tmp_path):
         registered_mask(reg, "AP", "tumor", "AP", {"tumor": "x"})
         == tmp_path / "AP_register_tumor.nii.gz"
     )
+
+
+def test_registered_mask_drawn_on_a_later_phase_reaches_every_phase(tmp_path):
+    """Tumor outlined on HBP and DP only: the phases without their own take HBP's, the first in
+    the modality's phase order (AP, PVP, HBP, DP), as the plan says; without an order, by name."""
+    reg = _manifest(
+        tmp_path,
+        [
+            key("AP", "register", "image"),
+            key("PVP", "register", "image"),
+            key("HBP", "register", "tumor"),
+            key("DP", "register", "tumor"),
+        ],
+    )
+    hbp, dp = tmp_path / "HBP_register_tumor.nii.gz", tmp_path / "DP_register_tumor.nii.gz"
+    order = ("AP", "PVP", "HBP", "DP")
+    assert [registered_mask(reg, ph, "tumor", "AP", {}, order) for ph in order] == [
+        hbp,
+        hbp,
+        hbp,
+        dp,
+    ]
+    assert registered_mask(reg, "AP", "tumor", "AP", {}) == dp  # no order given: by name
+    # a given mask on some phase wins over the U-Net's
+    pred = {"tumor": tmp_path / "pred.nii.gz"}
+    assert registered_mask(reg, "AP", "tumor", "AP", pred, order) == hbp
+    # the U-Net's training case of this patient: the reference image and HBP's tumor
+    case = segmentation_case(tmp_path / "manifest.json", "AP", order)
+    assert case == {"image": tmp_path / "AP_register_image.nii.gz", "tumor": hbp}
 
 
 def test_split_raw_inputs():

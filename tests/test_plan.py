@@ -58,17 +58,40 @@ def plan() -> CohortPlan:
     return plan_of(RECORDS)
 
 
-def test_mask_sources_are_own_else_reference_phase(plan: CohortPlan) -> None:
+def test_mask_sources_are_own_else_reference_else_another_phase(plan: CohortPlan) -> None:
     assert plan.mask_source_phase("P1", "AP", "tumor") == "AP"
     assert plan.mask_source_phase("P1", "PVP", "tumor") == "AP"  # carried from the reference
     assert plan.mask_source_phase("P2", "PVP", "tumor") == "PVP"
-    assert plan.mask_source_phase("P2", "AP", "tumor") is None  # PVP is not the reference
+    # drawn on PVP only: the reference phase gets it through PVP's registration
+    assert plan.mask_source_phase("P2", "AP", "tumor") == "PVP"
     assert plan.mask_source_phase("P3", "PVP", "liver") is None
+
+
+def test_a_mask_on_a_later_phase_stands_for_the_phases_without_one() -> None:
+    """Own first, then the reference's, then the first phase in the modality's order (AP, PVP,
+    HBP, DP) that has one, whatever the sheet's row order."""
+    plan = plan_of(
+        [
+            record("Q1", "DP", tumor=True),
+            record("Q1", "HBP", tumor=True, liver=True),
+            record("Q1", "PVP"),
+            record("Q1", "AP"),
+        ]
+    )
+    assert [plan.mask_source_phase("Q1", ph, "tumor") for ph in ("AP", "PVP", "HBP", "DP")] == [
+        "HBP",
+        "HBP",
+        "HBP",
+        "DP",
+    ]
+    assert plan.mask_source_phase("Q1", "AP", "liver") == "HBP"
+    assert plan.predicted_kinds("Q1") == ()  # nothing left for the U-Net
+    assert all(plan.has_tumor("Q1", ph) for ph in ("AP", "PVP", "HBP", "DP"))
 
 
 def test_the_unet_predicts_what_no_sheet_gives(plan: CohortPlan) -> None:
     assert plan.predicted_kinds("P1") == ()
-    assert plan.predicted_kinds("P2") == ("tumor", "liver")  # no tumor on the reference phase
+    assert plan.predicted_kinds("P2") == ("liver",)  # the tumor is given on PVP
     assert plan.predicted_kinds("P3") == ("tumor", "liver")
     assert plan.segmented_patients == ("P2", "P3")
     assert plan.predicted_mask("P2", "liver") == "results/A/P2/AP/segment/liver.nii.gz"

@@ -121,6 +121,11 @@ def reference_phases(patients):
     return {p: PLAN.reference_phase(p) for p in patients}
 
 
+def phase_orders(patients):
+    """{patient: its modality's phases, in order} (which phase's mask stands for another)."""
+    return {p: list(SETTINGS.modality(COHORT.modality(p)).phases) for p in patients}
+
+
 # Patients preprocessed in two jobs around segment_patient (register_patient, normalize_patient;
 # wildcard constraint); all others in one (preprocess_patient). (?!) matches nothing.
 SEGMENTED_PATIENTS = "|".join(PLAN.segmented_patients) or "(?!)"

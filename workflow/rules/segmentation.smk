@@ -29,6 +29,7 @@ rule train_segmentation:
         holdout=SEGMENTATION.holdout_fraction,
         seed=SETTINGS.seed,
         references=lambda w: reference_phases(PLAN.segmentation.train),
+        phases=lambda w: phase_orders(PLAN.segmentation.train),
     script:
         "../scripts/train_segmentation.py"
 
@@ -75,5 +76,6 @@ rule evaluate_segmentation:
         runtime=60,
     params:
         references=lambda w: reference_phases(PLAN.segmentation.held_out),
+        phases=lambda w: phase_orders(PLAN.segmentation.held_out),
     script:
         "../scripts/evaluate_segmentation.py"

@@ -7,7 +7,9 @@ from hccrad.runlog import job_logging
 with job_logging(snakemake.log[0], threads=snakemake.threads):
     cases = {}
     for p, ref in snakemake.params.references.items():
-        case = patient.segmentation_case(snakemake.input[f"register_{p}"], ref)
+        case = patient.segmentation_case(
+            snakemake.input[f"register_{p}"], ref, snakemake.params.phases[p]
+        )
         cases[p] = {
             "image": case["image"],
             "phase": ref,

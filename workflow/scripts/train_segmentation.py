@@ -6,7 +6,9 @@ from hccrad.runlog import job_logging
 with job_logging(snakemake.log[0], threads=snakemake.threads):
     references = snakemake.params.references
     cases = {
-        p: patient.segmentation_case(snakemake.input[f"register_{p}"], ref)
+        p: patient.segmentation_case(
+            snakemake.input[f"register_{p}"], ref, snakemake.params.phases[p]
+        )
         for p, ref in references.items()
     }
     steps.train_segmentation(

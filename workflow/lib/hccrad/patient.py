@@ -46,6 +46,7 @@ SECOND_OUTLINES = ("reader2", "reader1_repeat")
 #: Region files of the normalisation stage: region name -> file stem.
 REGION_STEMS = {"tumor": "index_tumor", "ring": "ring"}
 
+
 def split_raw_inputs(
     named: Mapping[str, PathLike],
 ) -> tuple[dict[str, PathLike], dict[str, dict[str, PathLike]]]:
@@ -232,11 +233,22 @@ def _register_and_carry(
 
 
 def registered_mask(
-    reg: Mapping[str, Path], phase: str, kind: str, reference: str, predicted: Mapping[str, Any]
+    reg: Mapping[str, Path],
+    phase: str,
+    kind: str,
+    reference: str,
+    predicted: Mapping[str, Any],
+    phases: Sequence[str] = (),
 ) -> Path | None:
     """The registered mask of ``kind`` standing for ``phase``: the phase's own, else the
-    reference phase's (all phases share the registered grid), else the U-Net's, else None."""
-    for ph in (phase, reference):
+    reference phase's, else the first other phase's in ``phases`` (the modality's phase order;
+    phases the manifest holds but ``phases`` does not name come last, by name), else the U-Net's,
+    else None. All phases share the registered grid, so a mask drawn on any phase reaches every
+    phase through that phase's registration. The same order as
+    :meth:`hccrad.plan.CohortPlan.mask_source_phase`."""
+    suffix = f"/register/{kind}"
+    held = sorted(k[: -len(suffix)] for k in reg if k.endswith(suffix))
+    for ph in dict.fromkeys((phase, reference, *phases, *held)):
         k = key(ph, "register", kind)
         if k in reg:
             return Path(reg[k])
@@ -308,10 +320,11 @@ def _normalize_phase(
         The phase's inputs of :func:`hccrad.steps.patient_qc` (named ``{what}_{phase}``).
     """
     ref = mod.reference_phase
-    liver = registered_mask(reg, phase, "liver", ref, predicted)
-    tumor = registered_mask(reg, phase, "tumor", ref, predicted)
-    reader2 = registered_mask(reg, phase, "reader2", ref, {})
-    repeat = registered_mask(reg, phase, "reader1_repeat", ref, {})
+    order = mod.phases
+    liver = registered_mask(reg, phase, "liver", ref, predicted, order)
+    tumor = registered_mask(reg, phase, "tumor", ref, predicted, order)
+    reader2 = registered_mask(reg, phase, "reader2", ref, {}, order)
+    repeat = registered_mask(reg, phase, "reader1_repeat", ref, {}, order)
     image = files.add(phase, "normalize", "image", "image.nii.gz")
     steps.normalize_image(
         reg[key(phase, "register", "image")],
@@ -431,7 +444,7 @@ def extract_patient_radiomics(
             )
             out["reader1"].append(_read_json(target))
             for outline in SECOND_OUTLINES:
-                mask = registered_mask(reg, ph, outline, reference, {})
+                mask = registered_mask(reg, ph, outline, reference, {}, phases)
                 if mask is None:
                     continue
                 steps.extract_radiomics(
@@ -521,15 +534,18 @@ def subregion_input_files(
     return {i: dict(sorted(out[i].items())) for i in sorted(out)}
 
 
-def segmentation_case(registration: PathLike, reference: str) -> dict[str, Path]:
+def segmentation_case(
+    registration: PathLike, reference: str, phases: Sequence[str] = ()
+) -> dict[str, Path]:
     """The registered reference image and given liver and tumor masks of one patient (U-Net
-    training and evaluation): ``{"image", "liver", "tumor"}``, the masks only when given."""
+    training and evaluation): ``{"image", "liver", "tumor"}``, the masks only when given (on
+    any phase, ``phases`` the modality's phase order: :func:`registered_mask`)."""
     reg = read_manifest(registration)
     case = {"image": Path(reg[key(reference, "register", "image")])}
     for kind in ("liver", "tumor"):
-        path = reg.get_path(key(reference, "register", kind))
+        path = registered_mask(reg, reference, kind, reference, {}, phases)
         if path is not None:
-            case[kind] = Path(path)
+            case[kind] = path
     return case
 
 

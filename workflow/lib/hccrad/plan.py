@@ -6,7 +6,8 @@ that it is unit-tested without Snakemake and `hccrad validate` can print it.
 functions are one-liners over it.
 
 Conventions (docs/methods.md): a phase's mask of a kind is its own when the sheet gives one, else
-the reference phase's (every phase shares the reference grid after registration); the U-Net
+the reference phase's, else another phase's (every phase shares the reference grid after
+registration, so a mask drawn on any phase reaches every phase); the U-Net
 predicts the liver and tumor masks that neither gives; a patient gets a deep-learning input when
 it has the input's modality, every phase of it and a tumor on its first phase; habitats need the
 configured modality, every habitat phase and a tumor on the first habitat phase. Every
@@ -124,17 +125,22 @@ class CohortPlan:
 
     def mask_source_phase(self, patient: str, phase: str, kind: str) -> str | None:
         """Phase whose given mask of ``kind`` stands for ``phase`` after registration, or None:
-        the phase's own when the sheet gives one, else the reference phase's."""
+        the phase's own when the sheet gives one, else the reference phase's, else the first
+        other phase's in the modality's phase order (every phase shares the reference grid after
+        registration, so a mask drawn on any phase reaches every phase)."""
         key = (patient, phase, kind)
         if key not in self._mask_source:
-            source = None
-            if self.cohort.record(patient, phase).mask(kind) is not None:
-                source = phase
-            else:
-                ref = self.reference_phase(patient)
-                if self.cohort.record(patient, ref).mask(kind) is not None:
-                    source = ref
-            self._mask_source[key] = source
+            modality = self.settings.modality(self.cohort.modality(patient))
+            given = set(self.cohort.phases(patient))
+            order = (phase, modality.reference_phase, *modality.phases)
+            self._mask_source[key] = next(
+                (
+                    ph
+                    for ph in dict.fromkeys(order)
+                    if ph in given and self.cohort.record(patient, ph).mask(kind) is not None
+                ),
+                None,
+            )
         return self._mask_source[key]
 
     def predicts_mask(self, patient: str, kind: str) -> bool:
