@@ -32,8 +32,15 @@ def record(patient: str, phase: str, modality: str = "MR", center: str = "A", **
     )
 
 
-def plan_of(records: list[ImageRecord], settings=SETTINGS, studies=STUDIES) -> CohortPlan:
-    return CohortPlan(settings, Cohort(records=records, clinical=pd.DataFrame()), studies)
+def plan_of(
+    records: list[ImageRecord], settings=SETTINGS, studies=STUDIES, clinical=None
+) -> CohortPlan:
+    """The plan of ``records``; by default every patient has a value of every study's label."""
+    if clinical is None:
+        patients = list(dict.fromkeys(r.patient for r in records))
+        labels = sorted({spec.label for spec in studies.values()})
+        clinical = pd.DataFrame({"patient": patients, **dict.fromkeys(labels, "1")})
+    return CohortPlan(settings, Cohort(records=records, clinical=clinical), studies)
 
 
 # MR patients: P1 all masks on AP (reference) only, both readers and reader 1's repeat; P2 tumor
@@ -416,3 +423,25 @@ def test_the_demo_overlay_sets_the_studies_files_aside_and_lists_them() -> None:
     }
     assert rows["mvi_biregional", "radiomics.params"]["full_scale"] == MR_DEFAULT
     assert ("mil_er", "radiomics.params") not in rows  # no file of its own: nothing set aside
+
+
+def test_a_study_without_its_label_is_left_out_before_any_job() -> None:
+    """The clinical table lacks er_fusion's label column, and has mvi for CT patients only: both
+    MR studies are skipped with the reason; the others run."""
+    clinical = pd.DataFrame(
+        {
+            "patient": ["P1", "P2", "P3", "P4", "C1"],
+            "grade_pd": ["1", "0", "", "1", ""],
+            "mvi": ["", "", "", "", "1"],
+            "proliferative": ["", "", "", "", "0"],
+        }
+    )
+    plan = plan_of(RECORDS, clinical=clinical)
+    skipped = plan.skipped_studies
+    assert "has no column 'early_recurrence'" in skipped["er_fusion"]
+    assert (
+        "has no value of 'mvi', the study's label, for any MR patient" in skipped["mvi_biregional"]
+    )
+    assert "habitat_grade" not in skipped and "proliferative_tace" not in skipped
+    assert "mil_er" in skipped  # CT, early_recurrence absent too
+    assert plan.runnable_studies == ["habitat_grade", "proliferative_tace"]

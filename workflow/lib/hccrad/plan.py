@@ -425,6 +425,8 @@ class CohortPlan:
             needs = self.study_tables(study)
             if not self.study_patients(study):
                 skipped[study] = f"no {spec.modality} patient in the cohort"
+            elif (lacking := self._label_problem(study)) is not None:
+                skipped[study] = lacking
             elif "habitats" in needs and not self.habitat_patients:
                 skipped[study] = "it needs habitat features and no patient gets habitats"
             elif "reader_icc" in needs and not self._has_outline(study, self.reader2_patients):
@@ -438,6 +440,29 @@ class CohortPlan:
                     "intra: false on the study's icc step (inter-reader ICC only)"
                 )
         return skipped
+
+    def _label_problem(self, study: str) -> str | None:
+        """Why the clinical table cannot label the study's patients (its label column absent, or
+        empty for every patient of its modality), or None. A label the study derives
+        (``derived:``) is checked by the study's own run."""
+        spec = self.studies[study]
+        if spec.label in spec.derived:
+            return None
+        clinical = self.cohort.clinical
+        if spec.label not in clinical.columns:
+            return (
+                f"the clinical table ({self.clinical}) has no column {spec.label!r}, the study's "
+                "label"
+            )
+        patients = set(self.study_patients(study))
+        rows = clinical[clinical["patient"].isin(patients)] if "patient" in clinical else clinical
+        values = rows[spec.label].astype(str).str.strip()
+        if not (values.ne("") & values.str.lower().ne("nan")).any():
+            return (
+                f"the clinical table ({self.clinical}) has no value of {spec.label!r}, the "
+                f"study's label, for any {spec.modality} patient"
+            )
+        return None
 
     def _has_outline(self, study: str, patients: tuple[str, ...]) -> bool:
         """Whether the study's ICC table of a second outline (``patients``: those with it) has
