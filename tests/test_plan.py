@@ -432,7 +432,7 @@ def test_a_study_without_its_label_is_left_out_before_any_job() -> None:
         {
             "patient": ["P1", "P2", "P3", "P4", "C1"],
             "grade_pd": ["1", "0", "", "1", ""],
-            "mvi": ["", "", "", "", "1"],
+            "mvi": [None, "", float("nan"), "", "1"],
             "proliferative": ["", "", "", "", "0"],
         }
     )

@@ -456,8 +456,9 @@ class CohortPlan:
             )
         patients = set(self.study_patients(study))
         rows = clinical[clinical["patient"].isin(patients)] if "patient" in clinical else clinical
-        values = rows[spec.label].astype(str).str.strip()
-        if not (values.ne("") & values.str.lower().ne("nan")).any():
+        values = rows[spec.label]
+        text = values.astype(str).str.strip().str.lower()
+        if not (values.notna() & ~text.isin({"", "nan", "none"})).any():
             return (
                 f"the clinical table ({self.clinical}) has no value of {spec.label!r}, the "
                 f"study's label, for any {spec.modality} patient"
