@@ -260,8 +260,9 @@ def test_non_3d_image(tmp_path):
 
 def test_vector_image_rejected(tmp_path):
     path = tmp_path / "rgb.nrrd"
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 4, 5, 3), np.float32), isVector=True),
-                    str(path))
+    sitk.WriteImage(
+        sitk.GetImageFromArray(np.zeros((3, 4, 5, 3), np.float32), isVector=True), str(path)
+    )
     with pytest.raises(InputError, match="scalar"):
         read_image(path)
 
@@ -311,6 +312,39 @@ def test_read_mask_geometry_mismatch(tmp_path):
         read_mask(tmp_path / "m4.nrrd", ref)
 
 
+def test_read_mask_on_a_part_of_the_grid_is_placed(tmp_path):
+    """A mask cropped to the lesion (or a segmentation of a few slices) on the image's own
+    lattice is placed onto the full grid; off the lattice or reaching outside it is refused."""
+    ref = _image(_volume())  # size (x, y, z) = (24, 20, 12), spacing (0.8, 0.7, 2.5)
+    crop = np.zeros((4, 6, 5), np.uint8)  # z, y, x
+    crop[1:3, 2:5, 1:4] = 1
+    # its first voxel is the image's voxel (x 7, y 3, z 5)
+    origin = (-10.0 + 7 * 0.8, 20.0 + 3 * 0.7, -30.5 + 5 * 2.5)
+    write_image(_image(crop, origin=origin), tmp_path / "crop.nii.gz")
+    placed = sitk.GetArrayFromImage(read_mask(tmp_path / "crop.nii.gz", ref, kind="tumor"))
+    assert placed.shape == (12, 20, 24)
+    expected = np.zeros((12, 20, 24), np.uint8)
+    expected[5 + 1 : 5 + 3, 3 + 2 : 3 + 5, 7 + 1 : 7 + 4] = 1
+    np.testing.assert_array_equal(placed, expected)
+
+    # half a voxel off the lattice along x: refused, naming the mask and the differences
+    off = (origin[0] + 0.4, origin[1], origin[2])
+    write_image(_image(crop, origin=off), tmp_path / "off.nii.gz")
+    with pytest.raises(InputError, match="nor on a part of it") as ei:
+        read_mask(tmp_path / "off.nii.gz", ref, patient="P001", phase="PVP", kind="tumor")
+    _assert_context(ei.value, tmp_path / "off.nii.gz", phase="PVP")
+    assert "np.float64" not in str(ei.value)  # plain numbers in the message
+    # foreground beyond the image's last slice: refused
+    beyond = (origin[0], origin[1], -30.5 + 10 * 2.5)
+    write_image(_image(crop, origin=beyond), tmp_path / "beyond.nii.gz")
+    with pytest.raises(InputError, match="nor on a part of it"):
+        read_mask(tmp_path / "beyond.nii.gz", ref)
+    # the same box at another spacing: refused (not placed, never resampled)
+    write_image(_image(crop, spacing=(0.8, 0.7, 5.0), origin=origin), tmp_path / "sp.nii.gz")
+    with pytest.raises(InputError, match="spacing"):
+        read_mask(tmp_path / "sp.nii.gz", ref)
+
+
 def test_check_geometry_tolerance():
     ref = _image(_volume())
     moved = _image(_volume(), origin=(-10.0, 20.0, -30.5 + 5e-4))
@@ -356,11 +390,18 @@ def test_write_image_rejects_two_file_formats(tmp_path):
 
 def test_write_json(tmp_path):
     path = tmp_path / "a" / "b.json"
-    write_json({"b": np.float32(1.5), "a": np.int64(3), "arr": np.arange(3), "nan": float("nan"),
-                "p": tmp_path}, path)
+    write_json(
+        {
+            "b": np.float32(1.5),
+            "a": np.int64(3),
+            "arr": np.arange(3),
+            "nan": float("nan"),
+            "p": tmp_path,
+        },
+        path,
+    )
     text = path.read_text()
-    assert json.loads(text) == {"a": 3, "arr": [0, 1, 2], "b": 1.5, "nan": None,
-                                "p": str(tmp_path)}
+    assert json.loads(text) == {"a": 3, "arr": [0, 1, 2], "b": 1.5, "nan": None, "p": str(tmp_path)}
     assert text.index('"a"') < text.index('"b"')
     assert '\n  "a": 3' in text
     assert [p.name for p in path.parent.iterdir()] == ["b.json"]
@@ -393,8 +434,9 @@ def test_real_dicom_geometry(real_ct):
     row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
     np.testing.assert_allclose(real_ct.GetSpacing(), (col_spacing, row_spacing, dz[0]), atol=1e-4)
     np.testing.assert_allclose(real_ct.GetSpacing(), (0.703, 0.703, 2.5), atol=1e-3)
-    np.testing.assert_allclose(real_ct.GetOrigin(), [float(v) for v in first.ImagePositionPatient],
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        real_ct.GetOrigin(), [float(v) for v in first.ImagePositionPatient], atol=1e-3
+    )
     iop = np.array([float(v) for v in first.ImageOrientationPatient])
     direction = np.asarray(real_ct.GetDirection()).reshape(3, 3)
     np.testing.assert_allclose(direction[:, 0], iop[:3], atol=1e-6)
@@ -427,8 +469,12 @@ def test_real_dicom_no_tags_in_nifti(real_ct, tmp_path):
     write_image(real_ct, out)
     raw = gzip.decompress(out.read_bytes())
     header = raw[:352]
-    for value in (str(first.PatientName), str(first.PatientID), str(first.StudyInstanceUID),
-                  str(first.SeriesInstanceUID)):
+    for value in (
+        str(first.PatientName),
+        str(first.PatientID),
+        str(first.StudyInstanceUID),
+        str(first.SeriesInstanceUID),
+    ):
         assert value.encode() not in raw, value
     assert header[148:228] == b"\0" * 80  # NIfTI descrip field empty
     back = sitk.ReadImage(str(out))

@@ -303,6 +303,11 @@ def read_image(
     return image
 
 
+def _plain(values: np.ndarray, decimals: int) -> tuple[float, ...]:
+    """Rounded values as plain floats (for messages)."""
+    return tuple(float(v) for v in np.round(values, decimals))
+
+
 def check_geometry(
     image: sitk.Image,
     reference: sitk.Image,
@@ -329,22 +334,45 @@ def check_geometry(
     sp, rsp = np.asarray(image.GetSpacing()), np.asarray(reference.GetSpacing())
     if np.max(np.abs(sp - rsp)) > tolerance_mm:
         diffs.append(
-            f"spacing {tuple(np.round(sp, 6))} != {tuple(np.round(rsp, 6))} "
+            f"spacing {_plain(sp, 6)} != {_plain(rsp, 6)} "
             f"(max difference {np.max(np.abs(sp - rsp)):.4g} mm)"
         )
     org, rorg = np.asarray(image.GetOrigin()), np.asarray(reference.GetOrigin())
     dist = float(np.linalg.norm(org - rorg))
     if dist > tolerance_mm:
-        diffs.append(
-            f"origin {tuple(np.round(org, 4))} != {tuple(np.round(rorg, 4))} (off by {dist:.4g} mm)"
-        )
+        diffs.append(f"origin {_plain(org, 4)} != {_plain(rorg, 4)} (off by {dist:.4g} mm)")
     d, rd = np.asarray(image.GetDirection()), np.asarray(reference.GetDirection())
     if np.max(np.abs(d - rd)) > direction_tolerance:
         diffs.append(
-            f"direction {tuple(np.round(d, 4))} != {tuple(np.round(rd, 4))} "
+            f"direction {_plain(d, 4)} != {_plain(rd, 4)} "
             f"(max difference {np.max(np.abs(d - rd)):.4g})"
         )
     return diffs
+
+
+def _place_on_grid(
+    fg: np.ndarray, mask: sitk.Image, reference: sitk.Image, *, tolerance_mm: float
+) -> np.ndarray | None:
+    """``fg`` (the foreground of ``mask``, array order z, y, x) on the grid of ``reference`` when
+    ``mask``'s grid is a part of it: same spacing and direction, an origin on one of its voxels
+    (a cropped mask, a segmentation covering some slices) and every foreground voxel inside it.
+    None when the grids are not compatible so (another spacing or orientation, an origin between
+    voxels, foreground outside the image)."""
+    sp, rsp = np.asarray(mask.GetSpacing()), np.asarray(reference.GetSpacing())
+    d, rd = np.asarray(mask.GetDirection()), np.asarray(reference.GetDirection())
+    if np.max(np.abs(sp - rsp)) > tolerance_mm or np.max(np.abs(d - rd)) > _DIRECTION_TOLERANCE:
+        return None
+    index = np.asarray(reference.TransformPhysicalPointToContinuousIndex(mask.GetOrigin()))
+    offset = np.round(index).astype(int)
+    residual = (index - offset) * rsp  # mm along each axis
+    if np.linalg.norm(residual) > tolerance_mm:
+        return None
+    out = np.zeros(reference.GetSize()[::-1], dtype=bool)
+    where = np.argwhere(fg) + offset[::-1]  # (z, y, x) indices on the reference grid
+    if len(where) and ((where < 0).any() or (where >= np.asarray(out.shape)).any()):
+        return None
+    out[tuple(where.T)] = True
+    return out
 
 
 def read_mask(
@@ -358,7 +386,11 @@ def read_mask(
     allow_empty: bool = False,
     label: int | None = None,
 ) -> sitk.Image:
-    """Read a mask and check that it lies on the grid of ``reference``.
+    """Read a mask and check that it lies on the grid of ``reference``, or on a part of it.
+
+    A mask whose grid is a part of the image's (same spacing and orientation, its origin on one
+    of the image's voxels, its foreground inside the image: a mask cropped to the lesion, a
+    segmentation covering some slices) is placed onto the image's grid; any other grid is refused.
 
     Args:
         path: mask file (any format :func:`read_image` reads, DICOM folders excepted in practice).
@@ -375,7 +407,7 @@ def read_mask(
         Binary ``UInt8`` image (0/1) without metadata.
 
     Raises:
-        InputError: unreadable file, grid different from ``reference``, empty mask.
+        InputError: unreadable file, grid neither ``reference``'s nor a part of it, empty mask.
     """
     p = Path(path)
     if not p.exists():
@@ -390,15 +422,25 @@ def read_mask(
     raw = _sitk_read(p, f"{kind} mask", patient, phase)
     _check_3d(raw, p, patient, phase)
     diffs = check_geometry(raw, reference, tolerance_mm=tolerance_mm)
-    if diffs:
-        raise InputError(
-            f"{kind} mask does not lie on the image grid: " + "; ".join(diffs),
-            patient=patient,
-            phase=phase,
-            file=p,
-        )
     arr = sitk.GetArrayViewFromImage(raw)
     fg = (arr == label) if label is not None else (arr != 0)
+    if diffs:
+        fg = _place_on_grid(fg, raw, reference, tolerance_mm=tolerance_mm)
+        if fg is None:
+            raise InputError(
+                f"{kind} mask does not lie on the image grid, nor on a part of it: "
+                + "; ".join(diffs),
+                patient=patient,
+                phase=phase,
+                file=p,
+            )
+        log.info(
+            "%s %s: %s mask on a part of the image grid (%s), placed onto it",
+            patient,
+            phase,
+            kind,
+            "; ".join(d for d in diffs if not d.startswith("direction")),
+        )
     mask = sitk.GetImageFromArray(fg.astype(np.uint8))
     mask.CopyInformation(reference)
     if not allow_empty and not fg.any():
