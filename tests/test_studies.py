@@ -195,7 +195,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_study_data_is_what_run_study_fits_on(tiny_run):
-    """study_data (diagnostics) gives the analysed patients, labels, designs and split of the run."""
+    """study_data (diagnostics): the analysed patients, labels, designs and split of the run."""
     spec, tables, out, _ = tiny_run
     data, split = studies.study_data(spec, tables, _read(out, "splits"), seed=11)
     pred = _read(out, "predictions")
