@@ -439,7 +439,7 @@ def read_mask(
             patient,
             phase,
             kind,
-            "; ".join(d for d in diffs if not d.startswith("direction")),
+            "; ".join(diffs),
         )
     mask = sitk.GetImageFromArray(fg.astype(np.uint8))
     mask.CopyInformation(reference)

@@ -32,7 +32,7 @@ from typing import Any
 from hccrad import fileio, paths, steps
 from hccrad.errors import InputError
 from hccrad.manifest import OutputSet, read_manifest
-from hccrad.steps.keys import deep_key, key
+from hccrad.steps.keys import deep_key, key, mask_phase_order
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def registered_mask(
     :meth:`hccrad.plan.CohortPlan.mask_source_phase`."""
     suffix = f"/register/{kind}"
     held = sorted(k[: -len(suffix)] for k in reg if k.endswith(suffix))
-    for ph in dict.fromkeys((phase, reference, *phases, *held)):
+    for ph in mask_phase_order(phase, reference, (*phases, *held)):
         k = key(ph, "register", kind)
         if k in reg:
             return Path(reg[k])

@@ -33,7 +33,7 @@ from hccrad.errors import ConfigError
 from hccrad.habitats import derive_seed
 from hccrad.overlay import Change
 from hccrad.sheets import Cohort
-from hccrad.steps.keys import deep_key
+from hccrad.steps.keys import deep_key, mask_phase_order
 from hccrad.studies import BlockSpec, StudySpec, study_dir, study_inputs, study_outputs
 
 #: Mask kinds the U-Net predicts where the sheet gives none.
@@ -132,11 +132,11 @@ class CohortPlan:
         if key not in self._mask_source:
             modality = self.settings.modality(self.cohort.modality(patient))
             given = set(self.cohort.phases(patient))
-            order = (phase, modality.reference_phase, *modality.phases)
+            order = mask_phase_order(phase, modality.reference_phase, modality.phases)
             self._mask_source[key] = next(
                 (
                     ph
-                    for ph in dict.fromkeys(order)
+                    for ph in order
                     if ph in given and self.cohort.record(patient, ph).mask(kind) is not None
                 ),
                 None,

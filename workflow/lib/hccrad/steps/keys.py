@@ -7,6 +7,15 @@ per-subregion tensors, and the workflow's input functions; this module imports n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+
+def mask_phase_order(phase: str, reference: str, phases: Sequence[str]) -> tuple[str, ...]:
+    """The phases whose mask of a kind may stand for ``phase``, first choice first: its own, the
+    reference phase's, then ``phases`` in order (every phase shares the registered grid, so a
+    mask drawn on any phase reaches every phase). Used by the plan and by the jobs alike."""
+    return tuple(dict.fromkeys((phase, reference, *phases)))
+
 
 def key(phase: str, stage: str, name: str) -> str:
     """Manifest key of a per-phase file, e.g. ``AP/register/image``."""
