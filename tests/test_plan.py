@@ -445,3 +445,24 @@ def test_a_study_without_its_label_is_left_out_before_any_job() -> None:
     assert "habitat_grade" not in skipped and "proliferative_tace" not in skipped
     assert "mil_er" in skipped  # CT, early_recurrence absent too
     assert plan.runnable_studies == ["habitat_grade", "proliferative_tace"]
+
+
+def test_raw_selections_carry_the_sheets_series_and_segments(plan: CohortPlan) -> None:
+    """The selections within raw files reach the preprocessing jobs per phase; a segment of a
+    mask the row does not give is left out; no selection gives empty mappings."""
+    records = [
+        dataclasses.replace(
+            record("P1", "AP", tumor=True, liver=True),
+            series="1.2.3.4",
+            segments={"tumor": "Tumor", "liver": "liver+tumor"},
+        ),
+        dataclasses.replace(record("P1", "PVP", tumor=True), segments={"tumor": "2"}),
+        dataclasses.replace(record("P2", "AP"), segments={"tumor": "1"}),
+    ]
+    selected = plan_of(records)
+    assert selected.raw_selections("P1") == {
+        "series": {"AP": "1.2.3.4"},
+        "segments": {"AP": {"tumor": "Tumor", "liver": "liver+tumor"}, "PVP": {"tumor": "2"}},
+    }
+    assert selected.raw_selections("P2") == {"series": {}, "segments": {}}
+    assert plan.raw_selections("C1") == {"series": {}, "segments": {}}

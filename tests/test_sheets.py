@@ -194,3 +194,50 @@ def test_reader1_repeat_mask_is_an_optional_column(tmp_path):
     msg = str(info.value)
     assert "row 1, patient P1, phase AP, column 'reader1_repeat_mask'" in msg
     assert str(tmp_path / "msk/P1_AP_r1b.nii.gz") in msg and "file not found" in msg
+
+
+def test_selection_columns_are_optional_and_reach_the_records(tmp_path):
+    """``series`` and ``{kind}_segment`` are optional columns: a sheet without them loads with no
+    selection; filled, the records carry them; a selection the row cannot use (a segment for a
+    mask the row does not give, an empty part in a '+' list, a series of an image that is a
+    file) is a problem naming row, patient, phase and column."""
+    clinical = [_clin("P1"), _clin("P2", center="B")]
+    _write_cohort(tmp_path, GOOD, clinical)
+    df = pd.read_csv(tmp_path / "cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
+    selection = ["series", "tumor_segment", "liver_segment", "reader2_segment"]
+    df.drop(columns=[*selection, "reader1_repeat_segment"]).to_csv(
+        tmp_path / "cohort.tsv", sep="\t", index=False
+    )
+    s = settings_from_config(
+        {"cohort": str(tmp_path / "cohort.tsv"), "clinical": str(tmp_path / "clinical.tsv")}
+    )
+    old = load_cohort(s)
+    assert all(r.series is None and r.segments == {} for r in old.records)
+
+    (tmp_path / "dicom" / "P1_AP").mkdir(parents=True)
+    rows = [
+        _mr("P1", "AP", image="dicom/P1_AP", series="1.2.840.99.1", tumor_mask="seg/P1.dcm",
+            tumor_segment=" Tumor ", liver_mask="seg/P1.dcm", liver_segment="liver+tumor"),
+        _mr("P1", "PVP", tumor_segment="2"),
+        GOOD[2],
+    ]  # fmt: skip
+    s = _write_cohort(tmp_path, rows, clinical)
+    cohort = load_cohort(s)
+    ap, pvp = cohort.record("P1", "AP"), cohort.record("P1", "PVP")
+    assert ap.series == "1.2.840.99.1" and ap.image == tmp_path / "dicom/P1_AP"
+    assert ap.segment("tumor") == "Tumor" and ap.segment("liver") == "liver+tumor"
+    assert ap.mask("tumor") == ap.mask("liver") == tmp_path / "seg/P1.dcm"
+    assert pvp.segments == {"tumor": "2"} and pvp.series is None
+
+    bad = [
+        _mr("P1", "AP", reader2_segment="Tumor"),
+        _mr("P1", "PVP", tumor_segment="1++2", series="2.25.1"),
+        GOOD[2],
+    ]
+    err = str(_problems(tmp_path, bad, clinical))
+    assert "row 1, patient P1, phase AP, column 'reader2_segment'" in err
+    assert "reader2_segment is 'Tumor' but the row gives no reader2_mask" in err
+    assert "row 2, patient P1, phase PVP, column 'tumor_segment'" in err
+    assert "has an empty part" in err
+    assert "row 2, patient P1, phase PVP, column 'series'" in err
+    assert "the image is a file, not a folder of DICOM series" in err

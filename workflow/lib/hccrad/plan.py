@@ -172,6 +172,20 @@ class CohortPlan:
                     inputs[f"{kind}_{ph}"] = str(mask)
         return inputs
 
+    def raw_selections(self, patient: str) -> dict[str, dict[str, Any]]:
+        """What the sheet selects within the raw files: ``{"series": {phase: series}, "segments":
+        {phase: {kind: selection}}}`` (phases and kinds without a selection left out)."""
+        series: dict[str, str] = {}
+        segments: dict[str, dict[str, str]] = {}
+        for ph in self.cohort.phases(patient):
+            rec = self.cohort.record(patient, ph)
+            if rec.series is not None:
+                series[ph] = rec.series
+            chosen = {k: rec.segment(k) for k in MASK_KINDS if rec.mask(k) and rec.segment(k)}
+            if chosen:
+                segments[ph] = chosen
+        return {"series": series, "segments": segments}
+
     # ---- patient sets -------------------------------------------------------------------------
 
     @cached_property

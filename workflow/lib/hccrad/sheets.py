@@ -4,8 +4,12 @@ The cohort sheet has one row per patient x phase image with the columns
 ``center, patient, phase, modality, image, tumor_mask, liver_mask, reader2_mask`` and the optional
 ``reader1_repeat_mask`` (reader 1's second outline of the same tumor, for the intra-observer ICC;
 a sheet without the column has none). Mask cells may be empty. Paths are absolute or relative to
-the sheet's folder. The clinical table is keyed by ``patient``. Everything is checked before any
-job runs; every problem names the row, patient, column and file it is about.
+the sheet's folder. The optional selection columns pick within a file: ``series`` one DICOM series
+of an image folder holding several (SeriesInstanceUID, else SeriesDescription), and
+``{kind}_segment`` what counts as a mask's foreground (a label value or segment number, a segment
+name, or several joined by ``+``: docs/inputs.md). The clinical table is keyed by ``patient``.
+Everything is checked before any job runs; every problem names the row, patient, column and file
+it is about.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from hccrad.errors import InputError
 
 log = logging.getLogger(__name__)
 
-COHORT_COLUMNS = (
+#: The columns every sheet written by the project carries (the synthetic cohort's).
+BASE_COLUMNS = (
     "center",
     "patient",
     "phase",
@@ -35,9 +40,12 @@ COHORT_COLUMNS = (
     "reader2_mask",
     "reader1_repeat_mask",
 )
-#: Columns a sheet may leave out (read as all empty).
-OPTIONAL_COLUMNS = ("reader1_repeat_mask",)
 MASK_KINDS = ("tumor", "liver", "reader2", "reader1_repeat")
+#: Selections within a file: one series of a DICOM folder, the segments of a mask file.
+SELECTION_COLUMNS = ("series", *(f"{kind}_segment" for kind in MASK_KINDS))
+COHORT_COLUMNS = (*BASE_COLUMNS, *SELECTION_COLUMNS)
+#: Columns a sheet may leave out (read as all empty).
+OPTIONAL_COLUMNS = ("reader1_repeat_mask", *SELECTION_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -51,11 +59,17 @@ class ImageRecord:
     modality: str
     image: Path
     masks: dict[str, Path] = field(default_factory=dict)
+    series: str | None = None
+    segments: dict[str, str] = field(default_factory=dict)
 
     def mask(self, kind: str) -> Path | None:
         """Path of mask ``kind`` (tumor, liver, reader2 or reader1_repeat), or None when the sheet
         gives none."""
         return self.masks.get(kind)
+
+    def segment(self, kind: str) -> str | None:
+        """The sheet's selection within mask ``kind``'s file (``{kind}_segment``), or None."""
+        return self.segments.get(kind)
 
 
 @dataclass(frozen=True)
@@ -362,7 +376,13 @@ def _image_record(
     masks = {
         kind: _resolve(base_dir, rec[f"{kind}_mask"]) for kind in MASK_KINDS if rec[f"{kind}_mask"]
     }
-    problems = []
+    segments = {
+        kind: rec[f"{kind}_segment"].strip()
+        for kind in MASK_KINDS
+        if rec[f"{kind}_segment"].strip()
+    }
+    series = rec["series"].strip() or None
+    problems = _selection_problems(i, rec, image, masks, segments, series)
     if check_files:
         for column, path in [("image", image), *((f"{k}_mask", p) for k, p in masks.items())]:
             if not path.exists():
@@ -384,8 +404,59 @@ def _image_record(
         modality=rec["modality"],
         image=image,
         masks=masks,
+        series=series,
+        segments=segments,
     )
     return record, problems
+
+
+def _selection_problems(
+    i: int,
+    rec: dict[str, str],
+    image: Path,
+    masks: dict[str, Path],
+    segments: dict[str, str],
+    series: str | None,
+) -> list[Problem]:
+    """A selection column filled for a file it cannot select in: ``{kind}_segment`` without its
+    mask, a segment list with an empty part, ``series`` for an image that is a file."""
+    patient, phase = rec["patient"] or None, rec["phase"] or None
+    problems = []
+    for kind, selection in segments.items():
+        column = f"{kind}_segment"
+        if kind not in masks:
+            problems.append(
+                Problem(
+                    f"{column} is {selection!r} but the row gives no {kind}_mask",
+                    row=i,
+                    patient=patient,
+                    phase=phase,
+                    column=column,
+                )
+            )
+        elif any(not part.strip() for part in selection.split("+")):
+            problems.append(
+                Problem(
+                    f"{column} {selection!r} has an empty part: use a label value, a segment "
+                    "name, or several joined by '+' (e.g. 1+2, liver+tumor)",
+                    row=i,
+                    patient=patient,
+                    phase=phase,
+                    column=column,
+                )
+            )
+    if series is not None and image.is_file():
+        problems.append(
+            Problem(
+                f"series is {series!r} but the image is a file, not a folder of DICOM series",
+                row=i,
+                patient=patient,
+                phase=phase,
+                column="series",
+                file=str(image),
+            )
+        )
+    return problems
 
 
 def _reference_phase_problems(

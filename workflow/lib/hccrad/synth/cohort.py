@@ -18,7 +18,7 @@ from scipy import ndimage
 from hccrad.errors import ConfigError
 from hccrad.fileio import write_json, write_text
 from hccrad.imageio import write_image
-from hccrad.sheets import COHORT_COLUMNS
+from hccrad.sheets import BASE_COLUMNS as COHORT_COLUMNS  # the columns the cohort fills
 from hccrad.synth.anatomy import FOV_MM, Habitat, Phantom, build_phantom
 from hccrad.synth.biology import (
     CENTERS,
