@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from hccrad import dicomio
 from hccrad.errors import InputError
 from hccrad.fileio import atomic_path, write_json
 
@@ -68,94 +69,6 @@ def _check_3d(image: sitk.Image, path: Path, patient: str | None, phase: str | N
             phase=phase,
             file=path,
         )
-
-
-def _dicom_series_files(folder: Path, patient: str | None, phase: str | None) -> list[str]:
-    """File names of the single DICOM series in ``folder``, sorted by slice position."""
-    reader = sitk.ImageSeriesReader()
-    try:
-        series = list(reader.GetGDCMSeriesIDs(str(folder)))
-    except RuntimeError as exc:  # pragma: no cover - GDCM rarely raises here
-        raise InputError(
-            f"cannot scan folder for DICOM: {exc}", patient=patient, phase=phase, file=folder
-        ) from exc
-    if not series:
-        raise InputError("folder holds no DICOM series", patient=patient, phase=phase, file=folder)
-    if len(series) > 1:
-        raise InputError(
-            f"folder holds {len(series)} DICOM series, expected exactly one: "
-            + ", ".join(sorted(series)),
-            patient=patient,
-            phase=phase,
-            file=folder,
-        )
-    files = list(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    if len(files) < 2:
-        raise InputError(
-            f"DICOM series {series[0]} has {len(files)} slice(s); a 3-D volume needs at least 2",
-            patient=patient,
-            phase=phase,
-            file=folder,
-        )
-    return files
-
-
-def _check_slice_spacing(
-    files: list[str],
-    folder: Path,
-    patient: str | None,
-    phase: str | None,
-    rel_tolerance: float = 0.01,
-    abs_tolerance_mm: float = 0.01,
-) -> float:
-    """Check that the slices of a DICOM series are evenly spaced; return the spacing in mm."""
-    import pydicom
-
-    positions = []
-    normal = None
-    for name in files:
-        try:
-            ds = pydicom.dcmread(
-                name,
-                stop_before_pixels=True,
-                specific_tags=["ImagePositionPatient", "ImageOrientationPatient"],
-            )
-        except Exception as exc:
-            raise InputError(
-                f"unreadable DICOM slice {name}: {exc}", patient=patient, phase=phase, file=folder
-            ) from exc
-        ipp = ds.get("ImagePositionPatient")
-        iop = ds.get("ImageOrientationPatient")
-        if ipp is None or iop is None:
-            raise InputError(
-                f"DICOM slice {name} has no ImagePositionPatient/ImageOrientationPatient",
-                patient=patient,
-                phase=phase,
-                file=folder,
-            )
-        if normal is None:
-            row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
-            normal = np.cross(row, col)
-        positions.append(float(np.dot(np.asarray(ipp, float), normal)))
-    gaps = np.diff(np.asarray(positions))
-    median = float(np.median(np.abs(gaps)))
-    if median <= 0 or np.any(np.abs(gaps) < 1e-6):
-        raise InputError(
-            "DICOM series has slices at duplicate positions",
-            patient=patient,
-            phase=phase,
-            file=folder,
-        )
-    deviation = float(np.max(np.abs(np.abs(gaps) - median)))
-    if deviation > max(abs_tolerance_mm, rel_tolerance * median):
-        raise InputError(
-            f"inconsistent slice spacing: gaps between {np.min(np.abs(gaps)):.4g} and "
-            f"{np.max(np.abs(gaps)):.4g} mm (median {median:.4g} mm)",
-            patient=patient,
-            phase=phase,
-            file=folder,
-        )
-    return median
 
 
 def _nifti_bytes_needed(head: bytes) -> int:
@@ -246,48 +159,39 @@ def read_image(
     *,
     patient: str | None = None,
     phase: str | None = None,
+    series: str | None = None,
 ) -> sitk.Image:
-    """Read a 3-D image file or a folder holding one DICOM series.
+    """Read a 3-D image file or one image series of a DICOM folder.
 
-    DICOM slices are sorted by position (GDCM), RescaleSlope/RescaleIntercept are applied (CT
-    comes out in HU) and the slice spacing is checked to be uniform.
+    A DICOM folder is read by :func:`hccrad.dicomio.read_series`: non-image objects,
+    localizers and small or differently oriented decoy series are skipped, slices are sorted
+    along the slice normal, RescaleSlope/RescaleIntercept are applied per slice (CT comes out in
+    HU), the grid is checked (no gantry tilt, no missing slice, even spacing); enhanced or
+    legacy multi-frame files and compressed transfer syntaxes are read (docs/inputs.md).
 
     Args:
         path: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd`` file, or a folder
-            with exactly one DICOM series (other files in it are ignored).
+            of DICOM files (files that are not DICOM are ignored).
         patient: patient id, only used in error messages.
         phase: phase name, only used in error messages.
+        series: for a DICOM folder holding several image series, the one to read: its
+            SeriesInstanceUID, or else its SeriesDescription (case-insensitive, exactly one
+            match); the sheet's ``series`` column. Ignored for a file.
 
     Returns:
         The image as ``Float32`` with its metadata dictionary cleared.
 
     Raises:
-        InputError: missing path, unreadable or corrupt file, folder without DICOM or with several
-            series, non-3-D or non-scalar image, uneven slice spacing.
+        InputError: missing path, unreadable or corrupt file, folder without DICOM images or
+            with several series and no ``series``, non-3-D or non-scalar image, a DICOM series
+            that is not one regular grid (tilt, missing slices, uneven spacing) or whose pixel
+            data cannot be decoded.
     """
     p = Path(path)
     if not p.exists():
         raise InputError("no such file or folder", patient=patient, phase=phase, file=p)
     if p.is_dir():
-        files = _dicom_series_files(p, patient, phase)
-        spacing = _check_slice_spacing(files, p, patient, phase)
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
-        reader.MetaDataDictionaryArrayUpdateOff()
-        reader.LoadPrivateTagsOff()
-        try:
-            image = reader.Execute()
-        except RuntimeError as exc:
-            raise InputError(
-                f"cannot read DICOM series: {exc}", patient=patient, phase=phase, file=p
-            ) from exc
-        if abs(image.GetSpacing()[2] - spacing) > 1e-3 * spacing:
-            # GDCM takes the z spacing from the positions as well; keep the checked value.
-            log.debug(
-                "DICOM z spacing %s replaced by %s from positions", image.GetSpacing()[2], spacing
-            )
-            image.SetSpacing((*image.GetSpacing()[:2], spacing))
-        log.info("read DICOM series of %d slices from %s", len(files), p)
+        image = dicomio.read_series(p, series=series, patient=patient, phase=phase)
     else:
         if _suffix(p) not in IMAGE_SUFFIXES:
             log.warning("unexpected image file ending %r for %s; trying anyway", _suffix(p), p)
@@ -385,66 +289,87 @@ def read_mask(
     tolerance_mm: float = 1e-3,
     allow_empty: bool = False,
     label: int | None = None,
+    segment: str | None = None,
 ) -> sitk.Image:
-    """Read a mask and check that it lies on the grid of ``reference``, or on a part of it.
+    """Read a mask in any supported format onto the grid of ``reference``.
 
-    A mask whose grid is a part of the image's (same spacing and orientation, its origin on one
-    of the image's voxels, its foreground inside the image: a mask cropped to the lesion, a
-    segmentation covering some slices) is placed onto the image's grid; any other grid is refused.
+    Formats (details in :mod:`hccrad.maskio` and ``docs/inputs.md``): a label image (NIfTI, NRRD,
+    MHA...), a 3D Slicer ``.seg.nrrd``, a DICOM SEG, a DICOM RTSTRUCT, or a folder holding exactly
+    one SEG or RTSTRUCT file. A label image whose grid is a part of the image's (same spacing and
+    orientation, its origin on one of the image's voxels, its foreground inside the image: a mask
+    cropped to the lesion, a segmentation covering some slices) is placed onto the image's grid;
+    any other grid is refused. SEG frames and RTSTRUCT contours are placed through their physical
+    positions, which must fall on the image's voxels and slice planes.
 
     Args:
-        path: mask file (any format :func:`read_image` reads, DICOM folders excepted in practice).
+        path: mask file or folder.
         reference: image the mask belongs to.
         patient: patient id, for error messages.
         phase: phase name, for error messages.
-        kind: what the mask is ("tumor", "liver"...), for error messages.
+        kind: what the mask is ("tumor", "liver"...), for error messages and the name of the
+            sheet column ``{kind}_segment`` they point to.
         tolerance_mm: geometry tolerance, see :func:`check_geometry`.
         allow_empty: accept a mask without any foreground voxel.
-        label: keep only voxels equal to this label (multi-label files); by default every nonzero
-            voxel is foreground.
+        label: keep only voxels equal to this label (multi-label files); same as
+            ``segment=str(label)``.
+        segment: the sheet's ``{kind}_segment`` cell: a label value or segment number, a segment
+            name (case-insensitive), or several joined by ``+`` (their union). None: every nonzero
+            voxel of a label image, the only segment of a SEG / RTSTRUCT / ``.seg.nrrd``.
 
     Returns:
         Binary ``UInt8`` image (0/1) without metadata.
 
     Raises:
-        InputError: unreadable file, grid neither ``reference``'s nor a part of it, empty mask.
+        InputError: unreadable file, unknown or missing segment selection, grid neither
+            ``reference``'s nor a part of it, empty mask.
+        ValueError: ``label`` and ``segment`` both given and different.
     """
+    from hccrad import maskio
+
     p = Path(path)
+    if label is not None and segment is not None and str(segment).strip() != str(label):
+        raise ValueError(f"read_mask: label={label} and segment={segment!r} disagree")
+    selection = segment if segment is not None else (str(label) if label is not None else None)
     if not p.exists():
         raise InputError(f"{kind} mask: no such file", patient=patient, phase=phase, file=p)
-    if p.is_dir():
-        raise InputError(
-            f"{kind} mask is a folder; masks must be NIfTI or NRRD files",
+    if p.is_dir() or maskio.is_dicom_file(p):
+        fg, what = maskio.read_dicom_mask(
+            p,
+            reference,
+            selection,
             patient=patient,
             phase=phase,
-            file=p,
+            kind=kind,
+            tolerance_mm=tolerance_mm,
         )
-    raw = _sitk_read(p, f"{kind} mask", patient, phase)
-    _check_3d(raw, p, patient, phase)
-    diffs = check_geometry(raw, reference, tolerance_mm=tolerance_mm)
-    arr = sitk.GetArrayViewFromImage(raw)
-    fg = (arr == label) if label is not None else (arr != 0)
-    if diffs:
-        fg = _place_on_grid(fg, raw, reference, tolerance_mm=tolerance_mm)
-        if fg is None:
-            raise InputError(
-                f"{kind} mask does not lie on the image grid, nor on a part of it: "
-                + "; ".join(diffs),
-                patient=patient,
-                phase=phase,
-                file=p,
+    else:
+        raw = _sitk_read(p, f"{kind} mask", patient, phase)
+        if raw.GetNumberOfComponentsPerPixel() == 1 or raw.GetDimension() != 3:
+            _check_3d(raw, p, patient, phase)
+        fg, what = maskio.label_foreground(
+            raw, selection, patient=patient, phase=phase, file=p, kind=kind
+        )
+        diffs = check_geometry(raw, reference, tolerance_mm=tolerance_mm)
+        if diffs:
+            fg = _place_on_grid(fg, raw, reference, tolerance_mm=tolerance_mm)
+            if fg is None:
+                raise InputError(
+                    f"{kind} mask does not lie on the image grid, nor on a part of it: "
+                    + "; ".join(diffs),
+                    patient=patient,
+                    phase=phase,
+                    file=p,
+                )
+            log.info(
+                "%s %s: %s mask on a part of the image grid (%s), placed onto it",
+                patient,
+                phase,
+                kind,
+                "; ".join(diffs),
             )
-        log.info(
-            "%s %s: %s mask on a part of the image grid (%s), placed onto it",
-            patient,
-            phase,
-            kind,
-            "; ".join(diffs),
-        )
     mask = sitk.GetImageFromArray(fg.astype(np.uint8))
     mask.CopyInformation(reference)
     if not allow_empty and not fg.any():
-        what = f"label {label}" if label is not None else "no foreground voxel"
         raise InputError(f"{kind} mask is empty ({what})", patient=patient, phase=phase, file=p)
     return mask
 
