@@ -5,6 +5,7 @@
 ``hccrad validate``  check a configuration, its cohort sheet and clinical table (what the workflow
                      checks before any job runs), then print the plan: patients per stage, deep
                      inputs and models, studies and the skipped ones with the reason
+``hccrad sheet``     a cohort sheet (and a report) from a DICOM tree; docs/dicom_sheet.md
 ``hccrad audit``     audit a run (``run``), compare two runs (``compare``), search outputs for DICOM
                      identifiers (``privacy``); docs/audit.md
 """
@@ -23,7 +24,8 @@ from hccrad.audit import audit_from_config, compare_runs
 from hccrad.audit.compare import DEFAULT_IGNORED_KEYS
 from hccrad.audit.privacy import privacy_table, scan_paths, sheet_identifiers
 from hccrad.config import load_settings, project_file
-from hccrad.errors import HccradError
+from hccrad.dicomsheet import build_sheet, default_phase_map_text
+from hccrad.errors import HccradError, InputError
 from hccrad.fileio import write_tsv
 from hccrad.plan import CohortPlan
 from hccrad.sheets import load_cohort
@@ -128,6 +130,47 @@ def _cmd_audit_privacy(args: argparse.Namespace) -> int:
     for h in hits:
         print(f"FOUND {h.tag} in {h.file} ({h.where})")
     return 1 if hits else 0
+
+
+def _cmd_sheet(args: argparse.Namespace) -> int:
+    if args.print_phase_map:
+        print(default_phase_map_text(), end="")
+        return 0
+    if args.dicom_root is None or args.out is None:
+        raise InputError("hccrad sheet needs DICOM_ROOT and --out (or --print-phase-map)")
+    result = build_sheet(
+        args.dicom_root,
+        args.out,
+        phase_map=args.phase_map,
+        center=args.center,
+        min_slices=args.min_slices,
+    )
+    print(result.summary())
+    return 0
+
+
+def _add_sheet(sub: Any) -> None:
+    """The ``sheet`` subcommand."""
+    p = sub.add_parser(
+        "sheet",
+        help="build a cohort sheet from a DICOM tree (docs/dicom_sheet.md)",
+        description="Scan a DICOM tree (headers only), place CT/MR series as phases, attach "
+        "DICOM SEG / RTSTRUCT masks, and write the cohort sheet and <out stem>.report.tsv "
+        "(every series, object and other file with what happened to it).",
+    )
+    p.add_argument("dicom_root", type=Path, nargs="?", help="top folder of the DICOM tree")
+    p.add_argument("--out", type=Path, help="cohort sheet to write (TSV)")
+    p.add_argument(
+        "--phase-map", type=Path, help="phase map YAML (default: the one --print-phase-map shows)"
+    )
+    p.add_argument("--center", help="center of every patient (default: InstitutionName)")
+    p.add_argument(
+        "--min-slices", type=int, default=5, help="skip series with fewer images (default 5)"
+    )
+    p.add_argument(
+        "--print-phase-map", action="store_true", help="print the default phase map and exit"
+    )
+    p.set_defaults(func=_cmd_sheet)
 
 
 def _add_synth(sub: Any) -> None:
@@ -238,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for add in (_add_synth, _add_voxelmaps, _add_validate, _add_audit):
+    for add in (_add_synth, _add_voxelmaps, _add_validate, _add_sheet, _add_audit):
         add(sub)
     return parser
 
