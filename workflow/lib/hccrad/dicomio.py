@@ -235,6 +235,21 @@ def _multiframe_frames(ds: object, file: str) -> list[_Frame] | str:
     return frames
 
 
+def _read_without_preamble(name: str) -> object | None:
+    """Header of a DICOM file written without preamble and 'DICM' (older exports), else None."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(name, stop_before_pixels=True, specific_tags=_HEADER_TAGS, force=True)
+    except Exception as exc:  # force=True reads arbitrary bytes: any failure means "not DICOM"
+        log.debug("not a DICOM file, ignored: %s (%s)", name, exc)
+        return None
+    if "SOPClassUID" not in ds:
+        log.debug("not a DICOM file, ignored: %s", name)
+        return None
+    return ds
+
+
 def _scan(folder: Path) -> _Scan:
     """Read the headers of every file in ``folder`` (not recursive) and group the images."""
     import pydicom
@@ -247,8 +262,12 @@ def _scan(folder: Path) -> _Scan:
     for name in names:
         try:
             ds = pydicom.dcmread(name, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
-            log.debug("not a DICOM file, ignored: %s (%s)", name, exc)
+        except InvalidDicomError:
+            ds = _read_without_preamble(name)
+        except (OSError, ValueError, EOFError, KeyError) as exc:
+            ds = None
+            log.debug("unreadable DICOM file, ignored: %s (%s)", name, exc)
+        if ds is None:
             continue
         base = os.path.basename(name)
         sop = ds.get("SOPClassUID")
@@ -308,7 +327,7 @@ def _scan(folder: Path) -> _Scan:
         )
         g["frames"].extend(frames)
         g["files"].append(name)
-        ts = ds.file_meta.get("TransferSyntaxUID")
+        ts = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
         g["syntaxes"].add(getattr(ts, "name", str(ts)))
         g["multiframe"] |= "PerFrameFunctionalGroupsSequence" in ds
     series = [_make_series(uid, g, skipped) for uid, g in groups.items()]
@@ -557,7 +576,7 @@ def _read_pydicom(frames: list[_Frame]) -> np.ndarray:
     for k, f in enumerate(frames):
         if f.file not in cache:
             cache.clear()  # one file at a time: a multi-frame file is read once
-            cache[f.file] = pydicom.dcmread(f.file).pixel_array
+            cache[f.file] = pydicom.dcmread(f.file, force=True).pixel_array
         arr = cache[f.file]
         plane = arr if f.index is None else (arr[f.index] if arr.ndim == 3 else arr)
         out[k] = plane.astype(np.float64) * f.slope + f.intercept
