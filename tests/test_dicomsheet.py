@@ -459,3 +459,22 @@ def test_real_ct_series(tmp_path):
         ["Patient01", "AP", "CT", ""]
     ]
     assert (tmp_path / result.sheet.loc[0, "image"]).resolve() == folder.resolve()
+
+
+def test_copies_and_link_loops_are_read_once(tmp_path):
+    """A second copy of an instance is reported, not counted; a symbolic link back up the tree
+    is not walked again."""
+    study = Study("P5", "CT")
+    study.series(tmp_path / "t" / "a", 1, "arterial", "100000")
+    (tmp_path / "t" / "copy").mkdir()
+    (tmp_path / "t" / "copy" / "IM0001").write_bytes((tmp_path / "t" / "a" / "IM0001").read_bytes())
+    (tmp_path / "t" / "a" / "loop").symlink_to(tmp_path / "t")
+    result = build_sheet(tmp_path / "t", tmp_path / "c.tsv", center="C")
+    assert result.sheet[["phase", "image"]].values.tolist() == [["AP", "t/a"]]
+    series = result.report[result.report["item"] == "series"]
+    assert series["images"].tolist() == ["6"]
+    files = result.report[result.report["item"] == "file"]
+    uid = series["series"].iloc[0]
+    assert files["path"].tolist() == ["t/copy/IM0001"]
+    assert files["reason"].iloc[0].startswith("second copy of SOP instance ")
+    assert files["reason"].iloc[0].endswith(f"(series {uid})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -39,6 +40,7 @@ _HEADER_TAGS = [
     "SeriesTime",
     "StudyDate",
     "StudyTime",
+    "SharedFunctionalGroupsSequence",
 ]
 _DICOM_SUFFIXES = {"", ".dcm", ".dicom", ".ima"}
 
@@ -190,9 +192,33 @@ def _acquisition_time(ds: Any) -> datetime | None:
         return None
 
 
+def _shared_group(ds: Any, name: str) -> Any | None:
+    """The first item of sequence ``name`` in a multi-frame image's shared functional groups."""
+    for group in ds.get("SharedFunctionalGroupsSequence", []):
+        for item in group.get(name, []):
+            return item
+    return None
+
+
+def _thickness(ds: Any) -> float | None:
+    """SliceThickness, else SpacingBetweenSlices (top level or shared pixel measures)."""
+    measures = _shared_group(ds, "PixelMeasuresSequence")
+    for source in (ds, measures):
+        if source is None:
+            continue
+        value = _float(source, "SliceThickness") or _float(source, "SpacingBetweenSlices")
+        if value is not None:
+            return value
+    return None
+
+
 def _orientation(ds: Any) -> str:
-    """``axial``, ``coronal`` or ``sagittal``: the axis the slice normal is closest to."""
+    """``axial``, ``coronal`` or ``sagittal``: the axis the slice normal is closest to
+    (ImageOrientationPatient, or that of a multi-frame image's shared functional groups)."""
     iop = ds.get("ImageOrientationPatient")
+    if iop is None:
+        shared = _shared_group(ds, "PlaneOrientationSequence")
+        iop = None if shared is None else shared.get("ImageOrientationPatient")
     if iop is None or len(iop) != 6:
         return "axial"
     row, col = np.asarray(iop[:3], dtype=float), np.asarray(iop[3:], dtype=float)
@@ -262,6 +288,21 @@ def _mask_object(path: Path, header: Any) -> MaskObject:
     )
 
 
+def _walk(root: Path) -> Iterator[Path]:
+    """Every file under ``root`` in sorted order; symbolic links to folders are followed once
+    (a link loop is not walked twice)."""
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(folder) / name
+
+
 def scan_tree(root: str | Path) -> Scan:
     """Read the header of every file under ``root`` (sorted walk, symbolic links followed).
 
@@ -271,53 +312,55 @@ def scan_tree(root: str | Path) -> Scan:
     root = Path(root)
     if not root.is_dir():
         raise InputError("DICOM root is not a folder", file=root)
-    series: dict[str, Series] = {}
-    objects: list[MaskObject] = []
-    other: list[tuple[Path, str]] = []
-    folder_series: dict[Path, set[str]] = defaultdict(set)
-    sop_series: dict[str, str] = {}
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(folder) / name
-            ds = _read_header(path)
-            if ds is None:
-                other.append((path, "not a DICOM file"))
-                continue
-            uid = _text(ds, "SeriesInstanceUID")
-            if not uid:
-                other.append((path, "DICOM file without a series (e.g. a DICOMDIR)"))
-                continue
-            folder_series[path.parent].add(uid)
-            modality = _text(ds, "Modality").upper()
-            if modality in ("SEG", "RTSTRUCT"):
-                try:
-                    objects.append(_mask_object(path, ds))
-                except Exception as exc:  # a broken object is reported, not fatal
-                    other.append((path, f"unreadable {modality} ({exc})"))
-                continue
-            sop = _text(ds, "SOPInstanceUID")
-            if sop:
-                sop_series[sop] = uid
-            s = series.get(uid)
-            if s is None:
-                s = series[uid] = Series(
-                    uid=uid,
-                    patient_id=_text(ds, "PatientID"),
-                    study=_text(ds, "StudyInstanceUID"),
-                    modality=modality,
-                    description=_text(ds, "SeriesDescription"),
-                    number=_int(ds, "SeriesNumber"),
-                    image_type=tuple(str(v) for v in (ds.get("ImageType") or [])),
-                    rows=_int(ds, "Rows") or 0,
-                    columns=_int(ds, "Columns") or 0,
-                    thickness=_float(ds, "SliceThickness") or _float(ds, "SpacingBetweenSlices"),
-                    orientation=_orientation(ds),
-                    institution=_text(ds, "InstitutionName"),
-                )
-            s.files.append(path)
-            s.images += _int(ds, "NumberOfFrames") or 1
-            t = _acquisition_time(ds)
-            if t is not None and (s.time is None or t < s.time):
-                s.time = t
-    return Scan(root, series, objects, other, dict(folder_series), sop_series)
+    scan = Scan(root, {}, [], [], defaultdict(set), {})
+    for path in _walk(root):
+        ds = _read_header(path)
+        if ds is None:
+            scan.other_files.append((path, "not a DICOM file"))
+            continue
+        uid = _text(ds, "SeriesInstanceUID")
+        if not uid:
+            scan.other_files.append((path, "DICOM file without a series (e.g. a DICOMDIR)"))
+            continue
+        scan.folder_series[path.parent].add(uid)
+        modality = _text(ds, "Modality").upper()
+        if modality in ("SEG", "RTSTRUCT"):
+            try:
+                scan.objects.append(_mask_object(path, ds))
+            except Exception as exc:  # a broken object is reported, not fatal
+                scan.other_files.append((path, f"unreadable {modality} ({exc})"))
+            continue
+        sop = _text(ds, "SOPInstanceUID")
+        if sop in scan.sop_series:
+            scan.other_files.append((path, f"second copy of SOP instance {sop} (series {uid})"))
+            continue
+        if sop:
+            scan.sop_series[sop] = uid
+        _add_image(scan.series, path, ds, uid, modality)
+    scan.folder_series = dict(scan.folder_series)
+    return scan
+
+
+def _add_image(series: dict[str, Series], path: Path, ds: Any, uid: str, modality: str) -> None:
+    """Add one image file to its series (created from this file's header when new)."""
+    s = series.get(uid)
+    if s is None:
+        s = series[uid] = Series(
+            uid=uid,
+            patient_id=_text(ds, "PatientID"),
+            study=_text(ds, "StudyInstanceUID"),
+            modality=modality,
+            description=_text(ds, "SeriesDescription"),
+            number=_int(ds, "SeriesNumber"),
+            image_type=tuple(str(v) for v in (ds.get("ImageType") or [])),
+            rows=_int(ds, "Rows") or 0,
+            columns=_int(ds, "Columns") or 0,
+            thickness=_thickness(ds),
+            orientation=_orientation(ds),
+            institution=_text(ds, "InstitutionName"),
+        )
+    s.files.append(path)
+    s.images += _int(ds, "NumberOfFrames") or 1
+    t = _acquisition_time(ds)
+    if t is not None and (s.time is None or t < s.time):
+        s.time = t
