@@ -27,6 +27,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any  # pydicom datasets and their values
 
 import numpy as np
 import SimpleITK as sitk
@@ -158,15 +159,15 @@ def _normal(orientation: tuple[float, ...] | np.ndarray) -> np.ndarray:
     return n / norm if norm > 0 else n
 
 
-def _floats(value: object, n: int) -> tuple[float, ...] | None:
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     try:
-        out = tuple(float(v) for v in value)  # type: ignore[attr-defined]  # DS multi-values
+        out = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         return None
     return out if len(out) == n else None
 
 
-def _first(ds: object, *path: str) -> object | None:
+def _first(ds: Any, *path: str) -> Any:
     """``ds.A[0].B[0].C`` for a path of (sequence, ..., keyword); None if anything is missing."""
     cur = ds
     for i, key in enumerate(path):
@@ -174,13 +175,13 @@ def _first(ds: object, *path: str) -> object | None:
         if cur is None:
             return None
         if i < len(path) - 1:
-            if len(cur) == 0:  # type: ignore[arg-type]  # a pydicom Sequence
+            if len(cur) == 0:
                 return None
-            cur = cur[0]  # type: ignore[index]
+            cur = cur[0]
     return cur
 
 
-def _acquisition_time(ds: object) -> str:
+def _acquisition_time(ds: Any) -> str:
     for date_key, time_key in (
         ("AcquisitionDate", "AcquisitionTime"),
         ("SeriesDate", "SeriesTime"),
@@ -193,7 +194,7 @@ def _acquisition_time(ds: object) -> str:
     return ""
 
 
-def _multiframe_frames(ds: object, file: str) -> list[_Frame] | str:
+def _multiframe_frames(ds: Any, file: str) -> list[_Frame] | str:
     """Frames of an enhanced / legacy-converted multi-frame file, or why they cannot be read."""
     n = int(getattr(ds, "NumberOfFrames", 1) or 1)
     per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
@@ -202,7 +203,7 @@ def _multiframe_frames(ds: object, file: str) -> list[_Frame] | str:
     if per_frame is None or len(per_frame) != n:
         return f"multi-frame file of {n} frames without one Per-frame Functional Group per frame"
 
-    def group(item: object, *path: str) -> object | None:
+    def group(item: Any, *path: str) -> Any:
         value = _first(item, *path)
         if value is None and shared is not None:
             value = _first(shared, *path)
@@ -224,18 +225,18 @@ def _multiframe_frames(ds: object, file: str) -> list[_Frame] | str:
             _Frame(
                 file=file,
                 index=i,
-                position=pos,  # type: ignore[arg-type]  # checked length 3
+                position=pos,
                 orientation=ori,
-                pixel_spacing=spacing,  # type: ignore[arg-type]  # checked length 2
-                size=(int(ds.Rows), int(ds.Columns)),  # type: ignore[attr-defined]
-                slope=float(slope if slope is not None else 1.0),  # type: ignore[arg-type]
-                intercept=float(intercept if intercept is not None else 0.0),  # type: ignore[arg-type]
+                pixel_spacing=spacing,
+                size=(int(ds.Rows), int(ds.Columns)),
+                slope=float(slope if slope is not None else 1.0),
+                intercept=float(intercept if intercept is not None else 0.0),
             )
         )
     return frames
 
 
-def _read_without_preamble(name: str) -> object | None:
+def _read_without_preamble(name: str) -> Any:
     """Header of a DICOM file written without preamble and 'DICM' (older exports), else None."""
     import pydicom
 
@@ -304,9 +305,9 @@ def _scan(folder: Path) -> _Scan:
                 _Frame(
                     file=name,
                     index=None,
-                    position=pos,  # type: ignore[arg-type]  # checked length 3
+                    position=pos,
                     orientation=ori,
-                    pixel_spacing=spacing,  # type: ignore[arg-type]  # checked length 2
+                    pixel_spacing=spacing,
                     size=(int(ds.Rows), int(ds.Columns)),
                     slope=float(slope) if slope is not None else 1.0,
                     intercept=float(intercept) if intercept is not None else 0.0,
