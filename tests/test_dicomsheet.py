@@ -478,3 +478,9 @@ def test_copies_and_link_loops_are_read_once(tmp_path):
     assert files["path"].tolist() == ["t/copy/IM0001"]
     assert files["reason"].iloc[0].startswith("second copy of SOP instance ")
     assert files["reason"].iloc[0].endswith(f"(series {uid})")
+
+
+def test_docs_show_the_shipped_phase_map():
+    docs = (ROOT / "docs" / "dicom_sheet.md").read_text()
+    block = docs.split("tests/test_dicomsheet.py -->\n```yaml\n", 1)[1].split("```\n", 1)[0]
+    assert block == dicomsheet.default_phase_map_text()
