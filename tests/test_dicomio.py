@@ -26,6 +26,7 @@ from pydicom.uid import (
     MPEG2MPML,
     UID,
     DeflatedExplicitVRLittleEndian,
+    EnhancedCTImageStorage,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -532,8 +533,12 @@ _PN_WARNING = "ignore:The string .* is unlikely to represent the intended person
 
 
 @pytest.mark.filterwarnings(_PN_WARNING)
-@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless], ids=["raw", "RLE"])
-def test_legacy_converted_multiframe(subset, plain, tmp_path, syntax):
+@pytest.mark.parametrize(
+    ("syntax", "enhanced"),
+    [(ExplicitVRLittleEndian, False), (RLELossless, False), (ExplicitVRLittleEndian, True)],
+    ids=["legacy-raw", "legacy-RLE", "enhanced-raw"],
+)
+def test_legacy_converted_multiframe(subset, plain, tmp_path, syntax, enhanced):
     from highdicom.legacy import LegacyConvertedEnhancedCTImage
 
     shuffled = [subset[i] for i in (3, 0, 7, 5, 1, 6, 2, 4)]
@@ -547,6 +552,8 @@ def test_legacy_converted_multiframe(subset, plain, tmp_path, syntax):
     )
     assert int(mf.NumberOfFrames) == N_SLICES
     assert "PerFrameFunctionalGroupsSequence" in mf
+    if enhanced:  # the same functional groups under the Enhanced CT Image Storage class
+        mf.SOPClassUID = mf.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
     mf.save_as(tmp_path / "enhanced.dcm")
     _write(subset[:1], tmp_path, _sagittal, series_uid=generate_uid(), prefix="LOC")  # decoy
     (listed,) = [s for s in dicomio.list_series(tmp_path) if s.multiframe]
@@ -568,3 +575,27 @@ def test_multiframe_missing_frame_refused(subset, tmp_path):
     mf.save_as(tmp_path / "enhanced.dcm")
     with pytest.raises(InputError, match="missing slices"):
         read_image(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["JPGExtended.dcm", "JPEG-lossy.dcm"])
+def test_jpeg_extended_12bit(tmp_path, name):
+    """12-bit JPEG extended (process 2/4): GDCM decodes it; pydicom's plugins decode only one of
+    the two bundled files, and agree with GDCM to 1 (lossy) where they do."""
+    src = pydicom.dcmread(get_testdata_file(name))
+    for k in range(2):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0.0, 0.0, 4.0 * k]
+        ds.save_as(tmp_path / f"{k}.dcm")
+    image = read_image(tmp_path)
+    assert image.GetSize() == (256, 1024, 2)
+    np.testing.assert_allclose(image.GetSpacing(), (2.26, 2.26, 4.0))
+    arr = sitk.GetArrayFromImage(image)
+    np.testing.assert_array_equal(arr[0], arr[1])
+    if name == "JPGExtended.dcm":
+        assert np.abs(arr[0] - src.pixel_array).max() <= 1
+        assert arr[0].max() > 255  # 12-bit values, beyond the 8-bit range
+    else:
+        with pytest.raises(RuntimeError, match="Unable to decode"):
+            src.pixel_array  # noqa: B018 - the attribute access decodes (and fails here)
