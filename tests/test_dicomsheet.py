@@ -26,6 +26,7 @@ from hccrad.cli import main
 from hccrad.config import load_settings, settings_from_config
 from hccrad.dicomsheet import build_sheet, load_phase_map
 from hccrad.errors import InputError
+from hccrad.imageio import read_image
 from hccrad.sheets import load_cohort
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -110,7 +111,7 @@ class Study:
             ds.BitsAllocated = ds.BitsStored = 16
             ds.HighBit = 15
             ds.PixelRepresentation = 1
-            ds.PixelData = np.full((16, 16), 100 + i, dtype=np.int16).tobytes()
+            ds.PixelData = np.full((16, 16), 100 * number + i, dtype=np.int16).tobytes()
             _save(ds, folder / name.format(i=i + 1))
             out.append(ds)
         return out
@@ -340,6 +341,28 @@ def test_written_sheet_passes_the_project_sheet_checks(tree, tmp_path):
         tree["uids"]["ap"],
         tree["uids"]["pre"],
     }
+
+
+def test_sheet_rows_read_back_as_their_series(tree, tmp_path):
+    """The workflow's reader (hccrad.imageio.read_image with the sheet's series cell) reads each
+    row's series: 6 slices whose values carry the series number (100 x number + slice)."""
+    out = tmp_path / "cohort.tsv"
+    result = build_sheet(tree["root"], out)
+    numbers = result.report.set_index("series")["series_number"]
+    expected = {
+        ("HCC001", "AP"): "art",
+        ("HCC001", "PVP"): "pv",
+        ("HCC002", "AP"): "ap",
+        ("HCC002", "PVP"): "dyn",
+        ("HCC002", "HBP"): "hbp",
+        ("HCC002", "DP"): "dp",
+    }
+    for row in result.sheet.itertuples():
+        image = read_image(out.parent / row.image, series=row.series or None)
+        values = sitk.GetArrayFromImage(image)
+        assert values.shape == (6, 16, 16)
+        number = int(numbers[tree["uids"][expected[(row.patient, row.phase)]]])
+        assert sorted(values[:, 0, 0].tolist()) == [100 * number + i for i in range(6)]
 
 
 def test_modality_phases_are_the_configured_ones():
