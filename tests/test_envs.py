@@ -90,6 +90,7 @@ IMPORT_DISTS: dict[str, tuple[str, ...]] = {
     "jsonschema": ("jsonschema",),
     "SimpleITK": ("simpleitk",),
     "pydicom": ("pydicom",),
+    "highdicom": ("highdicom",),
     "nibabel": ("nibabel",),
     "matplotlib": ("matplotlib",),
     "PIL": ("pillow", "matplotlib"),

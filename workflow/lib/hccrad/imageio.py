@@ -289,66 +289,87 @@ def read_mask(
     tolerance_mm: float = 1e-3,
     allow_empty: bool = False,
     label: int | None = None,
+    segment: str | None = None,
 ) -> sitk.Image:
-    """Read a mask and check that it lies on the grid of ``reference``, or on a part of it.
+    """Read a mask in any supported format onto the grid of ``reference``.
 
-    A mask whose grid is a part of the image's (same spacing and orientation, its origin on one
-    of the image's voxels, its foreground inside the image: a mask cropped to the lesion, a
-    segmentation covering some slices) is placed onto the image's grid; any other grid is refused.
+    Formats (details in :mod:`hccrad.maskio` and ``docs/inputs.md``): a label image (NIfTI, NRRD,
+    MHA...), a 3D Slicer ``.seg.nrrd``, a DICOM SEG, a DICOM RTSTRUCT, or a folder holding exactly
+    one SEG or RTSTRUCT file. A label image whose grid is a part of the image's (same spacing and
+    orientation, its origin on one of the image's voxels, its foreground inside the image: a mask
+    cropped to the lesion, a segmentation covering some slices) is placed onto the image's grid;
+    any other grid is refused. SEG frames and RTSTRUCT contours are placed through their physical
+    positions, which must fall on the image's voxels and slice planes.
 
     Args:
-        path: mask file (any format :func:`read_image` reads, DICOM folders excepted in practice).
+        path: mask file or folder.
         reference: image the mask belongs to.
         patient: patient id, for error messages.
         phase: phase name, for error messages.
-        kind: what the mask is ("tumor", "liver"...), for error messages.
+        kind: what the mask is ("tumor", "liver"...), for error messages and the name of the
+            sheet column ``{kind}_segment`` they point to.
         tolerance_mm: geometry tolerance, see :func:`check_geometry`.
         allow_empty: accept a mask without any foreground voxel.
-        label: keep only voxels equal to this label (multi-label files); by default every nonzero
-            voxel is foreground.
+        label: keep only voxels equal to this label (multi-label files); same as
+            ``segment=str(label)``.
+        segment: the sheet's ``{kind}_segment`` cell: a label value or segment number, a segment
+            name (case-insensitive), or several joined by ``+`` (their union). None: every nonzero
+            voxel of a label image, the only segment of a SEG / RTSTRUCT / ``.seg.nrrd``.
 
     Returns:
         Binary ``UInt8`` image (0/1) without metadata.
 
     Raises:
-        InputError: unreadable file, grid neither ``reference``'s nor a part of it, empty mask.
+        InputError: unreadable file, unknown or missing segment selection, grid neither
+            ``reference``'s nor a part of it, empty mask.
+        ValueError: ``label`` and ``segment`` both given and different.
     """
+    from hccrad import maskio
+
     p = Path(path)
+    if label is not None and segment is not None and str(segment).strip() != str(label):
+        raise ValueError(f"read_mask: label={label} and segment={segment!r} disagree")
+    selection = segment if segment is not None else (str(label) if label is not None else None)
     if not p.exists():
         raise InputError(f"{kind} mask: no such file", patient=patient, phase=phase, file=p)
-    if p.is_dir():
-        raise InputError(
-            f"{kind} mask is a folder; masks must be NIfTI or NRRD files",
+    if p.is_dir() or maskio.is_dicom_file(p):
+        fg, what = maskio.read_dicom_mask(
+            p,
+            reference,
+            selection,
             patient=patient,
             phase=phase,
-            file=p,
+            kind=kind,
+            tolerance_mm=tolerance_mm,
         )
-    raw = _sitk_read(p, f"{kind} mask", patient, phase)
-    _check_3d(raw, p, patient, phase)
-    diffs = check_geometry(raw, reference, tolerance_mm=tolerance_mm)
-    arr = sitk.GetArrayViewFromImage(raw)
-    fg = (arr == label) if label is not None else (arr != 0)
-    if diffs:
-        fg = _place_on_grid(fg, raw, reference, tolerance_mm=tolerance_mm)
-        if fg is None:
-            raise InputError(
-                f"{kind} mask does not lie on the image grid, nor on a part of it: "
-                + "; ".join(diffs),
-                patient=patient,
-                phase=phase,
-                file=p,
+    else:
+        raw = _sitk_read(p, f"{kind} mask", patient, phase)
+        if raw.GetNumberOfComponentsPerPixel() == 1 or raw.GetDimension() != 3:
+            _check_3d(raw, p, patient, phase)
+        fg, what = maskio.label_foreground(
+            raw, selection, patient=patient, phase=phase, file=p, kind=kind
+        )
+        diffs = check_geometry(raw, reference, tolerance_mm=tolerance_mm)
+        if diffs:
+            fg = _place_on_grid(fg, raw, reference, tolerance_mm=tolerance_mm)
+            if fg is None:
+                raise InputError(
+                    f"{kind} mask does not lie on the image grid, nor on a part of it: "
+                    + "; ".join(diffs),
+                    patient=patient,
+                    phase=phase,
+                    file=p,
+                )
+            log.info(
+                "%s %s: %s mask on a part of the image grid (%s), placed onto it",
+                patient,
+                phase,
+                kind,
+                "; ".join(diffs),
             )
-        log.info(
-            "%s %s: %s mask on a part of the image grid (%s), placed onto it",
-            patient,
-            phase,
-            kind,
-            "; ".join(diffs),
-        )
     mask = sitk.GetImageFromArray(fg.astype(np.uint8))
     mask.CopyInformation(reference)
     if not allow_empty and not fg.any():
-        what = f"label {label}" if label is not None else "no foreground voxel"
         raise InputError(f"{kind} mask is empty ({what})", patient=patient, phase=phase, file=p)
     return mask
 
