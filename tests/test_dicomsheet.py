@@ -507,3 +507,34 @@ def test_docs_show_the_shipped_phase_map():
     docs = (ROOT / "docs" / "dicom_sheet.md").read_text()
     block = docs.split("tests/test_dicomsheet.py -->\n```yaml\n", 1)[1].split("```\n", 1)[0]
     assert block == dicomsheet.default_phase_map_text()
+
+
+def test_small_split_and_second_studies_are_skipped(tmp_path):
+    """Series too small or spread over folders, a PatientID without letters or digits, and the
+    second study of a patient (the one with fewer phases) are reported, not placed."""
+    t = tmp_path / "t"
+    first = Study("P1", "CT")
+    first.series(t / "s1" / "a", 1, "arterial", "100000")
+    first.series(t / "s1" / "p", 2, "portal", "100100")
+    first.series(t / "s1" / "three", 3, "arterial thin", "100000", slices=3)
+    first.series(t / "s1" / "one", 4, "arterial", "100000", slices=1)
+    first.series(t / "s1" / "split", 5, "venous", "100200")
+    (t / "s1" / "split2").mkdir()
+    for name in ("IM0004", "IM0005", "IM0006"):
+        (t / "s1" / "split" / name).rename(t / "s1" / "split2" / name)
+    second = Study("P1", "CT")
+    second.series(t / "s2" / "a", 1, "arterial", "120000")
+    Study("__", "CT").series(t / "s3", 1, "arterial", "100000")
+    result = build_sheet(t, tmp_path / "c.tsv", center="C")
+    assert result.sheet[["patient", "phase", "image"]].values.tolist() == [
+        ["P1", "AP", "t/s1/a"],
+        ["P1", "PVP", "t/s1/p"],
+    ]
+    reasons = result.report.set_index("path")["reason"]
+    assert reasons["t/s1/three"] == "only 3 slices (fewer than 5)"
+    assert reasons["t/s1/one"] == "single slice"
+    assert reasons["t/s1/split, t/s1/split2"] == "files spread over 2 folders"
+    assert reasons["t/s2/a"] == (
+        f"patient's other study {first.uid} (CT) is used; description matches 'arterial'"
+    )
+    assert reasons["t/s3"] == "PatientID '__' has no letter or digit"

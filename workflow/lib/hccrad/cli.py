@@ -158,8 +158,10 @@ def _add_sheet(sub: Any) -> None:
         "DICOM SEG / RTSTRUCT masks, and write the cohort sheet and <out stem>.report.tsv "
         "(every series, object and other file with what happened to it).",
     )
-    p.add_argument("dicom_root", type=Path, nargs="?", help="top folder of the DICOM tree")
-    p.add_argument("--out", type=Path, help="cohort sheet to write (TSV)")
+    p.add_argument(
+        "dicom_root", type=Path, nargs="?", metavar="DICOM_ROOT", help="top of the DICOM tree"
+    )
+    p.add_argument("--out", type=Path, metavar="SHEET", help="cohort sheet to write (TSV)")
     p.add_argument(
         "--phase-map", type=Path, help="phase map YAML (default: the one --print-phase-map shows)"
     )
