@@ -538,3 +538,35 @@ def test_small_split_and_second_studies_are_skipped(tmp_path):
         f"patient's other study {first.uid} (CT) is used; description matches 'arterial'"
     )
     assert reasons["t/s3"] == "PatientID '__' has no letter or digit"
+
+
+def test_mask_cells_select_the_segments(tree, tmp_path):
+    """The workflow's mask reader (hccrad.imageio.read_mask with the sheet's segment cell) gets
+    exactly the SEG's boxes per segment, and the RTSTRUCT's outline on its one slice."""
+    pytest.importorskip("hccrad.maskio", reason="SEG/RTSTRUCT reading not in this checkout yet")
+    from hccrad.imageio import read_mask
+
+    out = tmp_path / "cohort.tsv"
+    sheet = build_sheet(tree["root"], out).sheet.set_index(["patient", "phase"])
+    arrays = {}
+    for key in [("HCC001", "PVP"), ("HCC002", "AP")]:
+        row = sheet.loc[key]
+        image = read_image(out.parent / row["image"], series=row["series"] or None)
+        for kind in ("tumor", "liver"):
+            mask = read_mask(
+                out.parent / row[f"{kind}_mask"],
+                image,
+                kind=kind,
+                segment=row[f"{kind}_segment"],
+            )
+            arrays[(*key, kind)] = sitk.GetArrayFromImage(mask)
+    # _seg: segment k is the box [1:5, 2k:2k+4, 4:10], Tumor (2) drawn over Liver (1)
+    liver, tumor = np.zeros((2, 6, 16, 16), dtype=np.uint8)
+    liver[1:5, 2:6, 4:10] = 1
+    tumor[1:5, 4:8, 4:10] = 1
+    liver[tumor == 1] = 0
+    np.testing.assert_array_equal(arrays[("HCC001", "PVP", "liver")], liver)
+    np.testing.assert_array_equal(arrays[("HCC001", "PVP", "tumor")], tumor)
+    for kind in ("tumor", "liver"):
+        drawn = np.nonzero(arrays[("HCC002", "AP", kind)])
+        assert set(drawn[0].tolist()) == {2}  # the contour's slice
