@@ -190,6 +190,29 @@ def test_seg_covering_only_the_tumor_slices(ct, labels, tmp_path):
     np.testing.assert_array_equal(_arr(read_mask(path, image, label=1)), labels == TUMOR)
 
 
+def test_seg_labelmap_and_empty_segment(ct, labels, tmp_path):
+    """A LABELMAP SEG (one frame per slice holding segment numbers) reads as the BINARY one; a
+    segment without any frame (highdicom omits empty frames) is an empty mask, refused."""
+    _, image, headers = ct
+    path = write_seg(
+        tmp_path / "labelmap.dcm",
+        headers[Z0:Z1],
+        labels[Z0:Z1],
+        ["Liver", "Tumor"],
+        segmentation_type="LABELMAP",
+    )
+    np.testing.assert_array_equal(_arr(read_mask(path, image, segment="tumor")), labels == TUMOR)
+    np.testing.assert_array_equal(_arr(read_mask(path, image, segment="1+2")), labels > 0)
+    only_liver = np.stack([labels[Z0:Z1] == LIVER, np.zeros_like(labels[Z0:Z1], bool)], axis=-1)
+    path = write_seg(
+        tmp_path / "empty.dcm", headers[Z0:Z1], only_liver.astype(np.uint8), ["Liver", "Tumor"]
+    )
+    with pytest.raises(InputError, match=r"tumor mask is empty \(segment 2 'Tumor'\)"):
+        read_mask(path, image, segment="Tumor", patient="P1", phase="AP")
+    empty = read_mask(path, image, segment="Tumor", allow_empty=True)
+    assert not _arr(empty).any() and empty.GetSize() == image.GetSize()
+
+
 def test_seg_fractional_threshold(ct, labels, tmp_path):
     """A FRACTIONAL SEG: tumor at 0.9, a 2-voxel rim at 0.3 (< 0.5, not foreground)."""
     import scipy.ndimage as ndi
