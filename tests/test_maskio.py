@@ -460,6 +460,48 @@ def test_seg_nrrd_two_layers_overlapping(grid, tmp_path):
         read_mask(path, ref, segment="1", kind="liver")
 
 
+def _slicer_nrrd(path: Path, layers: np.ndarray, ref: sitk.Image, fields: str) -> Path:
+    """An NRRD written byte by byte as 3D Slicer writes a segmentation with several layers:
+    LPS space, a ``list`` axis of layers first, gzip, ``Segment{i}_*:=`` key/value fields."""
+    import gzip
+
+    n_layers = layers.shape[-1]
+    sx, sy, sz = ref.GetSpacing()
+    header = (
+        "NRRD0004\ntype: unsigned char\ndimension: 4\nspace: left-posterior-superior\n"
+        f"sizes: {n_layers} {ref.GetSize()[0]} {ref.GetSize()[1]} {ref.GetSize()[2]}\n"
+        f"space directions: none ({sx},0,0) (0,{sy},0) (0,0,{sz})\n"
+        "kinds: list domain domain domain\nencoding: gzip\n"
+        f"space origin: ({ref.GetOrigin()[0]},{ref.GetOrigin()[1]},{ref.GetOrigin()[2]})\n"
+        f"{fields}\n"
+    )
+    path.write_bytes(header.encode() + gzip.compress(layers.astype(np.uint8).tobytes()))
+    return path
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # Slicer >= 4.11: layer and label value of every segment
+        "Segment0_ID:=Segment_1\nSegment0_Name:=Liver\nSegment0_LabelValue:=1\n"
+        "Segment0_Layer:=0\nSegment1_ID:=Segment_2\nSegment1_Name:=Tumor\n"
+        "Segment1_LabelValue:=1\nSegment1_Layer:=1\n",
+        # older Slicer: one layer per segment, no LabelValue / Layer fields
+        "Segment0_ID:=Segment_1\nSegment0_Name:=Liver\nSegment1_ID:=Segment_2\n"
+        "Segment1_Name:=Tumor\n",
+    ],
+    ids=["layers", "legacy"],
+)
+def test_seg_nrrd_as_slicer_writes_it(grid, tmp_path, fields):
+    ref, lab = grid
+    layers = np.stack([lab > 0, lab == 2], axis=-1)
+    path = _slicer_nrrd(tmp_path / "slicer.seg.nrrd", layers, ref, fields)
+    np.testing.assert_array_equal(_arr(read_mask(path, ref, segment="tumor")), lab == 2)
+    np.testing.assert_array_equal(_arr(read_mask(path, ref, segment="LIVER")), lab > 0)
+    with pytest.raises(InputError, match=r"1 'Liver', 1 'Tumor'"):
+        read_mask(path, ref)
+
+
 def test_seg_nrrd_cropped_is_placed(grid, tmp_path):
     """Slicer crops segmentations to their extent: the origin moves onto an image voxel."""
     ref, lab = grid

@@ -179,8 +179,17 @@ def _describe_choice(chosen: Sequence[Segment]) -> str:
 
 def slicer_segments(image: sitk.Image) -> list[Segment]:
     """The segments a 3D Slicer ``.seg.nrrd`` declares in its ``Segment{i}_*`` fields (empty list
-    for any other image)."""
+    for any other image).
+
+    A missing ``Segment{i}_LabelValue`` is 1; a missing ``Segment{i}_Layer`` is 0 in a one-layer
+    file and ``i`` in a file with several layers (Slicer before 4.11 wrote one layer per segment
+    without these fields).
+
+    Raises:
+        ValueError: a label value or layer that is not an integer.
+    """
     keys = set(image.GetMetaDataKeys())
+    several_layers = image.GetNumberOfComponentsPerPixel() > 1
     segments = []
     i = 0
     while any(k.startswith(f"Segment{i}_") for k in keys):
@@ -189,12 +198,13 @@ def slicer_segments(image: sitk.Image) -> list[Segment]:
             key = f"Segment{i}_{field}"
             return image.GetMetaData(key).strip() if key in keys else default
 
+        try:
+            number = int(get("LabelValue", "1"))
+            layer = int(get("Layer", str(i) if several_layers else "0"))
+        except ValueError as exc:
+            raise ValueError(f"Segment{i}_LabelValue / Segment{i}_Layer: {exc}") from exc
         segments.append(
-            Segment(
-                number=int(get("LabelValue", "1")),
-                name=get("Name", get("ID", f"Segment_{i}")),
-                layer=int(get("Layer", "0")),
-            )
+            Segment(number=number, name=get("Name", get("ID", f"Segment_{i}")), layer=layer)
         )
         i += 1
     return segments
@@ -229,7 +239,10 @@ def label_foreground(
     ctx = _Context(patient, phase, Path(file), kind)
     tokens = _tokens(selection, ctx)
     n_comp = image.GetNumberOfComponentsPerPixel()
-    segments = slicer_segments(image)
+    try:
+        segments = slicer_segments(image)
+    except ValueError as exc:
+        raise ctx.error(f"bad 3D Slicer segment field {exc}") from exc
     arr = sitk.GetArrayViewFromImage(image)
     if segments:
         chosen = select_segments(segments, tokens, ctx, "segmentation (.seg.nrrd)")
