@@ -524,6 +524,7 @@ def test_multilabel_files(grid, tmp_path, suffix):
     np.testing.assert_array_equal(_arr(read_mask(path, ref)), lab > 0)
     np.testing.assert_array_equal(_arr(read_mask(path, ref, segment="1+2")), np.isin(lab, [1, 2]))
     np.testing.assert_array_equal(_arr(read_mask(path, ref, segment="3")), lab == 3)
+    np.testing.assert_array_equal(_arr(read_mask(path, ref, segment="2.0")), lab == 2)
     np.testing.assert_array_equal(_arr(read_mask(path, ref, label=2)), lab == 2)
     with pytest.raises(InputError, match=r"'tumor' \(tumor_segment\) is a name.*1, 2, 3"):
         read_mask(path, ref, segment="tumor", patient="P4", phase="DP")
@@ -536,6 +537,8 @@ def test_multilabel_files(grid, tmp_path, suffix):
 def test_selection_parsing():
     assert parse_selection(None) is None and parse_selection("  ") is None
     assert parse_selection(" liver + 2 ") == ["liver", "2"]
+    assert parse_selection(float("nan")) is None  # an empty cell of a typed sheet
+    assert parse_selection(2.0) == ["2.0"]
     with pytest.raises(ValueError, match="empty part"):
         parse_selection("1+")
 

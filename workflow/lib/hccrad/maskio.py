@@ -90,11 +90,12 @@ class _Context:
         return f"{self.kind}_segment"
 
 
-def parse_selection(selection: str | None) -> list[str] | None:
+def parse_selection(selection: str | float | None) -> list[str] | None:
     """Split a ``{kind}_segment`` cell into its parts (``'liver + 2'`` -> ``['liver', '2']``).
 
     Args:
-        selection: the cell; None or blank means no selection.
+        selection: the cell; None, NaN (an empty cell of a typed table) or blank means no
+            selection; a number (``2``, ``2.0``) selects that number.
 
     Returns:
         The stripped parts, or None for no selection.
@@ -102,7 +103,9 @@ def parse_selection(selection: str | None) -> list[str] | None:
     Raises:
         ValueError: an empty part (``'1++2'``, ``'+'``).
     """
-    if selection is None or not str(selection).strip():
+    if selection is None or (isinstance(selection, float) and np.isnan(selection)):
+        return None
+    if not str(selection).strip():
         return None
     parts = [part.strip() for part in str(selection).split("+")]
     if any(not part for part in parts):
