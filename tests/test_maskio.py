@@ -534,6 +534,20 @@ def test_multilabel_files(grid, tmp_path, suffix):
         read_mask(path, ref, segment="1", label=2)
 
 
+def test_select_segments_numbers_and_names():
+    from hccrad.maskio import Segment, _Context, select_segments
+
+    ctx = _Context("P1", "AP", Path("x.dcm"), "tumor")
+    segments = [Segment(1, "Liver "), Segment(5, "2"), Segment(7, "GTV")]
+    assert select_segments(segments, ["2"], ctx, "RTSTRUCT") == [Segment(5, "2")]
+    assert select_segments(segments, ["5", "liver", "1"], ctx, "RTSTRUCT") == [
+        Segment(5, "2"),
+        Segment(1, "Liver "),
+    ]
+    with pytest.raises(InputError, match=r"no segment 'ptv' \(tumor_segment\); the RTSTRUCT "):
+        select_segments(segments, ["ptv"], ctx, "RTSTRUCT")
+
+
 def test_selection_parsing():
     assert parse_selection(None) is None and parse_selection("  ") is None
     assert parse_selection(" liver + 2 ") == ["liver", "2"]

@@ -138,7 +138,8 @@ def _tokens(selection: str | None, ctx: _Context) -> list[str] | None:
 def select_segments(
     segments: Sequence[Segment], tokens: list[str] | None, ctx: _Context, what: str
 ) -> list[Segment]:
-    """The segments ``tokens`` names (numbers match ``number``, names match case-insensitively).
+    """The segments ``tokens`` names: a number matches ``number`` (else a name), a name matches
+    case-insensitively, surrounding blanks ignored.
 
     Raises:
         InputError: no selection while the file has several segments, a part that matches no
@@ -157,10 +158,10 @@ def select_segments(
     chosen: list[Segment] = []
     for token in tokens:
         number = _as_number(token)
-        if number is not None:
-            matches = [s for s in segments if s.number == number]
-        else:
-            matches = [s for s in segments if s.name and s.name.casefold() == token.casefold()]
+        matches = [s for s in segments if number is not None and s.number == number]
+        if not matches:  # a name (also one that looks like a number: an ROI named "2")
+            key = token.casefold()
+            matches = [s for s in segments if s.name and s.name.strip().casefold() == key]
         if not matches:
             raise ctx.error(f"no segment {token!r} ({ctx.column}); {listing}")
         if len(matches) > 1:
