@@ -13,9 +13,11 @@ import SimpleITK as sitk
 
 from conftest import ROOT, shared_data
 from hccrad.preprocess.register import (
+    REGISTRATION_VOXELS,
     foreground_box,
     register_rigid,
     registration_copy,
+    registration_grid_mm,
     stage1_schedule,
 )
 
@@ -117,6 +119,25 @@ def test_registration_copy_keeps_physical_positions():
     assert registration_copy(img, grid_mm=None, crop=False) is img
 
 
+def test_registration_grid_under_the_voxel_budget():
+    """A CT at 1 mm cropped to the body (HCC_048) goes to 2 mm; the demo's images stay; a larger
+    budget overrun takes 3 mm; thick slices are binned in-plane only."""
+
+    def blank(size, spacing=(1.0, 1.0, 1.0)):
+        img = sitk.Image(size, sitk.sitkUInt8)
+        img.SetSpacing(spacing)
+        return img
+
+    assert REGISTRATION_VOXELS == 4_194_304
+    assert registration_grid_mm(blank((340, 288, 222))) == 2.0
+    assert registration_grid_mm(blank((100, 90, 72))) is None
+    assert registration_grid_mm(blank((512, 512, 300))) == 3.0  # 2 mm: 9.8 M voxels
+    # 0.7 x 0.7 x 2.5 mm, 512 x 512 x 89 (23 M): 1.4 mm in-plane gives 5.8 M, 2.1 mm 2.6 M
+    thick = blank((512, 512, 89), (0.7, 0.7, 2.5))
+    assert registration_grid_mm(thick) == pytest.approx(2.1)
+    assert registration_copy(thick, grid_mm=2.1, crop=False).GetSize() == (170, 170, 89)
+
+
 def test_stage1_schedule_keeps_physical_levels():
     """QuickRigid's 6 and 4 voxel levels become 3 and 2 on a grid binned by 2 (same mm), and
     binning 1 is antspyx's own schedule."""
@@ -129,5 +150,7 @@ def test_register_rigid_rejects_bad_grid_and_sampling():
     img = _ct_like()
     with pytest.raises(ValueError, match="grid_mm"):
         register_rigid(img, img, grid_mm=0.0)
+    with pytest.raises(ValueError, match="max_voxels"):
+        register_rigid(img, img, max_voxels=0)
     with pytest.raises(ValueError, match="sampling_rate"):
         register_rigid(img, img, sampling_rate=1.5)

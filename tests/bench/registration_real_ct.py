@@ -49,19 +49,22 @@ SERIES = ROOT.parent / "shared" / "data" / "hcc048_ct_dicom"
 #: Name -> (what it is, keyword arguments of register_rigid). "body_mask" in the arguments
 #: means: the fixed image's body mask as ``fixed_mask``.
 SETTINGS: dict[str, tuple[str, dict]] = {
-    "old": ("QuickRigid + refine 10+5 at 1 mm (before)", {"grid_mm": None, "crop": False}),
-    "old_norefine": (
-        "QuickRigid alone at 1 mm",
-        {"grid_mm": None, "crop": False, "refine": False},
+    "old": (
+        "QuickRigid + refine 10+5 at 1 mm (before)",
+        {"max_voxels": None, "crop": False},
     ),
-    "crop": ("old, cropped to the body", {"grid_mm": None, "crop": True}),
+    "old_norefine": (
+        "QuickRigid alone at 1 mm (before, demo overlay)",
+        {"max_voxels": None, "crop": False, "refine": False},
+    ),
+    "crop": ("old, cropped to the body", {"max_voxels": None, "crop": True}),
     "grid2": ("old, on a 2 mm grid", {"grid_mm": 2.0, "crop": False}),
-    "new": ("2 mm grid + body crop (new default)", {}),
+    "new": ("body crop + 2 mm grid (4.2 M voxel budget; new default)", {}),
     "new_norefine": ("new, QuickRigid alone (demo overlay)", {"refine": False}),
     "new_mask": ("new + metric restricted to the body", {"body_mask": True}),
-    "new_rate05": ("new, sampling 5 % instead of 20 %", {"sampling_rate": 0.05}),
+    "new_rate05": ("new, metric sampling 5 % instead of 20 %", {"sampling_rate": 0.05}),
     "new_1thread": ("new, one ITK thread", {"threads": 1}),
-    "grid3": ("new on a 3 mm grid", {"grid_mm": 3.0}),
+    "grid3": ("body crop + 3 mm grid", {"grid_mm": 3.0}),
 }
 
 
