@@ -95,6 +95,8 @@ REGISTER_PARAMS = dict(
     phases=lambda w: COHORT.phases(w.patient),
     reference=lambda w: modality_of(w).reference_phase,
     n4=lambda w: modality_of(w).n4,
+    # the sheet's selections within the raw files: series of a DICOM folder, mask segments
+    selections=lambda w: PLAN.raw_selections(w.patient),
     **register_params(SETTINGS),
 )
 NORMALIZE_PARAMS = dict(

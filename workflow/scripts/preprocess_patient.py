@@ -19,6 +19,8 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
             settings=settings,
             n4=params["n4"],
             manifest=snakemake.output.registration,
+            series=params["selections"]["series"],
+            segments=params["selections"]["segments"],
         ),
         normalize=dict(
             **where,

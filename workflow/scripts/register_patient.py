@@ -18,4 +18,6 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
         settings=PreprocessSettings.from_params(params),
         n4=params["n4"],
         manifest=snakemake.output.manifest,
+        series=params["selections"]["series"],
+        segments=params["selections"]["segments"],
     )

@@ -95,6 +95,8 @@ def register_patient(
     n4: bool,
     manifest: PathLike,
     root: str = paths.RESULTS,
+    series: Mapping[str, str] | None = None,
+    segments: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Convert, resample, bias-correct (``n4``) and register every phase; carry the given masks.
 
@@ -108,6 +110,11 @@ def register_patient(
             keep_intermediates).
         n4: Whether the modality gets N4 bias-field correction.
         manifest: The job's manifest (its one declared output).
+        series: Phase -> the series to read from an image folder holding several (the sheet's
+            ``series`` column); phases not listed read the folder's only series.
+        segments: Phase -> {kind: selection} within the mask files (the sheet's
+            ``{kind}_segment`` columns); kinds not listed take every nonzero voxel or the file's
+            only segment.
 
     Writes per phase ``register/{image.nii.gz, transform.tfm, registration.json, {kind}.nii.gz}``
     and ``n4/bias.nii.gz``; with ``keep_intermediates`` also ``convert/``, ``resample/`` and
@@ -116,6 +123,8 @@ def register_patient(
     if reference not in images:
         raise InputError(f"reference phase {reference} has no image", patient=patient)
     order = [reference, *(ph for ph in images if ph != reference)]
+    series = series or {}
+    segments = segments or {}
     with (
         OutputSet(manifest, patient=patient, stage="register") as out,
         tempfile.TemporaryDirectory(prefix=f"hccrad-{patient}-") as tmp,
@@ -126,12 +135,13 @@ def register_patient(
         converted: dict[str, str] = {}
         for ph in order:
             converted[ph], prereg[ph] = _prepare_phase(
-                files, ph, images[ph], masks.get(ph, {}), settings=settings, n4=n4, scratch=scratch
-            )
+                files, ph, images[ph], masks.get(ph, {}), settings=settings, n4=n4, scratch=scratch,
+                series=series.get(ph), segments=segments.get(ph, {}),
+            )  # fmt: skip
         for ph in order:
             _register_and_carry(
                 files, ph, prereg[reference], prereg[ph], converted[ph], masks.get(ph, {}),
-                settings=settings, is_reference=ph == reference,
+                settings=settings, is_reference=ph == reference, segments=segments.get(ph, {}),
             )  # fmt: skip
     log.info("%s: %d phases registered onto %s", patient, len(order), reference)
 
@@ -145,8 +155,11 @@ def _prepare_phase(
     settings: Any,
     n4: bool,
     scratch: Path | None,
+    series: str | None = None,
+    segments: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
-    """Convert, resample and (``n4``) bias-correct one phase's raw image.
+    """Convert, resample and (``n4``) bias-correct one phase's raw image (``series`` of its
+    folder; ``segments``: the selections within its mask files).
 
     The intermediates go to ``scratch`` (uncompressed), or, when it is None
     (``keep_intermediates``), to their stage folders, listed in the manifest; the bias field is
@@ -163,7 +176,7 @@ def _prepare_phase(
 
     patient = files.patient
     converted = intermediate("convert")
-    steps.convert_image(image, converted, patient=patient, phase=phase)
+    steps.convert_image(image, converted, patient=patient, phase=phase, series=series)
     resampled = intermediate("resample")
     steps.resample_image(
         converted, resampled, spacing=settings.spacing, patient=patient, phase=phase
@@ -181,6 +194,7 @@ def _prepare_phase(
         convergence_threshold=settings.n4_convergence_threshold,
         spline_distance_mm=settings.n4_spline_distance_mm,
         liver_mask=liver,
+        liver_segment=(segments or {}).get("liver"),
         mask_image=converted if liver is not None else None,
         patient=patient,
         phase=phase,
@@ -198,9 +212,10 @@ def _register_and_carry(
     *,
     settings: Any,
     is_reference: bool,
+    segments: Mapping[str, str] | None = None,
 ) -> None:
     """Register one phase onto the reference phase and carry its given masks (raw, drawn on
-    ``converted``) into the registered space."""
+    ``converted``; ``segments`` selects within their files) into the registered space."""
     registered = files.add(phase, "register", "image", "image.nii.gz")
     transform = files.add(phase, "register", "transform", "transform.tfm")
     steps.register_phase(
@@ -229,6 +244,7 @@ def _register_and_carry(
             kind=kind,
             patient=files.patient,
             phase=phase,
+            segment=(segments or {}).get(kind),
         )
 
 

@@ -35,9 +35,14 @@ from hccrad.qc import plot_cohort_montage, plot_patient_qc
 log = logging.getLogger(__name__)
 
 
-def convert_image(src: PathLike, dst: PathLike, *, patient: str, phase: str) -> None:
-    """Read a DICOM series folder, NRRD or NIfTI image and write it as NIfTI (Float32, no tags)."""
-    image = imageio.read_image(src, patient=patient, phase=phase)
+def convert_image(
+    src: PathLike, dst: PathLike, *, patient: str, phase: str, series: str | None = None
+) -> None:
+    """Read a DICOM series folder, NRRD or NIfTI image and write it as NIfTI (Float32, no tags).
+
+    ``series`` selects one series of a folder holding several (the sheet's ``series`` column).
+    """
+    image = imageio.read_image(src, patient=patient, phase=phase, series=series)
     log.info(
         "%s %s: %s -> size %s spacing %s",
         patient,
@@ -69,6 +74,7 @@ def correct_bias(
     convergence_threshold: float,
     spline_distance_mm: float | None = None,
     liver_mask: PathLike | None = None,
+    liver_segment: str | None = None,
     mask_image: PathLike | None = None,
     patient: str,
     phase: str,
@@ -76,8 +82,8 @@ def correct_bias(
     """N4 bias-field correction; writes the corrected image and the estimated bias field.
 
     With ``liver_mask`` (a raw mask in the geometry of ``mask_image``, the phase's converted
-    image) the field is fitted within the liver, a homogeneous tissue; otherwise within the Otsu
-    foreground.
+    image; ``liver_segment`` selects within its file) the field is fitted within the liver, a
+    homogeneous tissue; otherwise within the Otsu foreground.
     """
     image = imageio.read_image(src, patient=patient, phase=phase)
     mask = None
@@ -85,7 +91,9 @@ def correct_bias(
         if mask_image is None:
             raise ValueError("liver_mask needs mask_image, the image it was drawn on")
         raw = imageio.read_image(mask_image, patient=patient, phase=phase)
-        liver = imageio.read_mask(liver_mask, raw, patient=patient, phase=phase, kind="liver")
+        liver = imageio.read_mask(
+            liver_mask, raw, patient=patient, phase=phase, kind="liver", segment=liver_segment
+        )
         mask = resample_like(liver, image, is_mask=True)
     corrected, bias = n4_correct(
         image,
@@ -192,15 +200,19 @@ def carry_mask(
     kind: str,
     patient: str,
     phase: str,
+    segment: str | None = None,
 ) -> None:
     """Check a mask against its image, then carry it into the registered space in one resampling.
 
-    The mask is checked against the geometry of its own (converted) image, then resampled by
+    The mask (any format :func:`hccrad.imageio.read_mask` reads; ``segment`` selects within its
+    file) is checked against the geometry of its own (converted) image, then resampled by
     nearest neighbour directly onto the registered grid through the phase's registration
     transform (one interpolation, never two).
     """
     image = imageio.read_image(converted_image, patient=patient, phase=phase)
-    mask = imageio.read_mask(raw_mask, image, patient=patient, phase=phase, kind=kind)
+    mask = imageio.read_mask(
+        raw_mask, image, patient=patient, phase=phase, kind=kind, segment=segment
+    )
     grid = imageio.read_image(registered_image, patient=patient, phase=phase)
     out = resample_like(mask, grid, transform=read_transform(transform), is_mask=True)
     n = int(sitk.GetArrayViewFromImage(out).sum())
