@@ -251,6 +251,49 @@ def _read_without_preamble(name: str) -> Any:
     return ds
 
 
+def _not_an_image(ds: Any, modality: str) -> str | None:
+    """Why the dataset is no slice of an image series (a non-image object, a localizer, a colour
+    image), or None."""
+    sop = ds.get("SOPClassUID")
+    sop_name = getattr(sop, "name", str(sop)) if sop is not None else ""
+    if sop is None or "Image Storage" not in sop_name or modality in NON_IMAGE_MODALITIES:
+        return f"non-image object ({sop_name or 'no SOP class'}, {modality})"
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "LOCALIZER" in image_type:
+        return f"localizer (ImageType {'/'.join(image_type)})"
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return f"colour image ({ds.get('SamplesPerPixel')} samples per pixel)"
+    return None
+
+
+def _frames_of(ds: Any, name: str) -> list[_Frame] | str:
+    """The frames of an image file (one for a single-frame file, each frame of a multi-frame
+    one with its functional-group geometry), or why it cannot be placed."""
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        return _multiframe_frames(ds, name)
+    pos = _floats(ds.get("ImagePositionPatient"), 3)
+    ori = _floats(ds.get("ImageOrientationPatient"), 6)
+    spacing = _floats(ds.get("PixelSpacing"), 2)
+    if pos is None or ori is None or spacing is None or "Rows" not in ds:
+        return "image without position, orientation or pixel spacing"
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if n_frames > 1:
+        return f"{n_frames} frames without functional groups"
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    return [
+        _Frame(
+            file=name,
+            index=None,
+            position=pos,
+            orientation=ori,
+            pixel_spacing=spacing,
+            size=(int(ds.Rows), int(ds.Columns)),
+            slope=float(slope) if slope is not None else 1.0,
+            intercept=float(intercept) if intercept is not None else 0.0,
+        )
+    ]
+
+
 def _scan(folder: Path) -> _Scan:
     """Read the headers of every file in ``folder`` (not recursive) and group the images."""
     import pydicom
@@ -271,48 +314,12 @@ def _scan(folder: Path) -> _Scan:
         if ds is None:
             continue
         base = os.path.basename(name)
-        sop = ds.get("SOPClassUID")
-        sop_name = getattr(sop, "name", str(sop)) if sop is not None else ""
         modality = str(ds.get("Modality", "") or "").upper()
-        if sop is None or "Image Storage" not in sop_name or modality in NON_IMAGE_MODALITIES:
-            skipped.append(f"{base}: non-image object ({sop_name or 'no SOP class'}, {modality})")
+        reason = _not_an_image(ds, modality)
+        frames = _frames_of(ds, name) if reason is None else reason
+        if isinstance(frames, str):
+            skipped.append(f"{base}: {frames}")
             continue
-        image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
-        if "LOCALIZER" in image_type:
-            skipped.append(f"{base}: localizer (ImageType {'/'.join(image_type)})")
-            continue
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-            skipped.append(f"{base}: colour image ({ds.get('SamplesPerPixel')} samples per pixel)")
-            continue
-        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-        if "PerFrameFunctionalGroupsSequence" in ds:
-            frames = _multiframe_frames(ds, name)
-            if isinstance(frames, str):
-                skipped.append(f"{base}: {frames}")
-                continue
-        else:
-            pos = _floats(ds.get("ImagePositionPatient"), 3)
-            ori = _floats(ds.get("ImageOrientationPatient"), 6)
-            spacing = _floats(ds.get("PixelSpacing"), 2)
-            if pos is None or ori is None or spacing is None or "Rows" not in ds:
-                skipped.append(f"{base}: image without position, orientation or pixel spacing")
-                continue
-            if n_frames > 1:
-                skipped.append(f"{base}: {n_frames} frames without functional groups")
-                continue
-            slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-            frames = [
-                _Frame(
-                    file=name,
-                    index=None,
-                    position=pos,
-                    orientation=ori,
-                    pixel_spacing=spacing,
-                    size=(int(ds.Rows), int(ds.Columns)),
-                    slope=float(slope) if slope is not None else 1.0,
-                    intercept=float(intercept) if intercept is not None else 0.0,
-                )
-            ]
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         g = groups.setdefault(
             uid,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from hccrad import dicomio
+from hccrad import dicomio, maskio
 from hccrad.errors import InputError
 from hccrad.fileio import atomic_path, write_json
 
@@ -279,6 +279,45 @@ def _place_on_grid(
     return out
 
 
+def _read_label_mask(
+    p: Path,
+    reference: sitk.Image,
+    selection: str | None,
+    *,
+    patient: str | None,
+    phase: str | None,
+    kind: str,
+    tolerance_mm: float,
+) -> tuple[np.ndarray, str]:
+    """The selected foreground of a label image or ``.seg.nrrd`` on ``reference``'s grid (array
+    order z, y, x; placed there when the file covers a part of it) and what was selected."""
+    raw = _sitk_read(p, f"{kind} mask", patient, phase)
+    if raw.GetNumberOfComponentsPerPixel() == 1 or raw.GetDimension() != 3:
+        _check_3d(raw, p, patient, phase)
+    fg, what = maskio.label_foreground(
+        raw, selection, patient=patient, phase=phase, file=p, kind=kind
+    )
+    diffs = check_geometry(raw, reference, tolerance_mm=tolerance_mm)
+    if diffs:
+        fg = _place_on_grid(fg, raw, reference, tolerance_mm=tolerance_mm)
+        if fg is None:
+            raise InputError(
+                f"{kind} mask does not lie on the image grid, nor on a part of it: "
+                + "; ".join(diffs),
+                patient=patient,
+                phase=phase,
+                file=p,
+            )
+        log.info(
+            "%s %s: %s mask on a part of the image grid (%s), placed onto it",
+            patient,
+            phase,
+            kind,
+            "; ".join(diffs),
+        )
+    return fg, what
+
+
 def read_mask(
     path: str | os.PathLike[str],
     reference: sitk.Image,
@@ -324,8 +363,6 @@ def read_mask(
             ``reference``'s nor a part of it, empty mask.
         ValueError: ``label`` and ``segment`` both given and different.
     """
-    from hccrad import maskio
-
     p = Path(path)
     if label is not None and segment is not None and str(segment).strip() != str(label):
         raise ValueError(f"read_mask: label={label} and segment={segment!r} disagree")
@@ -343,30 +380,15 @@ def read_mask(
             tolerance_mm=tolerance_mm,
         )
     else:
-        raw = _sitk_read(p, f"{kind} mask", patient, phase)
-        if raw.GetNumberOfComponentsPerPixel() == 1 or raw.GetDimension() != 3:
-            _check_3d(raw, p, patient, phase)
-        fg, what = maskio.label_foreground(
-            raw, selection, patient=patient, phase=phase, file=p, kind=kind
+        fg, what = _read_label_mask(
+            p,
+            reference,
+            selection,
+            patient=patient,
+            phase=phase,
+            kind=kind,
+            tolerance_mm=tolerance_mm,
         )
-        diffs = check_geometry(raw, reference, tolerance_mm=tolerance_mm)
-        if diffs:
-            fg = _place_on_grid(fg, raw, reference, tolerance_mm=tolerance_mm)
-            if fg is None:
-                raise InputError(
-                    f"{kind} mask does not lie on the image grid, nor on a part of it: "
-                    + "; ".join(diffs),
-                    patient=patient,
-                    phase=phase,
-                    file=p,
-                )
-            log.info(
-                "%s %s: %s mask on a part of the image grid (%s), placed onto it",
-                patient,
-                phase,
-                kind,
-                "; ".join(diffs),
-            )
     mask = sitk.GetImageFromArray(fg.astype(np.uint8))
     mask.CopyInformation(reference)
     if not allow_empty and not fg.any():
