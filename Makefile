@@ -10,7 +10,7 @@ DEMO := resources/demo
 DEMO_PATIENTS := 96
 CORES ?= all
 
-.PHONY: demo test test-slurm slurm-up slurm-down lint demo-data clean-results
+.PHONY: install demo test test-slurm slurm-up slurm-down lint demo-data clean-results
 
 $(VENV)/pyvenv.cfg:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml $(VENV)/pyvenv.cfg
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+## make install: only the virtual environment with the pinned stack (for your own cohort: README,
+## "Bring your own cohort")
+install: $(STAMP)
 
 # Written again when the generator changes (e.g. new clinical columns that a study reads) or
 # when this file does (the demo's size).
