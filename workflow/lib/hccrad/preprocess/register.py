@@ -213,8 +213,8 @@ def register_rigid(
     ``max_voxels`` voxels, averaged over blocks of voxels onto a coarser grid that holds fewer
     (:func:`registration_grid_mm`; 2 mm for a CT at 1 mm). The transform is physical, so
     neither changes what it maps; the caller applies it to the full-resolution image. On a
-    real CT at 1 mm (HCC_048, 360x360x222 voxels) this takes the registration from 65 s to
-    about 8 s, the error staying under 0.3 mm (``tests/bench/registration_real_ct.py``,
+    real CT at 1 mm (HCC_048, 360x360x222 voxels) this takes the registration from 65-77 s
+    to 7-8 s, the error staying within 0.3 mm (``tests/bench/registration_real_ct.py``,
     docs/benchmarks.md); images under the budget (the demo's) register at their resolution.
 
     Stage 1 is antspyx's ``method`` (Mattes MI, centre-of-mass initialisation) with its levels
@@ -444,7 +444,7 @@ def _check_schedule(
             "must have the same length"
         )
     if refine and shrink_factors[-1] != 1:
-        raise ValueError("the last refinement level must run at full resolution (shrink 1)")
+        raise ValueError("the last refinement level must run on the registration grid (shrink 1)")
 
 
 def _refine_rigid(
