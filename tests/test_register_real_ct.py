@@ -51,7 +51,8 @@ def test_register_rigid_real_ct_across_contrast(real_ct_case):
     moved = np.linalg.norm(transform_points(truth, points) - points, axis=1)
     assert moved.mean() > 8.0
     x = sitk.GetArrayViewFromImage(fixed)
-    y = sitk.GetArrayViewFromImage(sitk.Resample(moving, fixed, truth))
+    # a copy, not a view: the resampled image is a temporary
+    y = sitk.GetArrayFromImage(sitk.Resample(moving, fixed, truth))
     soft = (x > 80) & (x < 140) & (y > -500)  # liver-like parenchyma in the fixed image
     assert np.median(y[soft]) < np.median(x[soft]) - 30
     t0 = time.perf_counter()

@@ -117,7 +117,7 @@ def make_case(
 
 def body_points(fixed: sitk.Image, every: int) -> np.ndarray:
     """Physical points (n, 3) of every ``every``-th voxel of the fixed image's body."""
-    idx = np.argwhere(sitk.GetArrayViewFromImage(body_mask(fixed)) > 0)[::every][:, ::-1]
+    idx = np.argwhere(sitk.GetArrayFromImage(body_mask(fixed)) > 0)[::every][:, ::-1]
     origin = np.asarray(fixed.GetOrigin())
     scaled = np.asarray(fixed.GetDirection()).reshape(3, 3) * np.asarray(fixed.GetSpacing())
     return origin + idx @ scaled.T
