@@ -208,48 +208,33 @@ def register_rigid(
 ) -> sitk.Transform:
     """Rigidly register ``moving`` onto ``fixed`` with ANTs.
 
-    ANTs registers copies of the two images (:func:`registration_copy`): each cropped to the
-    bounding box of its foreground (``crop``) and, when the fixed one's box holds more than
-    ``max_voxels`` voxels, averaged over blocks of voxels onto a coarser grid that holds fewer
-    (:func:`registration_grid_mm`; 2 mm for a CT at 1 mm). The transform is physical, so
-    neither changes what it maps; the caller applies it to the full-resolution image. On a
-    real CT at 1 mm (HCC_048, 360x360x222 voxels) this takes the registration from 65-77 s
-    to 7-8 s, the error staying within 0.3 mm (``tests/bench/registration_real_ct.py``,
-    docs/benchmarks.md); images under the budget (the demo's) register at their resolution.
-
-    Stage 1 is antspyx's ``method`` (Mattes MI, centre-of-mass initialisation) with its levels
-    at the same physical resolution as on the original images (:func:`stage1_schedule`). With
-    ``refine`` a second ANTs ``Rigid`` stage starts from that result and runs a short schedule
-    that ends at the registration grid's resolution (``refine_*`` arguments): ANTs'
-    ``QuickRigid`` stops at 4 times the images' voxel size and leaves 1-2 mm of error along z.
+    ANTs registers copies cropped to the foreground and, above ``max_voxels``, on a coarser grid
+    (:func:`_registration_inputs`; a real CT at 1 mm: 65-77 s -> 7-8 s, error within 0.3 mm,
+    docs/benchmarks.md); the physical transform is then applied at full resolution. Stage 1 is
+    ``method``'s schedule at its physical resolution (:func:`stage1_schedule`); ``refine`` adds
+    an ANTs ``Rigid`` stage ending at the registration grid (QuickRigid alone stops at 4 voxels
+    and leaves 1-2 mm of error along z).
 
     Args:
         fixed: reference image (its grid is the registered space).
         moving: image to align.
-        method: ANTs transform type of stage 1: ``"QuickRigid"``, ``"Rigid"`` or
-            ``"DenseRigid"``.
+        method: stage 1's ANTs type: ``"QuickRigid"``, ``"Rigid"`` or ``"DenseRigid"``.
         refine: add the full-resolution rigid refinement.
         seed: ANTs random seed (metric sampling); ``None`` leaves it unset.
         fixed_mask: optional binary mask restricting the metric to a region of ``fixed``.
-        threads: when given, ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` is set to this value during
-            the call (``1`` makes runs repeatable at the cost of speed). ITK may read the variable
-            only once per process, so set it before the first registration.
-        refine_iterations: iterations per level of the refinement.
-        refine_shrink_factors: shrink factor per level of the refinement (last must be 1).
-        refine_smoothing_sigmas: smoothing sigma (voxels) per level of the refinement.
-        max_voxels: voxel budget of the registration grid (see above); ``None`` (with
-            ``grid_mm`` ``None``) registers at the images' own resolution (what this function
-            did before: 65 s and 2.3 GB on the CT above).
-        grid_mm: register on this grid instead (mm; each axis whose spacing is finer is binned
-            by ``floor(grid_mm / spacing)``), whatever the images' size.
+        threads: ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` during the call (``1``: repeatable,
+            slower; ITK may read it once per process: set it before the first registration).
+        refine_iterations, refine_shrink_factors, refine_smoothing_sigmas: the refinement's
+            levels (iterations, shrink factor, smoothing sigma in voxels; the last at shrink 1).
+        max_voxels: voxel budget of the registration grid; ``None`` (and no ``grid_mm``): the
+            images' own resolution (65 s and 2.3 GB on the CT above).
+        grid_mm: register on this grid instead (mm; finer axes binned by grid_mm / spacing).
         crop: register the foreground bounding boxes (:func:`foreground_box`) only.
-        sampling_rate: fraction of the fixed grid's voxels at which ANTs evaluates the metric
-            (``aff_random_sampling_rate``; regular sampling with random jitter).
+        sampling_rate: fraction of the fixed grid's voxels where ANTs evaluates the metric.
 
     Returns:
-        Rigid :class:`SimpleITK.Euler3DTransform` in SimpleITK's resampling convention: it maps a
-        physical point of ``fixed`` to the corresponding physical point of ``moving``, so
-        ``resample_like(moving, fixed, transform=tx)`` aligns ``moving`` with ``fixed``.
+        Rigid :class:`SimpleITK.Euler3DTransform` mapping a physical point of ``fixed`` to one of
+        ``moving``: ``resample_like(moving, fixed, transform=tx)`` aligns ``moving``.
 
     Raises:
         ValueError: unknown method or inconsistent refinement schedule.
@@ -258,29 +243,63 @@ def register_rigid(
     _check_schedule(
         method, refine, refine_iterations, refine_shrink_factors, refine_smoothing_sigmas
     )
+    _check_grid(grid_mm, max_voxels, sampling_rate)
+    t0 = time.perf_counter()
+    f_reg, m_reg, mask_reg = _registration_inputs(
+        fixed, moving, fixed_mask, grid_mm=grid_mm, max_voxels=max_voxels, crop=crop
+    )
+    binning = min(round(b / a) for a, b in zip(fixed.GetSpacing(), f_reg.GetSpacing(), strict=True))
+    f_ants, m_ants = sitk_to_ants(f_reg), sitk_to_ants(m_reg)
+    mask_ants = None if mask_reg is None else sitk_to_ants(sitk.Cast(mask_reg, sitk.sitkFloat32))
+    with tempfile.TemporaryDirectory(prefix="hccrad_reg_") as tmp, _ants_settings(seed, threads):
+        first = _stage1(f_ants, m_ants, mask_ants, Path(tmp), method, binning, sampling_rate)
+        tx = _read_ants_affine(first)
+        log.debug("ANTs %s: %.2f s", method, time.perf_counter() - t0)
+        if refine:
+            init = [f for f in first["fwdtransforms"] if str(f).endswith(".mat")]
+            levels = (refine_iterations, refine_shrink_factors, refine_smoothing_sigmas)
+            args = (f_ants, m_ants, mask_ants, init, Path(tmp), *levels, sampling_rate)
+            tx = _read_ants_affine(_refine_rigid(*args))
+    took = time.perf_counter() - t0
+    log.info(
+        "registration %s (refine %s) on %s voxels: %.2f s", method, refine, f_reg.GetSize(), took
+    )
+    return _to_euler(tx)
+
+
+def _check_grid(grid_mm: float | None, max_voxels: int | None, sampling_rate: float) -> None:
+    """ValueError for a non-positive grid or voxel budget, or a sampling rate outside (0, 1]."""
     if grid_mm is not None and not grid_mm > 0:
         raise ValueError(f"grid_mm must be positive or None, got {grid_mm!r}")
     if max_voxels is not None and not max_voxels > 0:
         raise ValueError(f"max_voxels must be positive or None, got {max_voxels!r}")
     if not 0 < sampling_rate <= 1:
         raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate!r}")
-    ants = import_ants()
 
-    t0 = time.perf_counter()
+
+def _registration_inputs(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    fixed_mask: sitk.Image | None,
+    *,
+    grid_mm: float | None,
+    max_voxels: int | None,
+    crop: bool,
+) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
+    """The copies ANTs registers (:func:`registration_copy`): fixed and moving cropped to their
+    foreground (``crop``) and on the grid ``grid_mm`` or, without it, the grid that keeps the
+    cropped fixed image within ``max_voxels`` (:func:`registration_grid_mm`); the fixed mask
+    (binary ``UInt8``) on the fixed copy's grid, or None."""
     f_reg = registration_copy(fixed, grid_mm=None, crop=crop)
     if grid_mm is None and max_voxels is not None:
         grid_mm = registration_grid_mm(f_reg, max_voxels)
     f_reg = registration_copy(f_reg, grid_mm=grid_mm, crop=False)
     m_reg = registration_copy(moving, grid_mm=grid_mm, crop=crop)
-    binning = min(round(b / a) for a, b in zip(fixed.GetSpacing(), f_reg.GetSpacing(), strict=True))
-    iterations, shrinks, sigmas = stage1_schedule(method, binning)
-    f_ants, m_ants = sitk_to_ants(f_reg), sitk_to_ants(m_reg)
-    mask_ants = None
+    mask = None
     if fixed_mask is not None:
         mask = sitk.Cast(sitk.NotEqual(fixed_mask, 0), sitk.sitkUInt8)
         if f_reg is not fixed:
             mask = resample_like(mask, f_reg, is_mask=True)
-        mask_ants = sitk_to_ants(sitk.Cast(mask, sitk.sitkFloat32))
     log.debug(
         "registration grids: fixed %s -> %s, moving %s -> %s",
         fixed.GetSize(),
@@ -288,38 +307,38 @@ def register_rigid(
         moving.GetSize(),
         m_reg.GetSize(),
     )
-    with tempfile.TemporaryDirectory(prefix="hccrad_reg_") as tmp, _ants_settings(seed, threads):
-        try:
-            first = ants.registration(
-                f_ants,
-                m_ants,
-                type_of_transform="Rigid",
-                outprefix=str(Path(tmp) / "stage1_"),
-                mask=mask_ants,
-                aff_random_sampling_rate=1.0 if method == "DenseRigid" else sampling_rate,
-                aff_iterations=iterations,
-                aff_shrink_factors=shrinks,
-                aff_smoothing_sigmas=sigmas,
-            )
-        except Exception as exc:
-            raise RegistrationError(f"ANTs {method} registration failed: {exc}") from exc
-        tx = _read_ants_affine(first)
-        log.debug("ANTs %s: %.2f s", method, time.perf_counter() - t0)
-        if refine:
-            init = [f for f in first["fwdtransforms"] if str(f).endswith(".mat")]
-            schedule = (refine_iterations, refine_shrink_factors, refine_smoothing_sigmas)
-            second = _refine_rigid(
-                f_ants, m_ants, mask_ants, init, Path(tmp), *schedule, sampling_rate
-            )
-            tx = _read_ants_affine(second)
-    log.info(
-        "registration %s%s on %s voxels done in %.2f s",
-        method,
-        " + refine" if refine else "",
-        "x".join(str(n) for n in f_reg.GetSize()),
-        time.perf_counter() - t0,
-    )
-    return _to_euler(tx)
+    return f_reg, m_reg, mask
+
+
+def _stage1(
+    f_ants: ants.ANTsImage,
+    m_ants: ants.ANTsImage,
+    mask_ants: ants.ANTsImage | None,
+    tmp: Path,
+    method: str,
+    binning: int,
+    sampling_rate: float,
+) -> dict[str, Any]:
+    """ANTs rigid stage with ``method``'s levels at their physical resolution on a grid binned
+    ``binning`` times (:func:`stage1_schedule`; DenseRigid samples every voxel)."""
+    ants = import_ants()
+    if method == "DenseRigid":
+        sampling_rate = 1.0
+    iterations, shrinks, sigmas = stage1_schedule(method, binning)
+    try:
+        return ants.registration(
+            f_ants,
+            m_ants,
+            type_of_transform="Rigid",
+            outprefix=str(tmp / "stage1_"),
+            mask=mask_ants,
+            aff_random_sampling_rate=sampling_rate,
+            aff_iterations=iterations,
+            aff_shrink_factors=shrinks,
+            aff_smoothing_sigmas=sigmas,
+        )
+    except Exception as exc:
+        raise RegistrationError(f"ANTs {method} registration failed: {exc}") from exc
 
 
 def foreground_box(image: sitk.Image, *, pad_mm: float = 10.0) -> tuple[list[int], list[int]]:
