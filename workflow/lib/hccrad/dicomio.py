@@ -135,10 +135,15 @@ class SeriesInfo:
         return ("sagittal", "coronal", "axial")[axis]
 
     def summary(self) -> str:
-        """One line for messages: UID, description, slices, modality, plane."""
+        """One line for error messages: UID, description, slices, modality, plane."""
+        return f"{self.uid} ({self.public()})"
+
+    def public(self) -> str:
+        """The series without its UID, for log lines of successful jobs (the privacy audit
+        refuses identifiers in results/, logs included): description, slices, modality, plane."""
         return (
-            f"{self.uid} ({self.description or 'no description'!s}; {self.n_slices} slice(s); "
-            f"{self.modality or 'no modality'}; {self.plane})"
+            f"{self.description or 'no description'!s}; {self.n_slices} slice(s); "
+            f"{self.modality or 'no modality'}; {self.plane}"
         )
 
 
@@ -364,8 +369,9 @@ def _make_series(uid: str, g: dict, skipped: list[str]) -> SeriesInfo:
     for other in by_orientation[1:]:
         if len(other) <= DECOY_MAX_SLICES and len(main) > len(other):
             skipped.append(
-                f"{len(other)} slice(s) of series {uid} in another orientation than its other "
-                f"{len(main)} ({', '.join(sorted(os.path.basename(f.file) for f in other))})"
+                f"{len(other)} slice(s) of series '{g['description']}' in another orientation "
+                f"than its other {len(main)} "
+                f"({', '.join(sorted(os.path.basename(f.file) for f in other))})"
             )
         else:
             mixed = (
@@ -465,10 +471,10 @@ def _select(scan: _Scan, wanted: str | None, patient: str | None, phase: str | N
         other = [s for s in candidates if s not in main]
         candidates = [s for s in candidates if s not in other]
         for s in small:
-            log.info("DICOM folder %s: skipped small series %s", folder, s.summary())
+            log.info("DICOM folder %s: skipped small series (%s)", folder, s.public())
         for s in other:
             log.info(
-                "DICOM folder %s: skipped series of another orientation %s", folder, s.summary()
+                "DICOM folder %s: skipped series of another orientation (%s)", folder, s.public()
             )
     if len(candidates) > 1:
         raise InputError(
@@ -631,8 +637,8 @@ def read_series(
             voxels = _read_gdcm([f.file for f in frames])
         except RuntimeError as gdcm_exc:
             log.info(
-                "GDCM cannot decode series %s (%s): decoding with pydicom",
-                chosen.uid,
+                "GDCM cannot decode the series (%s; %s): decoding with pydicom",
+                chosen.public(),
                 ", ".join(chosen.transfer_syntaxes),
             )
             try:
@@ -647,8 +653,7 @@ def read_series(
     image.SetSpacing((first.pixel_spacing[1], first.pixel_spacing[0], spacing))
     image.SetDirection(tuple(float(v) for v in direction.ravel()))
     log.info(
-        "read DICOM series %s (%s, %d slices%s) from %s",
-        chosen.uid,
+        "read DICOM series '%s' (%d slices%s) from %s",
         chosen.description or "no description",
         len(frames),
         ", multi-frame" if chosen.multiframe else "",
