@@ -203,7 +203,7 @@ def register_rigid(
     refine_smoothing_sigmas: tuple[float, ...] = (1, 0),
     max_voxels: int | None = REGISTRATION_VOXELS,
     grid_mm: float | None = None,
-    crop: bool = True,
+    crop: bool | None = None,
     sampling_rate: float = 0.2,
 ) -> sitk.Transform:
     """Rigidly register ``moving`` onto ``fixed`` with ANTs.
@@ -229,7 +229,9 @@ def register_rigid(
         max_voxels: voxel budget of the registration grid; ``None`` (and no ``grid_mm``): the
             images' own resolution (65 s and 2.3 GB on the CT above).
         grid_mm: register on this grid instead (mm; finer axes binned by grid_mm / spacing).
-        crop: register the foreground bounding boxes (:func:`foreground_box`) only.
+        crop: register the foreground bounding boxes (:func:`foreground_box`) only; None: when
+            the fixed image holds more than ``max_voxels`` (images within the budget, the
+            demo's, register uncropped, as before: a 0.1-0.5 mm change moves its ring features).
         sampling_rate: fraction of the fixed grid's voxels where ANTs evaluates the metric.
 
     Returns:
@@ -284,12 +286,15 @@ def _registration_inputs(
     *,
     grid_mm: float | None,
     max_voxels: int | None,
-    crop: bool,
+    crop: bool | None,
 ) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
     """The copies ANTs registers (:func:`registration_copy`): fixed and moving cropped to their
     foreground (``crop``) and on the grid ``grid_mm`` or, without it, the grid that keeps the
     cropped fixed image within ``max_voxels`` (:func:`registration_grid_mm`); the fixed mask
     (binary ``UInt8``) on the fixed copy's grid, or None."""
+    if crop is None:
+        n = int(np.prod(fixed.GetSize()))
+        crop = max_voxels is not None and n > max_voxels
     f_reg = registration_copy(fixed, grid_mm=None, crop=crop)
     if grid_mm is None and max_voxels is not None:
         grid_mm = registration_grid_mm(f_reg, max_voxels)
