@@ -66,10 +66,18 @@ def compute_voxel_maps(
         raise InputError(
             f"the tumor has no voxel at {spacing} mm", patient=patient, phase=phase, file=mask
         )
-    imageio.write_image(img2, dst_image)
-    imageio.write_image(msk2, dst_mask)
-    # the resampled images in memory, not read back from the files just written
-    write_voxel_maps(img2, msk2, maps_dir, settings, engine=engine, patient=patient, phase=phase)
+    # maps of the resampled images in memory (not read back from files); the images are written
+    # while the maps are
+    write_voxel_maps(
+        img2,
+        msk2,
+        maps_dir,
+        settings,
+        engine=engine,
+        patient=patient,
+        phase=phase,
+        images={dst_image: img2, dst_mask: msk2},
+    )
     log.info("%s %s: voxel maps of %d voxels at %s mm", patient, phase, n, spacing)
 
 

@@ -8,6 +8,7 @@ fallback for feature classes the fast engine does not have yet).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,7 @@ def write_voxel_maps(
     engine: str = "fast",
     patient: str | None = None,
     phase: str | None = None,
+    images: Mapping[str | Path, sitk.Image] | None = None,
 ) -> dict[str, Path]:
     """Compute the maps of one image and write them (format: :mod:`hccrad.voxelmaps.files`).
 
@@ -103,6 +105,8 @@ def write_voxel_maps(
         image: image file (read by :func:`hccrad.imageio.read_image`) or an image in memory.
         mask: mask file (read onto the image's grid by :func:`hccrad.imageio.read_mask`) or a
             mask in memory on the image's grid (non-zero = ROI).
+        images: further images written while the maps are, ``{path: image}`` (the habitat step's
+            resampled image and mask).
 
     Returns:
         ``{map name or "voxels": path}``.
@@ -113,6 +117,7 @@ def write_voxel_maps(
         mask = imageio.read_mask(mask, image, patient=patient, phase=phase)
     maps = voxel_maps(image, mask, settings, engine)
     jobs = settings.n_jobs or available_cpus()
-    written = write_maps(maps, mask, Path(out_dir), settings.kernel_radius, threads=jobs)
+    out = Path(out_dir)
+    written = write_maps(maps, mask, out, settings.kernel_radius, threads=jobs, images=images)
     log.info("%d maps (%s engine) in %s", len(maps), engine, out_dir)
     return written

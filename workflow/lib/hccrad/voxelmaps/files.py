@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from hccrad import imageio
 from hccrad.fileio import atomic_path
 
 #: zlib level of the map files: the maps are mostly zeros outside the ROI and float noise
@@ -67,6 +68,7 @@ def write_maps(
     margin: int,
     *,
     threads: int = 1,
+    images: Mapping[str | Path, sitk.Image] | None = None,
 ) -> dict[str, Path]:
     """Write every map as a cropped Float32 ``{name}.nii.gz`` and ``voxels.parquet``, atomically.
 
@@ -76,6 +78,8 @@ def write_maps(
         out: output folder (created).
         margin: voxels added around the ROI's bounding box (the kernel radius).
         threads: files written at a time.
+        images: further images to write meanwhile, ``{path: image}``
+            (:func:`hccrad.imageio.write_image`), e.g. the resampled image the maps belong to.
 
     Returns:
         ``{map name or "voxels": path}``, the maps in the order of ``maps``.
@@ -103,9 +107,12 @@ def write_maps(
         return path
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        table = pool.submit(write_table, maps, inside, out)
+        # the largest files first; SimpleITK and zlib release the GIL while they write
+        others = [pool.submit(imageio.write_image, im, p) for p, im in (images or {}).items()]
+        others.append(pool.submit(write_table, maps, inside, out))
         paths = list(pool.map(one, names))
-        table.result()
+        for task in others:
+            task.result()
     written = dict(zip(names, paths, strict=True))
     written["voxels"] = out / "voxels.parquet"
     return written
