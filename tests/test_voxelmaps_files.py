@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from hccrad.voxelmaps import VoxelMapSettings, compute_voxel_maps, write_voxel_maps
+from hccrad.voxelmaps import VoxelMapSettings, compute_voxel_maps, voxel_maps, write_voxel_maps
 from hccrad.voxelmaps.files import box_image, map_on_grid, roi_box
 
 RADIUS = 1
@@ -185,3 +185,15 @@ def test_habitat_step_writes_cropped_maps_on_its_resampled_grid(tmp_path):
         full = map_on_grid(sitk.ReadImage(str(out / f"maps/{name}.nii.gz")), img2)
         assert (full[~inside] == 0).all()
         np.testing.assert_allclose(full[inside], expected[name].astype(np.float32), rtol=0)
+
+
+@pytest.mark.parametrize("edge", [False, True])
+def test_fast_engine_on_the_cropped_roi_equals_the_full_grid(edge):
+    """voxel_maps crops to the ROI box before computing: bit-identical values, same order."""
+    image, mask = case(edge)
+    settings = VoxelMapSettings(kernel_radius=2, bin_width=10.0, n_jobs=1)
+    full = compute_voxel_maps(image, mask, settings)
+    cropped = voxel_maps(image, mask, settings)
+    assert list(cropped) == list(full)
+    for name, values in full.items():
+        np.testing.assert_array_equal(cropped[name], values)

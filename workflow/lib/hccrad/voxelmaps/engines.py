@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from hccrad import imageio
 from hccrad.voxelmaps.core import VoxelMapSettings, available_cpus, compute_voxel_maps
-from hccrad.voxelmaps.files import write_maps
+from hccrad.voxelmaps.files import roi_box, write_maps
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,17 @@ def pyradiomics_voxel_maps(
 def voxel_maps(
     image: sitk.Image, mask: sitk.Image, settings: VoxelMapSettings, engine: str = "fast"
 ) -> dict[str, np.ndarray]:
-    """Maps from the chosen engine (``fast`` or ``pyradiomics``)."""
+    """Maps from the chosen engine (``fast`` or ``pyradiomics``).
+
+    The fast engine gets the image and mask cropped to the ROI's bounding box plus the kernel
+    radius (the same values in the same order: kernels only see mask voxels), so that it neither
+    converts nor copies into its worker processes the rest of the field of view.
+    """
     if engine == "fast":
+        box = roi_box(sitk.GetArrayViewFromImage(mask) != 0, settings.kernel_radius)
+        xyz = box[::-1]
+        image = image[xyz[0], xyz[1], xyz[2]]
+        mask = mask[xyz[0], xyz[1], xyz[2]]
         return compute_voxel_maps(image, mask, settings)
     if engine == "pyradiomics":
         return pyradiomics_voxel_maps(image, mask, settings)
