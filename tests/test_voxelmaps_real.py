@@ -69,8 +69,8 @@ def test_every_class_on_real_ct_with_many_gray_levels():
 
 
 def test_every_class_on_real_ct_with_a_wide_gray_level_range():
-    """Bin width 2: the bins span more than 100 gray levels (the GLCM's histogram features are
-    then summed over the cells, GLRLM's over the runs)."""
+    """Bin width 2: the bins span more than 100 gray levels (the GLCM's ``|i - j|`` and ``i + j``
+    histogram features are then summed over the cells instead of dense histograms)."""
     image, mask = liver_region((30, 45, 93), (2, 3, 3))
     n, levels = gray_levels(image, mask, 2.0)
     assert n == 73 and levels >= 50, (n, levels)

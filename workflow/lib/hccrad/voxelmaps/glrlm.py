@@ -23,30 +23,6 @@ from hccrad.voxelmaps.core import (
 )
 
 
-def _dense_weights(gray_levels: np.ndarray, K1: int) -> np.ndarray:
-    """Weights of the dense path: ``(G + 1) * K1`` rows (cells of P) by the ten features
-    linear in P, then one-hot columns giving the run-length histogram."""
-    iv = np.concatenate([[1.0], gray_levels])[:, None]  # (G + 1, 1); row 0 is unused
-    jv = np.arange(K1, dtype=np.float64)[None, :]
-    jv[0, 0] = 1.0
-    i2, j2 = iv**2, jv**2
-    ones = np.ones((gray_levels.size + 1, K1))
-    lin = [
-        ones,  # Nr
-        ones * jv,  # sum P j (RunPercentage)
-        ones / j2,  # ShortRunEmphasis
-        ones * j2,  # LongRunEmphasis
-        ones / i2,  # LowGrayLevelRunEmphasis
-        ones * i2,  # HighGrayLevelRunEmphasis
-        1.0 / (i2 * j2),  # ShortRunLowGrayLevelEmphasis
-        i2 / j2,  # ShortRunHighGrayLevelEmphasis
-        j2 / i2,  # LongRunLowGrayLevelEmphasis
-        i2 * j2,  # LongRunHighGrayLevelEmphasis
-    ]
-    lin += [ones * (np.arange(K1) == j)[None, :] for j in range(K1)]
-    return np.stack(lin, -1).reshape(-1, len(lin))
-
-
 class GLRLM(KernelCalculator):
     """Vectorised GLRLM features over masked kernels (13 directions, no weighting)."""
 
@@ -100,31 +76,32 @@ class GLRLM(KernelCalculator):
             multi[prep.flat] = pairs > 0
             self.angles.append((run, prev_same, np.stack([back_in, steps], 0), multi))
         K1 = self.K + 1
-        gl = prep.gray_levels
-        self.iv = np.concatenate([[0.0], gl])  # gray value of every level index (0 unused)
-        self.i2 = np.concatenate([[0.0], gl**2])
-        self.inv_i2 = np.concatenate([[0.0], 1.0 / gl**2])
-        jv = np.arange(K1, dtype=np.float64)
-        self.jv = jv
-        j2 = jv**2
-        inv_j2 = np.zeros(K1)
-        inv_j2[1:] = 1.0 / j2[1:]
-        # per run-length weights of the linear features, applied to the (kernel, length)
-        # sums of 1, i^2 and 1 / i^2 over the runs: columns Nr, sum P j, SRE, LRE (from the
-        # counts), HGRE, SRHGE, LRHGE (from sum i^2), LGRE, SRLGE, LRLGE (from sum 1 / i^2)
-        self.wj = np.stack([np.ones(K1), jv, inv_j2, j2], 1)
-        self.wj_hl = np.stack([np.ones(K1), inv_j2, j2], 1)
-        # log2(c) and c log2(c) for every possible cell count c (sum over the cells of c log2 c
-        # = sum over the runs of log2 of their cell's count)
+        iv = np.concatenate([[1.0], prep.gray_levels])[:, None]  # (G + 1, 1); row 0 is unused
+        jv = np.arange(K1, dtype=np.float64)[None, :]
+        jv[0, 0] = 1.0
+        i2, j2 = iv**2, jv**2
+        # weights of the features linear in P (rows of P.reshape(N, -1) @ wlin), then one-hot
+        # columns giving the run-length histogram
+        ones = np.ones((self.G + 1, K1))
+        lin = [
+            ones,  # Nr
+            ones * jv,  # sum P j (RunPercentage)
+            ones / j2,  # ShortRunEmphasis
+            ones * j2,  # LongRunEmphasis
+            ones / i2,  # LowGrayLevelRunEmphasis
+            ones * i2,  # HighGrayLevelRunEmphasis
+            1.0 / (i2 * j2),  # ShortRunLowGrayLevelEmphasis
+            i2 / j2,  # ShortRunHighGrayLevelEmphasis
+            j2 / i2,  # LongRunLowGrayLevelEmphasis
+            i2 * j2,  # LongRunHighGrayLevelEmphasis
+        ]
+        lin += [ones * (np.arange(K1) == j)[None, :] for j in range(K1)]
+        self.wlin = np.stack(lin, -1).reshape((self.G + 1) * K1, -1)
+        self.iv = np.concatenate([[0.0], prep.gray_levels])
+        self.jv = np.arange(K1, dtype=np.float64)
+        # c log2(c) for every possible cell count c (entropy = log2(Nr) - sum c log2 c / Nr)
         c = np.arange(len(offs) + 1, dtype=np.float64)
-        self.log2c = np.log2(np.where(c > 0, c, 1.0))
-        self.clogc = c * self.log2c
-        # with few gray levels, dense (N, G + 1, 2r + 2) matrices per kernel are smaller than its
-        # list of runs (up to (2r + 1)^3); with many (real CT at bin width 5: 60-80), sums over
-        # the runs cost what the runs present do, not what the ROI's gray-level range does
-        self.dense = len(offs) >= (self.G + 1) * K1
-        if self.dense:
-            self.wlin = _dense_weights(prep.gray_levels, K1)
+        self.clogc = c * np.log2(np.where(c > 0, c, 1.0))
 
     def batch(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Compute the features of a batch of voxels.
@@ -142,28 +119,21 @@ class GLRLM(KernelCalculator):
         pidx = flat[:, None] + self.offs_flat[None, :]
         lev = self.prep.levels.ravel()[pidx]
         inside = lev > 0
-        # dense: the flat cell key base of every kernel voxel; runs: cell-count scratch
-        base = (np.arange(N)[:, None] * G1 + lev) * K1 if self.dense else None
-        cells = None if self.dense else np.zeros(N * G1 * K1, dtype=np.int64)
+        # cell key (kernel, level, run length) of every kernel voxel
+        base = (np.arange(N)[:, None] * G1 + lev) * K1
         per = {k: np.empty((N, len(self.angles))) for k in self.names}
         for d, (run, prev_same, geo, multi) in enumerate(self.angles):
             back_in, steps = geo[0].astype(bool), geo[1]
             # p starts a run unless p - a is a same-level mask voxel inside the cube
             start = inside & ~(prev_same[pidx] & back_in[None, :])
-            if base is not None:
-                keys = (base + np.minimum(run[pidx], steps[None, :]))[start]
-                P = np.bincount(keys, minlength=N * G1 * K1)
-                Pf = P.astype(np.float64).reshape(N, G1 * K1)
-                res = self._dense_features(
-                    Pf.reshape(N * G1, K1) @ np.ones(K1),
-                    Pf @ self.wlin,
-                    self.clogc[P].reshape(N, G1 * K1).sum(1),
-                )
-            else:
-                ri, ci = np.nonzero(start)
-                li = lev[ri, ci]  # the run's level index and length (clipped by the cube)
-                jl = np.minimum(run[pidx[ri, ci]], steps[ci]).astype(np.intp)
-                res = self._features(N, ri, li, jl, cells)
+            keys = (base + np.minimum(run[pidx], steps[None, :]))[start]
+            P = np.bincount(keys, minlength=N * G1 * K1)
+            Pf = P.astype(np.float64).reshape(N, G1 * K1)
+            res = self._features(
+                Pf.reshape(N * G1, K1) @ np.ones(K1),
+                Pf @ self.wlin,
+                self.clogc[P].reshape(N, G1 * K1).sum(1),
+            )
             # PyRadiomics drops the direction where no line holds two mask voxels
             bad = ~multi[flat]
             for k in self.names:
@@ -173,69 +143,9 @@ class GLRLM(KernelCalculator):
         return {k: np.nanmean(per[k], 1) for k in self.names}
 
     def _features(
-        self, N: int, ri: np.ndarray, li: np.ndarray, jl: np.ndarray, cells: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """Features of one direction from its runs (no dense ``(N, G, 2r + 1)`` matrices: sums
-        over the runs, and per kernel the histograms of the levels and lengths present).
-
-        Args:
-            N: Number of kernels.
-            ri: Kernel (row) of every run, sorted.
-            li: Level index of every run; ``jl`` its length.
-            cells: Zeroed ``(N * (G + 1) * (2r + 2),)`` integer scratch for the cell counts
-                (zeroed again on return).
-
-        Returns:
-            ``{feature: (N,) values}`` (NaN where a kernel has no run).
-        """
-        G1, K1 = self.G + 1, self.K + 1
-        rl = ri * K1 + jl
-        pr = np.bincount(rl, minlength=N * K1).reshape(N, K1).astype(np.float64)
-        lin = pr @ self.wj  # Nr, sum P j, SRE, LRE
-        hi = np.bincount(rl, self.i2[li], N * K1).reshape(N, K1) @ self.wj_hl
-        lo = np.bincount(rl, self.inv_i2[li], N * K1).reshape(N, K1) @ self.wj_hl
-        nr = lin[:, 0].copy()
-        nr[nr == 0] = np.nan
-        res: dict[str, np.ndarray] = {"RunPercentage": nr / lin[:, 1]}
-        for k, val in (
-            ("ShortRunEmphasis", lin[:, 2]),
-            ("LongRunEmphasis", lin[:, 3]),
-            ("LowGrayLevelRunEmphasis", lo[:, 0]),
-            ("HighGrayLevelRunEmphasis", hi[:, 0]),
-            ("ShortRunLowGrayLevelEmphasis", lo[:, 1]),
-            ("ShortRunHighGrayLevelEmphasis", hi[:, 1]),
-            ("LongRunLowGrayLevelEmphasis", lo[:, 2]),
-            ("LongRunHighGrayLevelEmphasis", hi[:, 2]),
-        ):
-            res[k] = val / nr
-        # sum_i pg_i^2 = sum over the runs of their level's run count
-        rg = ri * G1 + li
-        pg = np.bincount(rg, minlength=N * G1)
-        gln = np.bincount(ri, pg[rg].astype(np.float64), N)
-        res["GrayLevelNonUniformity"] = gln / nr
-        res["GrayLevelNonUniformityNormalized"] = gln / nr**2
-        rln = np.einsum("ij,ij->i", pr, pr)
-        res["RunLengthNonUniformity"] = rln / nr
-        res["RunLengthNonUniformityNormalized"] = rln / nr**2
-        gv = self.iv[li]
-        ui = np.bincount(ri, gv, N) / nr
-        t = gv - ui[ri]
-        res["GrayLevelVariance"] = np.bincount(ri, t * t, N) / nr
-        prn = pr / nr[:, None]
-        uj = (prn * self.jv[None, :]).sum(1, keepdims=True)
-        res["RunVariance"] = np.sum(prn * (self.jv[None, :] - uj) ** 2, 1)
-        # -sum p log2 p with p = c / Nr; sum_cells c log2 c = sum_runs log2 c(run's cell)
-        cell = rg * K1 + jl
-        np.add.at(cells, cell, 1)
-        clogc = np.bincount(ri, self.log2c[cells[cell]], N)
-        cells[cell] = 0
-        res["RunEntropy"] = np.log2(nr) - clogc / nr
-        return {k: res[k] for k in self.names}
-
-    def _dense_features(
         self, pg: np.ndarray, lin: np.ndarray, clogc: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """Features of one direction from dense ``(N, G + 1, 2r + 2)`` matrices (few levels).
+        """Features of one direction.
 
         Args:
             pg: (N * (G + 1),) run counts by kernel and level index (index 0 unused).
