@@ -109,9 +109,10 @@ class _Marginals:
     """Marginal counts of a batch's GLCMs, compact (the levels present in each kernel only).
 
     Attributes:
-        ia, ib: Per run, the flat (row, level) index of its two levels.
-        mc: (N * (G + 1),) marginal counts (float, dense, for look-ups by ``ia`` / ``ib``).
-        nz: Flat (row, level) index of every level present, sorted (row-major).
+        ia, ib: Per run, the index in ``mc`` of its two levels.
+        mc: Marginal counts (float) over every kernel's own level range, end to end (for
+            look-ups by ``ia`` / ``ib``).
+        nz: Index in ``mc`` of every level present, sorted (kernel by kernel).
         row: Row of every level present; ``cnt`` its marginal count (float), ``cnti`` (int).
         gv: Gray value (bin number) of every level present.
         nlev: (N,) levels present per kernel.
@@ -140,6 +141,7 @@ class GLCM(KernelCalculator):
         G1 = G + 1
         self.ng = int(prep.ng)
         gi = np.concatenate([[0], prep.gray_levels.astype(np.int64)])
+        self.gi = gi
         self.gv = gi.astype(np.float64)
         lev = prep.levels.ravel()
         # canonical cell key a * (G + 1) + b (level indices 1 <= a <= b <= G); S = no pair
@@ -334,16 +336,23 @@ class GLCM(KernelCalculator):
 
     def _marginal_features(self, r: _Runs, res: dict[str, np.ndarray]) -> _Marginals:
         """JointAverage and Autocorrelation; the marginal counts of the levels present (px = py,
-        the matrix is symmetrical; the no-pair run adds 0 at level 0)."""
-        G1, N = self.G + 1, r.N
-        rg = r.row * G1
-        ia = rg + self.tab_a[r.key]
-        ib = rg + self.tab_b[r.key]
-        mc = np.bincount(np.concatenate([ia, ib]), np.concatenate([r.cf, r.cf]), N * G1)
+        the matrix is symmetrical), counted per kernel over its own level range only."""
+        N = r.N
+        ta, tb = self.tab_a[r.key], self.tab_b[r.key]
+        lo = ta[r.first]  # lowest level of every kernel (keys are sorted; 0 if no pair)
+        width = np.maximum.reduceat(tb, r.first) - lo + 1
+        off = np.cumsum(width) - width
+        base = off[r.row] - lo[r.row]
+        # flat index of each run's two levels (the no-pair run, level 0, at its row's start)
+        ia = np.where(ta > 0, base + ta, off[r.row])
+        ib = np.where(tb > 0, base + tb, off[r.row])
+        mc = np.bincount(
+            np.concatenate([ia, ib]), np.concatenate([r.cf, r.cf]), int(off[-1] + width[-1])
+        )
         nz = np.flatnonzero(mc)  # the levels present, per kernel in increasing order
-        row = nz // G1
+        row = np.searchsorted(off, nz, side="right") - 1
         cnt = mc[nz]
-        gv = self.gv[nz - row * G1]
+        gv = self.gv[lo[row] + nz - off[row]]
         ux = np.bincount(row, cnt * gv, N) / r.n2
         res["JointAverage"] = ux
         autocorr = np.bincount(r.row, r.cf * self.tab_2ij[r.key], N) / r.n2
@@ -399,12 +408,18 @@ class GLCM(KernelCalculator):
             t2 *= t
             res["ClusterProminence"] = t2.sum(1)
 
-    def _entropy_sum(self, r: _Runs, bins: np.ndarray, nbins: int) -> np.ndarray:
+    def _entropy_sum(
+        self, r: _Runs, bins: np.ndarray, lo: np.ndarray, width: np.ndarray
+    ) -> np.ndarray:
         """Per kernel ``sum_k h_k log2 h_k`` of the histogram ``h`` of the symmetrical matrix
-        over ``bins`` (one bin per run, ``nbins`` in all), from its non-zero bins only."""
-        h = np.bincount(r.row * nbins + bins, r.cf, r.N * nbins)
+        over ``bins`` (one bin per run; a kernel's bins in ``[lo, lo + width)``), counted over
+        each kernel's own bin range."""
+        off = np.cumsum(width) - width
+        rel = np.where(r.cnt > 0, bins - lo[r.row], 0)  # the no-pair run at its row's start
+        h = np.bincount(off[r.row] + rel, r.cf, int(off[-1] + width[-1]))
         nz = np.flatnonzero(h)
-        return np.bincount(nz // nbins, self.xlogx[2 * h[nz].astype(np.intp)], r.N)
+        row = np.searchsorted(off, nz, side="right") - 1
+        return np.bincount(row, self.xlogx[2 * h[nz].astype(np.intp)], r.N)
 
     def _histogram_features_cells(
         self, r: _Runs, ux: np.ndarray, res: dict[str, np.ndarray]
@@ -414,6 +429,9 @@ class GLCM(KernelCalculator):
         a kernel direction has fewer cells than the histograms have bins."""
         N, row, cf = r.N, r.row, r.cf
         w2 = 2.0 / r.n2
+        # every kernel's gray-value range: its histograms' bins
+        gmin = self.gi[self.tab_a[r.key[r.first]]]
+        grange = self.gi[np.maximum.reduceat(self.tab_b[r.key], r.first)] - gmin
         d = self.tab_d[r.key]
         lin = np.add.reduceat(cf[:, None] * self.wd[d], r.first, axis=0) * w2[:, None]
         for j, k in enumerate(
@@ -424,11 +442,13 @@ class GLCM(KernelCalculator):
         res["DifferenceVariance"] = np.bincount(row, cf * (t * t), N) * w2
         # entropies -sum p log2 p with p = count / n2: log2(n2) - sum count log2(count) / n2
         if "DifferenceEntropy" in self.names:
-            res["DifferenceEntropy"] = r.log_n2 - self._entropy_sum(r, d, self.ng) / r.n2
+            hd = self._entropy_sum(r, d, np.zeros_like(gmin), grange + 1)
+            res["DifferenceEntropy"] = r.log_n2 - hd / r.n2
         s = self.tab_s[r.key]
         res["SumAverage"] = np.bincount(row, cf * s, N) * w2
         if "SumEntropy" in self.names:
-            res["SumEntropy"] = r.log_n2 - self._entropy_sum(r, s, 2 * self.ng + 1) / r.n2
+            hs = self._entropy_sum(r, s, 2 * gmin, 2 * grange + 1)
+            res["SumEntropy"] = r.log_n2 - hs / r.n2
         t = s - 2.0 * ux[row]
         t2 = cf * (t * t)
         res["ClusterTendency"] = np.bincount(row, t2, N) * w2
