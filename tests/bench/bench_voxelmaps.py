@@ -138,6 +138,7 @@ class Run:
     pss_mb: float = float("nan")
     load: str = ""
     out: Path | None = None
+    failed: str = ""  # why a PyRadiomics run did not finish (e.g. killed for memory)
 
 
 def run_engine(
@@ -178,6 +179,11 @@ def run_engine(
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
+    if proc.returncode != 0 and engine == "pyradiomics":
+        print(stderr[-1000:], file=sys.stderr)
+        return Run(
+            wall_s=None, load=load, failed=f"failed after {wall:.0f} s (rc {proc.returncode})"
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"{engine} failed:\n{stderr[-3000:]}")
     info = json.loads(stdout.strip().splitlines()[-1])
@@ -207,7 +213,7 @@ def max_rel_diff(fast: Path, ref: Path) -> tuple[float, int]:
 
 def fmt_wall(run: Run | None, timeout: float | None) -> str:
     if run is None or run.wall_s is None:
-        return "-"
+        return run.failed if run is not None and run.failed else "-"
     if run.wall_s == float("inf"):
         return f"> {timeout:.0f}"
     return f"{run.wall_s:.1f}"
