@@ -85,6 +85,15 @@ def test_voxelmaps_command_fast_and_pyradiomics_agree(tmp_path):
     assert sorted(fast.columns) == sorted(ref.columns)
     for col in ["firstorder_Mean", "firstorder_Entropy", "glcm_Contrast", "glcm_JointEntropy"]:
         np.testing.assert_allclose(fast[col], ref[col], rtol=1e-6, atol=1e-9)
-    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "fast/glcm_Contrast.nii.gz")))
+    # the map file covers the mask's bounding box plus the kernel radius; on the full grid it is
+    # 0 outside the mask and the table's values inside
+    from hccrad.voxelmaps.files import map_on_grid
+
+    cropped = sitk.ReadImage(str(tmp_path / "fast/glcm_Contrast.nii.gz"))
+    assert cropped.GetSize() == (8, 8, 8)  # the mask spans indices 2..7, plus the radius 1
+    np.testing.assert_allclose(
+        cropped.GetOrigin(), img.TransformIndexToPhysicalPoint((1, 1, 1)), atol=1e-5
+    )
+    written = map_on_grid(cropped, img)
     assert (written[mask == 0] == 0).all()
     np.testing.assert_allclose(written[mask != 0], fast["glcm_Contrast"], rtol=1e-6)

@@ -29,6 +29,13 @@ and bin width 2 (the last is slow for PyRadiomics: skip it with `--skip-pyradiom
 bound it with `--pyradiomics-timeout`; a skipped or timed-out PyRadiomics run shows as "-" or
 "> limit") and prints a Markdown table. The machine's load average is printed with every run:
 compare wall times only on an otherwise idle machine.
+
+`--real` runs real regions of `../shared/data` instead (`REAL_ROIS`): the IBSI CT phantom's
+tumor and three liver regions of the HCC_048 portal-venous CT with different vessel content,
+each resampled (image linear, mask nearest neighbour, `hccrad.preprocess.resample_to_spacing`)
+to 1 mm and 2 mm and run at bin width 5 and 25 (`REAL_SETTINGS`; `--rois` and `--settings` pick
+some), and prints the grey levels present in each ROI beside the timings. Bound PyRadiomics with
+`--pyradiomics-timeout` (at 1 mm it takes minutes to hours on these ROIs).
 """
 
 from __future__ import annotations
@@ -63,6 +70,25 @@ print(json.dumps({
 """
 
 CLASSES = ["firstorder", "glcm", "glrlm", "gldm", "ngtdm"]
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+#: Real ROIs: name -> (source, region). The HCC_048 regions are physical ellipsoids (radii in mm
+#: along x, y, z) centred on a voxel (x = column, y = row, z = array slice) of the 0.703 x 0.703
+#: x 2.5 mm CT; vessel content = fraction of voxels >= 150 HU (portal-venous phase).
+REAL_ROIS: dict[str, tuple[str, tuple[tuple[int, int, int], tuple[float, float, float]] | None]] = {
+    # lung tumor with air and soft tissue (-835 to 147 HU), 125,256 voxels at 0.977 x 0.977 x 3 mm
+    "ibsi-ct-tumor": ("ibsi1/ct_phantom", None),
+    # homogeneous parenchyma, ~1 % vessel voxels, SD 18 HU
+    "liver-parenchyma": ("hcc048_ct_dicom", ((200, 235, 64), (20.0, 20.0, 20.0))),
+    # near the hilum, ~16 % vessel voxels, SD 42 HU
+    "liver-vessels": ("hcc048_ct_dicom", ((200, 185, 56), (20.0, 20.0, 20.0))),
+    # a larger region spanning both, flattened along z
+    "liver-large": ("hcc048_ct_dicom", ((190, 205, 58), (32.0, 28.0, 16.0))),
+}
+
+#: (spacing mm, bin width) of every real ROI; 2 mm / 25 is the habitat study's setting.
+REAL_SETTINGS = [(1.0, 5.0), (2.0, 5.0), (2.0, 25.0)]
 
 
 def tumor(folder: Path, spacing: float, radius_mm: float, seed: int = 0) -> tuple[Path, Path]:
@@ -112,6 +138,7 @@ class Run:
     pss_mb: float = float("nan")
     load: str = ""
     out: Path | None = None
+    failed: str = ""  # why a PyRadiomics run did not finish (e.g. killed for memory)
 
 
 def run_engine(
@@ -152,6 +179,11 @@ def run_engine(
     wall = time.perf_counter() - t0
     done.set()
     sampler.join()
+    if proc.returncode != 0 and engine == "pyradiomics":
+        print(stderr[-1000:], file=sys.stderr)
+        return Run(
+            wall_s=None, load=load, failed=f"failed after {wall:.0f} s (rc {proc.returncode})"
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"{engine} failed:\n{stderr[-3000:]}")
     info = json.loads(stdout.strip().splitlines()[-1])
@@ -181,10 +213,135 @@ def max_rel_diff(fast: Path, ref: Path) -> tuple[float, int]:
 
 def fmt_wall(run: Run | None, timeout: float | None) -> str:
     if run is None or run.wall_s is None:
-        return "-"
+        return run.failed if run is not None and run.failed else "-"
     if run.wall_s == float("inf"):
         return f"> {timeout:.0f}"
     return f"{run.wall_s:.1f}"
+
+
+def real_roi(name: str, folder: Path, spacing: float) -> tuple[Path, Path]:
+    """Write the real ROI ``name`` of ``REAL_ROIS`` resampled to ``spacing`` mm (cached)."""
+    from hccrad import imageio
+    from hccrad.preprocess import resample_to_spacing
+
+    image_path, mask_path = folder / "image.nii.gz", folder / "mask.nii.gz"
+    if image_path.exists():
+        return image_path, mask_path
+    source, region = REAL_ROIS[name]
+    if region is None:
+        image = imageio.read_image(SHARED / source / "image.nii.gz")
+        mask = imageio.read_mask(SHARED / source / "mask.nii.gz", image)
+    else:
+        image = imageio.read_image(SHARED / source)
+        centre, radii = region
+        assert np.allclose(image.GetDirection(), np.eye(3).ravel()), "axis-aligned CT expected"
+        # open grids (a full index array of the CT would hold 1.5 GB)
+        zyx = np.ogrid[tuple(slice(0, n) for n in sitk.GetArrayViewFromImage(image).shape)]
+        # physical distance along x, y, z over the radius, summed squared
+        terms = [
+            ((zyx[2 - axis] - centre[axis]) * image.GetSpacing()[axis] / radii[axis]) ** 2
+            for axis in range(3)
+        ]
+        mask = sitk.GetImageFromArray((sum(terms) <= 1.0).astype(np.uint8))
+        mask.CopyInformation(image)
+    image = resample_to_spacing(image, (spacing,) * 3)
+    mask = resample_to_spacing(mask, (spacing,) * 3, is_mask=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    imageio.write_image(image, image_path)
+    imageio.write_image(mask, mask_path)
+    return image_path, mask_path
+
+
+def grey_levels(image: Path, mask: Path, bin_width: float) -> int:
+    """Grey levels present in the ROI after PyRadiomics' fixed-bin-width discretisation."""
+    from hccrad.voxelmaps.core import bin_edges
+
+    inside = sitk.GetArrayFromImage(sitk.ReadImage(str(mask))) != 0
+    values = sitk.GetArrayFromImage(sitk.ReadImage(str(image)))[inside].astype(np.float64)
+    return len(np.unique(np.digitize(values, bin_edges(values, bin_width))))
+
+
+def run_real(args: argparse.Namespace, work: Path) -> int:
+    """The real ROIs at ``REAL_SETTINGS``: both engines per case, one Markdown table."""
+    rows = []
+    rois = args.rois or list(REAL_ROIS)
+    settings = [
+        s for s in REAL_SETTINGS if not args.settings or f"{s[0]:g}/{s[1]:g}" in args.settings
+    ]
+    # every input first, in a spawned process: a child's peak RSS (RUSAGE) counts its parent's
+    # pages at the fork, and reading the 512 x 512 x 89 CT would inflate every run's figure
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    tasks = [(n, work / f"{n}-{sp:g}mm", sp) for n in rois for sp in {sp for sp, _ in settings}]
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(real_roi, *zip(*tasks, strict=True)))
+    for name in rois:
+        for spacing, bw in settings:
+            image, mask = real_roi(name, work / f"{name}-{spacing:g}mm", spacing)
+            n_vox = int(np.count_nonzero(sitk.GetArrayFromImage(sitk.ReadImage(str(mask)))))
+            levels = grey_levels(image, mask, bw)
+            out = work / f"{name}-{spacing:g}-{bw:g}"
+            fast = min(
+                (
+                    run_engine("fast", image, mask, out / "fast", bw, args.classes, args.jobs, None)
+                    for _ in range(max(1, args.repeat))
+                ),
+                key=lambda run: run.wall_s,
+            )
+            label = f"{name}, {spacing:g} mm, bin width {bw:g}"
+            print(
+                f"[{label}] {n_vox} voxels, {levels} levels, fast {fast.wall_s:.2f} s, "
+                f"load {fast.load}",
+                flush=True,
+            )
+            ref = None
+            if "all" not in args.skip_pyradiomics and name not in args.skip_pyradiomics:
+                ref = run_engine(
+                    "pyradiomics",
+                    image,
+                    mask,
+                    out / "ref",
+                    bw,
+                    args.classes,
+                    None,
+                    args.pyradiomics_timeout,
+                )
+                print(
+                    f"[{label}] pyradiomics {fmt_wall(ref, args.pyradiomics_timeout)} s, "
+                    f"load {ref.load}",
+                    flush=True,
+                )
+            rows.append((label, n_vox, levels, ref, fast))
+    print_real_table(rows, args)
+    return 0
+
+
+def print_real_table(rows: list, args: argparse.Namespace) -> None:
+    """The real-ROI rows as Markdown."""
+    cols = (
+        "case | voxels | grey levels | PyRadiomics s | PyRadiomics RSS / PSS MB | fast s | "
+        "fast CPU s | fast RSS / PSS MB | speed-up | max rel. diff | load fast; PyRadiomics"
+    )
+    print(f"\nclasses {' '.join(args.classes)}\n")
+    print("| " + cols + " |")
+    print("|" + "---|" * (cols.count("|") + 1))
+    for label, n_vox, levels, ref, fast in rows:
+        done = ref is not None and ref.wall_s not in (None, float("inf"))
+        if done:
+            speed = f"{ref.wall_s / fast.wall_s:.1f}x"
+            worst, nan_mis = max_rel_diff(fast.out, ref.out)
+            diff = f"{worst:.1e}" + (f" ({nan_mis} NaN mismatches)" if nan_mis else "")
+            ref_mb = f"{ref.peak_mb:.0f} / {ref.pss_mb:.0f}"
+        else:
+            timed_out = ref is not None and ref.wall_s == float("inf")
+            speed = f"> {args.pyradiomics_timeout / fast.wall_s:.0f}x" if timed_out else "-"
+            diff, ref_mb = "-", "-"
+        print(
+            f"| {label} | {n_vox:,} | {levels} | {fmt_wall(ref, args.pyradiomics_timeout)} | "
+            f"{ref_mb} | {fast.wall_s:.2f} | {fast.cpu_s:.1f} | {fast.peak_mb:.0f} / "
+            f"{fast.pss_mb:.0f} | {speed} | {diff} | {fast.load}; {ref.load if ref else '-'} |"
+        )
 
 
 def main() -> int:
@@ -200,12 +357,18 @@ def main() -> int:
         nargs="*",
         default=[],
         metavar="CASE",
-        help="cases (default, 2mm, bw25, bw2; 'all') without a PyRadiomics run",
+        help="cases (default, 2mm, bw25, bw2; with --real ROI names; 'all') without PyRadiomics",
     )
     ap.add_argument("--pyradiomics-timeout", type=float, help="seconds; longer runs are killed")
     ap.add_argument("--repeat", type=int, default=1, help="fast runs per case (fastest kept)")
+    ap.add_argument("--real", action="store_true", help="real ROIs of ../shared/data (REAL_ROIS)")
+    ap.add_argument("--rois", nargs="+", choices=list(REAL_ROIS), help="with --real: these ROIs")
+    ap.add_argument("--settings", nargs="+", metavar="MM/BW", help="with --real: e.g. 2/25")
+    ap.add_argument("--work", type=Path, help="folder for inputs and outputs (default: a new temp)")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="hccrad-voxelmaps-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="hccrad-voxelmaps-"))
+    if args.real:
+        return run_real(args, work)
     if args.matrix:
         cases = [
             ("default", 1.0, 5.0, args.jobs),

@@ -8,6 +8,9 @@
 ``hccrad sheet``     a cohort sheet (and a report) from a DICOM tree; docs/dicom_sheet.md
 ``hccrad audit``     audit a run (``run``), compare two runs (``compare``), search outputs for DICOM
                      identifiers (``privacy``); docs/audit.md
+
+This module only parses arguments; each command runs from its own module of
+:mod:`hccrad.commands`, imported when that command runs.
 """
 
 from __future__ import annotations
@@ -19,134 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hccrad import __version__
-from hccrad.audit import audit_from_config, compare_runs
-from hccrad.audit.compare import DEFAULT_IGNORED_KEYS
-from hccrad.audit.privacy import privacy_table, scan_paths, sheet_identifiers
-from hccrad.config import load_settings, project_file
-from hccrad.dicomsheet import build_sheet, default_phase_map_text
-from hccrad.errors import HccradError, InputError
-from hccrad.fileio import write_tsv
-from hccrad.plan import CohortPlan
-from hccrad.sheets import load_cohort
-from hccrad.studies import load_studies
-from hccrad.synth import write_cohort
-from hccrad.voxelmaps import IMPLEMENTED_CLASSES, VoxelMapSettings, write_voxel_maps
+from hccrad import __version__, commands
+from hccrad.errors import HccradError
 
 log = logging.getLogger("hccrad")
-
-
-def _cmd_synth(args: argparse.Namespace) -> int:
-    paths = write_cohort(
-        args.out,
-        seed=args.seed,
-        n_patients=args.patients,
-        modality=args.modality,
-        null=args.null,
-    )
-    for name, path in paths.items():
-        log.info("%s: %s", name, path)
-    return 0
-
-
-def _cmd_validate(args: argparse.Namespace) -> int:
-    settings = load_settings(
-        args.config, cohort=args.cohort, clinical=args.clinical, overlay=args.overlay
-    )
-    cohort = load_cohort(settings, check_files=not args.no_file_check)
-    by_center: dict[str, int] = {}
-    for p in cohort.patients:
-        by_center[cohort.center(p)] = by_center.get(cohort.center(p), 0) + 1
-    centers = ", ".join(f"{c}: {n}" for c, n in sorted(by_center.items()))
-    log.info("ok: %d patients, %d images (%s)", len(cohort.patients), len(cohort.records), centers)
-    for patient, reasons in cohort.excluded.items():
-        log.warning("excluded %s: %s", patient, "; ".join(reasons))
-    studies = load_studies(
-        [project_file(f) for f in settings.studies], settings.overlay, check_estimators=False
-    )
-    print(format_plan(CohortPlan(settings, cohort, studies).summary()))
-    return 0
-
-
-def format_plan(summary: dict[str, object], indent: str = "") -> str:
-    """The plan summary (:meth:`hccrad.plan.CohortPlan.summary`) as indented text lines."""
-    lines = []
-    for key, value in summary.items():
-        if isinstance(value, dict):
-            lines.append(f"{indent}{key}:" + ("" if value else " none"))
-            lines.extend(
-                f"{indent}  {k}: {v}" if not isinstance(v, dict) else format_plan(v, indent + "  ")
-                for k, v in value.items()
-            )
-        else:
-            lines.append(f"{indent}{key}: {value}")
-    return "\n".join(lines)
-
-
-def _cmd_voxelmaps(args: argparse.Namespace) -> int:
-    classes = tuple(args.classes) if args.classes else IMPLEMENTED_CLASSES
-    settings = VoxelMapSettings(
-        kernel_radius=args.kernel_radius,
-        bin_width=args.bin_width if args.bin_width is not None else 25.0,
-        bin_count=args.bin_count,
-        classes=classes,
-        n_jobs=args.jobs,
-    )
-    written = write_voxel_maps(args.image, args.mask, args.out, settings, engine=args.engine)
-    log.info("wrote %d maps and voxels.parquet to %s", len(written) - 1, args.out)
-    return 0
-
-
-def _cmd_audit_run(args: argparse.Namespace) -> int:
-    summary = audit_from_config(
-        args.config, args.results, cohort=args.cohort, clinical=args.clinical
-    )
-    log.info("audit written to %s", Path(args.results) / "cohort" / "audit")
-    for name, text in summary["checklist"].items():
-        log.info("%s: %s", name, text)
-    return 0
-
-
-def _cmd_audit_compare(args: argparse.Namespace) -> int:
-    result = compare_runs(
-        args.run_a,
-        args.run_b,
-        rtol=args.rtol,
-        atol=args.atol,
-        ignore_keys=(*DEFAULT_IGNORED_KEYS, *(args.ignore_key or [])),
-    )
-    print(result.report())
-    if args.out is not None:
-        write_tsv(result.to_frame(), args.out)
-    return 0 if result.identical else 1
-
-
-def _cmd_audit_privacy(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, cohort=args.cohort)
-    identifiers = sheet_identifiers(settings.cohort)
-    hits, n = scan_paths(args.scan or [Path("results")], identifiers)
-    print(f"searched {n} files")
-    print(privacy_table(identifiers, hits).to_string(index=False))
-    for h in hits:
-        print(f"FOUND {h.tag} in {h.file} ({h.where})")
-    return 1 if hits else 0
-
-
-def _cmd_sheet(args: argparse.Namespace) -> int:
-    if args.print_phase_map:
-        print(default_phase_map_text(), end="")
-        return 0
-    if args.dicom_root is None or args.out is None:
-        raise InputError("hccrad sheet needs DICOM_ROOT and --out (or --print-phase-map)")
-    result = build_sheet(
-        args.dicom_root,
-        args.out,
-        phase_map=args.phase_map,
-        center=args.center,
-        min_slices=args.min_slices,
-    )
-    print(result.summary())
-    return 0
 
 
 def _add_sheet(sub: Any) -> None:
@@ -172,7 +51,7 @@ def _add_sheet(sub: Any) -> None:
     p.add_argument(
         "--print-phase-map", action="store_true", help="print the default phase map and exit"
     )
-    p.set_defaults(func=_cmd_sheet)
+    p.set_defaults(handler="run_sheet")
 
 
 def _add_synth(sub: Any) -> None:
@@ -187,7 +66,7 @@ def _add_synth(sub: Any) -> None:
         action="store_true",
         help="permute labels and survival across patients (shows what chance looks like)",
     )
-    p.set_defaults(func=_cmd_synth)
+    p.set_defaults(handler="run_synth")
 
 
 def _add_voxelmaps(sub: Any) -> None:
@@ -213,7 +92,7 @@ def _add_voxelmaps(sub: Any) -> None:
         help="fast engine: worker processes (default: all CPUs this process may use; results "
         "do not depend on it)",
     )
-    p.set_defaults(func=_cmd_voxelmaps)
+    p.set_defaults(handler="run_voxelmaps")
 
 
 def _add_validate(sub: Any) -> None:
@@ -228,7 +107,7 @@ def _add_validate(sub: Any) -> None:
         "--overlay", help="a configuration overlay, e.g. config/demo.yaml (overrides the config's)"
     )
     p.add_argument("--no-file-check", action="store_true", help="do not check that files exist")
-    p.set_defaults(func=_cmd_validate)
+    p.set_defaults(handler="run_validate")
 
 
 def _add_audit(sub: Any) -> None:
@@ -240,7 +119,7 @@ def _add_audit(sub: Any) -> None:
     a.add_argument("--results", type=Path, default=Path("results"), help="default: results")
     a.add_argument("--cohort", help="cohort sheet (overrides the config's)")
     a.add_argument("--clinical", help="clinical table (overrides the config's)")
-    a.set_defaults(func=_cmd_audit_run)
+    a.set_defaults(handler="run_audit_run")
     a = audit.add_parser(
         "compare",
         help="compare two runs file by file; exit status 1 when they differ",
@@ -259,7 +138,7 @@ def _add_audit(sub: Any) -> None:
         help="JSON key (fnmatch pattern) not compared; repeatable (timings are always ignored)",
     )
     a.add_argument("--out", type=Path, help="also write the differences as TSV")
-    a.set_defaults(func=_cmd_audit_compare)
+    a.set_defaults(handler="run_audit_compare")
     a = audit.add_parser(
         "privacy",
         help="search outputs for the DICOM identifiers of the inputs; exit status 1 when found",
@@ -273,7 +152,7 @@ def _add_audit(sub: Any) -> None:
         metavar="PATH",
         help="folder or file to search (repeatable; default: results)",
     )
-    a.set_defaults(func=_cmd_audit_privacy)
+    a.set_defaults(handler="run_audit_privacy")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args))
+        # each subcommand's module (and what it imports) loads only when that command runs
+        return int(getattr(commands, args.handler)(args))
     except HccradError as exc:
         log.error("%s", exc)
         return 1

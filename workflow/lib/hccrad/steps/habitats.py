@@ -50,8 +50,9 @@ def compute_voxel_maps(
     """Voxel feature maps of one image inside the index lesion, on an isotropic grid.
 
     The image (linear) and the mask (nearest neighbour) are resampled to ``spacing`` mm; both are
-    written (``dst_image``, ``dst_mask``), and ``maps_dir`` receives one NIfTI per map plus
-    ``voxels.parquet`` (see :func:`hccrad.voxelmaps.write_voxel_maps`).
+    written (``dst_image``, ``dst_mask``), and ``maps_dir`` receives one NIfTI per map (cropped to
+    the lesion plus the kernel radius) and ``voxels.parquet`` (see
+    :func:`hccrad.voxelmaps.write_voxel_maps`).
 
     Raises:
         InputError: When the lesion vanishes at the coarser spacing.
@@ -65,10 +66,17 @@ def compute_voxel_maps(
         raise InputError(
             f"the tumor has no voxel at {spacing} mm", patient=patient, phase=phase, file=mask
         )
-    imageio.write_image(img2, dst_image)
-    imageio.write_image(msk2, dst_mask)
+    # maps of the resampled images in memory (not read back from files); the images are written
+    # while the maps are
     write_voxel_maps(
-        dst_image, dst_mask, maps_dir, settings, engine=engine, patient=patient, phase=phase
+        img2,
+        msk2,
+        maps_dir,
+        settings,
+        engine=engine,
+        patient=patient,
+        phase=phase,
+        images={dst_image: img2, dst_mask: msk2},
     )
     log.info("%s %s: voxel maps of %d voxels at %s mm", patient, phase, n, spacing)
 

@@ -8,15 +8,15 @@ fallback for feature classes the fast engine does not have yet).
 from __future__ import annotations
 
 import logging
-import multiprocessing
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from hccrad import imageio
-from hccrad.fileio import atomic_path
-from hccrad.voxelmaps.core import VoxelMapSettings, available_cpus, can_fork, compute_voxel_maps
+from hccrad.voxelmaps.core import VoxelMapSettings, available_cpus, compute_voxel_maps
+from hccrad.voxelmaps.files import roi_box, write_maps
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,17 @@ def pyradiomics_voxel_maps(
 def voxel_maps(
     image: sitk.Image, mask: sitk.Image, settings: VoxelMapSettings, engine: str = "fast"
 ) -> dict[str, np.ndarray]:
-    """Maps from the chosen engine (``fast`` or ``pyradiomics``)."""
+    """Maps from the chosen engine (``fast`` or ``pyradiomics``).
+
+    The fast engine gets the image and mask cropped to the ROI's bounding box plus the kernel
+    radius (the same values in the same order: kernels only see mask voxels), so that it neither
+    converts nor copies into its worker processes the rest of the field of view.
+    """
     if engine == "fast":
+        box = roi_box(sitk.GetArrayViewFromImage(mask) != 0, settings.kernel_radius)
+        xyz = box[::-1]
+        image = image[xyz[0], xyz[1], xyz[2]]
+        mask = mask[xyz[0], xyz[1], xyz[2]]
         return compute_voxel_maps(image, mask, settings)
     if engine == "pyradiomics":
         return pyradiomics_voxel_maps(image, mask, settings)
@@ -81,105 +90,43 @@ def voxel_maps(
 
 
 def write_voxel_maps(
-    image_path: str | Path,
-    mask_path: str | Path,
+    image: str | Path | sitk.Image,
+    mask: str | Path | sitk.Image,
     out_dir: str | Path,
     settings: VoxelMapSettings,
     *,
     engine: str = "fast",
     patient: str | None = None,
     phase: str | None = None,
+    images: Mapping[str | Path, sitk.Image] | None = None,
 ) -> dict[str, Path]:
-    """Compute the maps of one image and write them.
+    """Compute the maps of one image and write them (format: :mod:`hccrad.voxelmaps.files`).
 
-    Writes one Float32 NIfTI per map, ``{class}_{feature}.nii.gz`` (0 outside the mask, as
-    PyRadiomics writes its maps: SimpleITK's NIfTI round trip does not keep NaN), and
-    ``voxels.parquet``: one row per mask voxel with its ``z, y, x`` array index and one column
-    per map (exact values, NaN where a kernel's feature is undefined). Every file is written
-    atomically. The NIfTI files are written by ``settings.n_jobs`` forked processes (one map at
-    a time each, so memory stays at a few full-size images) while this one writes the table.
+    Writes one Float32 NIfTI per map, ``{class}_{feature}.nii.gz``, cropped to the ROI's
+    bounding box plus the kernel radius (the box PyRadiomics returns its maps on) with the box's
+    true origin, 0 outside the mask (as PyRadiomics writes its maps: SimpleITK's NIfTI round trip
+    does not keep NaN), and ``voxels.parquet``: one row per mask voxel with its ``z, y, x`` index
+    on the full image grid and one column per map (exact values, NaN where a kernel's feature is
+    undefined). Every file is written atomically, ``settings.n_jobs`` (default: all CPUs) at a
+    time.
+
+    Args:
+        image: image file (read by :func:`hccrad.imageio.read_image`) or an image in memory.
+        mask: mask file (read onto the image's grid by :func:`hccrad.imageio.read_mask`) or a
+            mask in memory on the image's grid (non-zero = ROI).
+        images: further images written while the maps are, ``{path: image}`` (the habitat step's
+            resampled image and mask).
 
     Returns:
         ``{map name or "voxels": path}``.
     """
-    image = imageio.read_image(image_path, patient=patient, phase=phase)
-    mask = imageio.read_mask(mask_path, image, patient=patient, phase=phase)
+    if not isinstance(image, sitk.Image):
+        image = imageio.read_image(image, patient=patient, phase=phase)
+    if not isinstance(mask, sitk.Image):
+        mask = imageio.read_mask(mask, image, patient=patient, phase=phase)
     maps = voxel_maps(image, mask, settings, engine)
+    jobs = settings.n_jobs or available_cpus()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    inside = sitk.GetArrayFromImage(mask) != 0
-    names = list(maps)
-    jobs = min(settings.n_jobs or available_cpus(), len(names))
-    written: dict[str, Path] = {}
-    if jobs > 1 and can_fork():
-        from concurrent.futures import ProcessPoolExecutor
-
-        call = id(maps)
-        _WRITE[call] = (maps, inside, mask, out)
-        try:
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-                tasks = [(call, names[j::jobs]) for j in range(jobs)]
-                parts = pool.map(_write_images_worker, tasks)
-                _write_table(maps, inside, out)  # meanwhile
-                for part in parts:
-                    written.update(part)
-        finally:
-            del _WRITE[call]
-    else:
-        written = _write_images(names, maps, inside, mask, out)
-        _write_table(maps, inside, out)
-    written = {name: written[name] for name in names}
-    written["voxels"] = out / "voxels.parquet"
-    log.info("%d maps of %d voxels (%s engine) in %s", len(maps), inside.sum(), engine, out)
+    written = write_maps(maps, mask, out, settings.kernel_radius, threads=jobs, images=images)
+    log.info("%d maps (%s engine) in %s", len(maps), engine, out_dir)
     return written
-
-
-def _write_images(
-    names: list[str],
-    maps: dict[str, np.ndarray],
-    inside: np.ndarray,
-    reference: sitk.Image,
-    out: Path,
-) -> dict[str, Path]:
-    """Write the maps ``names`` as Float32 NIfTI files, 0 outside the mask."""
-    written = {}
-    for name in names:
-        arr = np.zeros(inside.shape, dtype=np.float32)
-        arr[inside] = maps[name]
-        img = sitk.GetImageFromArray(arr)
-        img.CopyInformation(reference)
-        path = out / f"{name}.nii.gz"
-        imageio.write_image(img, path)
-        written[name] = path
-    return written
-
-
-#: What the forked NIfTI writers need (maps, mask, output folder) by call, inherited from the
-#: parent.
-_WRITE: dict[int, tuple[dict[str, np.ndarray], np.ndarray, sitk.Image, Path]] = {}
-
-
-def _write_images_worker(task: tuple[int, list[str]]) -> dict[str, Path]:
-    call, names = task
-    maps, inside, mask, out = _WRITE[call]
-    return _write_images(names, maps, inside, mask, out)
-
-
-def _write_table(maps: dict[str, np.ndarray], inside: np.ndarray, out: Path) -> None:
-    """Write ``voxels.parquet`` (z, y, x and the exact value of every map), atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    def column(values: np.ndarray) -> pa.Array:
-        # zero-copy; unlike pa.array, this does not import pandas (0.2 s) on first use. NaN
-        # stays a value (not null), as pandas writes it
-        values = np.ascontiguousarray(values)
-        dtype = pa.from_numpy_dtype(values.dtype)
-        return pa.Array.from_buffers(dtype, values.size, [None, pa.py_buffer(values)])
-
-    z, y, x = np.nonzero(inside)
-    columns = {"z": z, "y": y, "x": x, **maps}
-    table = pa.table({name: column(values) for name, values in columns.items()})
-    with atomic_path(out / "voxels.parquet") as tmp:
-        # float maps hardly repeat: dictionary encoding only costs time (and space)
-        pq.write_table(table, tmp, use_dictionary=False)

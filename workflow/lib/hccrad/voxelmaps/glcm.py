@@ -9,9 +9,11 @@ non-zero cells, and evaluates each feature on those cells:
 
 * an off-diagonal canonical cell with c pairs stands for the two cells ``P_ab = P_ba = c / 2n``, a
   diagonal one for ``P_aa = 2c / 2n`` (n pairs in the kernel);
-* sums over P, the marginals, and the ``|i - j|`` and ``i + j`` histograms (``pxSuby``,
-  ``pxAddy``) are weighted bincounts of the cells; the difference and sum features are then small
-  dense matrix products;
+* sums over P and the ``|i - j|`` and ``i + j`` histograms (``pxSuby``, ``pxAddy``) are
+  weighted bincounts of the cells (the difference and sum features are then small dense matrix
+  products: at 60-80 gray levels a kernel direction has about as many distinct cells as
+  histogram bins, so sums over the cells would not be cheaper); the marginals are kept compact,
+  as the levels present in each kernel;
 * MCC uses the compact matrix of the levels present in the kernel: the eigenvalues of PyRadiomics'
   ``Q = D^-1 P D^-1 P^T`` are the squares of those of the symmetric ``D^-1/2 P D^-1/2``; the
   matrices of a batch (several directions at a time, up to :data:`MCC_BUFFER` entries) are
@@ -104,20 +106,28 @@ class _Runs:
 
 @dataclass
 class _Marginals:
-    """Marginal counts of a batch's GLCMs and the values derived from them.
+    """Marginal counts of a batch's GLCMs, compact (the levels present in each kernel only).
 
     Attributes:
-        ia, ib: Per run, the flat (row, level) index of its two levels.
-        mc: (N, G + 1) marginal counts (float); ``mci`` the same as integers.
-        pxz: (N, G + 1) marginal probabilities.
+        ia, ib: Per run, the index in ``mc`` of its two levels.
+        mc: Marginal counts (float) over every kernel's own level range, end to end (for
+            look-ups by ``ia`` / ``ib``).
+        nz: Index in ``mc`` of every level present, sorted (kernel by kernel).
+        row: Row of every level present; ``cnt`` its marginal count (float), ``cnti`` (int).
+        gv: Gray value (bin number) of every level present.
+        nlev: (N,) levels present per kernel.
         ux: (N,) joint average; ``autocorr`` (N,) the autocorrelation.
     """
 
     ia: np.ndarray
     ib: np.ndarray
     mc: np.ndarray
-    mci: np.ndarray
-    pxz: np.ndarray
+    nz: np.ndarray
+    row: np.ndarray
+    cnt: np.ndarray
+    cnti: np.ndarray
+    gv: np.ndarray
+    nlev: np.ndarray
     ux: np.ndarray
     autocorr: np.ndarray
 
@@ -131,6 +141,7 @@ class GLCM(KernelCalculator):
         G1 = G + 1
         self.ng = int(prep.ng)
         gi = np.concatenate([[0], prep.gray_levels.astype(np.int64)])
+        self.gi = gi
         self.gv = gi.astype(np.float64)
         lev = prep.levels.ravel()
         # canonical cell key a * (G + 1) + b (level indices 1 <= a <= b <= G); S = no pair
@@ -165,6 +176,10 @@ class GLCM(KernelCalculator):
             1,
         )
         self.ks = np.arange(2 * self.ng + 1, dtype=np.float64)
+        # the histogram features from the cells when the |i - j| histogram has more bins than a
+        # kernel direction has pairs (at most W = 100 at r = 2), else from dense histograms
+        W = max(len(_pair_offsets(settings.kernel_radius, a)) for a in GLCM_ANGLES)
+        self.cell_hist = self.ng > W
         # x log2(x) for every possible count of a cell, a marginal or a histogram bin of the
         # symmetrical matrix (at most twice the number of pairs in a kernel)
         x = np.arange(2 * (2 * settings.kernel_radius + 1) ** 3 + 1, dtype=np.float64)
@@ -262,10 +277,13 @@ class GLCM(KernelCalculator):
         r = self._runs(flat, kimg, oa)
         res: dict[str, np.ndarray] = {}
         m = self._marginal_features(r, res)
-        self._difference_features(r, res)
-        self._sum_features(r, m.ux, res)
-        self._correlation_features(m, res)
-        nlev, mab = self._cell_features(r, m, res)
+        if self.cell_hist:
+            self._histogram_features_cells(r, m.ux, res)
+        else:
+            self._difference_features(r, res)
+            self._sum_features(r, m.ux, res)
+        self._correlation_features(r, m, res)
+        mab = self._cell_features(r, m, res)
         out = {}
         for k in self.names:
             if k != "MCC":
@@ -275,8 +293,11 @@ class GLCM(KernelCalculator):
         cell: tuple = ()
         if self.mcc:
             # M_ab = C_ab / sqrt(c_a c_b) with C the symmetrical count matrix, c its row sums
+            nlev = m.nlev
             keep = np.flatnonzero((r.cnt > 0) & (nlev[r.row] >= 2))
-            rank = (np.cumsum(m.mci > 0, 1) - 1).ravel()
+            # rank of every present level among its kernel's levels (dense, for look-ups)
+            rank = np.zeros(m.mc.size, dtype=np.intp)
+            rank[m.nz] = np.arange(m.nz.size) - (np.cumsum(nlev) - nlev)[m.row]
             val = r.v[keep] / np.sqrt(mab[keep])
             cell = (r.row[keep], rank[m.ia[keep]], rank[m.ib[keep]], val, nlev)
         return out, cell
@@ -314,21 +335,41 @@ class GLCM(KernelCalculator):
         )
 
     def _marginal_features(self, r: _Runs, res: dict[str, np.ndarray]) -> _Marginals:
-        """JointAverage and Autocorrelation; the marginal counts (px = py, the matrix is
-        symmetrical; the no-pair run adds 0 at level 0)."""
-        G1, N = self.G + 1, r.N
-        rg = r.row * G1
-        ia = rg + self.tab_a[r.key]
-        ib = rg + self.tab_b[r.key]
-        mc = np.bincount(ia, r.cf, N * G1) + np.bincount(ib, r.cf, N * G1)
-        mci = mc.astype(np.intp).reshape(N, G1)
-        mc = mc.reshape(N, G1)
-        pxz = mc / r.n2[:, None]
-        ux = (pxz * self.gv[None, :]).sum(1)
+        """JointAverage and Autocorrelation; the marginal counts of the levels present (px = py,
+        the matrix is symmetrical), counted per kernel over its own level range only."""
+        N = r.N
+        ta, tb = self.tab_a[r.key], self.tab_b[r.key]
+        lo = ta[r.first]  # lowest level of every kernel (keys are sorted; 0 if no pair)
+        width = np.maximum.reduceat(tb, r.first) - lo + 1
+        off = np.cumsum(width) - width
+        base = off[r.row] - lo[r.row]
+        # flat index of each run's two levels (the no-pair run, level 0, at its row's start)
+        ia = np.where(ta > 0, base + ta, off[r.row])
+        ib = np.where(tb > 0, base + tb, off[r.row])
+        mc = np.bincount(
+            np.concatenate([ia, ib]), np.concatenate([r.cf, r.cf]), int(off[-1] + width[-1])
+        )
+        nz = np.flatnonzero(mc)  # the levels present, per kernel in increasing order
+        row = np.searchsorted(off, nz, side="right") - 1
+        cnt = mc[nz]
+        gv = self.gv[lo[row] + nz - off[row]]
+        ux = np.bincount(row, cnt * gv, N) / r.n2
         res["JointAverage"] = ux
         autocorr = np.bincount(r.row, r.cf * self.tab_2ij[r.key], N) / r.n2
         res["Autocorrelation"] = autocorr
-        return _Marginals(ia=ia, ib=ib, mc=mc, mci=mci, pxz=pxz, ux=ux, autocorr=autocorr)
+        return _Marginals(
+            ia=ia,
+            ib=ib,
+            mc=mc,
+            nz=nz,
+            row=row,
+            cnt=cnt,
+            cnti=cnt.astype(np.intp),
+            gv=gv,
+            nlev=np.bincount(row, minlength=N),
+            ux=ux,
+            autocorr=autocorr,
+        )
 
     def _difference_features(self, r: _Runs, res: dict[str, np.ndarray]) -> None:
         """The features of the ``|i - j|`` histogram (pxSuby) over PyRadiomics' k range."""
@@ -367,12 +408,62 @@ class GLCM(KernelCalculator):
             t2 *= t
             res["ClusterProminence"] = t2.sum(1)
 
-    def _correlation_features(self, m: _Marginals, res: dict[str, np.ndarray]) -> None:
+    def _entropy_sum(
+        self, r: _Runs, bins: np.ndarray, lo: np.ndarray, width: np.ndarray
+    ) -> np.ndarray:
+        """Per kernel ``sum_k h_k log2 h_k`` of the histogram ``h`` of the symmetrical matrix
+        over ``bins`` (one bin per run; a kernel's bins in ``[lo, lo + width)``), counted over
+        each kernel's own bin range."""
+        off = np.cumsum(width) - width
+        rel = np.where(r.cnt > 0, bins - lo[r.row], 0)  # the no-pair run at its row's start
+        h = np.bincount(off[r.row] + rel, r.cf, int(off[-1] + width[-1]))
+        nz = np.flatnonzero(h)
+        row = np.searchsorted(off, nz, side="right") - 1
+        return np.bincount(row, self.xlogx[2 * h[nz].astype(np.intp)], r.N)
+
+    def _histogram_features_cells(
+        self, r: _Runs, ux: np.ndarray, res: dict[str, np.ndarray]
+    ) -> None:
+        """The ``|i - j|`` and ``i + j`` histogram features (pxSuby, pxAddy) summed over the
+        cells (a canonical cell of c pairs adds ``2c / n2`` at its ``k``): with many gray levels
+        a kernel direction has fewer cells than the histograms have bins."""
+        N, row, cf = r.N, r.row, r.cf
+        w2 = 2.0 / r.n2
+        # every kernel's gray-value range: its histograms' bins
+        gmin = self.gi[self.tab_a[r.key[r.first]]]
+        grange = self.gi[np.maximum.reduceat(self.tab_b[r.key], r.first)] - gmin
+        d = self.tab_d[r.key]
+        lin = np.add.reduceat(cf[:, None] * self.wd[d], r.first, axis=0) * w2[:, None]
+        for j, k in enumerate(
+            ("Contrast", "DifferenceAverage", "Idm", "Idmn", "Id", "Idn", "InverseVariance")
+        ):
+            res[k] = lin[:, j]
+        t = d - lin[row, 1]
+        res["DifferenceVariance"] = np.bincount(row, cf * (t * t), N) * w2
+        # entropies -sum p log2 p with p = count / n2: log2(n2) - sum count log2(count) / n2
+        if "DifferenceEntropy" in self.names:
+            hd = self._entropy_sum(r, d, np.zeros_like(gmin), grange + 1)
+            res["DifferenceEntropy"] = r.log_n2 - hd / r.n2
+        s = self.tab_s[r.key]
+        res["SumAverage"] = np.bincount(row, cf * s, N) * w2
+        if "SumEntropy" in self.names:
+            hs = self._entropy_sum(r, s, 2 * gmin, 2 * grange + 1)
+            res["SumEntropy"] = r.log_n2 - hs / r.n2
+        t = s - 2.0 * ux[row]
+        t2 = cf * (t * t)
+        res["ClusterTendency"] = np.bincount(row, t2, N) * w2
+        t2 *= t
+        res["ClusterShade"] = np.bincount(row, t2, N) * w2
+        t2 *= t
+        res["ClusterProminence"] = np.bincount(row, t2, N) * w2
+
+    def _correlation_features(self, r: _Runs, m: _Marginals, res: dict[str, np.ndarray]) -> None:
         """SumSquares and Correlation."""
         if {"SumSquares", "Correlation"} & set(self.names):
             ux = m.ux
             # sum_ij P (i - ux)^2 = sum_i px_i (i - ux)^2; exactly 0 for a single level
-            ss = np.sum(m.pxz * (self.gv[None, :] - ux[:, None]) ** 2, 1)
+            t = m.gv - ux[m.row]
+            ss = np.bincount(m.row, m.cnt * (t * t), r.N) / r.n2
             res["SumSquares"] = ss
             prod = ss**0.5 * ss**0.5
             # sum_ij P (i - ux)(j - uy) = sum_ij P i j - ux^2
@@ -380,14 +471,12 @@ class GLCM(KernelCalculator):
             corr[prod == 0] = 1.0
             res["Correlation"] = corr
 
-    def _cell_features(
-        self, r: _Runs, m: _Marginals, res: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _cell_features(self, r: _Runs, m: _Marginals, res: dict[str, np.ndarray]) -> np.ndarray:
         """The cell-wise features (an off-diagonal key stands for two cells of value v).
 
         Returns:
-            Per kernel the number of levels, and per cell ``c_a c_b`` (its levels' marginal
-            counts multiplied; exact integers), for the MCC inputs.
+            Per cell ``c_a c_b`` (its levels' marginal counts multiplied; exact integers), for
+            the MCC inputs.
         """
         N, row, v, n2, log_n2, xlogx = r.N, r.row, r.v, r.n2, r.log_n2, self.xlogx
         mult = self.tab_mult[r.key]
@@ -395,9 +484,8 @@ class GLCM(KernelCalculator):
         hxy = log_n2 - np.bincount(row, mult * xlogx[v], N) / n2
         res["JointEntropy"] = hxy
         res["MaximumProbability"] = np.maximum.reduceat(v, r.first) / n2
-        nlev = (m.mci[:, 1:] > 0).sum(1)
-        mcf = m.mc.ravel()
-        mab = mcf[m.ia] * mcf[m.ib]  # c_a c_b (exact integers)
+        nlev = m.nlev
+        mab = m.mc[m.ia] * m.mc[m.ib]  # c_a c_b (exact integers)
         if {"Imc1", "Imc2"} & set(self.names):
             # HXY1 = -sum_ij P_ij log2(px_i py_j + eps) and HXY2 = -sum_ij px_i py_j
             # log2(px_i py_j + eps) both equal 2 HX up to eps (px_i py_j >= 1 / (2 n)^2, so
@@ -405,7 +493,7 @@ class GLCM(KernelCalculator):
             # sum_ij P_ij log2(P_ij / (px_i py_j)), summed here from the cells: exactly 0 for an
             # independent matrix (where PyRadiomics' terms cancel exactly too) and without the
             # cancellation of a difference of entropies
-            hx = log_n2 - xlogx[m.mci].sum(1) / n2  # HX = -sum_x px log2 px
+            hx = log_n2 - np.bincount(m.row, xlogx[m.cnti], N) / n2  # HX = -sum_x px log2 px
             lr = np.zeros(mab.size)  # log2(P_ij / (px_i py_j)) = log2(C_ij 2n / (c_i c_j))
             np.log2((v * n2[row]) / mab, out=lr, where=r.cnt > 0)
             mi = np.bincount(row, (mult * v) * lr, N) / n2
@@ -415,7 +503,7 @@ class GLCM(KernelCalculator):
             imc2 = (1 - np.exp(-2 * mi)) ** 0.5
             imc2[nlev == 1] = 0.0  # P = [[1]]: PyRadiomics' HXY2 == HXY exactly
             res["Imc2"] = imc2
-        return nlev, mab
+        return mab
 
     def _mcc(self, cells: list[tuple], N: int) -> np.ndarray:
         """Maximal correlation coefficient of every kernel and direction of a batch.
