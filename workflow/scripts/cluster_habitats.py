@@ -25,6 +25,7 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
             bin_width=bin_width,
             bin_count=bin_count,
             classes=tuple(params.classes),
+            n_jobs=snakemake.threads,  # the rule's threads, not every CPU of the node
         ),
         engine=params.engine,
     )
