@@ -56,13 +56,17 @@ def test_register_rigid_real_ct_across_contrast(real_ct_case):
     soft = (x > 80) & (x < 140) & (y > -500)  # liver-like parenchyma in the fixed image
     assert np.median(y[soft]) < np.median(x[soft]) - 30
     t0 = time.perf_counter()
-    found = register_rigid(fixed, moving, seed=0)
+    grid: dict = {}
+    found = register_rigid(fixed, moving, seed=0, grid=grid)
     seconds = time.perf_counter() - t0
     mean, worst = tre(found, truth, points)
+    # the time is the benchmark's (tests/bench/registration_real_ct.py), not asserted here
     log.info("HCC_048 1 mm: %.1f s, TRE mean %.3f max %.3f mm", seconds, mean, worst)
     assert isinstance(found, sitk.Euler3DTransform)
     assert worst <= 0.5 and mean <= 0.3, (mean, worst)
-    assert seconds < 40.0  # ~5-10 s on 2 shared cores; the full-resolution one took 65 s
+    # registered on the body's box binned to 2 mm: under the 2**22-voxel budget
+    assert grid["spacing_mm"] == pytest.approx([2.0, 2.0, 2.0], abs=0.2)
+    assert np.prod(grid["size"]) <= 2**22 < np.prod(fixed.GetSize())
 
 
 def test_transform_points_agrees_with_simpleitk(real_ct_case):

@@ -205,6 +205,7 @@ def register_rigid(
     grid_mm: float | None = None,
     crop: bool | None = None,
     sampling_rate: float = 0.2,
+    grid: dict[str, Any] | None = None,
 ) -> sitk.Transform:
     """Rigidly register ``moving`` onto ``fixed`` with ANTs.
 
@@ -233,6 +234,7 @@ def register_rigid(
             the fixed image holds more than ``max_voxels`` (images within the budget, the
             demo's, register uncropped, as before: a 0.1-0.5 mm change moves its ring features).
         sampling_rate: fraction of the fixed grid's voxels where ANTs evaluates the metric.
+        grid: when given, filled with the ANTs copy's ``size`` and ``spacing_mm``.
 
     Returns:
         Rigid :class:`SimpleITK.Euler3DTransform` mapping a physical point of ``fixed`` to one of
@@ -248,7 +250,7 @@ def register_rigid(
     _check_grid(grid_mm, max_voxels, sampling_rate)
     t0 = time.perf_counter()
     f_reg, m_reg, mask_reg = _registration_inputs(
-        fixed, moving, fixed_mask, grid_mm=grid_mm, max_voxels=max_voxels, crop=crop
+        fixed, moving, fixed_mask, grid_mm=grid_mm, max_voxels=max_voxels, crop=crop, grid=grid
     )
     binning = min(round(b / a) for a, b in zip(fixed.GetSpacing(), f_reg.GetSpacing(), strict=True))
     f_ants, m_ants = sitk_to_ants(f_reg), sitk_to_ants(m_reg)
@@ -287,11 +289,13 @@ def _registration_inputs(
     grid_mm: float | None,
     max_voxels: int | None,
     crop: bool | None,
+    grid: dict[str, Any] | None = None,
 ) -> tuple[sitk.Image, sitk.Image, sitk.Image | None]:
     """The copies ANTs registers (:func:`registration_copy`): fixed and moving cropped to their
     foreground (``crop``) and on the grid ``grid_mm`` or, without it, the grid that keeps the
     cropped fixed image within ``max_voxels`` (:func:`registration_grid_mm`); the fixed mask
-    (binary ``UInt8``) on the fixed copy's grid, or None."""
+    (binary ``UInt8``) on the fixed copy's grid, or None. ``grid`` (when given) gets the fixed
+    copy's ``size`` and ``spacing_mm``."""
     if crop is None:
         n = int(np.prod(fixed.GetSize()))
         crop = max_voxels is not None and n > max_voxels
@@ -300,6 +304,10 @@ def _registration_inputs(
         grid_mm = registration_grid_mm(f_reg, max_voxels)
     f_reg = registration_copy(f_reg, grid_mm=grid_mm, crop=False)
     m_reg = registration_copy(moving, grid_mm=grid_mm, crop=crop)
+    if grid is not None:
+        grid.update(
+            size=list(f_reg.GetSize()), spacing_mm=[round(v, 4) for v in f_reg.GetSpacing()]
+        )
     mask = None
     if fixed_mask is not None:
         mask = sitk.Cast(sitk.NotEqual(fixed_mask, 0), sitk.sitkUInt8)

@@ -155,18 +155,22 @@ def register_phase(
     """Rigidly register ``moving`` onto ``fixed`` (the reference phase) and resample it there.
 
     The reference phase itself gets the identity transform. The JSON sidecar records the method,
-    the transform and image similarity (NCC, mutual information) before and after.
+    the grid ANTs registered on (``registration_grid``: size and spacing of the copy, cropped and
+    binned above the voxel budget; None for the reference), the transform and image similarity
+    (NCC, mutual information) before and after.
     """
     fixed_img = imageio.read_image(fixed, patient=patient, phase=phase)
     moving_img = imageio.read_image(moving, patient=patient, phase=phase)
+    grid: dict[str, Any] | None = None
     if is_reference:
         transform = sitk.Euler3DTransform()
         warped = resample_like(moving_img, fixed_img)
         before = after = image_similarity(fixed_img, warped)
     else:
+        grid = {}
         try:
             transform = register_rigid(
-                fixed_img, moving_img, method=method, refine=refine, seed=seed
+                fixed_img, moving_img, method=method, refine=refine, seed=seed, grid=grid
             )
         except (RuntimeError, ValueError) as exc:
             raise InputError(f"registration failed: {exc}", patient=patient, phase=phase) from exc
@@ -180,6 +184,7 @@ def register_phase(
         "method": "identity" if is_reference else method,
         "refine": bool(refine) and not is_reference,
         "seed": seed,
+        "registration_grid": grid,
         "transform": rigid_parameters(transform, image_center(fixed_img)),
         "similarity_before": before,
         "similarity_after": after,
