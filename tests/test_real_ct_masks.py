@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from test_maskio import write_seg
 
 from conftest import run_snakemake, shared_data
 
@@ -77,39 +78,6 @@ def _ellipsoid(reference: sitk.Image, center_mm, radii_mm) -> np.ndarray:
     return inside.reshape(size).transpose(2, 1, 0)
 
 
-def _write_seg(datasets: list, liver: np.ndarray, tumor: np.ndarray, path: Path) -> None:
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    def segment(number, label, category, kind):
-        return hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=label,
-            segmented_property_category=category,
-            segmented_property_type=kind,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-
-    seg = hd.seg.Segmentation(
-        source_images=datasets,
-        pixel_array=np.stack([liver, tumor], axis=-1).astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[
-            segment(1, "Liver", codes.SCT.Organ, codes.SCT.Liver),
-            segment(2, "Tumor", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm),
-        ],
-        series_instance_uid=hd.UID(),
-        series_number=300,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="hccrad tests",
-        manufacturer_model_name="test_real_ct_masks",
-        software_versions="1",
-        device_serial_number="1",
-    )
-    seg.save_as(path)
-
-
 def _write_rtstruct(series: Path, liver: np.ndarray, tumor: np.ndarray, path: Path) -> None:
     from rt_utils import RTStructBuilder
 
@@ -158,7 +126,8 @@ def run(tmp_path_factory):
     labels = sitk.GetImageFromArray(liver.astype(np.uint8) + tumor.astype(np.uint8))
     labels.CopyInformation(pvp)
     sitk.WriteImage(labels, str(root / "labels.nii.gz"))
-    _write_seg(datasets, liver, tumor, root / "seg.dcm")
+    write_seg(root / "seg.dcm", datasets, np.stack([liver, tumor], -1).astype(np.uint8),
+              ["Liver", "Tumor"])  # fmt: skip
     _write_rtstruct(root / "pvp", liver, tumor, root / "rtstruct.dcm")
 
     masks = {"seg": "seg.dcm", "rtstruct": "rtstruct.dcm", "nifti": "labels.nii.gz"}

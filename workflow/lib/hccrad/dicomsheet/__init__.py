@@ -36,6 +36,7 @@ from hccrad.dicomsheet.phases import assign_study
 from hccrad.dicomsheet.scan import MaskObject, Scan, Series, scan_tree
 from hccrad.errors import InputError
 from hccrad.fileio import write_tsv
+from hccrad.sheets import BASE_COLUMNS
 
 __all__ = [
     "MODALITY_PHASES",
@@ -54,16 +55,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Columns of the written sheet (the contract's, reader-2 and repeat masks left empty).
+#: Columns of the written sheet: the cohort sheet's required ones (reader-2 masks left empty)
+#: and the selections it fills.
 SHEET_COLUMNS = (
-    "center",
-    "patient",
-    "phase",
-    "modality",
-    "image",
-    "tumor_mask",
-    "liver_mask",
-    "reader2_mask",
+    *(c for c in BASE_COLUMNS if c != "reader1_repeat_mask"),
     "series",
     "tumor_segment",
     "liver_segment",

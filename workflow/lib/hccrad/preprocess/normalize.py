@@ -113,3 +113,17 @@ def window_ct(
     if rescale:
         arr = (arr - lo) / width
     return _to_image(arr, image)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a sample: the upper edge of the histogram bin that maximises the
+    between-class variance (the registration's body box and the U-Net grid's field of view)."""
+    hist, edges = np.histogram(values, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist).astype(float)
+    w1 = w0[-1] - w0
+    s0 = np.cumsum(hist * centers)
+    mu0 = s0 / np.maximum(w0, 1)
+    mu1 = (s0[-1] - s0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(edges[1:][int(np.argmax(between[:-1]))])

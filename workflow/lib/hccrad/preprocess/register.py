@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from hccrad.fileio import atomic_path
+from hccrad.preprocess.normalize import otsu_threshold
 from hccrad.preprocess.resample import resample_like
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -374,7 +375,7 @@ def foreground_box(image: sitk.Image, *, pad_mm: float = 10.0) -> tuple[list[int
     above = sample[sample > full.min()]
     if above.size < 2 or not above.max() > above.min():
         return whole
-    threshold = _otsu_threshold(above)
+    threshold = otsu_threshold(above)
     small = sitk.BinShrink(sitk.Cast(image, sitk.sitkFloat32), shrink)
     arr = sitk.GetArrayViewFromImage(small)
     fg = sitk.GetImageFromArray((arr > threshold).astype(np.uint8))
@@ -396,19 +397,6 @@ def foreground_box(image: sitk.Image, *, pad_mm: float = 10.0) -> tuple[list[int
             end = size[axis]
         hi.append(min(size[axis], end))
     return lo, [b - a for a, b in zip(lo, hi, strict=True)]
-
-
-def _otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a sample: the bin edge maximising the between-class variance."""
-    hist, edges = np.histogram(values, bins=bins)
-    centers = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist).astype(float)
-    w1 = w0[-1] - w0
-    s0 = np.cumsum(hist * centers)
-    mu0 = s0 / np.maximum(w0, 1)
-    mu1 = (s0[-1] - s0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(edges[1:][int(np.argmax(between[:-1]))])
 
 
 def _binning(spacing: tuple[float, ...], size: tuple[int, ...], grid_mm: float) -> list[int]:

@@ -15,6 +15,7 @@ from hccrad.deep.segmentation.config import SegConfig
 from hccrad.errors import InputError
 from hccrad.fileio import PathLike
 from hccrad.imageio import read_image, read_mask
+from hccrad.preprocess.normalize import otsu_threshold
 
 
 @dataclass
@@ -85,20 +86,6 @@ def _to_grid(image: sitk.Image, grid: sitk.Image, default: float) -> np.ndarray:
     return sitk.GetArrayFromImage(out)
 
 
-def _otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist).astype(float)
-    w1 = w0[-1] - w0
-    s0 = np.cumsum(hist * centres)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m0 = s0 / w0
-        m1 = (s0[-1] - s0) / w1
-        between = w0 * w1 * (m0 - m1) ** 2
-    between = np.nan_to_num(between[:-1], nan=-1.0)
-    return float(edges[int(np.argmax(between)) + 1])
-
-
 def normalize_on_grid(
     x: np.ndarray, fov: np.ndarray, percentiles: tuple[float, float]
 ) -> tuple[np.ndarray, dict[str, float]]:
@@ -117,7 +104,7 @@ def normalize_on_grid(
     lo, hi = (float(v) for v in np.percentile(values, percentiles))
     clipped = np.clip(x, lo, hi)
     v = np.clip(values, lo, hi)
-    body = v > _otsu_threshold(v) if hi > lo else np.ones_like(v, bool)
+    body = v > otsu_threshold(v, bins=128) if hi > lo else np.ones_like(v, bool)
     if body.sum() < 0.05 * v.size:
         body = np.ones_like(v, bool)
     mean, std = float(v[body].mean()), float(v[body].std())
