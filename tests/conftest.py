@@ -85,13 +85,18 @@ def job_counts(output: str) -> dict[str, int]:
 
 def without_deep_tables(raw: dict, primary: str, keep: tuple[str, ...] = ()) -> dict:
     """A study file's dict without its ``table`` blocks (the deep networks' feature tables)
-    other than ``keep``, the models reading them or pooling / stacking those models, its deep
+    other than ``keep``, the models reading them, training a network end to end (``head.
+    backbone``) or pooling / stacking those models, its deep
     networks, its key comparison and published results; ``primary`` becomes the primary model
     (and the survival / explained / nomogram model where those were dropped; a pathology
     correlation of a dropped model is left out)."""
     raw = dict(raw)
     deep = {b for b, v in raw["blocks"].items() if v["source"] == "table" and b not in keep}
-    drop = {n for n, m in raw["models"].items() if set(m.get("blocks", ())) & deep}
+    drop = {  # and the models that train a (dropped) network end to end
+        n
+        for n, m in raw["models"].items()
+        if set(m.get("blocks", ())) & deep or (m.get("head") or {}).get("backbone")
+    }
     while True:
         uses = {n: {*m.get("pool", ()), *m.get("scores", ()), *m.get("models", ())}
                 for n, m in raw["models"].items()}  # fmt: skip

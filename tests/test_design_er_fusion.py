@@ -146,22 +146,29 @@ def test_fusion_models(spec):
     assert rc.kind == "pipeline" and rc.blocks == ("radiomics", "cr_factors")
     assert rc.selection == chain and rc.keep == ("cr_factors",)
     assert rc.classifier == "logistic" and rc.head is None
-    # DLRCR: the ResNet-10's deep features + selected radiomics + AST + diameter in one FC
-    # layer, trained with the network's recipe
+    # DLRCR: the trained ResNet-10 (the best variant, er_25d) with the selected radiomics + AST
+    # + diameter joined in its fully connected layer, trained end to end with its recipe
     dlrcr = spec.models["dlrcr"]
     assert dlrcr.kind == "pipeline" and dlrcr.selection == chain
-    assert dlrcr.blocks == ("radiomics", "cr_factors", "deep_er_features")
-    assert dlrcr.keep == ("cr_factors", "deep_er_features")
-    deep = spec.blocks["deep_er_features"]
-    assert deep.source == "table"
-    assert deep.path == "results/cohort/studies/er_fusion/deep/er_25d/features.parquet"
+    assert dlrcr.blocks == ("radiomics", "cr_factors") and dlrcr.keep == ("cr_factors",)
     assert dlrcr.head == {
-        "hidden": 0, "optimizer": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 1e-4,
-        "epochs": 200, "batch_size": 64, "patience": 20, "val_fraction": 0.2,
-        "class_weighted": True,
+        "backbone": "er_25d", "optimizer": "sgd", "lr": 1e-4, "momentum": 0.9,
+        "weight_decay": 1e-4, "epochs": 200, "batch_size": 64, "patience": 20,
+        "val_fraction": 0.2, "class_weighted": True,
     }  # fmt: skip
     for key in ("optimizer", "lr", "momentum", "weight_decay", "epochs", "batch_size"):
         assert dlrcr.head[key] == DL_TRAIN[key], key
+    assert spec.backbones == ["er_25d"]
+    assert spec.deep_models["er_25d"].train["network"] == "resnet10_2stage"
+    # ours: the same layer on the frozen network's features (the table of its 3 x 128)
+    frozen = spec.models["dlrcr_frozen"]
+    assert frozen.blocks == ("radiomics", "cr_factors", "deep_er_features")
+    assert frozen.keep == ("cr_factors", "deep_er_features")
+    deep = spec.blocks["deep_er_features"]
+    assert deep.source == "table"
+    assert deep.path == "results/cohort/studies/er_fusion/deep/er_25d/features.parquet"
+    assert frozen.head == {**{k: v for k, v in dlrcr.head.items() if k != "backbone"}, "hidden": 0}
+    assert ("dlrcr", "dlrcr_frozen") in spec.comparisons
     # the score-level variant kept for comparison
     stack = spec.models["dlrcr_stack"]
     assert stack.kind == "clinical" and stack.alpha == 1.0
@@ -364,8 +371,11 @@ def test_every_deviation_has_a_reason(spec):
     dev = {d["step"]: d for d in spec.deviations}
     # built now: the reader-scored features with their kappa, the blood-count indices, the
     # intra-observer ICC (reader 1's repeat outline)
-    for step in ("radiological features", "preoperative ERASL comparator", "reproducibility (ICC)"):
+    for step in ("radiological features", "preoperative ERASL comparator", "reproducibility (ICC)",
+                 "DLRCR model"):  # fmt: skip
         assert "not implemented" not in dev[step]["reason"], step
+    assert not [d["step"] for d in spec.deviations if "not implemented" in d["reason"]]
+    assert "end to end" in dev["DLRCR model"]["ours"] and "S3" in dev["DLRCR model"]["reason"]
     icc = dev["reproducibility (ICC)"]
     assert "intra-observer" in icc["ours"] and "> 0.90" in icc["ours"]
     assert "not published" in icc["reason"] and "model" in icc["reason"]

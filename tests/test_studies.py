@@ -320,6 +320,8 @@ def test_study_file_is_a_delta_over_the_defaults(tmp_path):
         ({"blocks": {"t": {"source": "table"}}}, "key blocks.t", "path"),
         ({"models": {"rad": {"keep": ["nope"]}}}, "models.rad.keep", "neither a block"),
         ({"models": {"rad": {"head": {"lr": 0.1}, "params": {"C": 1}}}}, "rad.head", "params"),
+        ({"models": {"rad": {"head": {"backbone": "ghost"}}}}, "head.backbone", "not a deep model"),
+        ({"models": {"rad": {"head": {"augment": False}}}}, "rad.head", "end-to-end training"),
         ({"models": {"rad": {"pool": ["fusion"]}}}, "models.rad.pool", "pool takes"),
         ({"models": {"rad": {"pool": ["rad_clin"]}}}, "models.rad.pool", "lacks"),
         ({"models": {"rad_clin": {"pool": ["rad_clin"]}}}, "rad_clin.pool", "cycle"),
@@ -993,7 +995,11 @@ def without_deep_models(folder: Path) -> list[Path]:
         raw.pop("radiomics", None)
         deep = {b for b, v in raw["blocks"].items() if "/deep/" in str(v.get("path", ""))}
         raw["blocks"] = {b: v for b, v in raw["blocks"].items() if b not in deep}
-        gone = {m for m, v in raw["models"].items() if set(v.get("blocks", [])) & deep}
+        gone = {
+            m
+            for m, v in raw["models"].items()
+            if set(v.get("blocks", [])) & deep or (v.get("head") or {}).get("backbone")
+        }  # models on deep-feature tables, and those that train a network end to end
         while True:  # and the models that stack a dropped model's score
             uses = {
                 m

@@ -372,6 +372,25 @@ def deep_model_inputs(study, model):
     return {p: manifest(p) for p in PLAN.deep_model_patients(study, model)}
 
 
+def study_backbone_inputs(study):
+    """{deep model: {"manifests": {patient: manifest}, "input_key": key}} of the networks a
+    study's models train end to end (head.backbone). The manifests are inputs of the network's
+    training (any change retrains it, hence reruns the study), so they come as a parameter.
+    """
+    out = {}
+    for model in STUDIES[study].backbones:
+        if PLAN.deep_model_input(study, model).spec.per_subregion:
+            raise ValueError(
+                f"study {study}: head.backbone {model!r} has a per-subregion input; end-to-end "
+                "training needs one input per patient"
+            )
+        out[model] = {
+            "manifests": deep_model_inputs(study, model),
+            "input_key": PLAN.deep_model_input(study, model).key,
+        }
+    return out
+
+
 def get_train_deep_inputs(wildcards):
     inputs = {
         f"npz_{p}": path

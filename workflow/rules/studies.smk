@@ -60,6 +60,7 @@ for _study in STUDIES:
             seed=SETTINGS.seed,
             patients=PLAN.study_patients(_study),
             override=PLAN.study_override(_study),
+            backbones=study_backbone_inputs(_study),
             out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
         script:
             "../scripts/run_study.py"

@@ -1,6 +1,6 @@
 """Rule run_study_{study}: fit every model of one study, evaluate it, write tables and figures."""
 
-from hccrad import studies
+from hccrad import patient, studies
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0]):
@@ -8,6 +8,10 @@ with job_logging(snakemake.log[0]):
         key: path
         for key, path in snakemake.input.items()
         if key not in ("spec", "defaults", "splits")
+    }
+    backbone_inputs = {
+        model: patient.deep_input_files(spec["manifests"], spec["input_key"])
+        for model, spec in snakemake.params.backbones.items()
     }
     studies.run_study_job(
         snakemake.input.spec,
@@ -18,4 +22,5 @@ with job_logging(snakemake.log[0]):
         patients=snakemake.params.patients,
         override=snakemake.params.override,
         threads=snakemake.threads,
+        backbone_inputs=backbone_inputs,
     )

@@ -26,7 +26,30 @@ from torch import nn
 from hccrad.deep.nets import FusionHead
 from hccrad.stats.selection import binary_labels
 
-__all__ = ["FusionHeadClassifier"]
+__all__ = ["FusionHeadClassifier", "inner_split"]
+
+
+def inner_split(
+    y: np.ndarray, val_fraction: float, patience: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (fitting rows, inner-validation rows) of labels ``y`` for early stopping: a
+    stratified, seeded ``val_fraction`` of the rows, or no validation rows at all when early
+    stopping is off (``patience`` None, ``val_fraction`` 0) or the rows are too few for a
+    stratified split (a class with < 2 rows, < 2 rows on either side)."""
+    rows = np.arange(len(y))
+    n_val = int(np.ceil(val_fraction * len(y)))
+    counts = np.bincount(y, minlength=2)
+    if (
+        val_fraction > 0
+        and patience is not None
+        and counts.min() >= 2
+        and 2 <= n_val <= len(y) - 2
+    ):
+        fit_rows, val_rows = train_test_split(
+            rows, test_size=val_fraction, stratify=y, random_state=seed
+        )
+        return np.sort(fit_rows), np.sort(val_rows)
+    return rows, rows[:0]
 
 
 class FusionHeadClassifier(ClassifierMixin, BaseEstimator):
@@ -126,20 +149,9 @@ class FusionHeadClassifier(ClassifierMixin, BaseEstimator):
         sd = A.std(axis=0)
         self.scale_ = np.where(sd > 0, sd, 1.0)
         self.n_features_in_ = A.shape[1]
-        rows = np.arange(len(yb))
-        fit_rows, val_rows = rows, rows[:0]
-        n_val = int(np.ceil(self.val_fraction * len(yb)))
-        counts = np.bincount(yb, minlength=2)
-        if (
-            self.val_fraction > 0
-            and self.patience is not None
-            and counts.min() >= 2
-            and 2 <= n_val <= len(yb) - 2
-        ):  # else too few rows for a stratified inner split: every epoch, no early stopping
-            fit_rows, val_rows = train_test_split(
-                rows, test_size=self.val_fraction, stratify=yb, random_state=self.random_state
-            )
-        self.val_rows_ = np.sort(val_rows)
+        fit_rows, self.val_rows_ = inner_split(
+            yb, self.val_fraction, self.patience, self.random_state
+        )
         deep, tab = self._tensors(A)
         target = torch.from_numpy(yb.astype(np.int64))
         threads = torch.get_num_threads()
@@ -147,7 +159,7 @@ class FusionHeadClassifier(ClassifierMixin, BaseEstimator):
             torch.set_num_threads(1)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(self.random_state))
-                self._train(deep, tab, target, np.sort(fit_rows), self.val_rows_)
+                self._train(deep, tab, target, fit_rows, self.val_rows_)
         finally:
             torch.set_num_threads(threads)
         return self

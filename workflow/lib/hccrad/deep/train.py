@@ -668,6 +668,11 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The dictionary of a ``checkpoint.pt`` (a trained model, or the ``untrained`` marker)."""
+    return _read_checkpoint(Path(path))
+
+
 def model_from_checkpoint(
     ckpt: Mapping[str, Any],
     *,

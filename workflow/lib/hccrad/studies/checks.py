@@ -107,6 +107,7 @@ def _check_pipeline(spec: StudySpec, name: str, bad: Report) -> None:
         clash = sorted({"classifier", "params", "grid", "smote"} & set(raw))
         if clash:
             bad(f"{key}.head", f"replaces the classifier: {clash} not allowed with head")
+        _check_backbone(spec, key, m.head, bad)
     for k in m.keep:
         if k not in m.blocks and "__" not in k:
             bad(f"{key}.keep", f"{k!r} is neither a block of the model nor a block__column")
@@ -123,6 +124,29 @@ def _check_pipeline(spec: StudySpec, name: str, bad: Report) -> None:
                 spec.blocks[b].source == "radiomics" for b in m.blocks if b in spec.blocks
             ):
                 bad(f"{key}.selection[{i}]", "an icc step needs a radiomics block")
+
+
+#: ``head`` settings of the fusion head alone (a head on deep-feature tables) and of the
+#: end-to-end training alone (``backbone``: :class:`hccrad.deep.joint.JointFusionClassifier`).
+HEAD_ONLY = ("hidden", "dropout", "zero_init")
+JOINT_ONLY = ("augment", "threads")
+
+
+def _check_backbone(spec: StudySpec, key: str, head: dict[str, Any], bad: Any) -> None:
+    """``head.backbone`` names a deep model of the study; settings fit the kind of head."""
+    backbone = head.get("backbone")
+    if backbone is None:
+        wrong = sorted(set(JOINT_ONLY) & set(head))
+        if wrong:
+            bad(f"{key}.head", f"{wrong} apply to end-to-end training only (head.backbone)")
+        return
+    if backbone not in spec.deep_models:
+        bad(f"{key}.head.backbone", f"{backbone!r} is not a deep model of the study "
+            f"(deep_models: {sorted(spec.deep_models)})")  # fmt: skip
+    wrong = sorted(set(HEAD_ONLY) & set(head))
+    if wrong:
+        bad(f"{key}.head", f"{wrong} do not apply with a backbone (one linear layer, trained "
+            "with the network)")  # fmt: skip
 
 
 def _check_pool(spec: StudySpec, name: str, bad: Report) -> None:

@@ -25,7 +25,8 @@ def study_inputs(
     """The tables a study reads, by :func:`run_study` ``tables`` key: ``clinical`` (the path
     given), ``radiomics``, ``reader_icc`` (when a used chain has an ``icc`` step),
     ``reader_icc_intra`` (when such a step has ``intra: true``: reader 1 against reader 1's
-    repeat outline), ``habitats``, and ``table_{block}`` for each used ``table`` block.
+    repeat outline), ``habitats``, ``table_{block}`` for each used ``table`` block and
+    ``backbone_{model}`` (the deep model's ``checkpoint.pt``) for each ``head.backbone``.
 
     Args:
         spec: The study.
@@ -43,6 +44,8 @@ def study_inputs(
             out["habitats"] = paths.cohort_path("habitats", "features.parquet")
         elif b.source == "table":
             out[b.input_key] = str(b.path)
+    for model in spec.backbones:  # networks trained end to end with a model's columns
+        out[f"backbone_{model}"] = f"{study_dir(spec.name)}/deep/{model}/checkpoint.pt"
     if spec.uses_icc:
         out["reader_icc"] = radiomics_table("reader_icc.parquet", radiomics_params)
     if spec.uses_icc_intra:

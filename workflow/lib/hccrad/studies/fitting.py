@@ -9,6 +9,7 @@ import fnmatch
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from hccrad.deep.fusion import FusionHeadClassifier
+from hccrad.deep.joint import JointFusionClassifier
 from hccrad.errors import InputError
 from hccrad.stats.encoding import TableEncoder
 from hccrad.stats.models import (
@@ -62,6 +64,9 @@ class StudyData:
     #: Selected features per (model, training patients): fits are deterministic, so a pooled
     #: model reuses its pool's selections on the same patients instead of refitting them.
     selections: dict[tuple[str, tuple[str, ...]], list[str]] = field(default_factory=dict)
+    #: Deep model -> (its ``checkpoint.pt``, ``{patient: network input .npz}``): the networks a
+    #: model's ``head.backbone`` trains end to end with its tabular columns.
+    backbones: dict[str, tuple[Path, dict[str, Path]]] = field(default_factory=dict)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -163,10 +168,24 @@ def keep_patterns(spec: StudySpec, m: ModelSpec) -> list[str]:
     return [f"{k}__*" if k in m.blocks else k for k in m.keep]
 
 
-def _head(spec: StudySpec, m: ModelSpec, seed: int) -> Any:
-    """The fusion head classifier of ``m``; its deep input: the model's ``table`` blocks."""
-    deep = [f"{b}__*" for b in m.blocks if spec.blocks[b].source == "table"]
-    return FusionHeadClassifier(deep=deep, random_state=seed, **(m.head or {}))
+def _head(data: StudyData, m: ModelSpec) -> Any:
+    """The fusion head classifier of ``m``: with ``head.backbone`` the named deep model's
+    network trained end to end with the model's columns (:class:`JointFusionClassifier`), else
+    a head on the model's ``table`` blocks as deep input (:class:`FusionHeadClassifier`)."""
+    settings = dict(m.head or {})
+    backbone = settings.pop("backbone", None)
+    if backbone is not None:
+        if backbone not in data.backbones:  # reported as the model's failure, not the study's
+            raise ValueError(
+                f"model {m.name} trains deep model {backbone!r} (head.backbone) but its "
+                "checkpoint and inputs were not given to this run"
+            )
+        checkpoint, inputs = data.backbones[backbone]
+        return JointFusionClassifier(
+            checkpoint=checkpoint, inputs=inputs, random_state=data.seed, **settings
+        )
+    deep = [f"{b}__*" for b in m.blocks if data.spec.blocks[b].source == "table"]
+    return FusionHeadClassifier(deep=deep, random_state=data.seed, **settings)
 
 
 def _fused_icc(table: pd.DataFrame, mapping: Mapping[str, str]) -> pd.DataFrame:
@@ -210,7 +229,7 @@ def _pipeline(
             (name, KeepColumns(step, tuple(keep))) for name, step in pipe.steps[1 : 1 + len(steps)]
         ]
     if m.head is not None:
-        pipe.steps[-1] = ("classifier", _head(data.spec, m, data.seed))
+        pipe.steps[-1] = ("classifier", _head(data, m))
     if pooled is not None:
         pipe.steps.insert(0, ("pool", ColumnPick(tuple(pooled), tuple(keep))))
     pipe.steps.insert(0, ("encode", TableEncoder(tuple(data.categorical[m.name]))))

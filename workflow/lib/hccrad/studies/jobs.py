@@ -63,12 +63,27 @@ def run_study_job(
     patients: Mapping[str, str] | None = None,
     threads: int = 1,
     override: Mapping[str, Any] | None = None,
+    backbone_inputs: Mapping[str, Mapping[str, str | os.PathLike[str]]] | None = None,
 ) -> dict[str, Any]:
     """Rule ``run_study``: load the spec (with the overlay's ``override``) and tables, run the
-    study with the rule's splits."""
+    study with the rule's splits. ``inputs`` ``backbone_{model}`` are the checkpoints of the
+    deep models that models train end to end; ``backbone_inputs`` their ``{patient: .npz}``."""
     spec = load_study(study_file, check_estimators=False, override=override)
-    tables = load_tables(inputs)
+    prefix = "backbone_"
+    backbones = {
+        key.removeprefix(prefix): (Path(path), dict((backbone_inputs or {}).get(
+            key.removeprefix(prefix), {})))
+        for key, path in inputs.items()
+        if key.startswith(prefix)
+    }  # fmt: skip
+    tables = load_tables({k: v for k, v in inputs.items() if not k.startswith(prefix)})
     with threadpool_limits(limits=max(1, int(threads))):
         return run_study(
-            spec, tables, out_dir, seed, splits=pd.read_parquet(splits), patients=patients
+            spec,
+            tables,
+            out_dir,
+            seed,
+            splits=pd.read_parquet(splits),
+            patients=patients,
+            backbones=backbones,
         )

@@ -140,6 +140,7 @@ def run_study(
     *,
     splits: pd.DataFrame | None = None,
     patients: Mapping[str, str] | None = None,
+    backbones: Mapping[str, tuple[Path, Mapping[str, Path]]] | None = None,
 ) -> dict[str, Any]:
     """Split, fit every model on the training patients, predict every split, write the outputs.
 
@@ -155,6 +156,8 @@ def run_study(
         splits: A ``patient, split`` table to use instead of computing it (the workflow computes
             it in its own rule so that deep-learning training can use the same split).
         patients: ``{patient: modality}`` of the cohort sheet (see :func:`study_clinical`).
+        backbones: ``{deep model: (checkpoint.pt, {patient: network input .npz})}`` of the
+            networks that models train end to end (``head.backbone``).
 
     Returns:
         The summary written to ``metrics.json``.
@@ -172,7 +175,7 @@ def run_study(
         write_parquet(split_table, out / "splits.parquet")
     split = pd.Series(split_table["split"].to_numpy(), index=split_table["patient"].to_numpy())
     run = _Run(spec, seed, out, files, clinical, split.reindex(clinical.index), [])
-    pts = _patients(run, tables)
+    pts = _patients(run, tables, backbones)
     fits = _fitting(run, pts)
     perf, comp, dca = _tables(run, pts, fits)
     fig_split, survival_info = _figures(run, pts, fits, dca)
@@ -191,6 +194,7 @@ def study_data(
     seed: int | None = None,
     *,
     patients: Mapping[str, str] | None = None,
+    backbones: Mapping[str, tuple[Path, Mapping[str, Path]]] | None = None,
 ) -> tuple[StudyData, pd.Series]:
     """The analysed patients' labels and per-model designs, and their split, exactly as
     :func:`run_study` builds them, without fitting or writing anything (for diagnostics such as
@@ -200,14 +204,18 @@ def study_data(
     split_table, _ = _study_split(spec, clinical, splits, seed)
     split = pd.Series(split_table["split"].to_numpy(), index=split_table["patient"].to_numpy())
     run = _Run(spec, seed, Path("."), {}, clinical, split.reindex(clinical.index), [])
-    pts = _patients(run, tables)
+    pts = _patients(run, tables, backbones)
     return pts.data, split.reindex(pts.study)
 
 
 # ---- stage 1: patients ----------------------------------------------------------------------
 
 
-def _patients(run: _Run, tables: Mapping[str, pd.DataFrame]) -> _Patients:
+def _patients(
+    run: _Run,
+    tables: Mapping[str, pd.DataFrame],
+    backbones: Mapping[str, tuple[Path, Mapping[str, Path]]] | None = None,
+) -> _Patients:
     """Patients: labelled, in an evaluated split, with a row in every used block; and the
     design of every pipeline model on them."""
     spec, clinical, split = run.spec, run.clinical, run.split
@@ -235,6 +243,10 @@ def _patients(run: _Run, tables: Mapping[str, pd.DataFrame]) -> _Patients:
     icc = _icc_frame(tables.get("reader_icc"))
     icc_intra = _icc_frame(tables.get("reader_icc_intra"))
     data = StudyData(spec, run.seed, clinical.loc[study], y, X, cats, icc, rad, icc_intra=icc_intra)
+    data.backbones = {
+        k: (Path(ckpt), {str(p): Path(f) for p, f in inputs.items()})
+        for k, (ckpt, inputs) in (backbones or {}).items()
+    }
     return _Patients(data, study, excluded, outcome)
 
 

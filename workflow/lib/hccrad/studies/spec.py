@@ -87,7 +87,9 @@ class ModelSpec:
     Pipeline options: ``keep`` (blocks of the model, or patterns on its ``{block}__{column}``
     columns, that bypass the selection chain and always reach the classifier), ``head`` (the
     :class:`~hccrad.deep.fusion.FusionHeadClassifier` settings replacing ``classifier``: the
-    model's ``table`` blocks are its deep input), ``pool`` (models whose selected features,
+    model's ``table`` blocks are its deep input; with ``backbone``, a deep model of the study
+    whose network :class:`~hccrad.deep.joint.JointFusionClassifier` trains end to end with the
+    model's columns), ``pool`` (models whose selected features,
     fitted on the same training patients, are this model's columns, with ``keep``). Clinical
     options: ``keep`` (variables that always enter) and ``multivariable`` (pruning strategy of
     :func:`~hccrad.stats.clinical.clinical_model`).
@@ -229,6 +231,16 @@ class StudySpec:
         """Blocks some model uses, in declaration order."""
         used = {b for m in self.models.values() for b in m.blocks}
         return [b for b in self.blocks if b in used]
+
+    @property
+    def backbones(self) -> list[str]:
+        """Deep models that some model trains end to end (``head.backbone``), in order."""
+        out: list[str] = []
+        for m in self.models.values():
+            name = (m.head or {}).get("backbone")
+            if name is not None and name not in out:
+                out.append(str(name))
+        return out
 
     @property
     def reads_radiomics(self) -> bool:
