@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -21,9 +24,9 @@ def _case(seed: int = 0):
     rng = np.random.default_rng(seed)
     shape = (30, 48, 56)
     z, y, x = np.indices(shape)
-    liver = (((z - 15) / 12) ** 2 + ((y - 24) / 18) ** 2 + ((x - 26) / 22) ** 2 <= 1)
-    tumor = ((z - 18) ** 2 / 4 + (y - 22) ** 2 + (x - 30) ** 2 <= 36)  # widest at z = 18
-    tumor |= ((z - 8) ** 2 + (y - 30) ** 2 + (x - 20) ** 2 <= 2)  # small satellite
+    liver = ((z - 15) / 12) ** 2 + ((y - 24) / 18) ** 2 + ((x - 26) / 22) ** 2 <= 1
+    tumor = (z - 18) ** 2 / 4 + (y - 22) ** 2 + (x - 30) ** 2 <= 36  # widest at z = 18
+    tumor |= (z - 8) ** 2 + (y - 30) ** 2 + (x - 20) ** 2 <= 2  # small satellite
     spacing = (0.8, 0.8, 2.0)
 
     def img(arr, dtype=np.float32):
@@ -56,6 +59,27 @@ def test_patient_qc_png(tmp_path):
     red = (rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.3) & (rgb[..., 2] < 0.3)
     yellow = (rgb[..., 0] > 0.8) & (rgb[..., 1] > 0.8) & (rgb[..., 2] < 0.3)
     assert red.sum() > 20 and yellow.sum() > 20
+    green = (rgb[..., 0] < 0.3) & (rgb[..., 1] > 0.8) & (rgb[..., 2] < 0.3)
+    assert green.sum() > 20  # the liver outline
+    # the tumor's outline lies where the tumor is: its box in the first panel (0.8 mm pixels,
+    # widest at z = 18: y 16-28, x 24-36 of a 48 x 56 slice) scaled to the panel's image
+    ys, xs = np.nonzero(red[:, : round(PANEL_INCHES[0] * DPI)])
+    assert 20 < xs.mean() * 56 / 300 < 40 and ys.min() > 40  # below the titles
+
+
+def test_patient_qc_does_not_import_matplotlib(tmp_path):
+    """Every preprocessing job draws one: matplotlib's import (and rendering) cost about a
+    second there; the cohort montage alone uses it."""
+    code = (
+        "import sys, numpy as np, SimpleITK as sitk\n"
+        "from hccrad.qc import plot_patient_qc\n"
+        "img = sitk.GetImageFromArray(np.random.default_rng(0).normal(size=(4, 16, 16)))\n"
+        f"plot_patient_qc({{'AP': img}}, {str(tmp_path / 'q.png')!r}, tumor=img > 1)\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "q.png").is_file()
 
 
 def test_patient_qc_without_masks_and_single_phase(tmp_path):

@@ -3,24 +3,27 @@
 Per patient: one PNG with one panel per phase (registered grid, axial slice with the largest
 index-lesion area, tumor/liver/ring contours) and one JSON record (:func:`qc_record`). Per cohort:
 a thumbnail montage and a table with one row per patient x phase (:func:`summarize_qc`).
-Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global backend switch).
+The per-patient figure (one per preprocessing job) is drawn with Pillow: matplotlib's import and
+rendering cost about a second in every job. The cohort montage uses matplotlib's Agg canvas
+directly (no pyplot, no global backend switch).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.image import imread
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 
-from hccrad.fileio import write_png
+from hccrad.fileio import write_bytes, write_png
 from hccrad.preprocess.regions import largest_component
 
 log = logging.getLogger(__name__)
@@ -29,9 +32,16 @@ log = logging.getLogger(__name__)
 PANEL_INCHES = (3.0, 3.4)
 DPI = 100
 CONTOUR_COLORS = {"tumor": "red", "liver": "lime", "ring": "yellow"}
+#: RGB of the contour colours (matplotlib's named colours).
+_RGB = {"red": (255, 0, 0), "lime": (0, 255, 0), "yellow": (255, 255, 0)}
+#: Heights in pixels of the figure title and of a panel title above each image.
+_TITLE_PX, _PANEL_TITLE_PX = 40, 24
 
 
-def _figure(nrows: int, ncols: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+def _figure(nrows: int, ncols: int, figsize: tuple[float, float]) -> tuple[Any, np.ndarray]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # the cohort montage only
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -98,32 +108,54 @@ def plot_patient_qc(
     masks = {k: v for k, v in (("liver", liver), ("ring", ring), ("tumor", tumor)) if v is not None}
     mask_slices = {k: sitk.GetArrayFromImage(_lps(v))[z] != 0 for k, v in masks.items()}
     n = len(images)
-    fig, axes = _figure(1, n, (PANEL_INCHES[0] * n, PANEL_INCHES[1]))
-    for ax, (phase, image) in zip(axes[0], images.items(), strict=True):
+    pw, ph = round(PANEL_INCHES[0] * DPI), round(PANEL_INCHES[1] * DPI)
+    canvas = Image.new("RGB", (pw * n, ph), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=11)
+    for i, (phase, image) in enumerate(images.items()):
         sl = sitk.GetArrayFromImage(_lps(image))[z].astype(np.float64)
-        lo, hi = np.percentile(sl, [1, 99])
-        if hi <= lo:
-            hi = lo + 1.0
-        ax.imshow(
-            sl,
-            cmap="gray",
-            vmin=lo,
-            vmax=hi,
-            aspect=spacing[1] / spacing[0],
-            interpolation="nearest",
-        )
-        for name, m in mask_slices.items():
-            if m.any() and not m.all():
-                ax.contour(
-                    m.astype(float), levels=[0.5], colors=CONTOUR_COLORS[name], linewidths=0.8
-                )
-        ax.set_title(f"{phase} (z={z})", fontsize=9)
-        ax.set_axis_off()
+        panel = _panel(sl, mask_slices, spacing, (pw - 6, ph - _TITLE_PX - _PANEL_TITLE_PX - 4))
+        x0 = i * pw + (pw - panel.width) // 2
+        canvas.paste(panel, (x0, _TITLE_PX + _PANEL_TITLE_PX))
+        _centered(draw, f"{phase} (z={z})", i * pw + pw // 2, _TITLE_PX + 4, font)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.86, wspace=0.03)
-    write_png(fig, out_png, dpi=DPI)
+        _centered(draw, title, pw * n // 2, 10, ImageFont.load_default(size=13))
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", dpi=(DPI, DPI))
+    write_bytes(buf.getvalue(), out_png)
     log.debug("wrote QC figure %s (%d panels, slice %d)", out_png, n, z)
+
+
+def _centered(draw: ImageDraw.ImageDraw, text: str, x: int, y: int, font: Any) -> None:
+    left, _, right, _ = draw.textbbox((0, 0), text, font=font)
+    draw.text((x - (right - left) // 2, y), text, fill="black", font=font)
+
+
+def _panel(
+    sl: np.ndarray,
+    mask_slices: Mapping[str, np.ndarray],
+    spacing: Sequence[float],
+    box: tuple[int, int],
+) -> Image.Image:
+    """One phase's slice, windowed to its 1st-99th percentiles, scaled (nearest neighbour) to
+    fit ``box`` with the pixel aspect of the spacing, mask outlines drawn over it."""
+    lo, hi = np.percentile(sl, [1, 99])
+    if hi <= lo:
+        hi = lo + 1.0
+    gray = np.round(255 * np.clip((sl - lo) / (hi - lo), 0, 1)).astype(np.uint8)
+    rows, cols = gray.shape
+    height_mm, width_mm = rows * spacing[1], cols * spacing[0]
+    scale = min(box[0] / width_mm, box[1] / height_mm)
+    size = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))
+    yi = np.minimum((np.arange(size[1]) * rows / size[1]).astype(int), rows - 1)
+    xi = np.minimum((np.arange(size[0]) * cols / size[0]).astype(int), cols - 1)
+    rgb = np.repeat(gray[yi][:, xi, None], 3, axis=2)
+    for name, m in mask_slices.items():
+        if m.any() and not m.all():
+            up = m[yi][:, xi]
+            edge = up & ~ndimage.binary_erosion(up, border_value=1)
+            rgb[edge] = _RGB[CONTOUR_COLORS[name]]
+    return Image.fromarray(rgb, "RGB")
 
 
 def plot_cohort_montage(
@@ -143,6 +175,8 @@ def plot_cohort_montage(
         max_per_row: thumbnails per row.
         thumb_inches: width of a thumbnail in inches (at ``DPI``).
     """
+    from matplotlib.image import imread  # the cohort montage only (one job per cohort)
+
     if max_per_row < 1:
         raise ValueError("max_per_row must be >= 1")
     paths = [Path(p) for p in png_paths]
