@@ -26,7 +26,13 @@ from torch import nn
 from hccrad.deep.nets import FusionHead
 from hccrad.stats.selection import binary_labels
 
-__all__ = ["FusionHeadClassifier", "inner_split"]
+__all__ = [
+    "FusionHeadClassifier",
+    "LogOddsClassifierMixin",
+    "class_weighted_loss",
+    "inner_split",
+    "make_optimizer",
+]
 
 
 def inner_split(
@@ -39,12 +45,7 @@ def inner_split(
     rows = np.arange(len(y))
     n_val = int(np.ceil(val_fraction * len(y)))
     counts = np.bincount(y, minlength=2)
-    if (
-        val_fraction > 0
-        and patience is not None
-        and counts.min() >= 2
-        and 2 <= n_val <= len(y) - 2
-    ):
+    if val_fraction > 0 and patience is not None and counts.min() >= 2 and 2 <= n_val <= len(y) - 2:
         fit_rows, val_rows = train_test_split(
             rows, test_size=val_fraction, stratify=y, random_state=seed
         )
@@ -52,7 +53,44 @@ def inner_split(
     return rows, rows[:0]
 
 
-class FusionHeadClassifier(ClassifierMixin, BaseEstimator):
+def class_weighted_loss(y_fit: np.ndarray, weighted: bool) -> nn.CrossEntropyLoss:
+    """Cross-entropy, with class weights ``n / (2 n_c)`` from the fitting labels ``y_fit`` when
+    ``weighted``."""
+    if not weighted:
+        return nn.CrossEntropyLoss()
+    counts = np.bincount(y_fit, minlength=2).astype(np.float64)
+    weight = torch.tensor(len(y_fit) / (2 * np.maximum(counts, 1)), dtype=torch.float32)
+    return nn.CrossEntropyLoss(weight=weight)
+
+
+def make_optimizer(
+    params: Any, name: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """SGD (with ``momentum``) or Adam on ``params``."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+class LogOddsClassifierMixin:
+    """``predict_proba`` and ``predict`` of a binary classifier from its ``decision_function``
+    (the log-odds of class 1)."""
+
+    def decision_function(self, X: Any) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``(n, 2)`` probabilities (softmax of the two outputs)."""
+        z = self.decision_function(X)
+        p1 = 1.0 / (1.0 + np.exp(-z))
+        return np.column_stack([1.0 - p1, p1])
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class 1 where its probability is >= 0.5."""
+        return (self.decision_function(X) >= 0).astype(int)
+
+
+class FusionHeadClassifier(LogOddsClassifierMixin, ClassifierMixin, BaseEstimator):
     """Deep features + tabular columns joined in a fully connected layer, trained (binary).
 
     Args:
@@ -176,18 +214,10 @@ class FusionHeadClassifier(ClassifierMixin, BaseEstimator):
         head = FusionHead(deep.shape[1], tab.shape[1], 2, hidden=self.hidden, dropout=self.dropout)
         if self.hidden == 0 and self.zero_init:
             nn.init.zeros_(head.head.weight)  # a linear head: gradient descent from 0
-        counts = np.bincount(y[fit_rows].numpy(), minlength=2).astype(np.float64)
-        weight = None
-        if self.class_weighted:
-            weight = torch.tensor(len(fit_rows) / (2 * np.maximum(counts, 1)), dtype=torch.float32)
-        loss_fn = nn.CrossEntropyLoss(weight=weight)
-        if self.optimizer == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(
-                head.parameters(), lr=self.lr, momentum=self.momentum,
-                weight_decay=self.weight_decay,
-            )  # fmt: skip
-        else:
-            opt = torch.optim.Adam(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        loss_fn = class_weighted_loss(y[fit_rows].numpy(), self.class_weighted)
+        opt = make_optimizer(
+            head.parameters(), self.optimizer, self.lr, self.momentum, self.weight_decay
+        )
         gen = torch.Generator().manual_seed(int(self.random_state))
         best, best_state, since = np.inf, copy.deepcopy(head.state_dict()), 0
         history: list[dict[str, float]] = []
@@ -236,13 +266,3 @@ class FusionHeadClassifier(ClassifierMixin, BaseEstimator):
         with torch.no_grad():
             logits = self.module_(deep, tab).double().numpy()
         return logits[:, 1] - logits[:, 0]
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """``(n, 2)`` probabilities (softmax of the head's outputs)."""
-        z = self.decision_function(X)
-        p1 = 1.0 / (1.0 + np.exp(-z))
-        return np.column_stack([1.0 - p1, p1])
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Class 1 where its probability is >= 0.5."""
-        return (self.decision_function(X) >= 0).astype(int)

@@ -32,7 +32,12 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from hccrad.deep.dataset import augmentations, read_input
-from hccrad.deep.fusion import inner_split
+from hccrad.deep.fusion import (
+    LogOddsClassifierMixin,
+    class_weighted_loss,
+    inner_split,
+    make_optimizer,
+)
 from hccrad.deep.train import model_from_checkpoint, read_checkpoint
 from hccrad.stats.selection import binary_labels
 
@@ -89,7 +94,7 @@ class _Images:
         return torch.stack(out).contiguous()
 
 
-class JointFusionClassifier(ClassifierMixin, BaseEstimator):
+class JointFusionClassifier(LogOddsClassifierMixin, ClassifierMixin, BaseEstimator):
     """A trained deep model fine-tuned end to end with tabular columns in its FC layer (binary).
 
     Args:
@@ -224,14 +229,6 @@ class JointFusionClassifier(ClassifierMixin, BaseEstimator):
             torch.set_num_threads(threads)
         return self
 
-    def _optimiser(self, net: nn.Module) -> torch.optim.Optimizer:
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(
-                net.parameters(), lr=self.lr, momentum=self.momentum,
-                weight_decay=self.weight_decay,
-            )  # fmt: skip
-        return torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-
     def _train(
         self,
         net: JointFusionNet,
@@ -243,12 +240,10 @@ class JointFusionClassifier(ClassifierMixin, BaseEstimator):
     ) -> None:
         """The training loop (global torch RNG already seeded by :meth:`fit`)."""
         val_rows = self.val_rows_
-        counts = np.bincount(y[fit_rows].numpy(), minlength=2).astype(np.float64)
-        weight = None
-        if self.class_weighted:
-            weight = torch.tensor(len(fit_rows) / (2 * np.maximum(counts, 1)), dtype=torch.float32)
-        loss_fn = nn.CrossEntropyLoss(weight=weight)
-        opt = self._optimiser(net)
+        loss_fn = class_weighted_loss(y[fit_rows].numpy(), self.class_weighted)
+        opt = make_optimizer(
+            net.parameters(), self.optimizer, self.lr, self.momentum, self.weight_decay
+        )
         gen = torch.Generator().manual_seed(int(self.random_state))
         best, best_state, since = np.inf, copy.deepcopy(net.state_dict()), 0
         history: list[dict[str, float]] = []
@@ -312,13 +307,3 @@ class JointFusionClassifier(ClassifierMixin, BaseEstimator):
             torch.set_num_threads(threads)
         logits = np.concatenate(out) if out else np.zeros((0, 2))
         return logits[:, 1] - logits[:, 0]
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """``(n, 2)`` probabilities (softmax of the layer's outputs)."""
-        z = self.decision_function(X)
-        p1 = 1.0 / (1.0 + np.exp(-z))
-        return np.column_stack([1.0 - p1, p1])
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Class 1 where its probability is >= 0.5."""
-        return (self.decision_function(X) >= 0).astype(int)

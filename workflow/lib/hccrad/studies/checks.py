@@ -129,7 +129,7 @@ def _check_pipeline(spec: StudySpec, name: str, bad: Report) -> None:
 #: ``head`` settings of the fusion head alone (a head on deep-feature tables) and of the
 #: end-to-end training alone (``backbone``: :class:`hccrad.deep.joint.JointFusionClassifier`).
 HEAD_ONLY = ("hidden", "dropout", "zero_init")
-JOINT_ONLY = ("augment", "threads")
+JOINT_ONLY = ("augment",)
 
 
 def _check_backbone(spec: StudySpec, key: str, head: dict[str, Any], bad: Any) -> None:

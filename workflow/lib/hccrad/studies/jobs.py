@@ -69,13 +69,12 @@ def run_study_job(
     study with the rule's splits. ``inputs`` ``backbone_{model}`` are the checkpoints of the
     deep models that models train end to end; ``backbone_inputs`` their ``{patient: .npz}``."""
     spec = load_study(study_file, check_estimators=False, override=override)
-    prefix = "backbone_"
+    prefix, images = "backbone_", backbone_inputs or {}
     backbones = {
-        key.removeprefix(prefix): (Path(path), dict((backbone_inputs or {}).get(
-            key.removeprefix(prefix), {})))
+        model: (Path(path), dict(images.get(model, {})))
         for key, path in inputs.items()
-        if key.startswith(prefix)
-    }  # fmt: skip
+        if (model := key.removeprefix(prefix)) != key
+    }
     tables = load_tables({k: v for k, v in inputs.items() if not k.startswith(prefix)})
     with threadpool_limits(limits=max(1, int(threads))):
         return run_study(
