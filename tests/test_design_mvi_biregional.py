@@ -188,7 +188,9 @@ def test_deep_models_resolve_to_the_papers_training(spec):
     for name, inp, region in (("tumor_3d", "mvi_tumor_cube", "tumor"),
                               ("ring_3d", "mvi_ring_cube", "ring")):  # fmt: skip
         d = spec.deep_models[name]
-        assert (d.input, d.preset, d.phase, d.gradcam) == (inp, "mvi_3d", "AP", 4)
+        # one network per phase of "the three-phase combined MRI images": 3 x 512 per VOI
+        assert (d.input, d.preset, d.phases, d.gradcam) == (inp, "mvi_3d", ("AP", "PVP", "HBP"), 4)
+        assert d.phase is None
         cfg = TrainConfig.preset(d.preset, **d.train)
         # torchvision's 3D ResNet-18 layout (Kinetics weights load into it from a local file)
         assert {**STUDY_PRESETS["mvi_3d"], **d.train}["network"] == "r3d_18"
@@ -203,7 +205,9 @@ def test_deep_models_resolve_to_the_papers_training(spec):
         spec_in = settings.deep_inputs[inp]
         assert (spec_in.builder, spec_in.region, spec_in.size) == ("cube", region, 64)
         assert spec_in.window == (-5.0, 5.0)  # ScaleIntensityRanged (range: ours)
-        assert d.phase in spec_in.phases
+        assert spec_in.phases == d.phases
+        # "each intratumoral and peritumoral region image": the region alone, no margin
+        assert spec_in.mask_to_region and spec_in.margin_mm == 0
 
 
 def test_published_numbers(spec):
@@ -234,7 +238,8 @@ def test_every_deviation_has_a_reason(spec):
         assert all(isinstance(v, str) and v.strip() for v in d.values()), d
     steps = {d["step"] for d in devs}
     # what the code cannot do yet, and what the synthetic cohort lacks
-    assert {"DLR network", "DLR fine-tuning", "DLR phases", "CR-DLR fusion", "clinical model",
+    assert {"DLR network", "DLR fine-tuning", "DLR phases", "DLR input", "CR-DLR fusion",
+            "clinical model",
             "patient criteria", "cohort (synthetic demo)"} <= steps  # fmt: skip
     # matched now: the hepatitis variable, the Clin-R feature pooling
     assert not steps & {"clinical variables", "Clin-R"}

@@ -188,10 +188,12 @@ def test_the_intra_observer_icc_only_with_repeat_outlines(plan: CohortPlan) -> N
 def test_deep_inputs_follow_modality_phases_and_tumor(plan: CohortPlan) -> None:
     names = {p: [s.name for s in plan.patient_deep_inputs(p)] for p in ("P1", "P2", "P4", "C1")}
     assert names["C1"] == ["mil_slices"]
-    # P4 has no PVP (no habitat_slices / habitat_tumor_cube) and no DP (no er_stack); P2's AP
-    # tumor is predicted
-    assert names["P4"] == ["mvi_tumor_cube", "mvi_ring_cube"]
-    assert names["P1"] == [
+    # P4 has no PVP (no habitat_slices / habitat_tumor_cube, no MVI cubes of AP, PVP and HBP)
+    # and no DP (no er_stack); P1 has no HBP (no MVI cubes); P2's AP tumor is predicted
+    assert names["P4"] == []
+    assert names["P1"] == ["habitat_slices", "habitat_tumor_cube"]
+    with_pvp = plan_of([*RECORDS, record("P4", "PVP")])
+    assert [s.name for s in with_pvp.patient_deep_inputs("P4")] == [
         "habitat_slices",
         "habitat_tumor_cube",
         "mvi_tumor_cube",
@@ -253,6 +255,38 @@ def test_deep_models_of_the_studies(plan: CohortPlan) -> None:
     assert ("mil_er", "mil_slices") in plan.trained_deep_models()
     with pytest.raises(ValueError, match="no deep model 'nope'"):
         plan.deep_model_spec("mil_er", "nope")
+
+
+def test_a_deep_model_per_phase_reads_each_phase_tensor() -> None:
+    """The MVI study's networks: one per phase (AP, PVP, HBP), of the patients that have all."""
+    plan = plan_of([*RECORDS, record("P4", "PVP")])
+    inp = plan.deep_model_input("mvi_biregional", "ring_3d")
+    assert inp.spec.name == "mvi_ring_cube" and inp.phases == ("AP", "PVP", "HBP")
+    assert inp.phase_keys == {
+        "AP": "deep/mvi_ring_cube/AP",
+        "PVP": "deep/mvi_ring_cube/PVP",
+        "HBP": "deep/mvi_ring_cube/HBP",
+    }
+    assert plan.deep_model_patients("mvi_biregional", "ring_3d") == ["P4"]
+    assert plan.deep_model_input("habitat_grade", "whole_25d").phase_keys == {}
+    # without the HBP record nobody has the three phases: no network to train
+    assert ("mvi_biregional", "ring_3d") not in plan_of(RECORDS).trained_deep_models()
+
+    def with_model(study: str, **changes) -> CohortPlan:
+        spec = STUDIES[study]
+        model = spec.deep_models["tumor_3d" if study == "mvi_biregional" else "whole_25d"]
+        models = {**spec.deep_models, model.name: dataclasses.replace(model, **changes)}
+        studies = {**STUDIES, study: dataclasses.replace(spec, deep_models=models)}
+        return plan_of(RECORDS, studies=studies)
+
+    with pytest.raises(ValueError, match=r"phases \['DP'\] are not built for input"):
+        with_model("mvi_biregional", phases=("AP", "DP")).deep_model_input(
+            "mvi_biregional", "tumor_3d"
+        )
+    with pytest.raises(ValueError, match=r"phases \['AP'\] are not built"):
+        with_model("habitat_grade", phase="AP").deep_model_input("habitat_grade", "whole_25d")
+    with pytest.raises(ValueError, match="per-region input without MIL"):
+        with_model("mvi_biregional", mil=True).deep_model_input("mvi_biregional", "tumor_3d")
 
 
 def test_summary_counts(plan: CohortPlan) -> None:

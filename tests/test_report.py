@@ -169,18 +169,24 @@ def split_metrics_table(level: str = "patient") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-#: Deep models of the hand-made study: a patient-level CNN, a MIL network and a per-subregion
-#: bundle (an empty table).
-NETWORKS = {"cnn": "patient", "mil": "instance", "bundle": None}
+#: Deep models of the hand-made study: a patient-level CNN, a MIL network, a per-phase bundle
+#: (one table per member network) and a model without a scored patient (an empty table).
+NETWORKS = {"cnn": "patient", "mil": "instance", "phases": "bundle", "empty": None}
 
 
 def write_networks(folder: Path, networks=NETWORKS) -> dict[str, Path]:
-    """``deep/{model}/split_metrics.parquet`` of each network (None: an empty table)."""
+    """``deep/{model}/split_metrics.parquet`` of each network (None: an empty table; bundle: a
+    patient-level table per member, AP and HBP)."""
     files = {}
     for model, level in networks.items():
         path = folder / "deep" / model / "split_metrics.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        table = split_metrics_table(level or "patient")
+        if level == "bundle":
+            table = pd.concat(
+                [split_metrics_table().assign(member=m) for m in ("AP", "HBP")], ignore_index=True
+            )
+        else:
+            table = split_metrics_table(level or "patient")
         (table if level else table.iloc[:0]).to_parquet(path)
         files[model] = path
     return files
@@ -463,13 +469,17 @@ def test_performance_matrix_with_train_p(result):
 
 
 def test_network_table_every_deep_model_per_split(full_result):
-    assert list(full_result.networks) == ["cnn", "mil", "bundle"]
+    assert list(full_result.networks) == ["cnn", "mil", "phases", "empty"]
     table = report.network_table(full_result)
     assert list(zip(table["network"], table["split"], strict=True)) == [
         ("cnn", "training"),
         ("cnn", "external test"),
         ("mil", "training"),
         ("mil", "external test"),
+        ("phases (AP)", "training"),
+        ("phases (AP)", "external test"),
+        ("phases (HBP)", "training"),
+        ("phases (HBP)", "external test"),
     ]
     cnn = table.iloc[1].to_dict()
     assert cnn == {
@@ -489,8 +499,8 @@ def test_network_table_every_deep_model_per_split(full_result):
     }
     mil = table.iloc[2]
     assert (mil["scored per"], mil["patients"], mil["n"], mil["cases"]) == ("slice", 33, 363, 110)
-    # the per-subregion bundle's empty table: a note, no row
-    assert [n.split(":")[0] for n in report.network_notes(full_result)] == ["bundle"]
+    # a bundle: one row per member network and split (above); an empty table: a note, no row
+    assert [n.split(":")[0] for n in report.network_notes(full_result)] == ["empty"]
 
 
 def test_subgroup_tables_primary_first_with_unpaired_delong_p(full_result):
@@ -550,11 +560,11 @@ def test_study_html_shows_networks_subgroups_and_train_p(full_result):
     ]
     assert cells[5] == "&lt; 0.001"
     assert "P vs training: unpaired DeLong test" in page
-    # the networks' own rows and the bundle's note
+    # the networks' own rows (a bundle's members too) and the empty table's note
     assert "<td>cnn</td><td>external test</td><td>patient</td><td>12</td><td>12</td>" in page
     assert "<td>0.66 (0.52\u20130.80)</td><td>0.314</td>" in page
     assert "<td>mil</td><td>training</td><td>slice</td><td>33</td><td>363</td><td>110</td>" in page
-    assert "bundle: no per-split metrics" in page
+    assert "empty: no per-split metrics" in page and "<td>phases (HBP)</td>" in page
     # subgroups: the primary's rows in bold, its P against the reference center; the models
     # left out are named with the file that holds them
     assert "Shown: rad_clin (the primary model and the key comparison&#x27;s other model)" in page
@@ -703,7 +713,7 @@ def test_summarize_results_job_writes_every_output(tmp_path):
     page = outputs["study_demo"].read_text()
     assert "rad_clin vs clinical" in page
     assert "<td>cnn</td><td>external test</td>" in page and "<td>mil</td>" in page
-    assert "bundle" not in page  # not an input
+    assert "phases (AP)" not in page  # not an input
     assert "<td>A</td><td>0.046</td>" in page  # the subgroup P
     plain_page = outputs["study_plain"].read_text()
     assert "Deep networks" not in plain_page and "<h4>By center</h4>" in plain_page

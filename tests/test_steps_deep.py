@@ -11,6 +11,7 @@ import torch
 
 from hccrad import steps
 from hccrad.deep.inputs import MIL_OFFSETS, DeepInput
+from hccrad.errors import InputError
 
 
 @pytest.fixture(autouse=True)
@@ -248,6 +249,75 @@ def test_a_subregion_without_both_classes_is_marked_untrained(tmp_path):
         "P00_h1.png",
         "untrained_h2.png",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# one network per phase (the MVI study's 3 x 512 per region)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_phase_models_are_the_single_models_bundled(tmp_path):
+    from hccrad import patient
+    from hccrad.deep.train import read_bundle
+    from hccrad.manifest import OutputSet
+
+    sub, labels = subregion_inputs(tmp_path, 24)  # habitat 1 informative, habitat 2 noise
+    # the same tensors stand for two phases (AP informative, HBP noise; every patient has both)
+    sub[2]["P05"] = sub[2]["P04"]
+    manifests = {}
+    for p in sorted(sub[1]):
+        manifests[p] = tmp_path / f"{p}.json"
+        with OutputSet(manifests[p], patient=p, stage="normalize") as out:
+            out.add("deep/cube/AP", sub[1][p])
+            out.add("deep/cube/HBP", sub[2][p])
+    inputs = patient.phase_input_files(manifests, {"AP": "deep/cube/AP", "HBP": "deep/cube/HBP"})
+    assert list(inputs) == ["AP", "HBP"] and inputs["HBP"]["P03"].name == "P03_h2.npz"
+    splits, clinical = write_tables(tmp_path, labels, train_n=16)
+    out = tmp_path / "bundle"
+    steps.train_phase_models(
+        inputs, splits, clinical, out, label="grade", preset="habitat_25d",
+        overrides=SUB_TRAIN, seed=3,
+    )  # fmt: skip
+    bundle = read_bundle(out / "checkpoint.pt", by="phase")
+    assert list(bundle) == ["AP", "HBP"]
+    with pytest.raises(InputError, match="not a per-subregion"):
+        read_bundle(out / "checkpoint.pt", by="subregion")
+    alone = tmp_path / "alone_hbp"  # each phase's network is the one model trained alone
+    steps.train_deep_model(
+        inputs["HBP"], splits, clinical, alone, label="grade", preset="habitat_25d",
+        overrides=SUB_TRAIN, seed=3,
+    )  # fmt: skip
+    ref = torch.load(alone / "checkpoint.pt", weights_only=True)["state_dict"]
+    for key, value in ref.items():
+        assert torch.equal(bundle["HBP"]["state_dict"][key], value), key
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["per_phase"] and metrics["trained_phases"] == ["AP", "HBP"]
+    who = json.loads((out / "patients.json").read_text())["phases"]
+    assert who["AP"]["patients"] == who["HBP"]["patients"] == [f"P{i:02d}" for i in range(16)]
+
+    steps.bundle_outputs(
+        out / "checkpoint.pt", inputs, tmp_path / "f.parquet", tmp_path / "p.parquet",
+        by="phase", dst_metrics=tmp_path / "m.parquet", splits=splits, clinical=clinical,
+        label="grade",
+    )  # fmt: skip
+    # each phase's network scored on its own per split (the report's network table)
+    own = pd.read_parquet(tmp_path / "m.parquet").set_index(["member", "split"])
+    assert list(own.index) == [(m, s) for m in ("AP", "HBP") for s in ("train", "validation")]
+    assert (own["n_patients"].to_numpy() == [16, 8, 16, 8]).all()
+    assert own.loc[("AP", "validation"), "auc"] > 0.9
+    feats = pd.read_parquet(tmp_path / "f.parquet")
+    ap = [c for c in feats if c.startswith("AP_deep_")]
+    hbp = [c for c in feats if c.startswith("HBP_deep_")]
+    assert len(ap) == len(hbp) > 10 and len(ap) + len(hbp) == feats.shape[1]
+    assert feats.notna().all().all() and list(feats.index) == sorted(manifests)
+    pred = pd.read_parquet(tmp_path / "p.parquet")
+    from sklearn.metrics import roc_auc_score
+
+    held = pred[(pred["phase"] == "AP") & (pred["patient"] >= "P16")]
+    assert roc_auc_score([labels[int(p[1:])] for p in held["patient"]], held["prob"]) > 0.9
+    steps.bundle_gradcam(out / "checkpoint.pt", inputs, tmp_path / "cam", by="phase",
+                         max_patients=1)  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "cam").iterdir()) == ["P00_AP.png", "P00_HBP.png"]
 
 
 # ---------------------------------------------------------------------------------------------

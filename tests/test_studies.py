@@ -272,7 +272,8 @@ def test_deep_models_are_typed_in_config_order():
     assert hg.deep_models["habitat_25d"].gradcam == 2
     assert hg.deep_models["habitat_3d"].input == "habitat_subregion_cubes"
     assert hg.deep_models["whole_3d"].input == "habitat_tumor_cube"
-    assert specs["mvi_biregional"].deep_models["tumor_3d"].phase == "AP"
+    tumor = specs["mvi_biregional"].deep_models["tumor_3d"]
+    assert tumor.phase is None and tumor.phases == ("AP", "PVP", "HBP")
     mil = specs["mil_er"].deep_models["mil_slices"]
     assert mil.mil is True and mil.raw["mil_bins"] == 13  # the paper's 13 likelihood bins
     # Table 3's comparison slice networks: the same input, no MIL features
@@ -322,6 +323,25 @@ def test_study_file_is_a_delta_over_the_defaults(tmp_path):
         ({"models": {"rad": {"head": {"lr": 0.1}, "params": {"C": 1}}}}, "rad.head", "params"),
         ({"models": {"rad": {"head": {"backbone": "ghost"}}}}, "head.backbone", "not a deep model"),
         ({"models": {"rad": {"head": {"augment": False}}}}, "rad.head", "end-to-end training"),
+        (
+            {
+                "deep_models": {
+                    "net": {"input": "cube", "preset": "mvi_3d", "phases": ["AP", "PVP"]}
+                },
+                "models": {"rad": {"head": {"backbone": "net"}}},
+            },
+            "rad.head.backbone",
+            "one network per phase",
+        ),
+        (
+            {
+                "deep_models": {
+                    "net": {"input": "cube", "preset": "mvi_3d", "phase": "AP", "phases": ["AP"]}
+                }
+            },
+            "deep_models.net",
+            "exclude each other",
+        ),
         ({"models": {"rad": {"pool": ["fusion"]}}}, "models.rad.pool", "pool takes"),
         ({"models": {"rad": {"pool": ["rad_clin"]}}}, "models.rad.pool", "lacks"),
         ({"models": {"rad_clin": {"pool": ["rad_clin"]}}}, "rad_clin.pool", "cycle"),

@@ -375,11 +375,14 @@ def test_deep_models_and_studies(first_run):
             deep = folder / "deep" / model
             used = json.loads((deep / "patients.json").read_text())
             train = set(splits.loc[splits["split"] == "train", "patient"])
-            seen = (  # one network per habitat subregion, or one network
-                set().union(*(set(u["patients"]) for u in used["subregions"].values()))
-                if "subregions" in used
+            members = used.get("subregions") or used.get("phases")
+            seen = (  # one network per habitat subregion or per phase, or one network
+                set().union(*(set(u["patients"]) for u in members.values()))
+                if members
                 else set(used["patients"])
             )
+            if "phases" in used:  # every phase's network trained on the same patients
+                assert set(used["phases"]) == set(specs[name].raw["deep_models"][model]["phases"])
             assert seen <= train  # never a validation or test patient
             feats = pd.read_parquet(deep / "features.parquet")
             assert feats.shape[0] > 0 and feats.index.name == "patient"

@@ -1,4 +1,5 @@
-# Deep models of the studies: training (a GPU job where the cluster has one) and per-patient
+# Deep models of the studies: training (a GPU job where the cluster has one; one network, or a
+# bundle of one per habitat subregion or per listed phase) and per-patient
 # deep features, predictions, MIL features, the network's metrics per split and Grad-CAM (or
 # Score-CAM) overlays. The input tensors (.npz, config deep.inputs, docs/methods.md) are built
 # per patient by normalize_patient (preprocess.smk), the per-habitat-subregion ones (region:
@@ -43,6 +44,8 @@ rule train_deep_model:
         per_subregion=lambda w: PLAN.deep_model_input(
             w.study, w.model
         ).spec.per_subregion,
+        # one network per phase (the model's phases): {phase: manifest key}, else empty
+        phase_keys=lambda w: PLAN.deep_model_input(w.study, w.model).phase_keys,
     script:
         "../scripts/train_deep_model.py"
 
@@ -55,7 +58,7 @@ rule deep_model_outputs:
         predictions=deep_model_path("{study}", "{model}", "predictions.parquet"),
         mil=deep_model_path("{study}", "{model}", "mil_features.parquet"),
         # the network's own AUC (CI), accuracy, sensitivity, specificity per split (per slice
-        # for MIL models: the MIL study's slice-level table); empty for per-subregion bundles
+        # for MIL models: the MIL study's slice-level table); empty for bundles
         split_metrics=deep_model_path("{study}", "{model}", "split_metrics.parquet"),
         gradcam=report(
             directory(deep_model_path("{study}", "{model}", "gradcam")),
@@ -85,5 +88,6 @@ rule deep_model_outputs:
         per_subregion=lambda w: PLAN.deep_model_input(
             w.study, w.model
         ).spec.per_subregion,
+        phase_keys=lambda w: PLAN.deep_model_input(w.study, w.model).phase_keys,
     script:
         "../scripts/deep_model_outputs.py"

@@ -1,31 +1,41 @@
 """Rule deep_model_outputs: deep features, predictions, MIL features, the network's own metrics
 per split and Grad-CAM / Score-CAM overlays."""
 
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from hccrad import patient, steps
-from hccrad.deep.split_metrics import COLUMNS
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
     spec = snakemake.params.spec
     mil = bool(spec.get("mil", False))
-    if snakemake.params.per_subregion:
-        inputs = patient.subregion_input_files(
-            snakemake.params.manifests, snakemake.params.input_key
-        )
-        steps.deep_subregion_outputs(
+    if snakemake.params.per_subregion or snakemake.params.phase_keys:
+        if snakemake.params.per_subregion:
+            by = "subregion"
+            inputs = patient.subregion_input_files(
+                snakemake.params.manifests, snakemake.params.input_key
+            )
+        else:
+            by = "phase"
+            inputs = patient.phase_input_files(
+                snakemake.params.manifests, snakemake.params.phase_keys
+            )
+        steps.bundle_outputs(
             snakemake.input.checkpoint,
             inputs,
             snakemake.output.features,
             snakemake.output.predictions,
+            by=by,
             threads=snakemake.threads,
+            dst_metrics=snakemake.output.split_metrics,
+            splits=snakemake.input.splits,
+            clinical=snakemake.input.clinical,
+            label=snakemake.params.label,
         )
-        # declared output: no per-split metrics of a per-subregion bundle (an empty table)
-        pd.DataFrame(columns=list(COLUMNS)).to_parquet(snakemake.output.split_metrics)
-        gradcam = steps.deep_subregion_gradcam
+        gradcam = partial(steps.bundle_gradcam, by=by)
     else:
         inputs = patient.deep_input_files(snakemake.params.manifests, snakemake.params.input_key)
         steps.deep_model_outputs(

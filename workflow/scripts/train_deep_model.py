@@ -1,5 +1,5 @@
-"""Rule train_deep_model: one deep model of a study (or one per habitat subregion), on the
-study's training split only."""
+"""Rule train_deep_model: one deep model of a study (or one per habitat subregion, or one per
+listed phase), on the study's training split only."""
 
 from hccrad import patient, steps
 from hccrad.runlog import job_logging
@@ -12,6 +12,9 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
     if snakemake.params.per_subregion:
         inputs = patient.subregion_input_files(manifests, snakemake.params.input_key)
         train = steps.train_subregion_models
+    elif snakemake.params.phase_keys:
+        inputs = patient.phase_input_files(manifests, snakemake.params.phase_keys)
+        train = steps.train_phase_models
     else:
         inputs = patient.deep_input_files(manifests, snakemake.params.input_key)
         train = steps.train_deep_model

@@ -533,6 +533,15 @@ def deep_input_files(manifests: Mapping[str, PathLike], input_key: str) -> dict[
     return {p: Path(read_manifest(m)[input_key]) for p, m in manifests.items()}
 
 
+def phase_input_files(
+    manifests: Mapping[str, PathLike], phase_keys: Mapping[str, str]
+) -> dict[str, dict[str, Path]]:
+    """Phase -> patient -> tensor of a per-phase bundle (``phase_keys``: phase -> manifest key,
+    :attr:`hccrad.plan.DeepModelInput.phase_keys`), from the patients' normalize manifests."""
+    listed = {p: read_manifest(m) for p, m in manifests.items()}
+    return {ph: {p: Path(files[k]) for p, files in listed.items()} for ph, k in phase_keys.items()}
+
+
 def subregion_input_files(
     manifests: Mapping[str, PathLike], input_key: str
 ) -> dict[int, dict[str, Path]]:

@@ -62,15 +62,22 @@ class SegmentationSets:
 
 @dataclass(frozen=True)
 class DeepModelInput:
-    """The input a study's deep model reads: the spec and phase (None: one stacked tensor)."""
+    """The input a study's deep model reads: the spec and phase (None: one stacked tensor);
+    ``phases`` for a per-phase bundle (one network per phase; ``phase`` is then its first)."""
 
     spec: DeepInputSpec
     phase: str | None
+    phases: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         """Manifest key of the tensor (:func:`hccrad.steps.keys.deep_key`)."""
         return deep_key(self.spec.name, self.phase)
+
+    @property
+    def phase_keys(self) -> dict[str, str]:
+        """Phase -> manifest key of a per-phase bundle's tensors; empty for one network."""
+        return {ph: deep_key(self.spec.name, ph) for ph in self.phases}
 
 
 @dataclass(frozen=True)
@@ -537,6 +544,25 @@ class CohortPlan:
                 f"{where}: MIL features need a per-region input, not the per-subregion "
                 f"{spec.input!r}"
             )
+        wanted = spec.phases or ((spec.phase,) if spec.phase else ())
+        if wanted and not inp.per_phase:
+            raise ValueError(
+                f"{where}: input {spec.input!r} stacks its phases (builder {inp.builder}); "
+                "phase / phases need a per-phase input"
+            )
+        missing = [ph for ph in wanted if ph not in inp.phases]
+        if missing:
+            raise ValueError(
+                f"{where}: phases {missing} are not built for input {spec.input!r} "
+                f"(deep.inputs.{spec.input}.phases: {list(inp.phases)})"
+            )
+        if spec.phases:
+            if inp.per_subregion or spec.mil:
+                raise ValueError(
+                    f"{where}: one network per phase (phases) takes a per-region input without "
+                    "MIL features"
+                )
+            return DeepModelInput(inp, spec.phases[0], tuple(spec.phases))
         return DeepModelInput(inp, (spec.phase or inp.phases[0]) if inp.per_phase else None)
 
     def deep_model_patients(self, study: str, model: str) -> list[str]:

@@ -15,18 +15,17 @@ from matplotlib.ticker import MaxNLocator
 from hccrad.fileio import write_png
 
 
-def plot_subregion_curves(
-    histories: Mapping[int, list[dict[str, Any]]], out_png: str | Path
-) -> None:
-    """Training loss and validation AUC per epoch of every subregion's model, one line each."""
+def plot_member_curves(histories: Mapping[str, list[dict[str, Any]]], out_png: str | Path) -> None:
+    """Training loss and validation AUC per epoch of every member model of a bundle (one per
+    habitat subregion or per phase), one line each, labelled by the mapping's keys."""
     fig = Figure(figsize=(9, 3.6))
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
-    for i, history in histories.items():
+    for name, history in histories.items():
         ep = [h["epoch"] for h in history]
-        ax1.plot(ep, [h["train_loss"] for h in history], "o-", ms=3, label=f"habitat {i}")
+        ax1.plot(ep, [h["train_loss"] for h in history], "o-", ms=3, label=name)
         auc = [np.nan if h["val_auc"] is None else h["val_auc"] for h in history]
-        ax2.plot(ep, auc, "o-", ms=3, label=f"habitat {i}")
+        ax2.plot(ep, auc, "o-", ms=3, label=name)
     ax1.set(xlabel="epoch", ylabel="training loss (class-weighted CE)", title="Loss")
     ax2.set(xlabel="epoch", ylabel="AUC", title="Validation AUC", ylim=(0, 1.02))
     for ax in (ax1, ax2):
@@ -36,6 +35,13 @@ def plot_subregion_curves(
             ax.legend(fontsize=8)
     fig.tight_layout()
     write_png(fig, out_png, dpi=100)
+
+
+def plot_subregion_curves(
+    histories: Mapping[int, list[dict[str, Any]]], out_png: str | Path
+) -> None:
+    """Training loss and validation AUC per epoch of every subregion's model, one line each."""
+    plot_member_curves({f"habitat {i}": h for i, h in histories.items()}, out_png)
 
 
 def plot_curves(history: list[dict[str, Any]], best_epoch: int, out_png: str | Path) -> None:

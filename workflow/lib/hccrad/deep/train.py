@@ -58,7 +58,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from hccrad.deep.curves import plot_curves, plot_subregion_curves
+from hccrad.deep.curves import plot_curves, plot_member_curves, plot_subregion_curves
 from hccrad.deep.dataset import NpzDataset, augmentations, npz_shape, read_input
 from hccrad.deep.device import resolve_device
 from hccrad.deep.nets import (
@@ -81,8 +81,10 @@ from hccrad.errors import InputError
 from hccrad.fileio import save_torch, write_json
 
 __all__ = [
+    "BUNDLE_FORMATS",
     "CHECKPOINT_FORMAT",
     "INPUT_KINDS",
+    "PHASE_FORMAT",
     "STUDY_PRESETS",
     "SUBREGION_FORMAT",
     "NpzDataset",
@@ -94,14 +96,17 @@ __all__ = [
     "load_model",
     "model_from_checkpoint",
     "plot_curves",
+    "plot_member_curves",
     "plot_subregion_curves",
     "predict",
+    "read_bundle",
     "read_input",
     "read_subregion_bundle",
     "resolve_device",
     "resolve_model",
     "seeded",
     "train",
+    "write_bundle",
     "write_subregion_bundle",
 ]
 
@@ -110,6 +115,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "hccrad-deep-checkpoint/1"
 #: A bundle of one checkpoint per habitat subregion (:func:`write_subregion_bundle`).
 SUBREGION_FORMAT = "hccrad-deep-subregions/1"
+#: A bundle of one checkpoint per image phase (:func:`write_bundle` with ``by="phase"``).
+PHASE_FORMAT = "hccrad-deep-phases/1"
+#: Bundle kind -> its format tag: one network per habitat subregion or per phase.
+BUNDLE_FORMATS = {"subregion": SUBREGION_FORMAT, "phase": PHASE_FORMAT}
 
 
 # --------------------------------------------------------------------------- models
@@ -697,25 +706,45 @@ def load_model(
     return model_from_checkpoint(_read_checkpoint(path), device=device, source=path)
 
 
-def write_subregion_bundle(members: Mapping[int, Mapping[str, Any]], path: str | Path) -> None:
-    """Write one checkpoint per habitat subregion as a single ``checkpoint.pt``.
+def write_bundle(
+    members: Mapping[Any, Mapping[str, Any]], path: str | Path, *, by: str = "subregion"
+) -> None:
+    """Write one checkpoint per member (habitat subregion, or phase with ``by="phase"``) as a
+    single ``checkpoint.pt``.
 
-    ``members`` maps the subregion to the dictionary :func:`train` saved (or the
-    ``{"untrained": True, "reason": ...}`` marker of a subregion that could not be trained).
+    ``members`` maps the member (subregion number or phase name) to the dictionary :func:`train`
+    saved, or to the ``{"untrained": True, "reason": ...}`` marker of a member that could not be
+    trained.
     """
+    if by not in BUNDLE_FORMATS:
+        raise ValueError(f"bundle kind {by!r}: choose one of {sorted(BUNDLE_FORMATS)}")
     save_torch(
-        {"format": SUBREGION_FORMAT, "members": {str(i): dict(m) for i, m in members.items()}},
+        {"format": BUNDLE_FORMATS[by], "members": {str(k): dict(m) for k, m in members.items()}},
         path,
     )
 
 
-def read_subregion_bundle(checkpoint: str | Path) -> dict[int, dict[str, Any]]:
-    """Subregion -> its checkpoint dictionary (or untrained marker), in subregion order."""
+def read_bundle(checkpoint: str | Path, *, by: str = "subregion") -> dict[Any, dict[str, Any]]:
+    """Member -> its checkpoint dictionary (or untrained marker) of a bundle written by
+    :func:`write_bundle`: subregions as integers in subregion order, phases in written order."""
     path = Path(checkpoint)
     ckpt = _read_checkpoint(path)
-    if ckpt.get("format") != SUBREGION_FORMAT:
-        raise InputError("not a per-subregion deep-model bundle", file=path)
-    return {int(i): m for i, m in sorted(ckpt["members"].items(), key=lambda kv: int(kv[0]))}
+    if by not in BUNDLE_FORMATS or ckpt.get("format") != BUNDLE_FORMATS[by]:
+        raise InputError(f"not a per-{by} deep-model bundle", file=path)
+    if by == "subregion":
+        return {int(i): m for i, m in sorted(ckpt["members"].items(), key=lambda kv: int(kv[0]))}
+    return dict(ckpt["members"])
+
+
+def write_subregion_bundle(members: Mapping[int, Mapping[str, Any]], path: str | Path) -> None:
+    """Write one checkpoint per habitat subregion as a single ``checkpoint.pt``
+    (:func:`write_bundle`)."""
+    write_bundle(members, path, by="subregion")
+
+
+def read_subregion_bundle(checkpoint: str | Path) -> dict[int, dict[str, Any]]:
+    """Subregion -> its checkpoint dictionary (or untrained marker), in subregion order."""
+    return read_bundle(checkpoint, by="subregion")
 
 
 def resolve_model(

@@ -5,8 +5,9 @@ Each deep model of a study writes ``deep/{model}/split_metrics.parquet``
 split, AUC with DeLong 95 % CI, and accuracy, sensitivity, specificity, PPV, NPV at Youden's
 cut-off on the training split's samples. Slice-level (MIL) networks are scored per slice
 against the patient's label (the MIL study's slice-level table), the others per patient. A
-per-subregion model (one network per habitat subregion) has no prediction of its own: its table
-is empty, and the page says so.
+bundle of networks (one per habitat subregion or per phase) scores each member network: its
+rows carry the member (``h{i}`` or the phase), shown as ``model (member)``. A model without a
+labelled patient scored has an empty table, and the page says so.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ def network_table(result: StudyResult) -> pd.DataFrame:
     for model, table in result.networks.items():
         for _, r in table.iterrows():
             level = str(r["level"])
+            member = r.get("member")
             rows.append(
                 {
-                    "network": model,
+                    "network": f"{model} ({member})" if isinstance(member, str) else model,
                     "split": split_label(str(r["split"])),
                     "scored per": LEVEL_NAMES.get(level, level),
                     "patients": int(r["n_patients"]),
@@ -56,8 +58,7 @@ def network_table(result: StudyResult) -> pd.DataFrame:
 def network_notes(result: StudyResult) -> list[str]:
     """One sentence per deep model whose table is empty."""
     return [
-        f"{model}: no per-split metrics (a per-subregion model, one network per habitat "
-        "subregion, has no prediction of its own; any other model: no labelled patient scored)"
+        f"{model}: no per-split metrics (no labelled patient scored)"
         for model, table in result.networks.items()
         if table.empty
     ]

@@ -1,6 +1,6 @@
-"""Deep-model steps of a study: training (one model, or one per habitat subregion), features,
-predictions and MIL features of every patient, the network's own metrics per split, Grad-CAM or
-Score-CAM overlays.
+"""Deep-model steps of a study: training (one model, or a bundle of one per habitat subregion
+or per image phase), features, predictions and MIL features of every patient, the network's own
+metrics per split, Grad-CAM or Score-CAM overlays.
 
 The deep-learning modules import torch: they are imported where used, so that the other steps
 (and the Snakefile, which imports :mod:`hccrad.steps`) start without it.
@@ -25,12 +25,12 @@ from hccrad.deep.split_metrics import split_metrics
 from hccrad.deep.train import (
     TrainConfig,
     model_from_checkpoint,
-    plot_subregion_curves,
+    plot_member_curves,
     predict,
-    read_subregion_bundle,
+    read_bundle,
     resolve_model,
     train,
-    write_subregion_bundle,
+    write_bundle,
 )
 from hccrad.errors import ConfigError, InputError
 from hccrad.fileio import PathLike
@@ -124,12 +124,23 @@ def train_deep_model(
     )
 
 
-def train_subregion_models(
-    inputs: Mapping[int, Mapping[str, PathLike]],
+def _tag(by: str, member: Any) -> str:
+    """A bundle member's name in columns and files: ``h{i}`` (subregion ``i``) or the phase."""
+    return f"h{member}" if by == "subregion" else str(member)
+
+
+def _title(by: str, member: Any) -> str:
+    """A bundle member's name for readers: ``habitat {i}`` or ``phase {name}``."""
+    return f"habitat {member}" if by == "subregion" else f"phase {member}"
+
+
+def _train_bundle(
+    inputs: Mapping[Any, Mapping[str, PathLike]],
     splits: PathLike,
     clinical: PathLike,
     out_dir: PathLike,
     *,
+    by: str,
     label: str,
     preset: str,
     overrides: Mapping[str, Any],
@@ -137,63 +148,160 @@ def train_subregion_models(
     threads: int = 1,
     mark_untrained: bool = False,
 ) -> None:
+    """One deep model per member (``by``: habitat ``subregion`` or image ``phase``), each trained
+    exactly as :func:`train_deep_model` trains one model, written as one bundle (see
+    :func:`train_subregion_models`)."""
+    import torch
+
+    if not inputs:
+        raise InputError(f"no per-{by} input tensors: no patient has a {by} tensor", file=splits)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    members: dict[Any, dict[str, Any]] = {}
+    metrics: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+    who: dict[str, Any] = {}
+    histories: dict[str, list[dict[str, Any]]] = {}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{by}s.", dir=out))
+    try:
+        for member, sub_inputs in inputs.items():
+            log.info("%s: %d patients with a tensor", _title(by, member), len(sub_inputs))
+            sub = tmp / _tag(by, member)
+            train_deep_model(
+                sub_inputs, splits, clinical, sub, label=label, preset=preset,
+                overrides=overrides, seed=seed, threads=threads, mark_untrained=mark_untrained,
+            )  # fmt: skip
+            members[member] = torch.load(sub / "checkpoint.pt", map_location="cpu",
+                                         weights_only=False)  # fmt: skip
+            for name, store in (("metrics", metrics), ("config", configs), ("patients", who)):
+                with open(sub / f"{name}.json") as fh:
+                    store[str(member)] = json.load(fh)
+            if "history" in metrics[str(member)]:
+                histories[_title(by, member)] = metrics[str(member)]["history"]
+        write_bundle(members, out / "checkpoint.pt", by=by)
+        trained = [m for m, ckpt in members.items() if not ckpt.get("untrained")]
+        fileio.write_json(
+            {f"per_{by}": True, f"trained_{by}s": trained, f"{by}s": metrics},
+            out / "metrics.json",
+        )
+        fileio.write_json({f"per_{by}": True, f"{by}s": configs}, out / "config.json")
+        fileio.write_json({"label": label, f"{by}s": who}, out / "patients.json")
+        if histories:
+            plot_member_curves(histories, out / "curves.png")
+        else:
+            note = f"no {by} model trained (see metrics.json)"
+            fileio.placeholder_png(out / "curves.png", "training curves", note)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_subregion_models(
+    inputs: Mapping[int, Mapping[str, PathLike]],
+    splits: PathLike,
+    clinical: PathLike,
+    out_dir: PathLike,
+    **kwargs: Any,
+) -> None:
     """One deep model per habitat subregion (the habitat study's per-subregion networks).
 
     Each subregion's network is trained exactly as :func:`train_deep_model` trains one model
     (same preset, overrides and seed; **training** patients only; its validation fold carved
     from them) on that subregion's tensors. The outputs are those of one model: ``checkpoint.pt``
-    bundles the subregions' checkpoints (:func:`hccrad.deep.train.write_subregion_bundle`),
+    bundles the subregions' checkpoints (:func:`hccrad.deep.train.write_bundle`),
     ``metrics.json``, ``config.json`` and ``patients.json`` hold one entry per subregion, and
     ``curves.png`` draws every subregion's curves.
 
     Args:
         inputs: Subregion -> ``{patient: tensor}`` (:func:`hccrad.patient.subregion_input_files`).
-        Others: As :func:`train_deep_model`.
+        kwargs: As :func:`train_deep_model` (``label``, ``preset``, ``overrides``, ``seed``,
+            ``threads``, ``mark_untrained``).
     """
+    _train_bundle(inputs, splits, clinical, out_dir, by="subregion", **kwargs)
+
+
+def train_phase_models(
+    inputs: Mapping[str, Mapping[str, PathLike]],
+    splits: PathLike,
+    clinical: PathLike,
+    out_dir: PathLike,
+    **kwargs: Any,
+) -> None:
+    """One deep model per image phase (e.g. the MVI study's 3D ResNet-18 on AP, PVP and HBP:
+    3 x 512 features per region), trained and bundled as :func:`train_subregion_models` does per
+    subregion; ``metrics.json``, ``config.json`` and ``patients.json`` hold one entry per phase.
+
+    Args:
+        inputs: Phase -> ``{patient: tensor}`` (:func:`hccrad.patient.phase_input_files`).
+        kwargs: As :func:`train_deep_model`.
+    """
+    _train_bundle(inputs, splits, clinical, out_dir, by="phase", **kwargs)
+
+
+def bundle_outputs(
+    checkpoint: PathLike,
+    inputs: Mapping[Any, Mapping[str, PathLike]],
+    dst_features: PathLike,
+    dst_predictions: PathLike,
+    *,
+    by: str = "subregion",
+    threads: int = 1,
+    dst_metrics: PathLike | None = None,
+    splits: PathLike | None = None,
+    clinical: PathLike | None = None,
+    label: str | None = None,
+) -> None:
+    """Deep features and predictions of every patient from a bundle (``by``: ``subregion`` or
+    ``phase``).
+
+    ``features.parquet``: index patient, columns ``{member}_deep_{j}`` (``h{i}`` for subregion
+    ``i``, the phase name for a phase: that member's frozen penultimate activations; missing
+    where the patient has no tensor for it, which the studies impute from the training patients;
+    a member whose model could not be trained gives the constant ``{member}_deep_0``).
+    ``predictions.parquet``: ``{by}, patient, prob`` (``by`` is ``subregion`` or ``phase``).
+    With ``dst_metrics`` (then ``splits``, ``clinical`` and ``label`` are needed): every member
+    network's own metrics per split, a ``member`` column (``h{i}`` or the phase) naming it.
+    """
+    import pandas as pd
     import torch
 
-    if not inputs:
-        raise InputError(
-            "no per-subregion input tensors: no patient has a habitat subregion tensor",
-            file=splits,
-        )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    members: dict[int, dict[str, Any]] = {}
-    metrics: dict[str, Any] = {}
-    configs: dict[str, Any] = {}
-    who: dict[str, Any] = {}
-    histories: dict[int, list[dict[str, Any]]] = {}
-    tmp = Path(tempfile.mkdtemp(prefix=".subregions.", dir=out))
-    try:
-        for i, sub_inputs in inputs.items():
-            log.info("habitat %d: %d patients with a tensor", i, len(sub_inputs))
-            sub = tmp / f"h{i}"
-            train_deep_model(
-                sub_inputs, splits, clinical, sub, label=label, preset=preset,
-                overrides=overrides, seed=seed, threads=threads, mark_untrained=mark_untrained,
-            )  # fmt: skip
-            members[i] = torch.load(sub / "checkpoint.pt", map_location="cpu", weights_only=False)
-            for name, store in (("metrics", metrics), ("config", configs), ("patients", who)):
-                with open(sub / f"{name}.json") as fh:
-                    store[str(i)] = json.load(fh)
-            if "history" in metrics[str(i)]:
-                histories[i] = metrics[str(i)]["history"]
-        write_subregion_bundle(members, out / "checkpoint.pt")
-        trained = [i for i, m in members.items() if not m.get("untrained")]
-        fileio.write_json(
-            {"per_subregion": True, "trained_subregions": trained, "subregions": metrics},
-            out / "metrics.json",
-        )
-        fileio.write_json({"per_subregion": True, "subregions": configs}, out / "config.json")
-        fileio.write_json({"label": label, "subregions": who}, out / "patients.json")
-        if histories:
-            plot_subregion_curves(histories, out / "curves.png")
-        else:
-            note = "no subregion model trained (see metrics.json)"
-            fileio.placeholder_png(out / "curves.png", "training curves", note)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    torch.set_num_threads(max(1, threads))
+    bundle = read_bundle(checkpoint, by=by)
+    feats, preds = [], []
+    for member, ckpt in bundle.items():
+        sub = inputs.get(member, {})
+        patients = sorted(sub)
+        if not patients:
+            continue
+        tag = _tag(by, member)
+        index = pd.Index(patients, name="patient")
+        if ckpt.get("untrained"):
+            feats.append(pd.DataFrame({f"{tag}_deep_0": 0.0}, index=index))
+            preds.append(pd.DataFrame({by: member, "patient": patients, "prob": 0.5}))
+            continue
+        model, _ = model_from_checkpoint(ckpt, device="auto", source=checkpoint)
+        paths_ = [sub[p] for p in patients]
+        feats.append(extract_features(model, paths_, patients).add_prefix(f"{tag}_"))
+        pred = predict(model, paths_, patients=patients).drop(columns="path")
+        pred.insert(0, by, member)
+        preds.append(pred)
+    if not feats:
+        raise InputError(f"no patient has a tensor of a modelled {by}", file=checkpoint)
+    table = pd.concat(feats, axis=1, join="outer").sort_index()
+    table.index.name = "patient"
+    fileio.write_parquet(table, dst_features, index=True)
+    pred = pd.concat(preds, ignore_index=True)
+    fileio.write_parquet(pred, dst_predictions)
+    if dst_metrics is not None:
+        if splits is None:
+            raise ConfigError("the per-split metrics of a deep model need the study's splits")
+        labels, split = _labels_and_splits(splits, clinical, label)
+        per_member = [
+            split_metrics(part, labels, split).assign(member=_tag(by, member))
+            for member, part in pred.groupby(by, sort=False)
+        ]
+        fileio.write_parquet(pd.concat(per_member, ignore_index=True), dst_metrics)
+    log.info("%d patients: %d deep features over %d %ss", len(table), table.shape[1],
+             len(bundle), by)  # fmt: skip
 
 
 def deep_subregion_outputs(
@@ -204,43 +312,43 @@ def deep_subregion_outputs(
     *,
     threads: int = 1,
 ) -> None:
-    """Deep features and predictions of every patient from a per-subregion bundle.
+    """Deep features (``h{i}_deep_{j}``) and predictions of every patient from a per-subregion
+    bundle (:func:`bundle_outputs`)."""
+    bundle_outputs(checkpoint, inputs, dst_features, dst_predictions, by="subregion",
+                   threads=threads)  # fmt: skip
 
-    ``features.parquet``: index patient, columns ``h{i}_deep_{j}`` (subregion ``i``'s frozen
-    penultimate activations; missing where the patient has no tensor for that subregion, which
-    the studies impute from the training patients; a subregion whose model could not be trained
-    gives the constant ``h{i}_deep_0``). ``predictions.parquet``: ``subregion, patient, prob``.
-    """
-    import pandas as pd
-    import torch
 
-    torch.set_num_threads(max(1, threads))
-    bundle = read_subregion_bundle(checkpoint)
-    feats, preds = [], []
-    for i, ckpt in bundle.items():
-        sub = inputs.get(i, {})
-        patients = sorted(sub)
-        if not patients:
-            continue
-        index = pd.Index(patients, name="patient")
+def bundle_gradcam(
+    checkpoint: PathLike,
+    inputs: Mapping[Any, Mapping[str, PathLike]],
+    out_dir: PathLike,
+    *,
+    by: str = "subregion",
+    max_patients: int = 6,
+    method: str = "gradcam",
+) -> None:
+    """Grad-CAM (or ``method``: :data:`hccrad.deep.gradcam.CAM_METHODS`) overlays
+    ``{patient}_{member}.png`` (``h{i}`` or the phase) of every member model of a bundle for the
+    first ``max_patients`` patients (sorted) that have that member's tensor."""
+
+    if method not in CAM_METHODS:
+        raise ConfigError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = 0
+    for member, ckpt in read_bundle(checkpoint, by=by).items():
+        tag, title = _tag(by, member), _title(by, member)
         if ckpt.get("untrained"):
-            feats.append(pd.DataFrame({f"h{i}_deep_0": 0.0}, index=index))
-            preds.append(pd.DataFrame({"subregion": i, "patient": patients, "prob": 0.5}))
+            fileio.placeholder_png(out / f"untrained_{tag}.png", f"Grad-CAM, {title}",
+                                   "model not trained")  # fmt: skip
             continue
-        model, _ = model_from_checkpoint(ckpt, device="auto", source=checkpoint)
-        paths_ = [sub[p] for p in patients]
-        feats.append(extract_features(model, paths_, patients).add_prefix(f"h{i}_"))
-        pred = predict(model, paths_, patients=patients).drop(columns="path")
-        pred.insert(0, "subregion", i)
-        preds.append(pred)
-    if not feats:
-        raise InputError("no patient has a tensor of a modelled subregion", file=checkpoint)
-    table = pd.concat(feats, axis=1, join="outer").sort_index()
-    table.index.name = "patient"
-    fileio.write_parquet(table, dst_features, index=True)
-    fileio.write_parquet(pd.concat(preds, ignore_index=True), dst_predictions)
-    log.info("%d patients: %d deep features over %d subregions", len(table), table.shape[1],
-             len(bundle))  # fmt: skip
+        model, _ = model_from_checkpoint(ckpt, device="cpu", source=checkpoint)
+        for patient in sorted(inputs.get(member, {}))[:max_patients]:
+            x = DeepInput.load(inputs[member][patient]).x
+            gradcam_overlay(model, x, out / f"{patient}_{tag}.png",
+                            title=f"{patient}, {title}", method=method)  # fmt: skip
+            drawn += 1
+    log.info("%s overlays: %d in %s", method, drawn, out)
 
 
 def deep_subregion_gradcam(
@@ -251,25 +359,10 @@ def deep_subregion_gradcam(
     max_patients: int = 6,
     method: str = "gradcam",
 ) -> None:
-    """Grad-CAM (or ``method``: :data:`hccrad.deep.gradcam.CAM_METHODS`) overlays
-    ``{patient}_h{i}.png`` of every subregion's model for the first ``max_patients`` patients
-    (sorted) that have that subregion's tensor."""
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    drawn = 0
-    for i, ckpt in read_subregion_bundle(checkpoint).items():
-        if ckpt.get("untrained"):
-            fileio.placeholder_png(out / f"untrained_h{i}.png", f"Grad-CAM, habitat {i}",
-                                   "model not trained")  # fmt: skip
-            continue
-        model, _ = model_from_checkpoint(ckpt, device="cpu", source=checkpoint)
-        for patient in sorted(inputs.get(i, {}))[:max_patients]:
-            x = DeepInput.load(inputs[i][patient]).x
-            gradcam_overlay(model, x, out / f"{patient}_h{i}.png",
-                            title=f"{patient}, habitat {i}", method=method)  # fmt: skip
-            drawn += 1
-    log.info("Grad-CAM overlays: %d in %s", drawn, out)
+    """Grad-CAM overlays ``{patient}_h{i}.png`` of a per-subregion bundle
+    (:func:`bundle_gradcam`)."""
+    bundle_gradcam(checkpoint, inputs, out_dir, by="subregion", max_patients=max_patients,
+                   method=method)  # fmt: skip
 
 
 def deep_model_outputs(
@@ -334,10 +427,10 @@ def deep_model_outputs(
     log.info("%d patients: %d deep features", len(patients), feats.shape[1])
 
 
-def _write_split_metrics(
-    pred: Any, splits: PathLike, clinical: PathLike | None, label: str | None, dst: PathLike
-) -> None:
-    """``split_metrics.parquet``: the model's own metrics per split (labels from ``clinical``)."""
+def _labels_and_splits(
+    splits: PathLike, clinical: PathLike | None, label: str | None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Patient -> label (NaN: unknown) and patient -> split, for the per-split metrics."""
     import pandas as pd
 
     if clinical is None or not label:
@@ -350,7 +443,14 @@ def _write_split_metrics(
     split = pd.read_parquet(splits)
     split = split.set_index("patient")["split"] if "patient" in split else split["split"]
     split.index = split.index.astype(str)
-    metrics = split_metrics(pred, labels.to_dict(), split.to_dict())
+    return labels.to_dict(), split.to_dict()
+
+
+def _write_split_metrics(
+    pred: Any, splits: PathLike, clinical: PathLike | None, label: str | None, dst: PathLike
+) -> None:
+    """``split_metrics.parquet``: the model's own metrics per split (labels from ``clinical``)."""
+    metrics = split_metrics(pred, *_labels_and_splits(splits, clinical, label))
     fileio.write_parquet(metrics, dst)
     for row in metrics.itertuples():
         log.info("%s (%s level, n=%d): AUC %.3f [%.3f, %.3f], accuracy %.3f", row.split,

@@ -43,6 +43,10 @@ def cross_check(spec: StudySpec, where: str) -> None:
     _check_blocks(spec, bad)
     for name, raw in spec.raw["models"].items():
         _check_model(spec, name, raw, bad)
+    for name, deep in spec.deep_models.items():
+        if deep.phase is not None and deep.phases:
+            bad(f"deep_models.{name}", "phase (one network) and phases (one per phase) exclude "
+                "each other")  # fmt: skip
     _check_references(spec, bad)
     _check_derived(spec, bad)
     _check_criteria(spec, bad)
@@ -143,6 +147,9 @@ def _check_backbone(spec: StudySpec, key: str, head: dict[str, Any], bad: Any) -
     if backbone not in spec.deep_models:
         bad(f"{key}.head.backbone", f"{backbone!r} is not a deep model of the study "
             f"(deep_models: {sorted(spec.deep_models)})")  # fmt: skip
+    elif spec.deep_models[backbone].phases:
+        bad(f"{key}.head.backbone", f"{backbone!r} is one network per phase (phases); "
+            "end-to-end training takes one network")  # fmt: skip
     wrong = sorted(set(HEAD_ONLY) & set(head))
     if wrong:
         bad(f"{key}.head", f"{wrong} do not apply with a backbone (one linear layer, trained "

@@ -149,15 +149,18 @@ class DeepModelSpec:
     """One deep model of a study (``deep_models.{name}``, trained by ``workflow/rules/deep.smk``).
 
     ``phase`` is ``None`` when the study does not name one (a per-phase input then uses its
-    first phase); ``mil``, ``gradcam`` and ``train`` carry the defaults the deep rules apply
-    (no MIL features, 4 Grad-CAM patients, no ``TrainConfig`` override). ``raw`` is the
-    model's mapping exactly as configured (``mil_bins`` and ``mil_words`` included).
+    first phase); ``phases`` (exclusive with ``phase``) trains one network per listed phase, a
+    bundle whose features are ``{phase}_deep_{j}``; ``mil``, ``gradcam`` and ``train`` carry
+    the defaults the deep rules apply (no MIL features, 4 Grad-CAM patients, no
+    ``TrainConfig`` override). ``raw`` is the model's mapping exactly as configured
+    (``mil_bins`` and ``mil_words`` included).
     """
 
     name: str
     input: str
     preset: str
     phase: str | None = None
+    phases: tuple[str, ...] = ()
     mil: bool = False
     gradcam: int = 4
     train: dict[str, Any] = field(default_factory=dict)
@@ -393,6 +396,7 @@ def _deep_model_specs(deep: Mapping[str, dict[str, Any]]) -> dict[str, DeepModel
             input=m["input"],
             preset=m["preset"],
             phase=m.get("phase"),
+            phases=tuple(m.get("phases") or ()),
             mil=bool(m.get("mil", False)),
             gradcam=int(m.get("gradcam", 4)),
             train=dict(m.get("train") or {}),
