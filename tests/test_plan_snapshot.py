@@ -25,8 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from hccrad.synth import write_cohort
-
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = ROOT / "tests" / "data" / "plan_snapshot.json"
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
@@ -35,9 +33,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from bench_dryrun import write_sheets  # noqa: E402 (tests/bench is not a package)
 from plan_dump import plan_digest  # noqa: E402 (tests/ is not a package)
 
+from conftest import DEMO_PATIENTS  # noqa: E402 (the demo_cohort fixture's size)
+
 DEMO_OVERLAY = ROOT / "config" / "demo.yaml"
-#: Patients per modality of the demo cohort (the Makefile's DEMO_PATIENTS)
-DEMO_PATIENTS = 96
 
 
 def dump_plan(
@@ -85,13 +83,6 @@ def check(name: str, jobs: list[dict]) -> None:
         f"{name}: the plan changed (same jobs per rule, other wildcards, files, params, threads "
         "or resources); renew the snapshot only if that was intended (module docstring)"
     )
-
-
-@pytest.fixture(scope="module")
-def demo_cohort(tmp_path_factory) -> Path:
-    cohort = tmp_path_factory.mktemp("demo") / "cohort"
-    write_cohort(cohort, seed=42, n_patients=DEMO_PATIENTS)
-    return cohort
 
 
 def test_the_demo_cohort_is_the_makefiles() -> None:
