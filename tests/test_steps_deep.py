@@ -172,7 +172,7 @@ def subregion_inputs(folder, n: int) -> tuple[dict[int, dict[str, str]], list[in
 
 
 def test_subregion_models_are_the_single_models_bundled(tmp_path):
-    from hccrad.deep.train import read_subregion_bundle
+    from hccrad.deep.train import read_bundle
 
     inputs, labels = subregion_inputs(tmp_path, 24)
     splits, clinical = write_tables(tmp_path, labels, train_n=16)
@@ -188,7 +188,7 @@ def test_subregion_models_are_the_single_models_bundled(tmp_path):
         "metrics.json",
         "patients.json",
     ]  # no leftover per-subregion folder
-    bundle = read_subregion_bundle(out / "checkpoint.pt")
+    bundle = read_bundle(out / "checkpoint.pt")
     assert list(bundle) == [1, 2]
     # each member is exactly the model train_deep_model fits on that subregion alone (CPU,
     # same seed): the bundle changes nothing about how a subregion's network is trained
@@ -206,7 +206,7 @@ def test_subregion_models_are_the_single_models_bundled(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trained_subregions"] == [1, 2] and set(metrics["subregions"]) == {"1", "2"}
 
-    steps.deep_subregion_outputs(
+    steps.bundle_outputs(
         out / "checkpoint.pt", inputs, tmp_path / "f.parquet", tmp_path / "p.parquet"
     )
     feats = pd.read_parquet(tmp_path / "f.parquet")
@@ -222,7 +222,7 @@ def test_subregion_models_are_the_single_models_bundled(tmp_path):
 
     # the informative habitat separates held-out patients
     assert roc_auc_score([labels[int(p[1:])] for p in held["patient"]], held["prob"]) > 0.9
-    steps.deep_subregion_gradcam(out / "checkpoint.pt", inputs, tmp_path / "cam", max_patients=1)
+    steps.bundle_gradcam(out / "checkpoint.pt", inputs, tmp_path / "cam", max_patients=1)
     assert sorted(p.name for p in (tmp_path / "cam").iterdir()) == ["P00_h1.png", "P00_h2.png"]
 
 
@@ -239,12 +239,12 @@ def test_a_subregion_without_both_classes_is_marked_untrained(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trained_subregions"] == [1]
     assert metrics["subregions"]["2"]["trained"] is False
-    steps.deep_subregion_outputs(
+    steps.bundle_outputs(
         out / "checkpoint.pt", inputs, tmp_path / "f.parquet", tmp_path / "p.parquet"
     )
     feats = pd.read_parquet(tmp_path / "f.parquet")
     assert (feats["h2_deep_0"].dropna() == 0).all() and feats["h2_deep_0"].notna().sum() == 4
-    steps.deep_subregion_gradcam(out / "checkpoint.pt", inputs, tmp_path / "cam", max_patients=1)
+    steps.bundle_gradcam(out / "checkpoint.pt", inputs, tmp_path / "cam", max_patients=1)
     assert sorted(p.name for p in (tmp_path / "cam").iterdir()) == [
         "P00_h1.png",
         "untrained_h2.png",

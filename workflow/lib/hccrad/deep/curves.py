@@ -37,13 +37,6 @@ def plot_member_curves(histories: Mapping[str, list[dict[str, Any]]], out_png: s
     write_png(fig, out_png, dpi=100)
 
 
-def plot_subregion_curves(
-    histories: Mapping[int, list[dict[str, Any]]], out_png: str | Path
-) -> None:
-    """Training loss and validation AUC per epoch of every subregion's model, one line each."""
-    plot_member_curves({f"habitat {i}": h for i, h in histories.items()}, out_png)
-
-
 def plot_curves(history: list[dict[str, Any]], best_epoch: int, out_png: str | Path) -> None:
     """Loss (train, validation) and validation-AUC curves per epoch, best epoch marked."""
     ep = [h["epoch"] for h in history]

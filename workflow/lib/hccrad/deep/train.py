@@ -58,7 +58,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from hccrad.deep.curves import plot_curves, plot_member_curves, plot_subregion_curves
+from hccrad.deep.curves import plot_curves, plot_member_curves
 from hccrad.deep.dataset import NpzDataset, augmentations, npz_shape, read_input
 from hccrad.deep.device import resolve_device
 from hccrad.deep.nets import (
@@ -97,23 +97,20 @@ __all__ = [
     "model_from_checkpoint",
     "plot_curves",
     "plot_member_curves",
-    "plot_subregion_curves",
     "predict",
     "read_bundle",
     "read_input",
-    "read_subregion_bundle",
     "resolve_device",
     "resolve_model",
     "seeded",
     "train",
     "write_bundle",
-    "write_subregion_bundle",
 ]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "hccrad-deep-checkpoint/1"
-#: A bundle of one checkpoint per habitat subregion (:func:`write_subregion_bundle`).
+#: A bundle of one checkpoint per habitat subregion (:func:`write_bundle`).
 SUBREGION_FORMAT = "hccrad-deep-subregions/1"
 #: A bundle of one checkpoint per image phase (:func:`write_bundle` with ``by="phase"``).
 PHASE_FORMAT = "hccrad-deep-phases/1"
@@ -734,17 +731,6 @@ def read_bundle(checkpoint: str | Path, *, by: str = "subregion") -> dict[Any, d
     if by == "subregion":
         return {int(i): m for i, m in sorted(ckpt["members"].items(), key=lambda kv: int(kv[0]))}
     return dict(ckpt["members"])
-
-
-def write_subregion_bundle(members: Mapping[int, Mapping[str, Any]], path: str | Path) -> None:
-    """Write one checkpoint per habitat subregion as a single ``checkpoint.pt``
-    (:func:`write_bundle`)."""
-    write_bundle(members, path, by="subregion")
-
-
-def read_subregion_bundle(checkpoint: str | Path) -> dict[int, dict[str, Any]]:
-    """Subregion -> its checkpoint dictionary (or untrained marker), in subregion order."""
-    return read_bundle(checkpoint, by="subregion")
 
 
 def resolve_model(

@@ -32,8 +32,6 @@ _LAZY = {
     "bundle_outputs": "deep_models",
     "deep_gradcam": "deep_models",
     "deep_model_outputs": "deep_models",
-    "deep_subregion_gradcam": "deep_models",
-    "deep_subregion_outputs": "deep_models",
     "is_untrained": "deep_models",
     "train_deep_model": "deep_models",
     "train_phase_models": "deep_models",

@@ -304,20 +304,6 @@ def bundle_outputs(
              len(bundle), by)  # fmt: skip
 
 
-def deep_subregion_outputs(
-    checkpoint: PathLike,
-    inputs: Mapping[int, Mapping[str, PathLike]],
-    dst_features: PathLike,
-    dst_predictions: PathLike,
-    *,
-    threads: int = 1,
-) -> None:
-    """Deep features (``h{i}_deep_{j}``) and predictions of every patient from a per-subregion
-    bundle (:func:`bundle_outputs`)."""
-    bundle_outputs(checkpoint, inputs, dst_features, dst_predictions, by="subregion",
-                   threads=threads)  # fmt: skip
-
-
 def bundle_gradcam(
     checkpoint: PathLike,
     inputs: Mapping[Any, Mapping[str, PathLike]],
@@ -349,20 +335,6 @@ def bundle_gradcam(
                             title=f"{patient}, {title}", method=method)  # fmt: skip
             drawn += 1
     log.info("%s overlays: %d in %s", method, drawn, out)
-
-
-def deep_subregion_gradcam(
-    checkpoint: PathLike,
-    inputs: Mapping[int, Mapping[str, PathLike]],
-    out_dir: PathLike,
-    *,
-    max_patients: int = 6,
-    method: str = "gradcam",
-) -> None:
-    """Grad-CAM overlays ``{patient}_h{i}.png`` of a per-subregion bundle
-    (:func:`bundle_gradcam`)."""
-    bundle_gradcam(checkpoint, inputs, out_dir, by="subregion", max_patients=max_patients,
-                   method=method)  # fmt: skip
 
 
 def deep_model_outputs(
