@@ -317,7 +317,10 @@ from hccrad.preprocess import register_rigid
 from hccrad.preprocess.register import import_ants, write_transform
 
 ants = import_ants()
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"statsmodels", "sklearn"})
+heavy = sorted(
+    {m.split(".")[0] for m in sys.modules} & {"statsmodels", "sklearn"}
+    | set(sys.modules) & {"matplotlib.pyplot"}
+)
 fixed, moving = sitk.ReadImage(sys.argv[1]), sitk.ReadImage(sys.argv[2])
 write_transform(register_rigid(fixed, moving, seed=0), sys.argv[3])
 try:
@@ -330,8 +333,9 @@ print(heavy, "|", left_out, "|", ants.math.quantile.quantile.__module__)
 
 
 def test_import_ants_leaves_out_the_learning_modules(registration_case, tmp_path):
-    """A preprocessing job imports antspyx without statsmodels / scikit-learn; its registration
-    equals the one of a full ``import ants``, and a left-out function says how to get it."""
+    """A preprocessing job imports antspyx without statsmodels / scikit-learn / pyplot; its
+    registration equals the one of a full ``import ants``, and a left-out function says how to
+    get it."""
     fixed, moving, body, _, _, _, results = registration_case
     sitk.WriteImage(fixed, str(tmp_path / "fixed.nrrd"))
     sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))

@@ -25,9 +25,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: antspyx modules that registration never uses and whose imports (statsmodels, scikit-learn) cost
-#: 0.8 of the 1.0 s of ``import ants`` on the development machine, paid by every preprocessing job.
-_UNUSED_ANTS_MODULES = ("ants.learn", "ants.deeplearn", "ants.math.quantile")
+#: antspyx modules that registration never uses and whose imports (statsmodels, scikit-learn,
+#: matplotlib's pyplot) cost about 2.5 of the 2.9 s of ``import ants`` on the development machine,
+#: paid by every preprocessing job (pyplot, through ``ants.plotting``, 0.3 s of it).
+_UNUSED_ANTS_MODULES = ("ants.learn", "ants.deeplearn", "ants.math.quantile", "ants.plotting")
 
 
 def _unloaded(module: str, name: str) -> Any:
