@@ -40,3 +40,13 @@ cache_function_signatures(workflow.rules)
 freeze_constant_resources(workflow.rules)
 memoize_source_uri_parsing()
 memoize_script_sources()
+
+
+# when the run ends: the scheduler's re-planning timers (--max-jobs-per-timespan) would otherwise
+# hold the process for up to a timespan after the last job (hccrad.snakemake_speedups)
+onsuccess:
+    stop_reevaluation_timers()
+
+
+onerror:
+    stop_reevaluation_timers()

@@ -139,3 +139,32 @@ def test_constant_resource_expressions_are_evaluated_once():
     for name in set(exprs) - frozen:  # still evaluated per job
         assert resources[name]._evaluator(**job) == want[name]
     assert freeze_constant_resources(rules) == 0
+
+
+def test_the_schedulers_reevaluation_timers_are_cancelled():
+    """The timer Snakemake's scheduler starts after each round (here its own method on a
+    stand-in scheduler) is cancelled and its thread ends; other timers are left alone."""
+    import threading
+    from types import SimpleNamespace
+
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    from hccrad.snakemake_speedups import stop_reevaluation_timers
+
+    scheduler = SimpleNamespace(_open_jobs=threading.Semaphore(0))
+    JobScheduler._schedule_reevalutation(scheduler, 60)
+    other = threading.Timer(60, lambda: None)
+    other.start()
+    try:
+        timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+        assert len(timers) >= 2
+        assert stop_reevaluation_timers() == 1
+        for t in timers:
+            if t is not other:
+                t.join(timeout=5)
+                assert not t.is_alive()
+        assert other.is_alive()
+        assert not scheduler._open_jobs.acquire(blocking=False)  # cancelled, never fired
+        assert stop_reevaluation_timers() == 0
+    finally:
+        other.cancel()

@@ -25,6 +25,7 @@ from hccrad.snakemake_speedups import (
     freeze_constant_resources,
     memoize_script_sources,
     memoize_source_uri_parsing,
+    stop_reevaluation_timers,
 )
 from hccrad.studies.files import radiomics_table
 

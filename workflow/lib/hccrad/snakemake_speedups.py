@@ -1,8 +1,9 @@
-"""Planning-time savings inside Snakemake itself, applied by the workflow's ``common.smk``.
+"""Savings inside Snakemake itself, applied by the workflow's ``common.smk`` and ``Snakefile``.
 
-Measured on the 2,000-patient dry run (``tests/bench/bench_dryrun.py``, ``docs/benchmarks.md``).
-Each function changes no result: it only removes repeated work Snakemake does once per job while
-it plans, and does nothing on a Snakemake whose internals differ from what it expects.
+Measured on the 2,000-patient dry run (``tests/bench/bench_dryrun.py``, ``docs/benchmarks.md``)
+and on the demo. Each function changes no result: it only removes repeated work Snakemake does
+once per job while it plans, or its idle wait at the end of a run, and does nothing on a
+Snakemake whose internals differ from what it expects.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -60,6 +62,30 @@ def cache_function_signatures(rules: Iterable[Any]) -> int:
         evaluate.__signature__ = inspect.signature(evaluate)
         count += 1
     return count
+
+
+def stop_reevaluation_timers() -> int:
+    """Cancel the job scheduler's pending re-planning timers, once no job is left to run.
+
+    Under ``--max-jobs-per-timespan N/Ts`` Snakemake's scheduler ends every scheduling round by
+    starting a ``threading.Timer`` (not a daemon) that wakes it again after T seconds. When the
+    last job has finished, the interpreter waits for those timers before the process exits: T
+    seconds of idling at the end of every run, a minute with the local profile's 10000/60s (of
+    ``make demo``, and of each workflow run in the tests). The Snakefile calls this from its
+    ``onsuccess`` and ``onerror`` handlers, when Snakemake has stopped scheduling.
+
+    Returns:
+        How many timers were cancelled (0 on a Snakemake that schedules differently).
+    """
+    cancelled = 0
+    for thread in threading.enumerate():
+        function = getattr(thread, "function", None)
+        if isinstance(thread, threading.Timer) and "._schedule_reevalutation." in getattr(
+            function, "__qualname__", ""
+        ):
+            thread.cancel()
+            cancelled += 1
+    return cancelled
 
 
 def memoize_source_uri_parsing() -> bool:
