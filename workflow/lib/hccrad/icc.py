@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from hccrad.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +119,10 @@ def _normalize_kind(kind: str) -> str:
 
 
 def _as_matrix(data: pd.DataFrame | np.ndarray) -> np.ndarray:
-    X = data.to_numpy(dtype=float) if isinstance(data, pd.DataFrame) else np.asarray(data, float)
+    # pandas is imported where a table is built (feature_icc), not by this module: the
+    # per-patient radiomics job imports it through hccrad.steps.radiomics and never needs it
+    to_numpy = getattr(data, "to_numpy", None)
+    X = to_numpy(dtype=float) if callable(to_numpy) else np.asarray(data, float)
     if X.ndim != 2:
         raise InputError(f"ICC needs an n targets x k raters matrix, got shape {X.shape}")
     complete = ~np.isnan(X).any(axis=1)
@@ -237,6 +243,8 @@ def feature_icc(reader1: pd.DataFrame, reader2: pd.DataFrame) -> pd.DataFrame:
     for j in range(len(features)):
         res = icc_anova(np.column_stack([a[:, j], b[:, j]]))
         rows.append((res.icc2_1, res.icc3_1, res.n))
+    import pandas as pd
+
     out = pd.DataFrame(
         rows, index=pd.Index(features, name="feature"), columns=["icc2_1", "icc3_1", "n"]
     )

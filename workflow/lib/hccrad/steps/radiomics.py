@@ -10,6 +10,7 @@ from typing import Any
 
 from hccrad import fileio, imageio
 from hccrad.fileio import PathLike
+from hccrad.icc import feature_icc
 from hccrad.preprocess import largest_component
 from hccrad.radiomics import cohort_diagnostics_table, cohort_feature_table, extract_region_features
 
@@ -100,8 +101,6 @@ def reader_icc(jsons: Sequence[PathLike], dst: PathLike, *, second: str = "reade
     def tumor_table(reader: str) -> Any:
         records = [r for r in _region_records(jsons, reader) if r["region"] == "tumor"]
         return cohort_feature_table(records)
-
-    from hccrad.icc import feature_icc  # here: pandas, which extraction jobs do without
 
     other = tumor_table(second)
     reader1 = tumor_table("reader1").reindex(index=other.index, columns=other.columns)
