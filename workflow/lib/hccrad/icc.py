@@ -119,8 +119,8 @@ def _normalize_kind(kind: str) -> str:
 
 
 def _as_matrix(data: pd.DataFrame | np.ndarray) -> np.ndarray:
-    # pandas is imported where a table is built (feature_icc), not by this module: the
-    # per-patient radiomics job imports it through hccrad.steps.radiomics and never needs it
+    # a DataFrame by duck typing: this module imports pandas only in feature_icc, where it
+    # builds its table, so the per-patient extraction job (which imports it) stays without pandas
     to_numpy = getattr(data, "to_numpy", None)
     X = to_numpy(dtype=float) if callable(to_numpy) else np.asarray(data, float)
     if X.ndim != 2:
