@@ -26,8 +26,10 @@ from hccrad.fileio import save_torch
 SIZE, N_INST = 32, 3
 
 
-def cohort(root: Path, n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, dict[str, Path]]:
-    """Patients whose label shows as a bright square in the images of three quarters of the
+def cohort(
+    root: Path, n: int, seed: int, image_share: float = 0.75
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, Path]]:
+    """Patients whose label shows as a bright square in the images of ``image_share`` of the
     cases and as a shift of the tabular column ``t`` for everyone (``u`` is noise)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -36,7 +38,7 @@ def cohort(root: Path, n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, dic
     inputs, rows = {}, []
     for i, label in enumerate(y):
         x = rng.normal(0, 0.5, (N_INST, 1, SIZE, SIZE)).astype(np.float32)
-        if label and rng.uniform() < 0.75:
+        if label and rng.uniform() < image_share:
             a, b = rng.integers(0, SIZE - 10, 2)
             x[:, 0, a : a + 10, b : b + 10] += 2.0
         pid = f"P{seed}_{i:03d}"
@@ -76,6 +78,57 @@ def joint(toy: dict, **kw: object) -> JointFusionClassifier:
 @pytest.fixture(scope="module")
 def fitted(toy: dict) -> JointFusionClassifier:
     return joint(toy).fit(toy["X"], toy["y"])
+
+
+def test_offset_logistic_matches_statsmodels_and_scikit_learn() -> None:
+    """Unpenalised with an offset and frequency weights: statsmodels' GLM; penalised without
+    an offset: scikit-learn's LogisticRegression (the same C convention)."""
+    import statsmodels.api as sm
+    from sklearn.linear_model import LogisticRegression
+
+    from hccrad.deep.joint import offset_logistic
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 3))
+    offset = rng.normal(0, 1.5, 300)
+    y = (rng.uniform(size=300) < 1 / (1 + np.exp(-(offset + 0.4 + X @ [1.0, -0.5, 0.0])))) * 1
+    sw = np.where(y == 1, 1.7, 0.6)
+    w, b = offset_logistic(X, y, offset, sw, C=1e12)
+    ref = sm.GLM(y, sm.add_constant(X), family=sm.families.Binomial(), offset=offset,
+                 freq_weights=sw).fit().params  # fmt: skip
+    np.testing.assert_allclose(np.r_[b, w], ref, atol=1e-5)
+    w, b = offset_logistic(X, y, np.zeros(300), None, C=0.05)
+    lr = LogisticRegression(C=0.05, tol=1e-12, max_iter=10000).fit(X, y)
+    np.testing.assert_allclose(np.r_[b, w], np.r_[lr.intercept_, lr.coef_[0]], atol=1e-5)
+    with pytest.raises(ValueError, match="non-finite"):
+        offset_logistic(X, y, np.full(300, np.nan))
+
+
+def test_the_table_counts_from_the_first_epoch(toy: dict) -> None:
+    """Images that show nothing, a table that shows the label: a few epochs at a network's
+    learning rate (the demo's DLRCR: Adam 1e-3, two batches an epoch) leave a tabular part
+    started at zero near zero; started at the offset logistic fit, the table ranks the fresh
+    patients as well as it can."""
+    X, y, inputs = cohort(toy["root"] / "blind_train", 32, 5, image_share=0.0)
+    Xte, yte, inputs_te = cohort(toy["root"] / "blind_test", 200, 6, image_share=0.0)
+    every = {**toy["inputs"], **inputs, **inputs_te}
+    aucs, weights = {}, {}
+    for init in ("logistic", "zero"):
+        clf = JointFusionClassifier(
+            toy["checkpoint"], every, optimizer="adam", lr=1e-3, weight_decay=0.0, epochs=3,
+            batch_size=16, patience=None, tabular_init=init, random_state=0,
+        ).fit(X, y)  # fmt: skip
+        aucs[init] = roc_auc_score(yte, clf.decision_function(Xte))
+        w = clf.module_.head.weight.detach().numpy()
+        weights[init] = (w[1] - w[0])[clf.n_deep_ :]
+        if init == "zero":
+            np.testing.assert_array_equal(clf.init_coef_, 0.0)
+        else:
+            assert clf.init_coef_[0] > 0.5 and abs(clf.init_coef_[1]) < clf.init_coef_[0]
+    auc_table = roc_auc_score(yte, Xte["t"])
+    assert aucs["logistic"] > auc_table - 0.03, (aucs, auc_table)
+    assert weights["logistic"][0] > 0.5 and abs(weights["zero"][0]) < 0.05, weights
+    assert aucs["logistic"] > aucs["zero"] + 0.05, aucs
 
 
 def test_the_new_layer_starts_as_the_networks_own_prediction(toy: dict) -> None:

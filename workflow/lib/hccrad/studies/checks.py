@@ -133,7 +133,7 @@ def _check_pipeline(spec: StudySpec, name: str, bad: Report) -> None:
 #: ``head`` settings of the fusion head alone (a head on deep-feature tables) and of the
 #: end-to-end training alone (``backbone``: :class:`hccrad.deep.joint.JointFusionClassifier`).
 HEAD_ONLY = ("hidden", "dropout", "zero_init")
-JOINT_ONLY = ("augment",)
+JOINT_ONLY = ("augment", "tabular_init")
 
 
 def _check_backbone(spec: StudySpec, key: str, head: dict[str, Any], bad: Any) -> None:
