@@ -490,15 +490,32 @@ _OLD_CLINICAL = (
 )  # fmt: skip
 #: sha256 of those columns' values (and of the 20 hidden values) of seed 42, 16 + 16 patients,
 #: and of two patients' images and masks, computed by the generator before the new columns.
+#: The clinical and hidden digests were renewed when the early-recurrence predictor gained its
+#: aggressiveness term (2026-12-07); :data:`_BEFORE_ER_AGGR` pins everything else to the values
+#: written before that change.
 _OLD_DIGESTS = {
-    ("clinical", False): "5225236f5bb7cedea61b6dcfcd6051e7e4bf070d5c27d1fa777d4306577c497e",
-    ("clinical", True): "f434f5cbd233241f6e3ca2a981f61bc713e33c111baaaa6f1a927116d3d38430",
-    ("hidden", False): "a6955c171630bb910825f9feae344784d3e9654abfe3fd81a79367184a9e2ae0",
-    ("hidden", True): "a6955c171630bb910825f9feae344784d3e9654abfe3fd81a79367184a9e2ae0",
+    ("clinical", False): "85fd42cb48e4d66204c07e0a33271700fe5e0a871798ff7e7615f7f708ef0d9e",
+    ("clinical", True): "f7876acfb3ff134711aafb70d9fc93a16c39b122e730841d536237f58d7a6197",
+    ("hidden", False): "76f0a5b84410b7906a2f42a37563e5ce487ff7c973a129e58044684f59c32c5f",
+    ("hidden", True): "76f0a5b84410b7906a2f42a37563e5ce487ff7c973a129e58044684f59c32c5f",
     ("MR", 1): "951cd8e81787f50657d8280ab5c0794eb514667f6209f55937800e2be525c33c",
     ("CT", 2): "3bf689530d2103eb9e9fef3e4eaba52809e5e5a88985ab6338bdbf727617332e",
 }
 _NEW_HIDDEN = ("hemorrhage_latent", "null_label_source")
+#: What the early-recurrence predictor's aggressiveness term changes: the label, the times that
+#: depend on it (recurrence; death, hence OS and PFS) and the predictor itself; and the digests
+#: of every other value, computed by the generator before the change (equal after it).
+_ER_CLINICAL = (
+    "early_recurrence", "os_months", "os_event", "rfs_months", "rfs_event", "pfs_months",
+    "pfs_event",
+)  # fmt: skip
+_ER_HIDDEN = ("er_linear_predictor",)
+_BEFORE_ER_AGGR = {
+    ("clinical", False): "8cdfba4c85ad1a940e65f76c1d360adf2bb7af9a7496cac39ef43d0cbd0675aa",
+    ("clinical", True): "9b2c57f641d48a0013115f9f04de3664191a1ba60c71d57c84e4df870de6c3c1",
+    ("hidden", False): "d9869eadf654a5d06e585a833a0c8e55f7a041913afedc7eaa2b9444b67251d2",
+    ("hidden", True): "d9869eadf654a5d06e585a833a0c8e55f7a041913afedc7eaa2b9444b67251d2",
+}
 
 
 def _json_digest(obj) -> str:
@@ -510,10 +527,14 @@ def test_added_columns_leave_existing_values_and_images_unchanged() -> None:
         clin, hidden = clinical_tables(seed=42, n_patients=16, modality="both", null=null)
         old = [{k: r[k] for k in _OLD_CLINICAL} for r in clin]
         assert _json_digest(old) == _OLD_DIGESTS[("clinical", null)]
+        kept = [{k: v for k, v in r.items() if k not in _ER_CLINICAL} for r in old]
+        assert _json_digest(kept) == _BEFORE_ER_AGGR[("clinical", null)]
         keys = [k for k in sorted(hidden[0]) if k not in _NEW_HIDDEN]
         assert len(keys) == 20
         old_hidden = [{k: r[k] for k in keys} for r in hidden]
         assert _json_digest(old_hidden) == _OLD_DIGESTS[("hidden", null)]
+        kept = [{k: v for k, v in r.items() if k not in _ER_HIDDEN} for r in old_hidden]
+        assert _json_digest(kept) == _BEFORE_ER_AGGR[("hidden", null)]
     for modality, index in (("MR", 1), ("CT", 2)):
         p = generate_patient(modality, index, seed=42, keep_phantom=False)
         digest = hashlib.sha256()
@@ -526,9 +547,12 @@ def test_added_columns_leave_existing_values_and_images_unchanged() -> None:
 
 #: Digests of seed 7's three + three patients as written before reader 1's repeat outline was
 #: added: every file but cohort.tsv (sha256 of the sorted {path: sha256} JSON), and cohort.tsv's
-#: columns of that time.
+#: columns of that time. "files" renewed with the early-recurrence predictor's aggressiveness
+#: term (clinical.tsv's and truth.tsv's ER-derived columns); "images" (every file but the three
+#: tables) is the digest of before that change.
 _BEFORE_REPEAT = {
-    "files": "baa13903dd26f6812b6f1c3b305c90440b8be558d44a5c5aef4ef98fa1ce7451",
+    "files": "cd74131b9678fca43f7095d2098a91104e161617f00bcb0f9ee0e09a5bd3ffb4",
+    "images": "611733dfe161ea8af65d616ec161a93606e44a2609fbddb89a696eb37018ae79",
     "sheet": "54fe27d6088e1525e0d69a9468df1ba25ab3d1c409aa1e154e3f3f4f5842e69d",
 }
 _SHEET_BEFORE_REPEAT = list(COHORT_COLUMNS[:8])
@@ -542,6 +566,8 @@ def test_repeat_outline_leaves_every_earlier_output_unchanged(cohort: Path) -> N
     assert new and all(k.endswith("_tumor_reader1_repeat.nii.gz") for k in new)
     old = {k: v for k, v in tree.items() if k not in new and k != "cohort.tsv"}
     assert _json_digest(old) == _BEFORE_REPEAT["files"]
+    images = {k: v for k, v in old.items() if k not in ("clinical.tsv", "truth.tsv")}
+    assert _json_digest(images) == _BEFORE_REPEAT["images"]
     sheet = _read_tsv(cohort / "cohort.tsv")
     assert list(sheet.columns) == [*_SHEET_BEFORE_REPEAT, "reader1_repeat_mask"]
     text = sheet[_SHEET_BEFORE_REPEAT].to_csv(sep="\t", index=False)

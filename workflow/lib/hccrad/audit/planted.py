@@ -63,8 +63,9 @@ PLANTED: dict[str, Planted] = {
     ),
     "early_recurrence": Planted(
         "er_linear_predictor",
-        "early recurrence: logit -1.35 + 0.9 MVI + 0.6 log2(D/30) + 0.5 [multiple] + 0.35 "
-        "(log10 AFP - 1.5) + 0.3 (AST - 40)/20 + 1.0 s; the satellite latent s shows as "
+        "early recurrence: logit -1.50 + 0.9 MVI + 0.8 a + 0.6 log2(D/30) + 0.5 [multiple] + "
+        "0.35 (log10 AFP - 1.5) + 0.3 (AST - 40)/20 + 1.0 s; in the images a enlarges the "
+        "necrotic habitat and roughens the viable texture, the satellite latent s shows as "
         "satellite nodules near the margin on a few slices",
     ),
     "proliferative": Planted(

@@ -42,9 +42,11 @@ COEF: dict[str, float] = {
     "mvi_b0": -0.45,
     "mvi_m": 1.8,
     # satellite latent s = (0.6 * m + 0.8 * sat_own) / 1.0
-    # early recurrence logit
-    "er_b0": -1.35,
+    # early recurrence logit (er_aggr: the tumor's own aggressiveness beyond MVI, e.g. its
+    # grade, which the tumor images show as necrosis and viable-habitat texture)
+    "er_b0": -1.50,
     "er_mvi": 0.9,
+    "er_aggr": 0.8,
     "er_log2size": 0.6,
     "er_multi": 0.5,
     "er_log10afp": 0.35,
@@ -230,6 +232,7 @@ def _labels(
     er_lin = (
         c["er_b0"]
         + c["er_mvi"] * mvi
+        + c["er_aggr"] * aggr
         + c["er_log2size"] * log2size
         + c["er_multi"] * (n_tumors > 1)
         + c["er_log10afp"] * (math.log10(labs["afp"]) - 1.5)
