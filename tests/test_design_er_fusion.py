@@ -139,18 +139,19 @@ def test_clinical_radiological_model(spec):
 
 
 def test_fusion_models(spec):
-    chain = spec.models["rad_lr"].selection
-    assert spec.blocks["cr_factors"].columns == ("ast_gt_40", "large_tumor")
-    # RCR: the radiomics chain's features + AST and diameter (always kept), LR
+    cr = spec.models["clinical"]
+    assert spec.blocks["cr_candidates"].columns == cr.candidates
+    # RCR: the radiomics chain's features (rad_lr's selection) + the CR model's independent
+    # factors (the paper's: AST and diameter), each refitted on the same patients, LR
     rc = spec.models["rc"]
-    assert rc.kind == "pipeline" and rc.blocks == ("radiomics", "cr_factors")
-    assert rc.selection == chain and rc.keep == ("cr_factors",)
+    assert rc.kind == "pipeline" and rc.blocks == ("radiomics", "cr_candidates")
+    assert rc.pool == ("rad_lr", "clinical") and not rc.selection and not rc.keep
     assert rc.classifier == "logistic" and rc.head is None
-    # DLRCR: the trained ResNet-10 (the best variant, er_25d) with the selected radiomics + AST
-    # + diameter joined in its fully connected layer, trained end to end with its recipe
+    # DLRCR: the trained ResNet-10 (the best variant, er_25d) with the same columns joined in
+    # its fully connected layer, trained end to end with its recipe
     dlrcr = spec.models["dlrcr"]
-    assert dlrcr.kind == "pipeline" and dlrcr.selection == chain
-    assert dlrcr.blocks == ("radiomics", "cr_factors") and dlrcr.keep == ("cr_factors",)
+    assert dlrcr.kind == "pipeline" and not dlrcr.selection
+    assert dlrcr.blocks == ("radiomics", "cr_candidates") and dlrcr.pool == rc.pool
     assert dlrcr.head == {
         "backbone": "er_25d", "optimizer": "sgd", "lr": 1e-4, "momentum": 0.9,
         "weight_decay": 1e-4, "epochs": 200, "batch_size": 64, "patience": 20,
@@ -162,8 +163,8 @@ def test_fusion_models(spec):
     assert spec.deep_models["er_25d"].train["network"] == "resnet10_2stage"
     # ours: the same layer on the frozen network's features (the table of its 3 x 128)
     frozen = spec.models["dlrcr_frozen"]
-    assert frozen.blocks == ("radiomics", "cr_factors", "deep_er_features")
-    assert frozen.keep == ("cr_factors", "deep_er_features")
+    assert frozen.blocks == ("radiomics", "cr_candidates", "deep_er_features")
+    assert frozen.pool == rc.pool and frozen.keep == ("deep_er_features",)
     deep = spec.blocks["deep_er_features"]
     assert deep.source == "table"
     assert deep.path == "results/cohort/studies/er_fusion/deep/er_25d/features.parquet"
