@@ -76,7 +76,10 @@ def ceiling_rows(
     cwd = os.getcwd()
     os.chdir(run)  # the study inputs are paths relative to the run's folder
     try:
-        tables = load_tables(study_inputs(spec, str(cohort / "clinical.tsv")))
+        inputs = study_inputs(spec, str(cohort / "clinical.tsv"))
+        # the checkpoints of networks trained end to end with a model's columns are no tables:
+        # such a model's design here is its tabular columns
+        tables = load_tables({k: v for k, v in inputs.items() if not k.startswith("backbone_")})
     finally:
         os.chdir(cwd)
     data, split = study_data(spec, tables, pd.read_parquet(folder / "splits.parquet"))
