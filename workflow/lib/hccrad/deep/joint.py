@@ -127,6 +127,21 @@ def offset_logistic(
     return res.x[1:].copy(), float(res.x[0])
 
 
+def _log_odds(
+    net: JointFusionNet, images: _Images, tab: torch.Tensor, rows: Sequence[int]
+) -> np.ndarray:
+    """The layer's log-odds of class 1 for ``rows`` (eval mode, no augmentation, batches of
+    32)."""
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rows), 32):
+            batch = list(rows[start : start + 32])
+            logits = net(images.batch(batch), tab[batch]).double().numpy()
+            out.append(logits[:, 1] - logits[:, 0])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 class _Images:
     """The network inputs of a list of ``.npz`` files, read once, augmented on request."""
 
@@ -309,19 +324,11 @@ class JointFusionClassifier(LogOddsClassifierMixin, ClassifierMixin, BaseEstimat
         self.init_coef_, self.init_intercept_ = np.zeros(tab.shape[1]), 0.0
         if self.tabular_init == "zero" or tab.shape[1] == 0:
             return
-        net.eval()
-        offset = []
-        with torch.no_grad():
-            for start in range(0, len(fit_rows), 32):
-                rows = fit_rows[start : start + 32].tolist()
-                logits = net(images.batch(rows), tab[rows]).double().numpy()
-                offset.append(logits[:, 1] - logits[:, 0])
+        offset = _log_odds(net, images, tab, fit_rows.tolist())
         y_fit = y[fit_rows]
         weight = class_weighted_loss(y_fit, self.class_weighted).weight
         sw = None if weight is None else weight.double().numpy()[y_fit]
-        coef, intercept = offset_logistic(
-            tab[fit_rows].double().numpy(), y_fit, np.concatenate(offset), sw
-        )
+        coef, intercept = offset_logistic(tab[fit_rows].double().numpy(), y_fit, offset, sw)
         net.add_tabular(coef, intercept)
         self.init_coef_, self.init_intercept_ = coef, intercept
 
@@ -391,15 +398,9 @@ class JointFusionClassifier(LogOddsClassifierMixin, ClassifierMixin, BaseEstimat
         tab = self._tabular(X)
         kind = self.module_.network.input_kind
         images = _Images(paths, kind)
-        out = []
         threads = torch.get_num_threads()
         try:
             torch.set_num_threads(max(1, int(self.threads)))
-            with torch.no_grad():
-                for start in range(0, len(paths), 32):
-                    rows = list(range(start, min(start + 32, len(paths))))
-                    out.append(self.module_(images.batch(rows), tab[rows]).double().numpy())
+            return _log_odds(self.module_, images, tab, range(len(paths)))
         finally:
             torch.set_num_threads(threads)
-        logits = np.concatenate(out) if out else np.zeros((0, 2))
-        return logits[:, 1] - logits[:, 0]
