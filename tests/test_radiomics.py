@@ -176,6 +176,58 @@ def test_label_selects_region():
     assert f1 == f2
 
 
+def test_cropping_before_pyradiomics_changes_no_feature(brain1, monkeypatch):
+    """brain1 (a real MR, 256 x 256 x 25; its tumor a small part of the field of view), every
+    class: the features of the image cropped to the tumor's box plus padDistance are those of
+    the whole image to the last bit; only the diagnostics' image size shrinks."""
+    img, msk = brain1
+    params = {"featureClass": {c: [] for c in [*TEXTURE_CLASSES, "shape"]}, "setting": {}}
+    cropped, cropped_diag = rad.extract_region_features(img, msk, params)
+    extractor = rad._make_extractor(params, 1)
+    small, small_mask = rad.crop_for_extraction(
+        img, msk, 1, extractor.enabledImagetypes, extractor.settings
+    )
+    assert small.GetSize() < img.GetSize() and small_mask.GetSize() == small.GetSize()
+    # the box: the tumor's extent plus padDistance (5) voxels a side, where the image allows
+    arr = sitk.GetArrayFromImage(msk) == 1
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(arr.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(min(hit[-1] + 6, arr.shape[axis]) - max(hit[0] - 5, 0))
+    assert small.GetSize() == tuple(box[::-1])
+    assert (sitk.GetArrayFromImage(small_mask) == 1).sum() == arr.sum()
+    monkeypatch.setattr(rad, "crop_for_extraction", lambda i, m, *a: (i, m))
+    whole, whole_diag = rad.extract_region_features(img, msk, params)
+    assert len(whole) == 107 and cropped == whole
+    assert whole_diag["diagnostics_Image-original_Size"] == img.GetSize()
+    assert cropped_diag["diagnostics_Image-original_Size"] == small.GetSize()
+    assert (
+        cropped_diag["diagnostics_Mask-original_VoxelNum"]
+        == (whole_diag["diagnostics_Mask-original_VoxelNum"])
+    )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"imageType": {"Original": {}, "LoG": {"sigma": [1.0]}}},
+        {"setting": {"resampledPixelSpacing": [2, 2, 2]}},
+        {"setting": {"normalize": True}},
+    ],
+    ids=["filter", "resampling", "normalize"],
+)
+def test_no_cropping_where_it_could_change_a_feature(params):
+    """A filter of the whole image, PyRadiomics' resampling or its whole-image normalization
+    see voxels outside the box: the image goes to PyRadiomics whole."""
+    img, msk = _phantom(size=30, radius=4)
+    extractor = rad._make_extractor({"featureClass": {"firstorder": []}, **params}, 1)
+    out = rad.crop_for_extraction(img, msk, 1, extractor.enabledImagetypes, extractor.settings)
+    assert out[0] is img and out[1] is msk
+    plain = rad._make_extractor({"featureClass": {"firstorder": []}}, 1)
+    small, _ = rad.crop_for_extraction(img, msk, 1, plain.enabledImagetypes, plain.settings)
+    assert small.GetSize() == (18, 18, 18)  # the sphere spans voxels 11-18, + 5 a side
+
+
 def test_a_parameter_file_builds_one_extractor_per_process(tmp_path):
     """A job's regions share the extractor of their parameter file and label; editing the file
     builds a new one, and the shared extractor gives what a fresh one gives."""
