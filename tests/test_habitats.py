@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from hccrad import habitats as hab
+from hccrad.errors import InputError
 
 
 def blobs(centers: np.ndarray, n: int, sd: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -267,3 +268,64 @@ def test_assign_habitats_relabels_to_the_reference_and_summarises(tmp_path):
     assert "subregions_without_deep_input" not in stats
     assert (tmp_path / "out/overlay.png").stat().st_size > 0
     assert len(read_manifest(tmp_path / "out/deep_inputs.json")) == 0
+
+
+def _clustered_patient(tmp_path, name: str, centers: np.ndarray, seed: int) -> tuple[str, str]:
+    """k_metrics.tsv and centroids.parquet of one patient as cluster_habitats writes them."""
+    from hccrad import fileio
+
+    X, _ = blobs(centers, 40, 1.0, seed=seed)
+    res = hab.cluster_patient(X, ["mean", "other"], hab.HabitatSettings(k_range=(3, 4), seed=seed))
+    res.metrics.insert(0, "patient", name)
+    metrics, cents = tmp_path / f"{name}_k.tsv", tmp_path / f"{name}_c.parquet"
+    fileio.write_tsv(res.metrics, metrics)
+    table = pd.concat([res.centroid_table(k).assign(k=k) for k in res.labels], ignore_index=True)
+    fileio.write_parquet(table, cents)
+    return str(metrics), str(cents)
+
+
+def test_reference_habitats_come_from_training_patients_only(tmp_path):
+    """select_habitat_k fits k and the reference on the patients every habitat study trains on:
+    test patients whose tumors look different leave the reference (and the k vote) unchanged,
+    and a patient that one study holds out is left out."""
+    from hccrad import steps
+
+    train_centers = np.array([[0.0, 5.0], [10.0, 0.0], [20.0, 5.0]])
+    odd_centers = train_centers + np.array([60.0, 0.0])  # test tumors far brighter
+    patients = {f"T{i}": (train_centers, i) for i in range(4)}
+    patients |= {f"X{i}": (odd_centers, 10 + i) for i in range(3)}
+    files = {p: _clustered_patient(tmp_path, p, c, s) for p, (c, s) in patients.items()}
+    metrics = [files[p][0] for p in patients]
+    centroids = [files[p][1] for p in patients]
+    split_a = pd.DataFrame({"patient": list(patients), "split": ["train"] * 4 + ["external"] * 3})
+    split_b = split_a.assign(split=["train"] * 3 + ["validation"] + ["temporal"] * 3)
+    split_a.to_parquet(tmp_path / "a.parquet")
+    split_b.to_parquet(tmp_path / "b.parquet")
+
+    def run(tag: str, splits: dict | None) -> tuple[pd.DataFrame, np.ndarray]:
+        out = tmp_path / tag
+        steps.select_habitat_k(
+            metrics,
+            centroids,
+            out / "k.tsv",
+            out / "ref.parquet",
+            out / "k.png",
+            fixed_k=3,
+            seed=0,
+            order_by="mean",
+            splits=splits,
+        )
+        ref = pd.read_parquet(out / "ref.parquet")
+        return pd.read_csv(out / "k.tsv", sep="\t"), ref[ref["subregion"] > 0]["mean"].to_numpy()
+
+    summary, means = run("one", {"a": tmp_path / "a.parquet"})
+    assert summary["n_patients"].eq(4).all()
+    np.testing.assert_allclose(means, [0, 10, 20], atol=1.0)  # the training tumors' habitats
+    summary, _ = run("both", {"a": tmp_path / "a.parquet", "b": tmp_path / "b.parquet"})
+    assert summary["n_patients"].eq(3).all()  # T3 is validation in study b
+    summary, means = run("all", None)  # no study reads the subregions: every patient
+    assert summary["n_patients"].eq(7).all()
+    assert means.max() > 40  # the odd tumors pull the reference away
+    split_b.assign(split="external").to_parquet(tmp_path / "none.parquet")
+    with pytest.raises(InputError, match="no patient is in the training split of every study"):
+        run("none", {"a": tmp_path / "a.parquet", "n": tmp_path / "none.parquet"})

@@ -275,6 +275,13 @@ def habitat_reference():
     return paths.cohort_path("habitats", "reference_habitats.parquet")
 
 
+def habitat_training_splits():
+    """The split tables of the studies that read the subregions (PLAN.habitat_studies): the k
+    and the reference habitats are fitted on the patients every one of them trains on.
+    """
+    return [study_path(s, "splits.parquet") for s in PLAN.habitat_studies]
+
+
 def habitat_targets(stage, name):
     return [PLAN.patient_file(p, stage, name) for p in PLAN.habitat_patients]
 

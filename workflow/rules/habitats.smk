@@ -45,6 +45,8 @@ rule select_habitat_k:
     input:
         metrics=habitat_targets("habitats", "k_metrics.tsv"),
         centroids=habitat_targets("habitats", "centroids.parquet"),
+        # fitted on the training patients of the studies that read the subregions
+        splits=habitat_training_splits(),
     output:
         summary=paths.cohort_path("habitats", "k_selection.tsv"),
         reference=paths.cohort_path("habitats", "reference_habitats.parquet"),
@@ -69,6 +71,7 @@ rule select_habitat_k:
         k=HABITATS.k,
         order_by=HABITATS.order_by,
         seed=SETTINGS.seed,
+        training_studies=PLAN.habitat_studies,
     script:
         "../scripts/select_habitat_k.py"
 

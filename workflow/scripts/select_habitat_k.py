@@ -5,6 +5,8 @@ from hccrad.habitats import derive_seed
 from hccrad.runlog import job_logging
 
 with job_logging(snakemake.log[0], threads=snakemake.threads):
+    splits = snakemake.input.splits
+    splits = [splits] if isinstance(splits, str) else list(splits)
     steps.select_habitat_k(
         snakemake.input.metrics,
         snakemake.input.centroids,
@@ -14,4 +16,5 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
         fixed_k=snakemake.params.k,
         seed=derive_seed(snakemake.params.seed, "habitats", "reference"),
         order_by=snakemake.params.order_by,
+        splits=dict(zip(snakemake.params.training_studies, splits, strict=True)),
     )

@@ -500,6 +500,23 @@ class CohortPlan:
         """The configured studies that run on this cohort, in config order."""
         return [s for s in self.studies if s not in self.skipped_studies]
 
+    @cached_property
+    def habitat_studies(self) -> list[str]:
+        """The runnable studies that read the subregions: their habitat feature table, or a deep
+        model on a per-subregion input. The cohort's k and reference habitats are fitted on the
+        patients every one of them trains on (``select_habitat_k``); none: on every patient."""
+        if not self.habitat_patients:
+            return []
+        return [
+            study
+            for study in self.runnable_studies
+            if "habitats" in self.study_tables(study)
+            or any(
+                self.deep_model_input(study, model).spec.per_subregion
+                for model in self.deep_models(study)
+            )
+        ]
+
     def study_outputs(self, study: str) -> dict[str, str]:
         """The files ``run_study_{study}`` writes, by output name, under the study folder."""
         folder = study_dir(study)

@@ -176,6 +176,37 @@ def cluster_habitats(
     )
 
 
+def habitat_training_patients(splits: Mapping[str, PathLike]) -> set[str] | None:
+    """The patients that every study in ``splits`` (``{study: its splits.parquet}``) trains on:
+    those the cohort's k and reference habitats are fitted on. None when no study reads the
+    subregions (every patient is then used: no study is evaluated on them).
+
+    Raises:
+        InputError: a split table without ``patient``/``split`` columns, or no patient that
+            every one of the studies trains on.
+    """
+    import pandas as pd
+
+    if not splits:
+        return None
+    common: set[str] | None = None
+    for study, path in splits.items():
+        table = pd.read_parquet(path)
+        if not {"patient", "split"} <= set(table.columns):
+            raise InputError(
+                f"study {study}: the split table lacks the patient/split columns", file=path
+            )
+        train = set(table.loc[table["split"] == "train", "patient"].astype(str))
+        common = train if common is None else common & train
+    if not common:
+        raise InputError(
+            "habitats: no patient is in the training split of every study that reads the "
+            f"subregions ({', '.join(splits)}); the reference habitats cannot be fitted on "
+            "training patients only (set habitats.reference to a frozen reference instead)"
+        )
+    return common
+
+
 def select_habitat_k(
     metrics: Sequence[PathLike],
     centroids: Sequence[PathLike],
@@ -186,16 +217,42 @@ def select_habitat_k(
     fixed_k: int | None,
     seed: int,
     order_by: str | None,
+    splits: Mapping[str, PathLike] | None = None,
 ) -> None:
-    """Cohort k (vote of the three indices, or the configured k) and the reference habitats."""
+    """The cohort's k (vote of the three indices, or the configured k) and the reference
+    habitats, from the training patients of the studies that read the subregions.
+
+    ``metrics`` and ``centroids`` are per patient, in the same order (every patient with
+    habitats); ``splits`` maps each study that reads the subregions to its split table. Only
+    the patients every one of those studies trains on vote for k and shape the reference (no
+    validation or test patient defines the subregions the studies are evaluated with); the
+    others are assigned to it like new patients. Without ``splits`` every patient is used.
+    """
     import pandas as pd
 
-    table = pd.concat([pd.read_csv(p, sep="\t") for p in metrics], ignore_index=True)
+    if len(metrics) != len(centroids):
+        raise ValueError(f"{len(metrics)} metric tables but {len(centroids)} centroid tables")
+    training = habitat_training_patients(splits or {})
+    tables, chosen_centroids = [], []
+    for m_path, c_path in zip(metrics, centroids, strict=True):
+        table = pd.read_csv(m_path, sep="\t", dtype={"patient": str})
+        patients = set(table["patient"])
+        if training is not None and not patients & training:
+            continue
+        tables.append(table)
+        chosen_centroids.append(c_path)
+    if not tables:
+        raise InputError(
+            "habitats: none of the patients with habitats is in the training split of "
+            f"{', '.join(splits or {})}",
+            file=metrics[0] if metrics else None,
+        )
+    table = pd.concat(tables, ignore_index=True)
     k, summary = choose_k(table, fixed_k)
     fileio.write_tsv(summary, dst_summary)
     per_patient = []
     features: list[str] = []
-    for path in centroids:
+    for path in chosen_centroids:
         cents = pd.read_parquet(path)
         cents = cents[cents["k"] == k]
         if cents.empty:
@@ -211,7 +268,18 @@ def select_habitat_k(
     reference = reference_centroids(per_patient, features, k, seed=seed, order_by=order_by)
     fileio.write_parquet(reference.to_table(), dst_reference)
     plot_k_selection(table, summary, k, dst_png)
-    log.info("k = %d from %d patients (%s)", k, table["patient"].nunique(), dst_summary)
+    if training is None:
+        log.info("k = %d from all %d patients (no study reads the subregions)", k, len(tables))
+    else:
+        log.info(
+            "k = %d and the reference habitats from the %d training patients of %s; "
+            "%d other patient(s) are assigned to them (%s)",
+            k,
+            len(tables),
+            ", ".join(splits or {}),
+            len(metrics) - len(tables),
+            dst_summary,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
