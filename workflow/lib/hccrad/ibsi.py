@@ -442,26 +442,22 @@ def phantom_params(aggregation: str = "3D_avg") -> dict[str, Any]:
 
     The ``3D_avg`` run enables every feature of the 7 classes, including the three deprecated
     shape features IBSI defines (Compactness1/2, SphericalDisproportion); the other aggregations
-    only the texture classes they change.
+    only the texture classes they change. Same as :func:`config_params` of
+    :data:`PHANTOM_CONFIG`.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; known: {sorted(AGGREGATIONS)}")
-    overrides, classes = AGGREGATIONS[aggregation]
-    feature_class: dict[str, list[str]] = {cls: [] for cls in classes}
-    if "shape" in feature_class:
-        shape = [k for k in (*IBSI_TAGS, *NO_IBSI_TAG) if k.startswith("shape_")]
-        feature_class["shape"] = [k.removeprefix("shape_") for k in shape]
-    return {
-        "imageType": {"Original": {}},
-        "featureClass": feature_class,
-        "setting": {**IBSI_SETTINGS, **overrides},
-    }
+    return config_params(PHANTOM_CONFIG, aggregation, AGGREGATIONS[aggregation][1])
 
 
 def extract_phantom_features(
     phantom_dir: str | Path, aggregation: str = "3D_avg"
 ) -> dict[str, float]:
-    """Run the IBSI phantom through :func:`hccrad.radiomics.extract_region_features`.
+    """Run the IBSI phantom through the same path as the CT configurations.
+
+    :func:`extract_config` with :data:`PHANTOM_CONFIG` (no processing; shape on the
+    morphological mask, the other classes on the intensity mask, which are the same here), i.e.
+    :func:`hccrad.radiomics.extract_region_features` with the phantom's settings.
 
     Args:
         phantom_dir: Folder with ``image.nii.gz`` and ``mask.nii.gz`` (label 1).
@@ -470,11 +466,14 @@ def extract_phantom_features(
     Returns:
         PyRadiomics features (``original_{class}_{feature}`` -> value).
     """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; known: {sorted(AGGREGATIONS)}")
     folder = Path(phantom_dir)
-    features, _ = extract_region_features(
-        folder / PHANTOM_IMAGE, folder / PHANTOM_MASK, phantom_params(aggregation), label=1
+    image, mask = read_image_and_mask(folder / PHANTOM_IMAGE, folder / PHANTOM_MASK)
+    runs = extract_config(
+        image, mask, PHANTOM_CONFIG, [(aggregation, AGGREGATIONS[aggregation][1])]
     )
-    return features
+    return runs[0][1]
 
 
 def check_phantom(phantom_dir: str | Path, aggregation: str = "3D_avg") -> pd.DataFrame:
