@@ -252,6 +252,14 @@ KNOWN_DEVIATIONS: dict[str, str] = {
     ),
 }
 
+#: Features that fail the IBSI tolerance on the CT phantom (configurations A-E, through
+#: :func:`extract_config`), with the reason; tests/test_ibsi_ct.py checks the list is exact for
+#: every configuration. The PCA axis deviations of the digital phantom (74 voxels) vanish here:
+#: with ~10^4-10^5 voxels 1/N and 1/(N-1) agree to 3 significant digits.
+CT_KNOWN_DEVIATIONS: dict[str, str] = {
+    "firstorder_Kurtosis": KNOWN_DEVIATIONS["firstorder_Kurtosis"],
+}
+
 #: Caveats of features that pass (shown in the ``note`` column).
 NOTES: dict[str, str] = {
     "shape_MajorAxisLength": (
