@@ -6,6 +6,8 @@
                      checks before any job runs), then print the plan: patients per stage, deep
                      inputs and models, studies and the skipped ones with the reason
 ``hccrad sheet``     a cohort sheet (and a report) from a DICOM tree; docs/dicom_sheet.md
+``hccrad ibsi``      one IBSI-1 configuration (CT phantom A-E, digital phantom) through the
+                     project's IBSI processing and extraction: ``tag``/``value`` rows; docs/ibsi1.md
 ``hccrad audit``     audit a run (``run``), compare two runs (``compare``), search outputs for DICOM
                      identifiers (``privacy``); docs/audit.md
 
@@ -110,6 +112,36 @@ def _add_validate(sub: Any) -> None:
     p.set_defaults(handler="run_validate")
 
 
+def _add_ibsi(sub: Any) -> None:
+    """The ``ibsi`` subcommand."""
+    p = sub.add_parser(
+        "ibsi",
+        help="one IBSI-1 configuration through the project's processing (docs/ibsi1.md)",
+        description="Process IMAGE and MASK as IBSI-1's configuration says (grid centred on the "
+        "original, interpolation, rounding, mask threshold 0.5, re-segmentation, binning from "
+        "the range's lower bound), extract with PyRadiomics and write one row per IBSI tag "
+        "(tag, value) in IBSI's conventions (excess kurtosis; aggregation as the tag says).",
+    )
+    p.add_argument("image", type=Path, metavar="IMAGE", help="image (NIfTI, NRRD)")
+    p.add_argument("mask", type=Path, metavar="MASK", help="ROI mask (non-zero = ROI)")
+    p.add_argument(
+        "--config",
+        required=True,
+        choices=["A", "B", "C", "D", "E", "phantom"],
+        help="IBSI-1 CT phantom configuration, or 'phantom' (digital phantom: no processing)",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.tsv", help="output table")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="also compare with IBSI's reference values (<out stem>.check.tsv; CT configs only)",
+    )
+    p.add_argument(
+        "--reference", type=Path, help="reference CSV for --check (default: the shipped one)"
+    )
+    p.set_defaults(handler="run_ibsi")
+
+
 def _add_audit(sub: Any) -> None:
     """The ``audit`` subcommands (run, compare, privacy)."""
     p = sub.add_parser("audit", help="reproducibility and privacy audit of a run (docs/audit.md)")
@@ -162,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for add in (_add_synth, _add_voxelmaps, _add_validate, _add_sheet, _add_audit):
+    for add in (_add_synth, _add_voxelmaps, _add_validate, _add_sheet, _add_ibsi, _add_audit):
         add(sub)
     return parser
 

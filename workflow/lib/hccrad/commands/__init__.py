@@ -14,6 +14,7 @@ _LAZY = {
     "run_audit_compare": "audit",
     "run_audit_privacy": "audit",
     "run_audit_run": "audit",
+    "run_ibsi": "ibsi",
     "run_sheet": "sheet",
     "run_synth": "synth",
     "format_plan": "validate",
