@@ -238,6 +238,17 @@ def test_studies_run_or_are_skipped_with_the_reason(plan: CohortPlan) -> None:
     assert icc and all("second-reader masks" in no_reader2.skipped_studies[s] for s in icc)
 
 
+def test_the_habitat_reference_is_fitted_for_the_studies_that_read_subregions(
+    plan: CohortPlan,
+) -> None:
+    """habitat_grade reads the habitat table and per-subregion networks: the reference habitats
+    are fitted on its training patients; without a study that reads them, on every patient."""
+    assert plan.habitat_studies == ["habitat_grade"]
+    others = {k: v for k, v in STUDIES.items() if k != "habitat_grade"}
+    assert plan_of(RECORDS, studies=others).habitat_studies == []
+    assert plan_of([r for r in RECORDS if r.phase != "PVP"]).habitat_studies == []
+
+
 def test_deep_models_of_the_studies(plan: CohortPlan) -> None:
     inp = plan.deep_model_input("habitat_grade", "whole_25d")
     assert inp.spec.name == "habitat_slices" and inp.phase == "PVP"
