@@ -116,6 +116,74 @@ def test_resample_like_mask_nearest_binary():
     assert mask_stats(out)["volume_ml"] == pytest.approx(mask_stats(mask)["volume_ml"], rel=0.04)
 
 
+def test_resample_like_mask_partial_volume_matches_scipy():
+    """A mask carried with mask_threshold is the linear interpolation of the 0/1 mask (scipy's
+    map_coordinates, order 1, an independent implementation) kept where it is >= 0.5; through a
+    rotation as well."""
+    from scipy.ndimage import map_coordinates
+
+    mask = _sphere((40, 40, 12), (1.0, 1.0, 2.5), (20, 20, 6), 9)
+    ref, _ = _grid((50, 50, 40), (0.9, 0.9, 0.7), (-2.0, -1.0, 0.5))
+    tx = sitk.Euler3DTransform((20.0, 20.0, 15.0), 0.0, 0.0, 0.3, (0.4, -0.7, 0.9))
+    src = sitk.GetArrayFromImage(mask).astype(float)
+    zz, yy, xx = np.indices(ref.GetSize()[::-1])
+    for transform in (None, tx):
+        out = resample_like(mask, ref, transform=transform, is_mask=True, mask_threshold=0.5)
+        assert out.GetPixelID() == sitk.sitkUInt8
+        # physical point of every output voxel, through the transform, as a source index
+        pts = np.stack([xx, yy, zz], -1).reshape(-1, 3).astype(float)
+        phys = np.asarray(ref.GetOrigin()) + pts * np.asarray(ref.GetSpacing())
+        if transform is not None:
+            phys = np.array([transform.TransformPoint(tuple(p)) for p in phys])
+        idx = (phys - np.asarray(mask.GetOrigin())) / np.asarray(mask.GetSpacing())
+        frac = map_coordinates(src, idx[:, ::-1].T, order=1, mode="constant", cval=0.0)
+        frac = frac.reshape(zz.shape)
+        got = sitk.GetArrayViewFromImage(out).astype(bool)
+        clear = np.abs(frac - 0.5) > 1e-4  # leave ties to rounding
+        np.testing.assert_array_equal(got[clear], frac[clear] >= 0.5)
+        nearest = resample_like(mask, ref, transform=transform, is_mask=True)
+        assert (sitk.GetArrayViewFromImage(nearest).astype(bool) != got).sum() > 0
+    with pytest.raises(ValueError, match="only for masks"):
+        resample_like(sitk.Cast(mask, sitk.sitkFloat32), ref, mask_threshold=0.5)
+
+
+def test_centred_grid_linear_and_rounded_ct(tmp_path):
+    """The workflow's resampling step (IBSI-1): the grid centred on the original one, and CT
+    rounded to integer HU; the legacy settings keep the origin."""
+    from hccrad.config import Resampling
+    from hccrad.steps.preprocessing import resample_image
+
+    rng = np.random.default_rng(3)
+    img = sitk.GetImageFromArray(rng.normal(40.0, 30.0, (11, 20, 20)).astype(np.float32))
+    img.SetSpacing((0.7, 0.7, 2.5))
+    img.SetOrigin((-10.0, 5.0, 30.0))
+    src = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(img, str(src))
+    resample_image(
+        src, tmp_path / "new.nii.gz", spacing=(1, 1, 1), patient="P", phase="AP",
+        resampling=Resampling(), round_intensities=True,
+    )  # fmt: skip
+    out = sitk.ReadImage(str(tmp_path / "new.nii.gz"))
+    arr = sitk.GetArrayFromImage(out)
+    np.testing.assert_array_equal(arr, np.round(arr))
+    assert out.GetSize() == (14, 14, 28)  # ceil(20 * 0.7), ceil(11 * 2.5)
+
+    def centre(im: sitk.Image) -> np.ndarray:
+        size, spacing = np.asarray(im.GetSize()), np.asarray(im.GetSpacing())
+        return np.asarray(im.GetOrigin()) + (size - 1) * spacing / 2
+
+    np.testing.assert_allclose(centre(out), centre(img), atol=1e-6)
+    resample_image(
+        src, tmp_path / "old.nii.gz", spacing=(1, 1, 1), patient="P", phase="AP",
+        resampling=Resampling.LEGACY,
+    )  # fmt: skip
+    legacy = sitk.ReadImage(str(tmp_path / "old.nii.gz"))
+    assert legacy.GetOrigin() == img.GetOrigin() and legacy.GetSize() == (14, 14, 28)
+    assert not np.array_equal(
+        sitk.GetArrayFromImage(legacy), np.round(sitk.GetArrayFromImage(legacy))
+    )
+
+
 # ----------------------------------------------------------------------------- N4
 
 

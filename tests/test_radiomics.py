@@ -83,8 +83,8 @@ def test_brain1_reproduces_pyradiomics_baseline(cls, brain1, tmp_path):
         params_file = tmp_path / f"{case}_{cls}.yaml"
         params_file.write_text(yaml.safe_dump(params))
         features, diagnostics = rad.extract_region_features(
-            *brain1, params_file, label=settings.get("label", 1)
-        )
+            *brain1, params_file, label=settings.get("label", 1), ibsi_binning=False
+        )  # PyRadiomics' own binning: its baseline
         assert set(features) == set(expected), (case, set(features) ^ set(expected))
         errors = {k: _rel_err(features[k], v) for k, v in expected.items()}
         worst = max(errors, key=errors.get)
@@ -205,6 +205,30 @@ def test_cropping_before_pyradiomics_changes_no_feature(brain1, monkeypatch):
         cropped_diag["diagnostics_Mask-original_VoxelNum"]
         == (whole_diag["diagnostics_Mask-original_VoxelNum"])
     )
+
+
+def test_a_resegmentation_range_starts_the_bins_at_its_lower_bound():
+    """IBSI-1: with a range [40, 400] and bin width 25 the bins are [40, 65), [65, 90), ...;
+    PyRadiomics' own would start at floor(min / 25) * 25 = 50 here. The texture of the image
+    shifted by -40 with PyRadiomics' binning (range [0, 360]: its bins then start at 0) is the
+    same, the texture of PyRadiomics' binning of the image itself is not."""
+    img, msk = _phantom()  # ROI about 100 +- 15, background 60: the ROI minimum is in [50, 75)
+    roi = sitk.GetArrayViewFromImage(img)[sitk.GetArrayViewFromImage(msk) > 0]
+    assert 50 <= roi.min() < 75
+
+    def params(lo: float, hi: float) -> dict:
+        return {
+            "featureClass": {"glcm": []},
+            "setting": {"binWidth": 25, "resegmentRange": [lo, hi]},
+        }
+
+    ibsi, _ = rad.extract_region_features(img, msk, params(40, 400))
+    pyrad, _ = rad.extract_region_features(img, msk, params(40, 400), ibsi_binning=False)
+    shifted, _ = rad.extract_region_features(img - 40.0, msk, params(0, 360), ibsi_binning=False)
+    for name, value in shifted.items():
+        assert ibsi[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    # PyRadiomics' edges 50, 75, 100, ... cut the ROI elsewhere: other bins, other texture
+    assert abs(ibsi["original_glcm_JointAverage"] - pyrad["original_glcm_JointAverage"]) > 0.3
 
 
 @pytest.mark.parametrize(

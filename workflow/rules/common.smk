@@ -96,6 +96,10 @@ REGISTER_PARAMS = dict(
     phases=lambda w: COHORT.phases(w.patient),
     reference=lambda w: modality_of(w).reference_phase,
     n4=lambda w: modality_of(w).n4,
+    # CT intensities rounded to integer HU after each interpolation (resample.round_ct)
+    round_intensities=lambda w: (
+        SETTINGS.resampling.round_ct and COHORT.modality(w.patient) == "CT"
+    ),
     # the sheet's selections within the raw files: series of a DICOM folder, mask segments
     selections=lambda w: PLAN.raw_selections(w.patient),
     **register_params(SETTINGS),

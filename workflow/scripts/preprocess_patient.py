@@ -21,6 +21,7 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
             manifest=snakemake.output.registration,
             series=params["selections"]["series"],
             segments=params["selections"]["segments"],
+            round_intensities=params["round_intensities"],
         ),
         normalize=dict(
             **where,

@@ -20,4 +20,5 @@ with job_logging(snakemake.log[0], threads=snakemake.threads):
         manifest=snakemake.output.manifest,
         series=params["selections"]["series"],
         segments=params["selections"]["segments"],
+        round_intensities=params["round_intensities"],
     )

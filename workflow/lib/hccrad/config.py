@@ -9,10 +9,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -323,6 +323,40 @@ class Deep:
 
 
 @dataclass(frozen=True)
+class Resampling:
+    """How images and masks are resampled (config ``resample``; IBSI-1 image processing,
+    docs/ibsi1.md): the grid centred on the original grid (``centre``) or anchored at its first
+    voxel (``origin``, the workflow's behaviour before 2026-12-08), the image interpolator, the
+    masks' partial-volume threshold after linear interpolation (None: nearest neighbour) and
+    whether CT intensities are rounded to integer HU after each interpolation."""
+
+    #: The workflow's resampling before IBSI-1's: origin-anchored grid, nearest-neighbour masks.
+    LEGACY: ClassVar[Resampling]
+
+    grid: str = "centre"
+    interpolation: str = "linear"
+    mask_threshold: float | None = 0.5
+    round_ct: bool = True
+
+    def as_param(self) -> list[Any]:
+        """Plain data for a rule's ``params`` (:meth:`from_param` reads it back)."""
+        return [self.grid, self.interpolation, self.mask_threshold, self.round_ct]
+
+    @classmethod
+    def from_param(cls, data: Sequence[Any]) -> Resampling:
+        grid, interpolation, threshold, round_ct = data
+        return cls(
+            grid=str(grid),
+            interpolation=str(interpolation),
+            mask_threshold=None if threshold is None else float(threshold),
+            round_ct=bool(round_ct),
+        )
+
+
+Resampling.LEGACY = Resampling(grid="origin", mask_threshold=None, round_ct=False)
+
+
+@dataclass(frozen=True)
 class PreprocessSettings:
     """What one patient's preprocessing job uses, rebuilt in the job from the rule's ``params``
     (:func:`preprocess_params`), so that every value it uses is one whose change reruns it.
@@ -340,6 +374,7 @@ class PreprocessSettings:
     registration_refine: bool | None = None
     seed: int | None = None
     keep_intermediates: bool | None = None
+    resampling: Resampling | None = None
     # normalisation (normalize_patient, preprocess_patient)
     ring_distance_mm: float = 10.0
     ring_clip_to_liver: bool = True
@@ -371,6 +406,7 @@ class PreprocessSettings:
                 registration_refine=bool(params["refine"]),
                 seed=int(params["seed"]),
                 keep_intermediates=bool(params["keep_intermediates"]),
+                resampling=Resampling.from_param(params["resampling"]),
             )
         if "normalization" in params:
             ring = params["ring"]
@@ -426,6 +462,8 @@ class Settings:
     overlay: Overlay | None = None
     #: The configuration values the overlay changed (full scale -> this run).
     overlay_changes: tuple[Change, ...] = ()
+    #: How images and masks are resampled (``resample`` without its spacing).
+    resampling: Resampling = Resampling()
 
     def modality(self, name: str) -> Modality:
         """Settings of modality ``name``; ConfigError when the config does not define it."""
@@ -465,6 +503,7 @@ def register_params(settings: Settings) -> dict[str, Any]:
         refine=settings.registration_refine,
         seed=settings.seed,
         keep_intermediates=settings.keep_intermediates,
+        resampling=settings.resampling.as_param(),
     )
 
 
@@ -521,6 +560,12 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
         keep_intermediates=c["keep_intermediates"],
         modalities=modalities,
         spacing=_triple(c["resample"]["spacing"]),
+        resampling=Resampling(
+            grid=c["resample"]["grid"],
+            interpolation=c["resample"]["interpolation"],
+            mask_threshold=c["resample"]["mask_threshold"],
+            round_ct=c["resample"]["round_ct"],
+        ),
         n4_shrink_factor=c["n4"]["shrink_factor"],
         n4_iterations=tuple(c["n4"]["iterations"]),
         n4_convergence_threshold=c["n4"]["convergence_threshold"],

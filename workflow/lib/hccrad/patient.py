@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hccrad import fileio, paths, steps
+from hccrad.config import Resampling
 from hccrad.errors import InputError
 from hccrad.manifest import OutputSet, read_manifest
 from hccrad.steps.keys import deep_key, key, mask_phase_order
@@ -97,6 +98,7 @@ def register_patient(
     root: str = paths.RESULTS,
     series: Mapping[str, str] | None = None,
     segments: Mapping[str, Mapping[str, str]] | None = None,
+    round_intensities: bool = False,
 ) -> None:
     """Convert, resample, bias-correct (``n4``) and register every phase; carry the given masks.
 
@@ -115,6 +117,8 @@ def register_patient(
         segments: Phase -> {kind: selection} within the mask files (the sheet's
             ``{kind}_segment`` columns); kinds not listed take every nonzero voxel or the file's
             only segment.
+        round_intensities: Round the images to integers after each interpolation (CT with
+            ``resample.round_ct``: HU, IBSI-1).
 
     Writes per phase ``register/{image.nii.gz, transform.tfm, registration.json, {kind}.nii.gz}``
     and ``n4/bias.nii.gz``; with ``keep_intermediates`` also ``convert/``, ``resample/`` and
@@ -137,11 +141,13 @@ def register_patient(
             converted[ph], prereg[ph] = _prepare_phase(
                 files, ph, images[ph], masks.get(ph, {}), settings=settings, n4=n4, scratch=scratch,
                 series=series.get(ph), segments=segments.get(ph, {}),
+                round_intensities=round_intensities,
             )  # fmt: skip
         for ph in order:
             _register_and_carry(
                 files, ph, prereg[reference], prereg[ph], converted[ph], masks.get(ph, {}),
                 settings=settings, is_reference=ph == reference, segments=segments.get(ph, {}),
+                round_intensities=round_intensities,
             )  # fmt: skip
     log.info("%s: %d phases registered onto %s", patient, len(order), reference)
 
@@ -157,6 +163,7 @@ def _prepare_phase(
     scratch: Path | None,
     series: str | None = None,
     segments: Mapping[str, str] | None = None,
+    round_intensities: bool = False,
 ) -> tuple[str, str]:
     """Convert, resample and (``n4``) bias-correct one phase's raw image (``series`` of its
     folder; ``segments``: the selections within its mask files).
@@ -179,7 +186,13 @@ def _prepare_phase(
     steps.convert_image(image, converted, patient=patient, phase=phase, series=series)
     resampled = intermediate("resample")
     steps.resample_image(
-        converted, resampled, spacing=settings.spacing, patient=patient, phase=phase
+        converted,
+        resampled,
+        spacing=settings.spacing,
+        patient=patient,
+        phase=phase,
+        resampling=_resampling(settings),
+        round_intensities=round_intensities,
     )
     if not n4:
         return converted, resampled
@@ -213,9 +226,11 @@ def _register_and_carry(
     settings: Any,
     is_reference: bool,
     segments: Mapping[str, str] | None = None,
+    round_intensities: bool = False,
 ) -> None:
     """Register one phase onto the reference phase and carry its given masks (raw, drawn on
     ``converted``; ``segments`` selects within their files) into the registered space."""
+    how = _resampling(settings)
     registered = files.add(phase, "register", "image", "image.nii.gz")
     transform = files.add(phase, "register", "transform", "transform.tfm")
     steps.register_phase(
@@ -230,6 +245,8 @@ def _register_and_carry(
         seed=settings.seed,
         patient=files.patient,
         phase=phase,
+        interpolation=how.interpolation,
+        round_intensities=round_intensities,
     )
     for kind in MASK_KINDS:
         raw = masks.get(kind)
@@ -245,7 +262,15 @@ def _register_and_carry(
             patient=files.patient,
             phase=phase,
             segment=(segments or {}).get(kind),
+            mask_threshold=how.mask_threshold,
         )
+
+
+def _resampling(settings: Any) -> Resampling:
+    """The run's resampling (the origin-anchored grid and nearest-neighbour masks of settings
+    that predate it)."""
+    how = getattr(settings, "resampling", None)
+    return how if how is not None else Resampling.LEGACY
 
 
 def registered_mask(

@@ -149,6 +149,7 @@ def extract_region_features(
     patient: str | None = None,
     phase: str | None = None,
     mask_file: str | Path | None = None,
+    ibsi_binning: bool = True,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Extract whole-region PyRadiomics features of one region.
 
@@ -165,6 +166,10 @@ def extract_region_features(
         patient: Patient id, only used to name the patient in error messages.
         phase: Phase, only used in error messages.
         mask_file: Mask path for error messages when ``mask`` is an image object.
+        ibsi_binning: With a fixed bin width and a re-segmentation range
+            (``resegmentRange``, absolute mode), start the first bin at the range's lower bound
+            (IBSI-1; :func:`hccrad.preprocess.ibsi.ibsi_binning`) instead of PyRadiomics'
+            ``floor(min / width) * width``. Without a range, PyRadiomics' binning either way.
 
     Returns:
         ``(features, diagnostics)``: ``features`` maps PyRadiomics' feature names
@@ -196,8 +201,15 @@ def extract_region_features(
         list(extractor.enabledImagetypes),
         list(extractor.enabledFeatures),
     )
+    lower = _resegment_lower_bound(extractor.settings) if ibsi_binning else None
     try:
-        result = extractor.execute(img, msk, label=label)
+        if lower is None:
+            result = extractor.execute(img, msk, label=label)
+        else:
+            from hccrad.preprocess.ibsi import ibsi_binning as binning_from
+
+            with binning_from(lower):
+                result = extractor.execute(img, msk, label=label)
     except ValueError as exc:
         # checkMask: ROI too small in some dimension / below minimumROISize, geometry mismatch
         raise InputError(
@@ -217,6 +229,17 @@ def extract_region_features(
             phase,
         )
     return features, diagnostics
+
+
+def _resegment_lower_bound(settings: Mapping[str, Any]) -> float | None:
+    """The lower bound of an absolute re-segmentation range under a fixed bin width, else None
+    (a bin count, no range, or a relative / sigma range: PyRadiomics' binning stands)."""
+    reseg = settings.get("resegmentRange")
+    if not reseg or settings.get("binCount") is not None:
+        return None
+    if settings.get("resegmentMode", "absolute") != "absolute":
+        return None
+    return float(reseg[0])
 
 
 def crop_for_extraction(

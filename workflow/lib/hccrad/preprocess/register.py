@@ -507,6 +507,7 @@ def apply_transform(
     *,
     is_mask: bool = False,
     default_value: float | None = None,
+    interpolation: str | None = None,
 ) -> sitk.Image:
     """Resample ``image`` (or a mask, nearest neighbour) into the grid of ``reference``.
 
@@ -516,12 +517,19 @@ def apply_transform(
         transform: fixed -> moving physical mapping, as returned by :func:`register_rigid`.
         is_mask: nearest-neighbour interpolation and binary ``UInt8`` output.
         default_value: value outside the moving image (image minimum / 0 for masks).
+        interpolation: image interpolator (:data:`hccrad.preprocess.resample.INTERPOLATORS`;
+            default linear).
 
     Returns:
         The image on the reference grid.
     """
     return resample_like(
-        image, reference, transform=transform, is_mask=is_mask, default_value=default_value
+        image,
+        reference,
+        transform=transform,
+        is_mask=is_mask,
+        default_value=default_value,
+        interpolation=interpolation,
     )
 
 

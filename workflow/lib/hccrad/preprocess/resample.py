@@ -94,13 +94,7 @@ def resample_to_spacing(
         raise ValueError(f"spacing must be {image.GetDimension()} positive numbers, got {spacing}")
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
-    if interpolation is not None and (is_mask or interpolation not in INTERPOLATORS):
-        raise ValueError(
-            f"interpolation must be one of {sorted(INTERPOLATORS)} and only for images, "
-            f"got {interpolation!r} (is_mask={is_mask})"
-        )
-    if mask_threshold is not None and (not is_mask or not 0 < mask_threshold <= 1):
-        raise ValueError(f"mask_threshold must be in (0, 1] and only for masks: {mask_threshold}")
+    _check_interpolation(is_mask, interpolation, mask_threshold)
     old_spacing = np.asarray(image.GetSpacing())
     old_size = np.asarray(image.GetSize())
     origin = np.asarray(image.GetOrigin(), dtype=float)
@@ -147,6 +141,8 @@ def resample_like(
     transform: sitk.Transform | None = None,
     is_mask: bool = False,
     default_value: float | None = None,
+    interpolation: str | None = None,
+    mask_threshold: float | None = None,
 ) -> sitk.Image:
     """Resample ``image`` onto the grid of ``reference``, optionally through ``transform``.
 
@@ -155,15 +151,28 @@ def resample_like(
         reference: image whose size, spacing, origin and direction the output takes.
         transform: maps a physical point of the reference (output) grid to the corresponding
             point of ``image`` (SimpleITK's resampling convention); identity when ``None``.
-        is_mask: nearest-neighbour interpolation and ``UInt8`` output.
+        is_mask: ``UInt8`` 0/1 output; nearest-neighbour interpolation unless ``mask_threshold``
+            is given.
         default_value: value of voxels mapped outside the input (see
             :func:`resample_to_spacing`).
+        interpolation: image interpolator, one of :data:`INTERPOLATORS` (default linear); not
+            for masks.
+        mask_threshold: masks only: interpolate the 0/1 mask linearly and keep the voxels whose
+            value is at least this partial-volume fraction (IBSI: 0.5).
 
     Returns:
         The resampled image on the reference grid.
     """
+    _check_interpolation(is_mask, interpolation, mask_threshold)
     src, interpolator, pixel_type = _prepare(image, is_mask)
+    if interpolation is not None:
+        interpolator = INTERPOLATORS[interpolation]
     tx = transform if transform is not None else sitk.Transform()
+    if mask_threshold is not None:
+        fraction = sitk.Resample(
+            sitk.Cast(src, sitk.sitkFloat32), reference, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32
+        )
+        return sitk.Cast(fraction >= float(mask_threshold) - 1e-6, sitk.sitkUInt8)
     return sitk.Resample(
         src,
         reference,
@@ -172,3 +181,17 @@ def resample_like(
         _default_value(src, is_mask, default_value),
         pixel_type,
     )
+
+
+def _check_interpolation(
+    is_mask: bool, interpolation: str | None, mask_threshold: float | None
+) -> None:
+    """ValueError for an interpolator given for a mask or unknown, or a threshold for an
+    image or outside (0, 1]."""
+    if interpolation is not None and (is_mask or interpolation not in INTERPOLATORS):
+        raise ValueError(
+            f"interpolation must be one of {sorted(INTERPOLATORS)} and only for images, "
+            f"got {interpolation!r} (is_mask={is_mask})"
+        )
+    if mask_threshold is not None and (not is_mask or not 0 < mask_threshold <= 1):
+        raise ValueError(f"mask_threshold must be in (0, 1] and only for masks: {mask_threshold}")

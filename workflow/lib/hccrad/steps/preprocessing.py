@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from hccrad import fileio, imageio
-from hccrad.config import Normalization
+from hccrad.config import Normalization, Resampling
 from hccrad.errors import InputError
 from hccrad.fileio import PathLike
 from hccrad.preprocess import (
@@ -55,13 +55,35 @@ def convert_image(
 
 
 def resample_image(
-    src: PathLike, dst: PathLike, *, spacing: Sequence[float], patient: str, phase: str
+    src: PathLike,
+    dst: PathLike,
+    *,
+    spacing: Sequence[float],
+    patient: str,
+    phase: str,
+    resampling: Resampling | None = None,
+    round_intensities: bool = False,
 ) -> None:
-    """Resample an image to ``spacing`` (mm) with linear interpolation."""
+    """Resample an image to ``spacing`` (mm) on the grid and with the interpolator of
+    ``resampling`` (default: the origin-anchored grid, linear), intensities rounded to integers
+    when ``round_intensities`` (CT: HU)."""
     image = imageio.read_image(src, patient=patient, phase=phase)
-    out = resample_to_spacing(image, tuple(spacing), is_mask=False)
+    how = resampling or Resampling.LEGACY
+    out = resample_to_spacing(
+        image, tuple(spacing), is_mask=False, grid=how.grid, interpolation=how.interpolation
+    )
+    if round_intensities:
+        out = round_image(out)
     log.info("%s %s: resampled %s -> %s", patient, phase, image.GetSize(), out.GetSize())
     imageio.write_image(out, dst)
+
+
+def round_image(image: sitk.Image) -> sitk.Image:
+    """``image`` with its intensities rounded to the nearest integer (half to even), Float32."""
+    arr = np.round(sitk.GetArrayViewFromImage(image)).astype(np.float32)
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(image)
+    return out
 
 
 def correct_bias(
@@ -151,8 +173,11 @@ def register_phase(
     seed: int,
     patient: str,
     phase: str,
+    interpolation: str | None = None,
+    round_intensities: bool = False,
 ) -> None:
-    """Rigidly register ``moving`` onto ``fixed`` (the reference phase) and resample it there.
+    """Rigidly register ``moving`` onto ``fixed`` (the reference phase) and resample it there
+    (``interpolation``, default linear; rounded to integers when ``round_intensities``).
 
     The reference phase itself gets the identity transform. The JSON sidecar records the method,
     the grid ANTs registered on (``registration_grid``: size and spacing of the copy, cropped and
@@ -164,7 +189,7 @@ def register_phase(
     grid: dict[str, Any] | None = None
     if is_reference:
         transform = sitk.Euler3DTransform()
-        warped = resample_like(moving_img, fixed_img)
+        warped = resample_like(moving_img, fixed_img, interpolation=interpolation)
         before = after = image_similarity(fixed_img, warped)
     else:
         grid = {}
@@ -175,7 +200,9 @@ def register_phase(
         except (RuntimeError, ValueError) as exc:
             raise InputError(f"registration failed: {exc}", patient=patient, phase=phase) from exc
         before = image_similarity(fixed_img, resample_like(moving_img, fixed_img))
-        warped = apply_transform(moving_img, fixed_img, transform)
+        warped = apply_transform(moving_img, fixed_img, transform, interpolation=interpolation)
+        if round_intensities:
+            warped = round_image(warped)
         after = image_similarity(fixed_img, warped)
     info = {
         "patient": patient,
@@ -206,20 +233,28 @@ def carry_mask(
     patient: str,
     phase: str,
     segment: str | None = None,
+    mask_threshold: float | None = None,
 ) -> None:
     """Check a mask against its image, then carry it into the registered space in one resampling.
 
     The mask (any format :func:`hccrad.imageio.read_mask` reads; ``segment`` selects within its
-    file) is checked against the geometry of its own (converted) image, then resampled by
-    nearest neighbour directly onto the registered grid through the phase's registration
-    transform (one interpolation, never two).
+    file) is checked against the geometry of its own (converted) image, then resampled directly
+    onto the registered grid through the phase's registration transform (one interpolation,
+    never two): linearly, keeping the voxels at or above the partial-volume fraction
+    ``mask_threshold`` (IBSI-1), or by nearest neighbour when it is None.
     """
     image = imageio.read_image(converted_image, patient=patient, phase=phase)
     mask = imageio.read_mask(
         raw_mask, image, patient=patient, phase=phase, kind=kind, segment=segment
     )
     grid = imageio.read_image(registered_image, patient=patient, phase=phase)
-    out = resample_like(mask, grid, transform=read_transform(transform), is_mask=True)
+    out = resample_like(
+        mask,
+        grid,
+        transform=read_transform(transform),
+        is_mask=True,
+        mask_threshold=mask_threshold,
+    )
     n = int(sitk.GetArrayViewFromImage(out).sum())
     if n == 0:
         raise InputError(
