@@ -13,6 +13,7 @@ from hccrad.config import (
     DeepInputSpec,
     Normalization,
     PreprocessSettings,
+    Resampling,
     Segmentation,
     load_settings,
     register_params,
@@ -208,6 +209,7 @@ def test_job_params_are_plain_data_and_read_back():
         "registration_refine",
         "seed",
         "keep_intermediates",
+        "resampling",
         "ring_distance_mm",
         "ring_clip_to_liver",
     ):
@@ -223,6 +225,23 @@ def test_job_params_are_plain_data_and_read_back():
     job = PreprocessSettings.from_params(normalize)
     assert job.modality("MR").normalization == mod.normalization
     assert (job.ring_distance_mm, job.spacing, job.seed) == (s.ring_distance_mm, None, None)
+
+
+def test_resampling_default_and_ibsi():
+    """The default resampling keeps the origin and nearest-neighbour masks; IBSI-1's is one
+    config block, which the preprocessing jobs read back from their params."""
+    base = {"cohort": "c.tsv", "clinical": "k.tsv"}
+    assert settings_from_config(base).resampling == Resampling()
+    assert Resampling() == Resampling(grid="origin", mask_threshold=None, round_ct=False)
+    ibsi = {"resample": {"grid": "centre", "mask_threshold": 0.5, "round_ct": True}}
+    s = settings_from_config({**base, **ibsi})
+    assert s.resampling == Resampling.IBSI and s.spacing == (1.0, 1.0, 1.0)
+    job = PreprocessSettings.from_params({**register_params(s), "phases": ["AP"]})
+    assert job.resampling == Resampling.IBSI
+    with pytest.raises(ConfigError, match="mask_threshold"):
+        settings_from_config({**base, "resample": {"mask_threshold": 1.5}})
+    with pytest.raises(ConfigError, match="grid"):
+        settings_from_config({**base, "resample": {"grid": "corner"}})
 
 
 def test_habitat_inputs_without_habitats_are_allowed():

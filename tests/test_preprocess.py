@@ -148,8 +148,8 @@ def test_resample_like_mask_partial_volume_matches_scipy():
 
 
 def test_centred_grid_linear_and_rounded_ct(tmp_path):
-    """The workflow's resampling step (IBSI-1): the grid centred on the original one, and CT
-    rounded to integer HU; the legacy settings keep the origin."""
+    """The workflow's resampling step with IBSI-1's settings: the grid centred on the original
+    one, and CT rounded to integer HU; the default keeps the origin."""
     from hccrad.config import Resampling
     from hccrad.steps.preprocessing import resample_image
 
@@ -161,7 +161,7 @@ def test_centred_grid_linear_and_rounded_ct(tmp_path):
     sitk.WriteImage(img, str(src))
     resample_image(
         src, tmp_path / "new.nii.gz", spacing=(1, 1, 1), patient="P", phase="AP",
-        resampling=Resampling(), round_intensities=True,
+        resampling=Resampling.IBSI, round_intensities=True,
     )  # fmt: skip
     out = sitk.ReadImage(str(tmp_path / "new.nii.gz"))
     arr = sitk.GetArrayFromImage(out)
@@ -175,7 +175,7 @@ def test_centred_grid_linear_and_rounded_ct(tmp_path):
     np.testing.assert_allclose(centre(out), centre(img), atol=1e-6)
     resample_image(
         src, tmp_path / "old.nii.gz", spacing=(1, 1, 1), patient="P", phase="AP",
-        resampling=Resampling.LEGACY,
+        resampling=Resampling(),
     )  # fmt: skip
     legacy = sitk.ReadImage(str(tmp_path / "old.nii.gz"))
     assert legacy.GetOrigin() == img.GetOrigin() and legacy.GetSize() == (14, 14, 28)

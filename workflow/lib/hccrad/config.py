@@ -324,19 +324,21 @@ class Deep:
 
 @dataclass(frozen=True)
 class Resampling:
-    """How images and masks are resampled (config ``resample``; IBSI-1 image processing,
-    docs/ibsi1.md): the grid centred on the original grid (``centre``) or anchored at its first
-    voxel (``origin``, the workflow's behaviour before 2026-12-08), the image interpolator, the
-    masks' partial-volume threshold after linear interpolation (None: nearest neighbour) and
-    whether CT intensities are rounded to integer HU after each interpolation."""
+    """How images and masks are resampled (config ``resample``): the grid anchored at the
+    original's first voxel (``origin``, the default) or centred on the original grid
+    (``centre``, IBSI-1), the image interpolator, the masks' partial-volume threshold after
+    linear interpolation (None, the default: nearest neighbour) and whether CT intensities are
+    rounded to integer HU after each interpolation. :attr:`IBSI` is IBSI-1's image processing
+    (docs/ibsi1.md)."""
 
-    #: The workflow's resampling before IBSI-1's: origin-anchored grid, nearest-neighbour masks.
-    LEGACY: ClassVar[Resampling]
+    #: IBSI-1's image processing: centred grid, masks at 0.5 after linear interpolation, CT in
+    #: integer HU.
+    IBSI: ClassVar[Resampling]
 
-    grid: str = "centre"
+    grid: str = "origin"
     interpolation: str = "linear"
-    mask_threshold: float | None = 0.5
-    round_ct: bool = True
+    mask_threshold: float | None = None
+    round_ct: bool = False
 
     def as_param(self) -> list[Any]:
         """Plain data for a rule's ``params`` (:meth:`from_param` reads it back)."""
@@ -353,7 +355,7 @@ class Resampling:
         )
 
 
-Resampling.LEGACY = Resampling(grid="origin", mask_threshold=None, round_ct=False)
+Resampling.IBSI = Resampling(grid="centre", mask_threshold=0.5, round_ct=True)
 
 
 @dataclass(frozen=True)

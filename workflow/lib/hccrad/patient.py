@@ -270,7 +270,7 @@ def _resampling(settings: Any) -> Resampling:
     """The run's resampling (the origin-anchored grid and nearest-neighbour masks of settings
     that predate it)."""
     how = getattr(settings, "resampling", None)
-    return how if how is not None else Resampling.LEGACY
+    return how if how is not None else Resampling()
 
 
 def registered_mask(

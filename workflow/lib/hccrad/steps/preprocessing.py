@@ -68,7 +68,7 @@ def resample_image(
     ``resampling`` (default: the origin-anchored grid, linear), intensities rounded to integers
     when ``round_intensities`` (CT: HU)."""
     image = imageio.read_image(src, patient=patient, phase=phase)
-    how = resampling or Resampling.LEGACY
+    how = resampling or Resampling()
     out = resample_to_spacing(
         image, tuple(spacing), is_mask=False, grid=how.grid, interpolation=how.interpolation
     )
