@@ -4,7 +4,8 @@ In a kernel centred on c, the zones are the 26-connected components of same-leve
 *inside the kernel cube* (PyRadiomics' C region growing is limited to the kernel box). For a batch
 of kernels, every kernel is a separate copy of the ``(2r+1)^3`` cube graph: an edge joins two
 26-neighbouring cube voxels when both are mask voxels of the same gray level. The connected
-components of the whole batch graph (``scipy.sparse.csgraph``, linear time) are the zones; each
+components of the whole batch graph (:func:`components`: hooking and pointer jumping in numpy,
+a few rounds on these small local graphs; no scipy import) are the zones; each
 zone contributes one count to ``P[i, j]`` of its kernel (i its gray level, j its size). Features
 follow PyRadiomics' formulas, with sums over the non-zero cells of ``P`` instead of the dense
 ``(Ng, Ns)`` matrix.
@@ -13,8 +14,6 @@ follow PyRadiomics' formulas, with sums over the non-zero cells of ``P`` instead
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from hccrad.voxelmaps.core import (
     GLCM_ANGLES,
@@ -23,6 +22,33 @@ from hccrad.voxelmaps.core import (
     VoxelMapSettings,
     kernel_cube,
 )
+
+
+def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Connected components of an undirected graph by hooking and pointer jumping.
+
+    Args:
+        n: Number of nodes.
+        src, dst: The edges' end nodes.
+
+    Returns:
+        (n,) every node's label: the smallest node of its component.
+    """
+    lab = np.arange(n)
+    while src.size:
+        a, b = lab[src], lab[dst]
+        keep = a != b  # edges whose ends are not in one tree yet
+        if not keep.any():
+            break
+        src, dst, a, b = src[keep], dst[keep], a[keep], b[keep]
+        # hook the larger root under the smaller one, then flatten the trees to their roots
+        np.minimum.at(lab, np.maximum(a, b), np.minimum(a, b))
+        while True:
+            up = lab[lab]
+            if np.array_equal(up, lab):
+                break
+            lab = up
+    return lab
 
 
 class GLSZM(KernelCalculator):
@@ -83,23 +109,11 @@ class GLSZM(KernelCalculator):
         lev = self.prep.levels.ravel()[flat[:, None] + self.offs_flat[None, :]]  # (N, M)
         same = self.same[flat[:, None] + self.edge_base[None, :]]  # (N, edges)
         rows, e = np.divmod(np.flatnonzero(same), self.eu.size)
-        src = rows * M + self.eu[e]
-        dst = rows * M + self.ev[e]
-        n_nodes = N * M
-        indptr = np.zeros(n_nodes + 1, dtype=np.int64)
-        np.cumsum(np.bincount(src, minlength=n_nodes), out=indptr[1:])
-        graph = csr_matrix((np.ones(src.size), dst, indptr), (n_nodes, n_nodes))
-        n_comp, labels = connected_components(graph, directed=True, connection="weak")
-        # one zone per component of mask voxels; its level and kernel are those of any member
-        node = np.flatnonzero(lev)
-        lab = labels[node]
-        zone_size = np.bincount(lab, minlength=n_comp)
-        comp_level = np.zeros(n_comp, dtype=np.int64)
-        comp_level[lab] = lev.ravel()[node]
-        comp_row = np.zeros(n_comp, dtype=np.int64)
-        comp_row[lab] = node // M
-        zone = zone_size > 0
-        return comp_row[zone], comp_level[zone], zone_size[zone]
+        labels = components(N * M, rows * M + self.eu[e], rows * M + self.ev[e])
+        # one zone per component: its label is its smallest node, in the zone's kernel (row)
+        size = np.bincount(labels[np.flatnonzero(lev)], minlength=N * M)
+        zone = np.flatnonzero(size)
+        return zone // M, lev.ravel()[zone], size[zone]
 
     def _cells(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The non-zero cells of every kernel's ``P``: kernel (row), level, size and zone
