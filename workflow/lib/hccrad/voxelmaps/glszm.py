@@ -129,9 +129,17 @@ class GLSZM(KernelCalculator):
     def _features(
         self, N: int, cr: np.ndarray, cl: np.ndarray, cs: np.ndarray, cnt: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """The features of ``N`` kernels from the non-zero cells of their ``P``."""
+        """The features of ``N`` kernels from the non-zero cells of their ``P`` (sorted by
+        kernel, level, size): the gray-level sums run over the levels present in each kernel, the
+        size sums over the (2r + 1)^3 possible sizes."""
         M, G = self.M, self.G
-        pg = np.bincount(cr * (G + 1) + cl, cnt, N * (G + 1)).reshape(N, G + 1)[:, 1:]
+        # zones per (kernel, level present): the cells' runs of one (kernel, level)
+        new = np.empty(cr.size, dtype=bool)
+        new[0] = True
+        np.not_equal(cr[1:] * (G + 1) + cl[1:], cr[:-1] * (G + 1) + cl[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        pgv = np.add.reduceat(cnt, starts)
+        prow = cr[starts]
         ps = np.bincount(cr * (M + 1) + cs, cnt, N * (M + 1)).reshape(N, M + 1)[:, 1:]
         iv, jv = self.iv, self.jv
         nz = ps.sum(1)
@@ -142,22 +150,23 @@ class GLSZM(KernelCalculator):
         want = set(self.names)
         res["SmallAreaEmphasis"] = np.sum(ps / jv[None, :] ** 2, 1) / nz
         res["LargeAreaEmphasis"] = np.sum(ps * jv[None, :] ** 2, 1) / nz
-        res["GrayLevelNonUniformity"] = np.sum(pg**2, 1) / nz
-        res["GrayLevelNonUniformityNormalized"] = np.sum(pg**2, 1) / nz**2
+        gln = np.bincount(prow, pgv * pgv, N)
+        res["GrayLevelNonUniformity"] = gln / nz
+        res["GrayLevelNonUniformityNormalized"] = gln / nz**2
         res["SizeZoneNonUniformity"] = np.sum(ps**2, 1) / nz
         res["SizeZoneNonUniformityNormalized"] = np.sum(ps**2, 1) / nz**2
         res["ZonePercentage"] = nz / n_p
-        pgn = pg / nz[:, None]
-        ui = np.sum(pgn * iv[None, :], 1, keepdims=True)
-        res["GrayLevelVariance"] = np.sum(pgn * (iv[None, :] - ui) ** 2, 1)
+        pi = iv[cl[starts] - 1]  # gray level (bin number) of each (kernel, level)
+        ui = np.bincount(prow, pgv * pi, N) / nz
+        res["GrayLevelVariance"] = np.bincount(prow, pgv * (pi - ui[prow]) ** 2, N) / nz
         psn = ps / nz[:, None]
         uj = np.sum(psn * jv[None, :], 1, keepdims=True)
         res["ZoneVariance"] = np.sum(psn * (jv[None, :] - uj) ** 2, 1)
         if "ZoneEntropy" in want:
             p = cnt / nz[cr]
             res["ZoneEntropy"] = -np.bincount(cr, p * np.log2(p + np.spacing(1)), N)
-        res["LowGrayLevelZoneEmphasis"] = np.sum(pg / iv[None, :] ** 2, 1) / nz
-        res["HighGrayLevelZoneEmphasis"] = np.sum(pg * iv[None, :] ** 2, 1) / nz
+        res["LowGrayLevelZoneEmphasis"] = np.bincount(prow, pgv / pi**2, N) / nz
+        res["HighGrayLevelZoneEmphasis"] = np.bincount(prow, pgv * pi**2, N) / nz
         ci = iv[cl - 1]  # gray level (bin number) of each cell
         cj = cs.astype(np.float64)
 
