@@ -161,3 +161,22 @@ def test_driver_feature_subset_and_batching():
         np.testing.assert_allclose(full[key], threaded[key], rtol=1e-12, atol=1e-14, err_msg=key)
         if key in sub:
             np.testing.assert_allclose(full[key], sub[key], rtol=1e-12, atol=1e-14, err_msg=key)
+
+
+def test_components_match_scipy_on_random_graphs():
+    """The numpy connected components (hooking and pointer jumping) give scipy's partition,
+    labelled by each component's smallest node, on sparse and dense random graphs."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from hccrad.voxelmaps.glszm import components
+
+    rng = np.random.default_rng(3)
+    for n, m in [(1, 0), (50, 10), (400, 300), (400, 2000), (3000, 2500)]:
+        src, dst = rng.integers(0, n, m), rng.integers(0, n, m)
+        lab = components(n, src, dst)
+        _, ref = connected_components(coo_matrix((np.ones(m), (src, dst)), (n, n)), False)
+        # one label per scipy component, and it is the component's smallest node
+        smallest = np.full(ref.max() + 1, n)
+        np.minimum.at(smallest, ref, np.arange(n))
+        np.testing.assert_array_equal(lab, smallest[ref])

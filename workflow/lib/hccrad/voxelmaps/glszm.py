@@ -4,7 +4,8 @@ In a kernel centred on c, the zones are the 26-connected components of same-leve
 *inside the kernel cube* (PyRadiomics' C region growing is limited to the kernel box). For a batch
 of kernels, every kernel is a separate copy of the ``(2r+1)^3`` cube graph: an edge joins two
 26-neighbouring cube voxels when both are mask voxels of the same gray level. The connected
-components of the whole batch graph (``scipy.sparse.csgraph``, linear time) are the zones; each
+components of the whole batch graph (:func:`components`: hooking and pointer jumping in numpy,
+a few rounds on these small local graphs; no scipy import) are the zones; each
 zone contributes one count to ``P[i, j]`` of its kernel (i its gray level, j its size). Features
 follow PyRadiomics' formulas, with sums over the non-zero cells of ``P`` instead of the dense
 ``(Ng, Ns)`` matrix.
@@ -13,8 +14,6 @@ follow PyRadiomics' formulas, with sums over the non-zero cells of ``P`` instead
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from hccrad.voxelmaps.core import (
     GLCM_ANGLES,
@@ -23,6 +22,33 @@ from hccrad.voxelmaps.core import (
     VoxelMapSettings,
     kernel_cube,
 )
+
+
+def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Connected components of an undirected graph by hooking and pointer jumping.
+
+    Args:
+        n: Number of nodes.
+        src, dst: The edges' end nodes.
+
+    Returns:
+        (n,) every node's label: the smallest node of its component.
+    """
+    lab = np.arange(n)
+    while src.size:
+        a, b = lab[src], lab[dst]
+        keep = a != b  # edges whose ends are not in one tree yet
+        if not keep.any():
+            break
+        src, dst, a, b = src[keep], dst[keep], a[keep], b[keep]
+        # hook the larger root under the smaller one, then flatten the trees to their roots
+        np.minimum.at(lab, np.maximum(a, b), np.minimum(a, b))
+        while True:
+            up = lab[lab]
+            if np.array_equal(up, lab):
+                break
+            lab = up
+    return lab
 
 
 class GLSZM(KernelCalculator):
@@ -83,23 +109,11 @@ class GLSZM(KernelCalculator):
         lev = self.prep.levels.ravel()[flat[:, None] + self.offs_flat[None, :]]  # (N, M)
         same = self.same[flat[:, None] + self.edge_base[None, :]]  # (N, edges)
         rows, e = np.divmod(np.flatnonzero(same), self.eu.size)
-        src = rows * M + self.eu[e]
-        dst = rows * M + self.ev[e]
-        n_nodes = N * M
-        indptr = np.zeros(n_nodes + 1, dtype=np.int64)
-        np.cumsum(np.bincount(src, minlength=n_nodes), out=indptr[1:])
-        graph = csr_matrix((np.ones(src.size), dst, indptr), (n_nodes, n_nodes))
-        n_comp, labels = connected_components(graph, directed=True, connection="weak")
-        # one zone per component of mask voxels; its level and kernel are those of any member
-        node = np.flatnonzero(lev)
-        lab = labels[node]
-        zone_size = np.bincount(lab, minlength=n_comp)
-        comp_level = np.zeros(n_comp, dtype=np.int64)
-        comp_level[lab] = lev.ravel()[node]
-        comp_row = np.zeros(n_comp, dtype=np.int64)
-        comp_row[lab] = node // M
-        zone = zone_size > 0
-        return comp_row[zone], comp_level[zone], zone_size[zone]
+        labels = components(N * M, rows * M + self.eu[e], rows * M + self.ev[e])
+        # one zone per component: its label is its smallest node, in the zone's kernel (row)
+        size = np.bincount(labels[np.flatnonzero(lev)], minlength=N * M)
+        zone = np.flatnonzero(size)
+        return zone // M, lev.ravel()[zone], size[zone]
 
     def _cells(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The non-zero cells of every kernel's ``P``: kernel (row), level, size and zone
@@ -115,9 +129,17 @@ class GLSZM(KernelCalculator):
     def _features(
         self, N: int, cr: np.ndarray, cl: np.ndarray, cs: np.ndarray, cnt: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """The features of ``N`` kernels from the non-zero cells of their ``P``."""
+        """The features of ``N`` kernels from the non-zero cells of their ``P`` (sorted by
+        kernel, level, size): the gray-level sums run over the levels present in each kernel, the
+        size sums over the (2r + 1)^3 possible sizes."""
         M, G = self.M, self.G
-        pg = np.bincount(cr * (G + 1) + cl, cnt, N * (G + 1)).reshape(N, G + 1)[:, 1:]
+        # zones per (kernel, level present): the cells' runs of one (kernel, level)
+        new = np.empty(cr.size, dtype=bool)
+        new[0] = True
+        np.not_equal(cr[1:] * (G + 1) + cl[1:], cr[:-1] * (G + 1) + cl[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        pgv = np.add.reduceat(cnt, starts)
+        prow = cr[starts]
         ps = np.bincount(cr * (M + 1) + cs, cnt, N * (M + 1)).reshape(N, M + 1)[:, 1:]
         iv, jv = self.iv, self.jv
         nz = ps.sum(1)
@@ -128,22 +150,23 @@ class GLSZM(KernelCalculator):
         want = set(self.names)
         res["SmallAreaEmphasis"] = np.sum(ps / jv[None, :] ** 2, 1) / nz
         res["LargeAreaEmphasis"] = np.sum(ps * jv[None, :] ** 2, 1) / nz
-        res["GrayLevelNonUniformity"] = np.sum(pg**2, 1) / nz
-        res["GrayLevelNonUniformityNormalized"] = np.sum(pg**2, 1) / nz**2
+        gln = np.bincount(prow, pgv * pgv, N)
+        res["GrayLevelNonUniformity"] = gln / nz
+        res["GrayLevelNonUniformityNormalized"] = gln / nz**2
         res["SizeZoneNonUniformity"] = np.sum(ps**2, 1) / nz
         res["SizeZoneNonUniformityNormalized"] = np.sum(ps**2, 1) / nz**2
         res["ZonePercentage"] = nz / n_p
-        pgn = pg / nz[:, None]
-        ui = np.sum(pgn * iv[None, :], 1, keepdims=True)
-        res["GrayLevelVariance"] = np.sum(pgn * (iv[None, :] - ui) ** 2, 1)
+        pi = iv[cl[starts] - 1]  # gray level (bin number) of each (kernel, level)
+        ui = np.bincount(prow, pgv * pi, N) / nz
+        res["GrayLevelVariance"] = np.bincount(prow, pgv * (pi - ui[prow]) ** 2, N) / nz
         psn = ps / nz[:, None]
         uj = np.sum(psn * jv[None, :], 1, keepdims=True)
         res["ZoneVariance"] = np.sum(psn * (jv[None, :] - uj) ** 2, 1)
         if "ZoneEntropy" in want:
             p = cnt / nz[cr]
             res["ZoneEntropy"] = -np.bincount(cr, p * np.log2(p + np.spacing(1)), N)
-        res["LowGrayLevelZoneEmphasis"] = np.sum(pg / iv[None, :] ** 2, 1) / nz
-        res["HighGrayLevelZoneEmphasis"] = np.sum(pg * iv[None, :] ** 2, 1) / nz
+        res["LowGrayLevelZoneEmphasis"] = np.bincount(prow, pgv / pi**2, N) / nz
+        res["HighGrayLevelZoneEmphasis"] = np.bincount(prow, pgv * pi**2, N) / nz
         ci = iv[cl - 1]  # gray level (bin number) of each cell
         cj = cs.astype(np.float64)
 
