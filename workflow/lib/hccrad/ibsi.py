@@ -37,6 +37,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from hccrad.errors import InputError
+from hccrad.ibsi_tags import IBSI_TAGS, NO_IBSI_TAG
 from hccrad.preprocess.ibsi import Processing, ibsi_binning, process
 from hccrad.radiomics import extract_region_features, load_params
 
@@ -103,136 +104,6 @@ AGGREGATIONS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         {"force2D": True, "force2Ddimension": 0, "weightingNorm": "no_weighting"},
         ("glcm", "glrlm"),
     ),
-}
-
-#: PyRadiomics ``{class}_{feature}`` -> IBSI-1 tag, for the project's aggregation (``3D_avg``:
-#: GLCM/GLRLM features averaged over 13 directions; GLSZM/GLDM/NGTDM one merged 3D matrix).
-IBSI_TAGS: dict[str, str] = {
-    # shape (mesh from marching cubes, voxel centres for PCA); the last three are deprecated in
-    # PyRadiomics (not in the presets' "all features"), enabled by name for this check.
-    "shape_MeshVolume": "morph_volume",
-    "shape_VoxelVolume": "morph_vol_approx",
-    "shape_SurfaceArea": "morph_area_mesh",
-    "shape_SurfaceVolumeRatio": "morph_av",
-    "shape_Sphericity": "morph_sphericity",
-    "shape_Maximum3DDiameter": "morph_diam",
-    "shape_MajorAxisLength": "morph_pca_maj_axis",
-    "shape_MinorAxisLength": "morph_pca_min_axis",
-    "shape_LeastAxisLength": "morph_pca_least_axis",
-    "shape_Elongation": "morph_pca_elongation",
-    "shape_Flatness": "morph_pca_flatness",
-    "shape_Compactness1": "morph_comp_1",
-    "shape_Compactness2": "morph_comp_2",
-    "shape_SphericalDisproportion": "morph_sph_dispr",
-    # first order: raw intensities -> IBSI intensity statistics (stat_); Entropy and Uniformity use
-    # the discretised histogram -> IBSI intensity histogram (ih_). On the phantom the discretised
-    # and raw levels coincide, so stat_ and ih_ reference values are equal.
-    "firstorder_Mean": "stat_mean",
-    "firstorder_Variance": "stat_var",
-    "firstorder_Skewness": "stat_skew",
-    "firstorder_Kurtosis": "stat_kurt",
-    "firstorder_Median": "stat_median",
-    "firstorder_Minimum": "stat_min",
-    "firstorder_10Percentile": "stat_p10",
-    "firstorder_90Percentile": "stat_p90",
-    "firstorder_Maximum": "stat_max",
-    "firstorder_InterquartileRange": "stat_iqr",
-    "firstorder_Range": "stat_range",
-    "firstorder_MeanAbsoluteDeviation": "stat_mad",
-    "firstorder_RobustMeanAbsoluteDeviation": "stat_rmad",
-    "firstorder_Energy": "stat_energy",
-    "firstorder_RootMeanSquared": "stat_rms",
-    "firstorder_Entropy": "ih_entropy",
-    "firstorder_Uniformity": "ih_uniformity",
-    # GLCM (distance 1, symmetric)
-    "glcm_MaximumProbability": "cm_joint_max_3D_avg",
-    "glcm_JointAverage": "cm_joint_avg_3D_avg",
-    "glcm_SumSquares": "cm_joint_var_3D_avg",
-    "glcm_JointEntropy": "cm_joint_entr_3D_avg",
-    "glcm_DifferenceAverage": "cm_diff_avg_3D_avg",
-    "glcm_DifferenceVariance": "cm_diff_var_3D_avg",
-    "glcm_DifferenceEntropy": "cm_diff_entr_3D_avg",
-    "glcm_SumAverage": "cm_sum_avg_3D_avg",
-    "glcm_SumEntropy": "cm_sum_entr_3D_avg",
-    "glcm_JointEnergy": "cm_energy_3D_avg",
-    "glcm_Contrast": "cm_contrast_3D_avg",
-    "glcm_Id": "cm_inv_diff_3D_avg",
-    "glcm_Idn": "cm_inv_diff_norm_3D_avg",
-    "glcm_Idm": "cm_inv_diff_mom_3D_avg",
-    "glcm_Idmn": "cm_inv_diff_mom_norm_3D_avg",
-    "glcm_InverseVariance": "cm_inv_var_3D_avg",
-    "glcm_Correlation": "cm_corr_3D_avg",
-    "glcm_Autocorrelation": "cm_auto_corr_3D_avg",
-    "glcm_ClusterTendency": "cm_clust_tend_3D_avg",
-    "glcm_ClusterShade": "cm_clust_shade_3D_avg",
-    "glcm_ClusterProminence": "cm_clust_prom_3D_avg",
-    "glcm_Imc1": "cm_info_corr1_3D_avg",
-    "glcm_Imc2": "cm_info_corr2_3D_avg",
-    # GLRLM
-    "glrlm_ShortRunEmphasis": "rlm_sre_3D_avg",
-    "glrlm_LongRunEmphasis": "rlm_lre_3D_avg",
-    "glrlm_LowGrayLevelRunEmphasis": "rlm_lgre_3D_avg",
-    "glrlm_HighGrayLevelRunEmphasis": "rlm_hgre_3D_avg",
-    "glrlm_ShortRunLowGrayLevelEmphasis": "rlm_srlge_3D_avg",
-    "glrlm_ShortRunHighGrayLevelEmphasis": "rlm_srhge_3D_avg",
-    "glrlm_LongRunLowGrayLevelEmphasis": "rlm_lrlge_3D_avg",
-    "glrlm_LongRunHighGrayLevelEmphasis": "rlm_lrhge_3D_avg",
-    "glrlm_GrayLevelNonUniformity": "rlm_glnu_3D_avg",
-    "glrlm_GrayLevelNonUniformityNormalized": "rlm_glnu_norm_3D_avg",
-    "glrlm_RunLengthNonUniformity": "rlm_rlnu_3D_avg",
-    "glrlm_RunLengthNonUniformityNormalized": "rlm_rlnu_norm_3D_avg",
-    "glrlm_RunPercentage": "rlm_r_perc_3D_avg",
-    "glrlm_GrayLevelVariance": "rlm_gl_var_3D_avg",
-    "glrlm_RunVariance": "rlm_rl_var_3D_avg",
-    "glrlm_RunEntropy": "rlm_rl_entr_3D_avg",
-    # GLSZM (26-connected zones)
-    "glszm_SmallAreaEmphasis": "szm_sze_3D",
-    "glszm_LargeAreaEmphasis": "szm_lze_3D",
-    "glszm_LowGrayLevelZoneEmphasis": "szm_lgze_3D",
-    "glszm_HighGrayLevelZoneEmphasis": "szm_hgze_3D",
-    "glszm_SmallAreaLowGrayLevelEmphasis": "szm_szlge_3D",
-    "glszm_SmallAreaHighGrayLevelEmphasis": "szm_szhge_3D",
-    "glszm_LargeAreaLowGrayLevelEmphasis": "szm_lzlge_3D",
-    "glszm_LargeAreaHighGrayLevelEmphasis": "szm_lzhge_3D",
-    "glszm_GrayLevelNonUniformity": "szm_glnu_3D",
-    "glszm_GrayLevelNonUniformityNormalized": "szm_glnu_norm_3D",
-    "glszm_SizeZoneNonUniformity": "szm_zsnu_3D",
-    "glszm_SizeZoneNonUniformityNormalized": "szm_zsnu_norm_3D",
-    "glszm_ZonePercentage": "szm_z_perc_3D",
-    "glszm_GrayLevelVariance": "szm_gl_var_3D",
-    "glszm_ZoneVariance": "szm_zs_var_3D",
-    "glszm_ZoneEntropy": "szm_zs_entr_3D",
-    # GLDM = IBSI NGLDM with coarseness alpha 0 and distance 1 (Chebyshev); "small/large
-    # dependence" = IBSI "low/high dependence"
-    "gldm_SmallDependenceEmphasis": "ngl_lde_3D",
-    "gldm_LargeDependenceEmphasis": "ngl_hde_3D",
-    "gldm_LowGrayLevelEmphasis": "ngl_lgce_3D",
-    "gldm_HighGrayLevelEmphasis": "ngl_hgce_3D",
-    "gldm_SmallDependenceLowGrayLevelEmphasis": "ngl_ldlge_3D",
-    "gldm_SmallDependenceHighGrayLevelEmphasis": "ngl_ldhge_3D",
-    "gldm_LargeDependenceLowGrayLevelEmphasis": "ngl_hdlge_3D",
-    "gldm_LargeDependenceHighGrayLevelEmphasis": "ngl_hdhge_3D",
-    "gldm_GrayLevelNonUniformity": "ngl_glnu_3D",
-    "gldm_DependenceNonUniformity": "ngl_dcnu_3D",
-    "gldm_DependenceNonUniformityNormalized": "ngl_dcnu_norm_3D",
-    "gldm_GrayLevelVariance": "ngl_gl_var_3D",
-    "gldm_DependenceVariance": "ngl_dc_var_3D",
-    "gldm_DependenceEntropy": "ngl_dc_entr_3D",
-    # NGTDM (distance 1)
-    "ngtdm_Coarseness": "ngt_coarseness_3D",
-    "ngtdm_Contrast": "ngt_contrast_3D",
-    "ngtdm_Busyness": "ngt_busyness_3D",
-    "ngtdm_Complexity": "ngt_complexity_3D",
-    "ngtdm_Strength": "ngt_strength_3D",
-}
-
-#: PyRadiomics features IBSI-1 does not define (no consensus value to compare), with the reason.
-NO_IBSI_TAG: dict[str, str] = {
-    "shape_Maximum2DDiameterSlice": "IBSI-1 defines only the 3D maximum diameter",
-    "shape_Maximum2DDiameterColumn": "IBSI-1 defines only the 3D maximum diameter",
-    "shape_Maximum2DDiameterRow": "IBSI-1 defines only the 3D maximum diameter",
-    "firstorder_TotalEnergy": "PyRadiomics-only: Energy x voxel volume",
-    "glcm_MCC": "PyRadiomics-only: maximal correlation coefficient is not in IBSI-1",
 }
 
 #: Features that fail the IBSI tolerance on the phantom, with the reason (checked both ways by

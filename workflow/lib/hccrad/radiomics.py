@@ -19,6 +19,7 @@ PyRadiomics is imported lazily, so importing :mod:`hccrad.radiomics` is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,7 @@ import SimpleITK as sitk
 import yaml
 
 from hccrad.errors import InputError
+from hccrad.preprocess.ibsi import ibsi_binning as ibsi_binning_from
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -192,24 +194,13 @@ def extract_region_features(
 
     extractor = _make_extractor(params, label)
     img, msk = crop_for_extraction(img, msk, label, extractor.enabledImagetypes, extractor.settings)
-    log.debug(
-        "radiomics: patient=%s phase=%s label=%d voxels=%d image types=%s classes=%s",
-        patient,
-        phase,
-        label,
-        n_voxels,
-        list(extractor.enabledImagetypes),
-        list(extractor.enabledFeatures),
-    )
+    log.debug("radiomics: patient=%s phase=%s label=%d voxels=%d image types=%s classes=%s",
+              patient, phase, label, n_voxels, list(extractor.enabledImagetypes),
+              list(extractor.enabledFeatures))  # fmt: skip
     lower = _resegment_lower_bound(extractor.settings) if ibsi_binning else None
     try:
-        if lower is None:
+        with _binning(lower):
             result = extractor.execute(img, msk, label=label)
-        else:
-            from hccrad.preprocess.ibsi import ibsi_binning as binning_from
-
-            with binning_from(lower):
-                result = extractor.execute(img, msk, label=label)
     except ValueError as exc:
         # checkMask: ROI too small in some dimension / below minimumROISize, geometry mismatch
         raise InputError(
@@ -221,14 +212,14 @@ def extract_region_features(
     features, diagnostics = _split_result(result)
     n_nan = sum(1 for v in features.values() if math.isnan(v))
     if n_nan:
-        log.warning(
-            "radiomics: %d of %d features are NaN (patient=%s phase=%s)",
-            n_nan,
-            len(features),
-            patient,
-            phase,
-        )
+        log.warning("radiomics: %d of %d features are NaN (patient=%s phase=%s)",
+                    n_nan, len(features), patient, phase)  # fmt: skip
     return features, diagnostics
+
+
+def _binning(lower: float | None) -> contextlib.AbstractContextManager[None]:
+    """IBSI-1's fixed-bin-width binning from ``lower`` for the block, or nothing (None)."""
+    return ibsi_binning_from(lower) if lower is not None else contextlib.nullcontext()
 
 
 def _resegment_lower_bound(settings: Mapping[str, Any]) -> float | None:

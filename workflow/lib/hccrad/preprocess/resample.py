@@ -51,6 +51,23 @@ def _prepare(image: sitk.Image, is_mask: bool) -> tuple[sitk.Image, int, int]:
     return image, sitk.sitkLinear, sitk.sitkFloat32
 
 
+def _output_grid(
+    image: sitk.Image, new_spacing: np.ndarray, grid: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Size and origin of the resampled grid (``grid``: ``origin`` or ``centre``)."""
+    old_spacing = np.asarray(image.GetSpacing())
+    old_size = np.asarray(image.GetSize())
+    origin = np.asarray(image.GetOrigin(), dtype=float)
+    extent = old_size * old_spacing / new_spacing
+    if grid == "origin":
+        return np.maximum(1, np.round(extent)).astype(int), origin
+    # ceil, robust to binary noise (60 * 3.0 / 3.0 must stay 60)
+    new_size = np.array([max(1, math.ceil(e - 1e-9)) for e in extent], dtype=int)
+    shift = (old_spacing * (old_size - 1) - new_spacing * (new_size - 1)) / 2.0
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(image.GetDimension(), -1)
+    return new_size, origin + direction @ shift
+
+
 def resample_to_spacing(
     image: sitk.Image,
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
@@ -97,16 +114,7 @@ def resample_to_spacing(
     _check_interpolation(is_mask, interpolation, mask_threshold)
     old_spacing = np.asarray(image.GetSpacing())
     old_size = np.asarray(image.GetSize())
-    origin = np.asarray(image.GetOrigin(), dtype=float)
-    extent = old_size * old_spacing / new_spacing
-    if grid == "origin":
-        new_size = np.maximum(1, np.round(extent)).astype(int)
-    else:
-        # ceil, robust to binary noise (60 * 3.0 / 3.0 must stay 60)
-        new_size = np.array([max(1, math.ceil(e - 1e-9)) for e in extent], dtype=int)
-        shift = (old_spacing * (old_size - 1) - new_spacing * (new_size - 1)) / 2.0
-        direction = np.asarray(image.GetDirection(), dtype=float).reshape(image.GetDimension(), -1)
-        origin = origin + direction @ shift
+    new_size, origin = _output_grid(image, new_spacing, grid)
     src, interpolator, pixel_type = _prepare(image, is_mask)
     if interpolation is not None:
         interpolator = INTERPOLATORS[interpolation]
