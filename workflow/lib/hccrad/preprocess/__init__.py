@@ -21,7 +21,7 @@ from hccrad.preprocess.register import (
     register_rigid,
     write_transform,
 )
-from hccrad.preprocess.resample import resample_like, resample_to_spacing
+from hccrad.preprocess.resample import resample_like, resample_to_spacing, round_image
 
 __all__ = [
     "METHODS",
@@ -39,6 +39,7 @@ __all__ = [
     "register_rigid",
     "resample_like",
     "resample_to_spacing",
+    "round_image",
     "window_ct",
     "write_transform",
 ]

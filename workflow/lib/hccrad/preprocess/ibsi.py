@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from hccrad.preprocess.resample import INTERPOLATORS, resample_to_spacing
+from hccrad.preprocess.resample import INTERPOLATORS, resample_to_spacing, round_image
 
 
 @dataclass(frozen=True)
@@ -140,12 +140,9 @@ def process(image: sitk.Image, mask: sitk.Image, settings: Processing) -> Proces
         msk = resample_to_spacing(
             msk, spacing, is_mask=True, grid="centre", mask_threshold=settings.mask_threshold
         )
-    arr = sitk.GetArrayFromImage(img)
     if settings.round_intensities:
-        arr = np.round(arr)  # halves to even; interpolated values are practically never halves
-        rounded = sitk.GetImageFromArray(arr.astype(np.float32))
-        rounded.CopyInformation(img)
-        img = rounded
+        img = round_image(img)  # halves to even; interpolated values are practically never halves
+    arr = sitk.GetArrayFromImage(img)
     morph = sitk.GetArrayViewFromImage(msk).astype(bool)
     if not morph.any():
         raise ValueError("the ROI mask is empty after interpolation")

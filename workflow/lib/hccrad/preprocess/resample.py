@@ -131,7 +131,7 @@ def resample_to_spacing(
     resampler.SetUseNearestNeighborExtrapolator(grid == "centre" and not is_mask)
     out = resampler.Execute(src)
     if mask_threshold is not None:
-        out = sitk.Cast(out >= float(mask_threshold) - 1e-6, sitk.sitkUInt8)
+        out = _threshold(out, mask_threshold)
     log.debug(
         "resampled %s @ %s -> %s @ %s",
         tuple(old_size),
@@ -180,7 +180,7 @@ def resample_like(
         fraction = sitk.Resample(
             sitk.Cast(src, sitk.sitkFloat32), reference, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32
         )
-        return sitk.Cast(fraction >= float(mask_threshold) - 1e-6, sitk.sitkUInt8)
+        return _threshold(fraction, mask_threshold)
     return sitk.Resample(
         src,
         reference,
@@ -189,6 +189,21 @@ def resample_like(
         _default_value(src, is_mask, default_value),
         pixel_type,
     )
+
+
+def _threshold(fraction: sitk.Image, mask_threshold: float) -> sitk.Image:
+    """The ``UInt8`` mask of a linearly interpolated 0/1 mask: voxels at or above the
+    partial-volume fraction ``mask_threshold`` (a hair below it, for float rounding)."""
+    return sitk.Cast(fraction >= float(mask_threshold) - 1e-6, sitk.sitkUInt8)
+
+
+def round_image(image: sitk.Image) -> sitk.Image:
+    """``image`` with its intensities rounded to the nearest integer (half to even), Float32,
+    same grid (CT in integer HU after an interpolation, IBSI-1)."""
+    arr = np.round(sitk.GetArrayViewFromImage(image)).astype(np.float32)
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(image)
+    return out
 
 
 def _check_interpolation(

@@ -27,6 +27,7 @@ from hccrad.preprocess import (
     register_rigid,
     resample_like,
     resample_to_spacing,
+    round_image,
     window_ct,
     write_transform,
 )
@@ -76,14 +77,6 @@ def resample_image(
         out = round_image(out)
     log.info("%s %s: resampled %s -> %s", patient, phase, image.GetSize(), out.GetSize())
     imageio.write_image(out, dst)
-
-
-def round_image(image: sitk.Image) -> sitk.Image:
-    """``image`` with its intensities rounded to the nearest integer (half to even), Float32."""
-    arr = np.round(sitk.GetArrayViewFromImage(image)).astype(np.float32)
-    out = sitk.GetImageFromArray(arr)
-    out.CopyInformation(image)
-    return out
 
 
 def correct_bias(
